@@ -1,0 +1,317 @@
+//! Reads Keel's annotations from a compiled descriptor pool and resolves them
+//! into one policy per method, checking every rule on the way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, MethodDescriptor,
+    ReflectMessage, ServiceDescriptor, Value,
+};
+
+use crate::error::Diagnostic;
+
+/// Label names Keel's own metrics use; an annotation may not redefine them.
+pub const RESERVED_LABELS: &[&str] = &[
+    "grpc_type",
+    "grpc_service",
+    "grpc_method",
+    "grpc_code",
+    "le",
+];
+
+/// `ServiceDescriptorProto.options` and `MethodDescriptorProto.options` field numbers.
+const SERVICE_OPTIONS_FIELD: i32 = 3;
+const METHOD_OPTIONS_FIELD: i32 = 4;
+
+/// Who may call a method, after defaults and overrides are applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Callable without a token.
+    Public,
+    /// Needs a valid access token carrying every listed scope.
+    Token(Vec<String>),
+}
+
+/// The resolved policy of one method.
+#[derive(Clone, Debug)]
+pub struct MethodSpec {
+    /// Method name as written in the proto (`GetUser`).
+    pub name: String,
+    pub client_streaming: bool,
+    pub server_streaming: bool,
+    pub access: Access,
+    /// Labels after merging service and method level, ordered by key.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The resolved policies of one service.
+#[derive(Clone, Debug)]
+pub struct ServiceSpec {
+    /// Fully qualified name (`user.v1.UserService`).
+    pub full_name: String,
+    pub methods: Vec<MethodSpec>,
+}
+
+/// One annotation block (service or method level) as written.
+#[derive(Default)]
+struct Block {
+    auth: Option<Access>,
+    labels: Vec<(String, String)>,
+}
+
+/// Resolves the policies of every service in `files`, collecting every
+/// annotation error instead of stopping at the first.
+pub fn resolve(
+    pool: &DescriptorPool,
+    files: &[FileDescriptor],
+    paths: &HashMap<String, PathBuf>,
+) -> Result<Vec<ServiceSpec>, Vec<Diagnostic>> {
+    let service_ext = pool.get_extension_by_name("keel.v1.service");
+    let method_ext = pool.get_extension_by_name("keel.v1.method");
+    let mut diagnostics = Vec::new();
+    let mut specs = Vec::new();
+    for file in files {
+        let locate = Locator { file, paths };
+        for service in file.services() {
+            specs.push(resolve_service(
+                &service,
+                service_ext.as_ref(),
+                method_ext.as_ref(),
+                &locate,
+                &mut diagnostics,
+            ));
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(specs)
+    } else {
+        Err(diagnostics)
+    }
+}
+
+fn resolve_service(
+    service: &ServiceDescriptor,
+    service_ext: Option<&ExtensionDescriptor>,
+    method_ext: Option<&ExtensionDescriptor>,
+    locate: &Locator<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> ServiceSpec {
+    let mut report = |path: Vec<i32>, message: String| {
+        diagnostics.push(locate.at(&path, message));
+    };
+    let mut service_path = service.path().to_vec();
+    service_path.push(SERVICE_OPTIONS_FIELD);
+    if let Some(ext) = service_ext {
+        service_path.push(ext.number() as i32);
+    }
+    let service_block = read_block(&service.options(), service_ext, &service_path, &mut report);
+
+    let methods = service
+        .methods()
+        .map(|method| {
+            let mut path = method.path().to_vec();
+            path.push(METHOD_OPTIONS_FIELD);
+            if let Some(ext) = method_ext {
+                path.push(ext.number() as i32);
+            }
+            let block = read_block(&method.options(), method_ext, &path, &mut report);
+            merge(&method, &service_block, block)
+        })
+        .collect();
+    ServiceSpec {
+        full_name: service.full_name().to_owned(),
+        methods,
+    }
+}
+
+/// Applies the service-level defaults under a method's own block.
+fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
+    let access = own
+        .auth
+        .or_else(|| service.auth.clone())
+        .unwrap_or(Access::Token(Vec::new()));
+    let mut labels: BTreeMap<String, String> = service.labels.iter().cloned().collect();
+    labels.extend(own.labels);
+    MethodSpec {
+        name: method.name().to_owned(),
+        client_streaming: method.is_client_streaming(),
+        server_streaming: method.is_server_streaming(),
+        access,
+        labels,
+    }
+}
+
+/// Reads and checks one `keel.v1.ServiceOptions` / `keel.v1.MethodOptions` block.
+fn read_block(
+    options: &DynamicMessage,
+    ext: Option<&ExtensionDescriptor>,
+    path: &[i32],
+    report: &mut impl FnMut(Vec<i32>, String),
+) -> Block {
+    let Some(ext) = ext.filter(|ext| options.has_extension(ext)) else {
+        return Block::default();
+    };
+    let value = options.get_extension(ext);
+    let Some(block) = value.as_message() else {
+        return Block::default();
+    };
+    let mut out = Block::default();
+    if let Some(auth) = field_message(block, "auth") {
+        let public = auth
+            .get_field_by_name("public")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let scopes = string_list(&auth, "scopes");
+        for scope in &scopes {
+            if scope.is_empty() {
+                report(path.to_vec(), "auth: empty scope".to_owned());
+            } else if scope.chars().any(char::is_whitespace) {
+                report(
+                    path.to_vec(),
+                    format!("auth: scope {scope:?} contains whitespace"),
+                );
+            }
+        }
+        out.auth = Some(if public {
+            if !scopes.is_empty() {
+                report(
+                    path.to_vec(),
+                    format!(
+                        "auth: a public method cannot require scopes (found {}); drop `public` or the scopes",
+                        scopes.join(", ")
+                    ),
+                );
+            }
+            Access::Public
+        } else {
+            Access::Token(scopes)
+        });
+    }
+    if let Some(Value::List(labels)) = block.get_field_by_name("labels").as_deref() {
+        for label in labels.iter().filter_map(Value::as_message) {
+            let key = string_field(label, "key");
+            let value = string_field(label, "value");
+            if let Some(problem) = label_name_problem(&key) {
+                report(path.to_vec(), format!("labels: {problem}"));
+            } else if out.labels.iter().any(|(k, _)| *k == key) {
+                report(
+                    path.to_vec(),
+                    format!("labels: duplicate key {key:?} in the same block"),
+                );
+            }
+            out.labels.push((key, value));
+        }
+    }
+    out
+}
+
+/// Why `key` cannot be a Keel label name, if it cannot.
+pub fn label_name_problem(key: &str) -> Option<String> {
+    let mut chars = key.chars();
+    let valid = match chars.next() {
+        Some(first) => {
+            (first.is_ascii_alphabetic() || first == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        None => return Some("empty label key".to_owned()),
+    };
+    if !valid {
+        Some(format!(
+            "invalid Prometheus label name {key:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"
+        ))
+    } else if key.starts_with("__") {
+        Some(format!(
+            "label name {key:?} starts with \"__\", which Prometheus reserves"
+        ))
+    } else if RESERVED_LABELS.contains(&key) {
+        Some(format!(
+            "label key {key:?} is reserved by Keel's own metrics ({})",
+            RESERVED_LABELS.join(", ")
+        ))
+    } else {
+        None
+    }
+}
+
+fn field_message(message: &DynamicMessage, name: &str) -> Option<DynamicMessage> {
+    let field = message.descriptor().get_field_by_name(name)?;
+    if !message.has_field(&field) {
+        return None;
+    }
+    message.get_field(&field).as_message().cloned()
+}
+
+fn string_field(message: &DynamicMessage, name: &str) -> String {
+    message
+        .get_field_by_name(name)
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn string_list(message: &DynamicMessage, name: &str) -> Vec<String> {
+    match message.get_field_by_name(name).as_deref() {
+        Some(Value::List(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Finds the source position of a descriptor path in a file.
+struct Locator<'a> {
+    file: &'a FileDescriptor,
+    paths: &'a HashMap<String, PathBuf>,
+}
+
+impl Locator<'_> {
+    /// A diagnostic at the innermost recorded location enclosing `path`.
+    fn at(&self, path: &[i32], message: String) -> Diagnostic {
+        let name = self.file.name();
+        let file = self
+            .paths
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(name));
+        let span = self
+            .file
+            .file_descriptor_proto()
+            .source_code_info
+            .as_ref()
+            .and_then(|info| {
+                info.location
+                    .iter()
+                    .filter(|loc| path.starts_with(&loc.path))
+                    .max_by_key(|loc| loc.path.len())
+            })
+            .map(|loc| loc.span.clone())
+            .unwrap_or_default();
+        Diagnostic {
+            file,
+            line: span.first().map_or(0, |l| *l as usize + 1),
+            column: span.get(1).map_or(0, |c| *c as usize + 1),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_name_problem;
+
+    #[test]
+    fn label_names() {
+        assert_eq!(label_name_problem("tier"), None);
+        assert_eq!(label_name_problem("_x9"), None);
+        assert!(label_name_problem("9x").is_some());
+        assert!(label_name_problem("a-b").is_some());
+        assert!(label_name_problem("").is_some());
+        assert!(label_name_problem("__name").is_some());
+        assert!(
+            label_name_problem("grpc_code")
+                .unwrap()
+                .contains("reserved")
+        );
+    }
+}

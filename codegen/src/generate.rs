@@ -1,0 +1,141 @@
+//! Emits the Keel part of a service's generated module: its policy table and
+//! the function that returns the tonic server already wrapped in Keel's layer.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote;
+
+use crate::annotations::{Access, ServiceSpec};
+
+/// Generates the policy table (and, with `server`, the wrapping constructor)
+/// for one service. `rust_name` is the service's Rust name as prost writes it
+/// (`UserService`).
+pub fn service(spec: &ServiceSpec, rust_name: &str, server: bool, runtime: &TokenStream) -> String {
+    let snake = naive_snake_case(rust_name);
+    let policy_ident = ident(&format!("{}_POLICY", snake.to_uppercase()));
+    let route_ident = ident(&format!("{snake}_route"));
+
+    let methods = spec.methods.iter().map(|m| {
+        let name = &m.name;
+        let path = format!("/{}/{}", spec.full_name, m.name);
+        let kind = ident(match (m.client_streaming, m.server_streaming) {
+            (false, false) => "Unary",
+            (true, false) => "ClientStreaming",
+            (false, true) => "ServerStreaming",
+            (true, true) => "BidiStreaming",
+        });
+        let access = match &m.access {
+            Access::Public => quote!(#runtime::Access::Public),
+            Access::Token(scopes) => quote!(#runtime::Access::Token { scopes: &[#(#scopes),*] }),
+        };
+        let labels = m.labels.iter().map(|(k, v)| quote!((#k, #v)));
+        quote! {
+            #runtime::MethodPolicy {
+                name: #name,
+                path: #path,
+                kind: #runtime::MethodKind::#kind,
+                access: #access,
+                labels: &[#(#labels),*],
+            }
+        }
+    });
+    let arms = spec.methods.iter().enumerate().map(|(i, m)| {
+        let path = format!("/{}/{}", spec.full_name, m.name);
+        let i = proc_macro2::Literal::usize_unsuffixed(i);
+        quote!(#path => Some(#i),)
+    });
+    let full_name = &spec.full_name;
+    let policy_doc = doc_lines(&policy_doc(spec));
+
+    let wrapper = server.then(|| {
+        let fn_ident = ident(&snake);
+        let server_mod = ident(&format!("{snake}_server"));
+        let trait_ident = ident(rust_name);
+        let server_ident = ident(&format!("{rust_name}Server"));
+        let doc = doc_lines(&format!(
+            " Serves `handler` as `{full_name}`, wrapped in Keel's metrics and auth layers as\n [`{policy_ident}`] says. Fails when `keel` was not built with that policy."
+        ));
+        quote! {
+            #(#[doc = #doc])*
+            pub fn #fn_ident<T: #server_mod::#trait_ident>(
+                handler: T,
+                keel: &#runtime::Keel,
+            ) -> ::core::result::Result<#runtime::KeelService<#server_mod::#server_ident<T>>, #runtime::Error> {
+                keel.wrap(&#policy_ident, #server_mod::#server_ident::new(handler))
+            }
+        }
+    });
+
+    let tokens = quote! {
+        #(#[doc = #policy_doc])*
+        pub static #policy_ident: #runtime::ServicePolicy = #runtime::ServicePolicy {
+            name: #full_name,
+            methods: &[#(#methods),*],
+            route: #route_ident,
+        };
+
+        /// Index of the method in the policy table: a `match` on the request path, like tonic's own dispatch.
+        fn #route_ident(path: &str) -> ::core::option::Option<usize> {
+            match path {
+                #(#arms)*
+                _ => None,
+            }
+        }
+
+        #wrapper
+    };
+    let file: syn::File = syn::parse2(tokens).expect("generated Keel code is valid Rust");
+    prettyplease::unparse(&file)
+}
+
+/// Doc comment of a policy table: one line per method, as a reader wants it.
+fn policy_doc(spec: &ServiceSpec) -> String {
+    let mut doc = format!(
+        " Keel policy of `{}`, resolved from its annotations at build time.\n\n | method | access | labels |\n |---|---|---|\n",
+        spec.full_name
+    );
+    for m in &spec.methods {
+        let access = match &m.access {
+            Access::Public => "public".to_owned(),
+            Access::Token(s) if s.is_empty() => "token".to_owned(),
+            Access::Token(s) => format!("token with `{}`", s.join("`, `")),
+        };
+        let labels = m
+            .labels
+            .iter()
+            .map(|(k, v)| format!("`{k}={v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        doc.push_str(&format!(" | `{}` | {access} | {labels} |\n", m.name));
+    }
+    doc
+}
+
+/// An identifier, raw (`r#type`) when the name is a Rust keyword.
+/// One `#[doc]` attribute per line, so the output reads as `///` comments.
+fn doc_lines(doc: &str) -> Vec<String> {
+    doc.lines().map(str::to_owned).collect()
+}
+
+fn ident(name: &str) -> Ident {
+    if syn::parse_str::<Ident>(name).is_ok() {
+        Ident::new(name, Span::call_site())
+    } else {
+        Ident::new_raw(name, Span::call_site())
+    }
+}
+
+/// tonic-build's module naming (`UserService` → `user_service`), so the
+/// generated code names tonic's modules exactly.
+pub fn naive_snake_case(name: &str) -> String {
+    let mut s = String::new();
+    let mut it = name.chars().peekable();
+    while let Some(x) = it.next() {
+        s.push(x.to_ascii_lowercase());
+        if let Some(y) = it.peek()
+            && y.is_uppercase()
+        {
+            s.push('_');
+        }
+    }
+    s
+}

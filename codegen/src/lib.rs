@@ -1,0 +1,319 @@
+//! Build-time code generation for Keel.
+//!
+//! `keel-codegen` compiles `.proto` files with [protox] (no `protoc` binary),
+//! reads Keel's annotations (`keel.v1.service` / `keel.v1.method`, see
+//! `proto/keel/v1/options.proto`) with [prost-reflect], and generates, into one
+//! module per protobuf package:
+//!
+//! - the messages, tonic servers and clients, exactly as `tonic-prost-build`
+//!   writes them;
+//! - per service, a policy table (`USER_SERVICE_POLICY`) that holds every
+//!   method's resolved auth rule and metric labels, with a `match` on the
+//!   request path to find a method's entry without allocating;
+//! - per service, a constructor (`user_service(handler, &keel)`) that returns
+//!   the tonic server already wrapped in Keel's metrics and auth layers.
+//!
+//! Annotation mistakes fail the build with the file, line and column of the
+//! offending option.
+//!
+//! Use it from `build.rs`:
+//!
+//! ```no_run
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     keel_codegen::configure().compile(&["proto/user/v1/user.proto"], &["proto"])?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! and include the result like any tonic code:
+//!
+//! ```ignore
+//! pub mod user_v1 {
+//!     include!(concat!(env!("OUT_DIR"), "/user.v1.rs"));
+//! }
+//! ```
+//!
+//! [protox]: https://docs.rs/protox
+//! [prost-reflect]: https://docs.rs/prost-reflect
+
+mod annotations;
+mod error;
+mod generate;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use prost_build::{Module, Service, ServiceGenerator};
+use protox::file::{
+    ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
+};
+
+pub use annotations::RESERVED_LABELS;
+pub use error::{Diagnostic, Error};
+
+/// The annotation vocabulary, bundled so users need not put it on their
+/// include path. Import it as `keel/v1/options.proto`.
+pub const OPTIONS_PROTO: &str = include_str!("../../proto/keel/v1/options.proto");
+
+/// Name under which [`OPTIONS_PROTO`] is imported.
+pub const OPTIONS_PROTO_NAME: &str = "keel/v1/options.proto";
+
+/// Starts a code generation [`Builder`] with the defaults: server and client
+/// code, output to `OUT_DIR`, runtime crate `::keel`.
+pub fn configure() -> Builder {
+    Builder {
+        out_dir: None,
+        build_server: true,
+        build_client: true,
+        emit_rerun_if_changed: None,
+        runtime_crate: "::keel".to_owned(),
+        header: None,
+    }
+}
+
+/// Configures and runs code generation. Created by [`configure`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    out_dir: Option<PathBuf>,
+    build_server: bool,
+    build_client: bool,
+    emit_rerun_if_changed: Option<bool>,
+    runtime_crate: String,
+    header: Option<String>,
+}
+
+/// What one [`Builder::compile`] call wrote.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    /// The Rust files written, one per protobuf package that has a requested file.
+    pub files: Vec<PathBuf>,
+    /// Fully qualified names of the services that got a policy table.
+    pub services: Vec<String>,
+}
+
+impl Builder {
+    /// Directory to write the generated files to. Defaults to `OUT_DIR`.
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Generate tonic servers and the Keel wrapping constructors (default `true`).
+    pub fn build_server(mut self, enable: bool) -> Self {
+        self.build_server = enable;
+        self
+    }
+
+    /// Generate tonic clients (default `true`).
+    pub fn build_client(mut self, enable: bool) -> Self {
+        self.build_client = enable;
+        self
+    }
+
+    /// Print `cargo:rerun-if-changed` for every input. Defaults to on when
+    /// `OUT_DIR` is set, that is, when running from a build script.
+    pub fn emit_rerun_if_changed(mut self, enable: bool) -> Self {
+        self.emit_rerun_if_changed = Some(enable);
+        self
+    }
+
+    /// Path of the Keel runtime crate in generated code (default `::keel`),
+    /// for crates that re-export it under another name.
+    pub fn runtime_crate(mut self, path: impl Into<String>) -> Self {
+        self.runtime_crate = path.into();
+        self
+    }
+
+    /// A comment line put at the top of every generated file, after the
+    /// `@generated` marker (for example, how to regenerate it).
+    pub fn header(mut self, line: impl Into<String>) -> Self {
+        self.header = Some(line.into());
+        self
+    }
+
+    /// Compiles `protos` (paths, each under one of `includes`) and writes the
+    /// generated modules.
+    pub fn compile(
+        self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<Generated, Error> {
+        let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_owned()).collect();
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or(Error::NoOutDir)?,
+        };
+
+        let mut resolver = ChainFileResolver::new();
+        resolver.add(BundledOptions);
+        for include in &includes {
+            resolver.add(IncludeFileResolver::new(include.clone()));
+        }
+        resolver.add(GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(resolver);
+        compiler.include_imports(true).include_source_info(true);
+        compiler
+            .open_files(protos)
+            .map_err(|e| locate_on_disk(Error::from_protox(e), &includes))?;
+
+        let paths: HashMap<String, PathBuf> = compiler
+            .files()
+            .filter_map(|f| Some((f.name().to_owned(), f.path()?.to_owned())))
+            .collect();
+        let requested: HashSet<String> = compiler
+            .files()
+            .filter(|f| !f.is_import())
+            .map(|f| f.name().to_owned())
+            .collect();
+
+        let pool = compiler.descriptor_pool();
+        let files: Vec<_> = pool
+            .files()
+            .filter(|f| requested.contains(f.name()))
+            .collect();
+        let specs = annotations::resolve(&pool, &files, &paths).map_err(Error::Annotations)?;
+
+        // prost-build needs every file (imports too) to resolve types; only
+        // the requested packages' modules are written.
+        let fds = compiler.file_descriptor_set();
+        let packages: HashSet<String> = fds
+            .file
+            .iter()
+            .filter(|f| requested.contains(f.name()))
+            .map(|f| f.package().to_owned())
+            .collect();
+
+        let runtime: proc_macro2::TokenStream = self
+            .runtime_crate
+            .parse()
+            .map_err(|_| Error::RuntimeCrate(self.runtime_crate.clone()))?;
+        let services = specs.iter().map(|s| s.full_name.clone()).collect();
+        let generator = KeelGenerator {
+            tonic: tonic_prost_build::configure()
+                .build_server(self.build_server)
+                .build_client(self.build_client)
+                .service_generator(),
+            specs: specs
+                .into_iter()
+                .map(|s| (s.full_name.clone(), s))
+                .collect(),
+            server: self.build_server,
+            runtime,
+        };
+        let mut config = prost_build::Config::new();
+        config.service_generator(Box::new(generator));
+        let requests = fds
+            .file
+            .into_iter()
+            .map(|f| (Module::from_protobuf_package_name(f.package()), f))
+            .collect();
+        let modules = config.generate(requests)?;
+
+        std::fs::create_dir_all(&out_dir)?;
+        let mut written = Vec::new();
+        for (module, code) in modules {
+            let package = module.parts().collect::<Vec<_>>().join(".");
+            if !packages.contains(&package) {
+                continue;
+            }
+            let path = out_dir.join(module.to_file_name_or("_"));
+            let mut text = String::from("// @generated by keel-codegen. Do not edit.\n");
+            if let Some(line) = &self.header {
+                text.push_str(&format!("// {line}\n"));
+            }
+            text.push_str(code.trim_start_matches("// This file is @generated by prost-build.\n"));
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                std::fs::write(&path, text)?;
+            }
+            written.push(path);
+        }
+        written.sort();
+
+        let emit = self
+            .emit_rerun_if_changed
+            .unwrap_or_else(|| std::env::var_os("OUT_DIR").is_some());
+        if emit {
+            for name in &requested {
+                if let Some(path) = paths.get(name) {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+            for include in &includes {
+                println!("cargo:rerun-if-changed={}", include.display());
+            }
+        }
+        Ok(Generated {
+            files: written,
+            services,
+        })
+    }
+}
+
+/// Wraps tonic's service generator and appends Keel's code for each service.
+struct KeelGenerator {
+    tonic: Box<dyn ServiceGenerator>,
+    specs: HashMap<String, annotations::ServiceSpec>,
+    server: bool,
+    runtime: proc_macro2::TokenStream,
+}
+
+impl ServiceGenerator for KeelGenerator {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        let full_name = if service.package.is_empty() {
+            service.proto_name.clone()
+        } else {
+            format!("{}.{}", service.package, service.proto_name)
+        };
+        let rust_name = service.name.clone();
+        self.tonic.generate(service, buf);
+        if let Some(spec) = self.specs.get(&full_name) {
+            buf.push('\n');
+            buf.push_str(&generate::service(
+                spec,
+                &rust_name,
+                self.server,
+                &self.runtime,
+            ));
+        }
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.tonic.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.tonic.finalize_package(package, buf);
+    }
+}
+
+/// Serves the bundled `keel/v1/options.proto`.
+struct BundledOptions;
+
+impl FileResolver for BundledOptions {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        if name == OPTIONS_PROTO_NAME {
+            File::from_source(name, OPTIONS_PROTO)
+        } else {
+            Err(protox::Error::file_not_found(name))
+        }
+    }
+}
+
+/// Rewrites a diagnostic's file from its import name to the path on disk.
+fn locate_on_disk(error: Error, includes: &[PathBuf]) -> Error {
+    match error {
+        Error::Proto(mut d) => {
+            if let Some(path) = includes
+                .iter()
+                .map(|i| i.join(&d.file))
+                .find(|p| p.is_file())
+            {
+                d.file = path;
+            }
+            Error::Proto(d)
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,272 @@
+//! `bench-server`: the server side of `cargo xtask bench`.
+//!
+//! Serves the same handler ([`Users`], one user created at startup) twice in
+//! one process, so the only difference between the two ports is Keel:
+//!
+//! - `plain`: `UserServiceServer::new(handler)`, plain tonic, no layers;
+//! - `keel`: `user_v1::user_service(handler, &keel)`, the generated server
+//!   wrapped in Keel's metrics and auth (HS256) layers.
+//!
+//! The handler is wrapped in [`Counting`], which counts the `GetUser` calls
+//! that returned `Ok` per port, so the benchmark can check that every response
+//! the load generator counted as a success was a successful gRPC call (h2load
+//! counts any HTTP 200, whatever the `grpc-status`). A small HTTP server
+//! answers `GET /counts` with those counters and `GET /metrics` with Keel's
+//! Prometheus metrics.
+//!
+//! At startup it mints an access token (`users:read`, valid 1 h) and the
+//! gRPC-framed `GetUserRequest` body, writes them to `--token-file` and
+//! `--body-file` (or prints them), then prints one line
+//! `bench-server plain=ADDR keel=ADDR http=ADDR` and serves until killed.
+//!
+//! Runtime: one tokio runtime for all three servers, multi-threaded with a
+//! single worker thread. The benchmark pins the process to one core, so one
+//! worker is what that core can run; the multi-thread scheduler is the one a
+//! `#[tokio::main]` service uses in production (a `current_thread` runtime
+//! would be a different, slightly cheaper scheduler). Both modes share this
+//! runtime, the same tonic `Server` settings and the same listener options
+//! (`TCP_NODELAY`), and are measured one at a time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use keel::config::Config;
+use prost::Message;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+use user_service::user_v1::user_service_server::{UserService, UserServiceServer};
+use user_service::user_v1::{
+    CreateUserRequest, ExportUsersRequest, GetUserRequest, HealthCheckResponse,
+    ImportUsersResponse, ListUsersRequest, ListUsersResponse, User,
+};
+use user_service::{DEFAULT_CONFIG, SERVICES, Users, user_v1};
+
+#[derive(Parser)]
+#[command(about = "Serves the user service plain and Keel-wrapped, for `cargo xtask bench`")]
+struct Args {
+    /// TOML file layered over the embedded defaults (KEEL_* variables override both).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where to write the bearer token (printed when absent).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Where to write the gRPC-framed GetUser request body (printed as hex when absent).
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+    /// Address to bind the three listeners to (ports are chosen by the OS).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+}
+
+/// Successful and failed `GetUser` calls of one mode.
+#[derive(Debug, Default)]
+struct Counter {
+    ok: AtomicU64,
+    err: AtomicU64,
+}
+
+/// The counters of both modes.
+#[derive(Debug, Default)]
+struct Counts {
+    plain: Counter,
+    keel: Counter,
+}
+
+impl Counts {
+    fn render(&self) -> String {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "plain_ok {}\nplain_err {}\nkeel_ok {}\nkeel_err {}\n",
+            get(&self.plain.ok),
+            get(&self.plain.err),
+            get(&self.keel.ok),
+            get(&self.keel.err),
+        )
+    }
+}
+
+/// [`Users`] with `GetUser` outcomes counted: the same handler for both modes,
+/// one counter each.
+struct Counting {
+    users: Users,
+    counts: Arc<Counts>,
+    keel: bool,
+}
+
+impl Counting {
+    fn counter(&self) -> &Counter {
+        if self.keel {
+            &self.counts.keel
+        } else {
+            &self.counts.plain
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Counting {
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let result = self.users.get_user(request).await;
+        let counter = self.counter();
+        match &result {
+            Ok(_) => counter.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counter.err.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        self.users.create_user(request).await
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        self.users.list_users(request).await
+    }
+
+    async fn import_users(
+        &self,
+        request: Request<tonic::Streaming<CreateUserRequest>>,
+    ) -> Result<Response<ImportUsersResponse>, Status> {
+        self.users.import_users(request).await
+    }
+
+    type ExportUsersStream = <Users as UserService>::ExportUsersStream;
+
+    async fn export_users(
+        &self,
+        request: Request<ExportUsersRequest>,
+    ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        self.users.export_users(request).await
+    }
+
+    async fn health_check(
+        &self,
+        request: Request<()>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.users.health_check(request).await
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // One worker: the process is pinned to one core; see the module docs.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
+    let keel = keel::Keel::new(&config, SERVICES)?;
+
+    let users = Users::default();
+    let user = users
+        .create_user(Request::new(CreateUserRequest {
+            name: "Bench User".into(),
+            email: "bench@example.com".into(),
+        }))
+        .await
+        .map_err(|status| anyhow::anyhow!("creating the bench user: {status}"))?
+        .into_inner();
+
+    let token = keel::auth::mint_access_token(
+        &config.auth,
+        "bench",
+        &["users:read"],
+        Duration::from_secs(3600),
+    )
+    .context("minting the bench token (auth.algorithm must be HMAC)")?;
+    let body = grpc_frame(&GetUserRequest { id: user.id });
+    match &args.token_file {
+        Some(path) => std::fs::write(path, &token)
+            .with_context(|| format!("writing the token to {}", path.display()))?,
+        None => println!("token {token}"),
+    }
+    match &args.body_file {
+        Some(path) => std::fs::write(path, &body)
+            .with_context(|| format!("writing the request body to {}", path.display()))?,
+        None => println!("body_hex {}", hex(&body)),
+    }
+
+    let counts = Arc::new(Counts::default());
+    let handler = |keel| Counting {
+        users: users.clone(),
+        counts: counts.clone(),
+        keel,
+    };
+    // The same tonic `Server` settings for both modes; only the service differs.
+    let plain_router = tonic::transport::Server::builder()
+        .add_service(UserServiceServer::new(handler(false)));
+    let keel_router = tonic::transport::Server::builder()
+        .add_service(user_v1::user_service(handler(true), &keel)?);
+
+    let (plain_listener, plain_addr) = bind(args.host, "plain").await?;
+    let (keel_listener, keel_addr) = bind(args.host, "keel").await?;
+    let (http_listener, http_addr) = bind(args.host, "http").await?;
+
+    let http_app = keel::metrics::router(keel.metrics().clone()).route(
+        "/counts",
+        axum::routing::get({
+            let counts = counts.clone();
+            move || {
+                let counts = counts.clone();
+                async move { counts.render() }
+            }
+        }),
+    );
+
+    println!("bench-server plain={plain_addr} keel={keel_addr} http={http_addr}");
+
+    let incoming = |listener| TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::select! {
+        served = plain_router.serve_with_incoming(incoming(plain_listener)) => {
+            served.context("serving plain")?;
+        }
+        served = keel_router.serve_with_incoming(incoming(keel_listener)) => {
+            served.context("serving keel")?;
+        }
+        served = axum::serve(http_listener, http_app) => {
+            served.context("serving http")?;
+        }
+        () = keel::shutdown_signal() => {}
+    }
+    Ok(())
+}
+
+async fn bind(host: std::net::IpAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind((host, 0))
+        .await
+        .with_context(|| format!("binding the {what} listener on {host}"))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// A gRPC length-prefixed message: uncompressed flag, big-endian length, payload.
+fn grpc_frame(message: &impl Message) -> Vec<u8> {
+    let payload = message.encode_to_vec();
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut frame = Vec::with_capacity(5 + payload.len());
+    frame.push(0);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,32 @@
+//! The example user service: users with per-method auth and metrics that
+//! come from the annotations in `proto/user/v1/user.proto`.
+//!
+//! The binary (`src/main.rs`) serves it and also mints development tokens and
+//! calls it with the generated client; the tests drive it over real sockets.
+
+mod users;
+
+pub use users::Users;
+
+/// Generated from `proto/user/v1/user.proto` by `cargo xtask gen`.
+pub mod user_v1 {
+    include!("gen/user.v1.rs");
+}
+
+/// The embedded default configuration (`keel.toml` beside `Cargo.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../keel.toml");
+
+/// The development HMAC secret of [`DEFAULT_CONFIG`]; the service warns while
+/// it is in use.
+pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
+
+/// Every service this crate serves, for [`keel::Keel::new`].
+pub const SERVICES: &[&keel::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
+
+/// The gRPC router of the service, already wrapped in Keel's layers.
+pub fn router(
+    keel: &keel::Keel,
+    users: Users,
+) -> Result<tonic::transport::server::Router, keel::Error> {
+    Ok(tonic::transport::Server::builder().add_service(user_v1::user_service(users, keel)?))
+}

@@ -1,0 +1,155 @@
+//! `user-service`: serves the example (the default), mints development
+//! tokens, and calls a running instance with the generated client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keel::config::Config;
+use user_service::user_v1::user_service_client::UserServiceClient;
+use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};
+use user_service::{DEFAULT_CONFIG, DEV_SECRET, SERVICES, Users};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML file layered over the embedded defaults (KEEL_* variables override both).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the user service (the default).
+    Serve,
+    /// Print the effective configuration, secrets redacted.
+    PrintConfig,
+    /// Mint an access token signed with the configured HMAC secret (development).
+    MintToken {
+        /// Subject of the token.
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Scope to grant; repeat for several.
+        #[arg(long = "scope", default_values = ["users:read", "users:write"])]
+        scopes: Vec<String>,
+        /// Lifetime, like `15m` or `1h`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Call a running service with the generated client.
+    Call {
+        /// Server URL.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        url: String,
+        /// Bearer token (see `mint-token`).
+        #[arg(long, env = "KEEL_TOKEN", default_value = "")]
+        token: String,
+        #[command(subcommand)]
+        rpc: Rpc,
+    },
+}
+
+#[derive(Subcommand)]
+enum Rpc {
+    /// GetUser.
+    Get { id: String },
+    /// CreateUser.
+    Create { name: String, email: String },
+    /// ListUsers.
+    List {
+        #[arg(long, default_value_t = 0)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// HealthCheck (public).
+    Health,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
+    match args.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            if config.auth.hmac_secret.as_ref().map(|s| s.expose()) == Some(DEV_SECRET) {
+                tracing::warn!(
+                    "auth.hmac_secret is the development secret; set KEEL_AUTH__HMAC_SECRET"
+                );
+            }
+            let keel = keel::Keel::new(&config, SERVICES)?;
+            let router = user_service::router(&keel, Users::default())?;
+            keel.serve(&config, router).await?;
+        }
+        Command::PrintConfig => print!("{}", config.to_toml_redacted()),
+        Command::MintToken { sub, scopes, ttl } => {
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            println!(
+                "{}",
+                keel::auth::mint_access_token(&config.auth, &sub, &scopes, ttl)?
+            );
+        }
+        Command::Call { url, token, rpc } => call(url, token, rpc).await?,
+    }
+    Ok(())
+}
+
+async fn call(url: String, token: String, rpc: Rpc) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let bearer: Option<tonic::metadata::MetadataValue<_>> = if token.is_empty() {
+        None
+    } else {
+        Some(
+            format!("Bearer {token}")
+                .parse()
+                .context("token is not a valid header value")?,
+        )
+    };
+    let mut client =
+        UserServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            if let Some(bearer) = &bearer {
+                req.metadata_mut().insert("authorization", bearer.clone());
+            }
+            Ok(req)
+        });
+    let reply = match rpc {
+        Rpc::Get { id } => format!(
+            "{:#?}",
+            client.get_user(GetUserRequest { id }).await?.into_inner()
+        ),
+        Rpc::Create { name, email } => format!(
+            "{:#?}",
+            client
+                .create_user(CreateUserRequest { name, email })
+                .await?
+                .into_inner()
+        ),
+        Rpc::List {
+            page_size,
+            page_token,
+        } => format!(
+            "{:#?}",
+            client
+                .list_users(ListUsersRequest {
+                    page_size,
+                    page_token
+                })
+                .await?
+                .into_inner()
+        ),
+        Rpc::Health => format!("{:#?}", client.health_check(()).await?.into_inner()),
+    };
+    println!("{reply}");
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! Every auth outcome, through the generated client over a real socket.
+
+mod common;
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use keel::config::Algorithm as ConfigAlgorithm;
+use serde_json::json;
+use tonic::Code;
+use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};
+
+fn get(id: &str) -> GetUserRequest {
+    GetUserRequest { id: id.into() }
+}
+
+/// Calls GetUser with `token` and returns the status (OK → NotFound for an unknown id).
+async fn get_user_status(server: &Server, token: &str) -> (Code, String) {
+    let mut client = server.client().await;
+    match client.get_user(with_token(get("u-404"), token)).await {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(status) => (status.code(), status.message().to_owned()),
+    }
+}
+
+async fn assert_rejected(server: &Server, token: &str, message: &str) {
+    let (code, got) = get_user_status(server, token).await;
+    assert_eq!((code, got.as_str()), (Code::Unauthenticated, message));
+}
+
+#[tokio::test]
+async fn public_method_needs_no_token() {
+    let server = Server::start(config()).await;
+    let reply = server.client().await.health_check(()).await.expect("public call");
+    assert_eq!(reply.get_ref().status, 1, "SERVING");
+    assert!(reply.get_ref().timestamp.is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_token_is_unauthenticated() {
+    let server = Server::start(config()).await;
+    let status = server.client().await.get_user(get("u-1")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "missing bearer token");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn valid_token_reaches_the_handler() {
+    let server = Server::start(config()).await;
+    let token = sign_hs(Algorithm::HS256, &claims("users:read"));
+    let (code, message) = get_user_status(&server, &token).await;
+    assert_eq!(code, Code::NotFound, "the handler answered: {message}");
+    assert_eq!(message, "user \"u-404\" not found");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_scope_is_permission_denied_and_never_reaches_the_handler() {
+    let server = Server::start(config()).await;
+    let mut client = server.client().await;
+    let reader = sign_hs(Algorithm::HS256, &claims("users:read"));
+    let new = || CreateUserRequest { name: "Ada".into(), email: "ada@example.com".into() };
+    let status = client.create_user(with_token(new(), &reader)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "missing scope users:write");
+
+    let listed = client
+        .list_users(with_token(ListUsersRequest::default(), &reader))
+        .await
+        .unwrap();
+    assert!(listed.get_ref().users.is_empty(), "rejected CreateUser created nothing");
+
+    let writer = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
+    let user = client.create_user(with_token(new(), &writer)).await.unwrap().into_inner();
+    let got = client.get_user(with_token(get(&user.id), &reader)).await.unwrap();
+    assert_eq!(got.get_ref().email, "ada@example.com");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn time_claims_are_enforced_with_leeway() {
+    let server = Server::start(config()).await;
+    let now = now();
+    let mut expired = claims("users:read");
+    expired["exp"] = json!(now - 120);
+    assert_rejected(&server, &sign_hs(Algorithm::HS256, &expired), "token expired").await;
+
+    // Within the 30 s leeway: still accepted.
+    let mut just_expired = claims("users:read");
+    just_expired["exp"] = json!(now - 5);
+    let (code, _) = get_user_status(&server, &sign_hs(Algorithm::HS256, &just_expired)).await;
+    assert_eq!(code, Code::NotFound);
+
+    let mut early = claims("users:read");
+    early["nbf"] = json!(now + 120);
+    assert_rejected(&server, &sign_hs(Algorithm::HS256, &early), "token not yet valid").await;
+
+    let mut no_exp = claims("users:read");
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert_rejected(&server, &sign_hs(Algorithm::HS256, &no_exp), "missing claim exp").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn algorithm_is_pinned_by_configuration() {
+    let server = Server::start(config()).await;
+    let good = claims("users:read");
+    assert_rejected(&server, &sign_hs(Algorithm::HS512, &good), "algorithm not allowed").await;
+
+    // `alg: none` with an empty signature.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(good.to_string())
+    );
+    let (code, message) = get_user_status(&server, &none).await;
+    assert_eq!(code, Code::Unauthenticated);
+    assert!(
+        message == "algorithm not allowed" || message == "malformed token",
+        "{message}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn signature_issuer_audience_and_kind_are_checked() {
+    let server = Server::start(config()).await;
+    let other_key = jsonwebtoken::EncodingKey::from_secret(b"another-secret-that-is-long-enough-0123");
+    let forged = sign_with(Algorithm::HS256, &claims("users:read"), &other_key);
+    assert_rejected(&server, &forged, "bad signature").await;
+
+    let mut tampered = sign_hs(Algorithm::HS256, &claims("users:read"));
+    tampered.pop();
+    tampered.push(if tampered.ends_with('A') { 'B' } else { 'A' });
+    let (code, _) = get_user_status(&server, &tampered).await;
+    assert_eq!(code, Code::Unauthenticated);
+
+    let mut iss = claims("users:read");
+    iss["iss"] = json!("someone-else");
+    assert_rejected(&server, &sign_hs(Algorithm::HS256, &iss), "wrong issuer").await;
+
+    let mut aud = claims("users:read");
+    aud["aud"] = json!("another-api");
+    assert_rejected(&server, &sign_hs(Algorithm::HS256, &aud), "wrong audience").await;
+
+    let mut refresh = claims("users:read");
+    refresh["token_use"] = json!("refresh");
+    assert_rejected(&server, &sign_hs(Algorithm::HS256, &refresh), "not an access token").await;
+
+    let mut kindless = claims("users:read");
+    kindless.as_object_mut().unwrap().remove("token_use");
+    assert_rejected(&server, &sign_hs(Algorithm::HS256, &kindless), "not an access token").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_headers_are_rejected() {
+    let server = Server::start(config()).await;
+    assert_rejected(&server, "not-a-jwt", "malformed token").await;
+    assert_rejected(&server, "a.b.c", "malformed token").await;
+
+    let mut client = server.client().await;
+    let status = client.get_user(with_auth(get("u-1"), "Basic YWxpY2U6c2VjcmV0")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "authorization header must use the Bearer scheme");
+
+    let status = client.get_user(with_auth(get("u-1"), "Bearer ")).await.unwrap_err();
+    assert_eq!(status.message(), "missing bearer token");
+
+    let mut twice = with_token(get("u-1"), &sign_hs(Algorithm::HS256, &claims("users:read")));
+    twice
+        .metadata_mut()
+        .append("authorization", "Bearer x".parse().unwrap());
+    let status = client.get_user(twice).await.unwrap_err();
+    assert_eq!(status.message(), "malformed authorization header");
+
+    // Larger than auth.max_token_bytes (8 KiB), smaller than the HTTP/2 header limit.
+    let big = "a".repeat(10 * 1024);
+    assert_rejected(&server, &big, "token too large").await;
+
+    // Far larger than the HTTP/2 header list limit: refused before any layer,
+    // and the server keeps serving.
+    let huge = "a".repeat(200 * 1024);
+    let status = client.get_user(with_token(get("u-1"), &huge)).await.unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    let reply = server.client().await.health_check(()).await;
+    assert!(reply.is_ok(), "server still serves: {reply:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn asymmetric_keys_verify_and_hs_rs_confusion_is_refused() {
+    let cases = [
+        (ConfigAlgorithm::RS256, Algorithm::RS256, "rsa"),
+        (ConfigAlgorithm::ES256, Algorithm::ES256, "ec"),
+        (ConfigAlgorithm::EdDSA, Algorithm::EdDSA, "ed"),
+    ];
+    for (configured, alg, key) in cases {
+        let mut config = config();
+        config.auth.algorithm = configured;
+        config.auth.hmac_secret = None;
+        config.auth.public_key_pem = Some(fixture(&format!("{key}_public.pem")));
+        let server = Server::start(config).await;
+
+        let private = fixture(&format!("{key}_private.pem"));
+        let signing = match key {
+            "rsa" => jsonwebtoken::EncodingKey::from_rsa_pem(private.as_bytes()),
+            "ec" => jsonwebtoken::EncodingKey::from_ec_pem(private.as_bytes()),
+            _ => jsonwebtoken::EncodingKey::from_ed_pem(private.as_bytes()),
+        }
+        .unwrap();
+        let token = sign_with(alg, &claims("users:read"), &signing);
+        let (code, message) = get_user_status(&server, &token).await;
+        assert_eq!(code, Code::NotFound, "{key}: {message}");
+
+        // The classic confusion attack: HS256 keyed with the public key's PEM.
+        let public = fixture(&format!("{key}_public.pem"));
+        let confused = sign_with(
+            Algorithm::HS256,
+            &claims("users:read"),
+            &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()),
+        );
+        assert_rejected(&server, &confused, "algorithm not allowed").await;
+        server.stop().await;
+    }
+}

@@ -1,0 +1,149 @@
+//! A real user-service on 127.0.0.1 ephemeral ports, and helpers to call it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keel::config::{Config, Loader};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use user_service::user_v1::user_service_client::UserServiceClient;
+use user_service::{DEFAULT_CONFIG, DEV_SECRET, SERVICES, Users};
+
+/// The example's embedded defaults, without the process environment.
+pub fn config() -> Config {
+    Loader::new()
+        .defaults_toml(DEFAULT_CONFIG)
+        .load()
+        .expect("embedded defaults are valid")
+}
+
+pub struct Server {
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), keel::Error>>>,
+}
+
+impl Server {
+    /// Serves the example with `config` until stopped (or dropped).
+    pub async fn start(config: Config) -> Server {
+        let keel = keel::Keel::new(&config, SERVICES).expect("keel runtime");
+        let router = user_service::router(&keel, Users::default()).expect("router");
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            keel.serve_with(router, grpc, Some(metrics), async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Server {
+            grpc: grpc_addr,
+            metrics: metrics_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> UserServiceClient<Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("connect");
+        UserServiceClient::new(channel)
+    }
+
+    /// Scrapes `/metrics` over HTTP.
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.expect("connect metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        body.to_owned()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server stops")
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims of a valid access token for the example's defaults.
+pub fn claims(scope: &str) -> Value {
+    let now = now();
+    json!({
+        "sub": "alice",
+        "scope": scope,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "iss": "keel-dev",
+        "aud": "keel-examples",
+        "token_use": "access",
+    })
+}
+
+/// Signs `claims` with `alg` and the dev secret.
+pub fn sign_hs(alg: jsonwebtoken::Algorithm, claims: &Value) -> String {
+    sign_with(alg, claims, &jsonwebtoken::EncodingKey::from_secret(DEV_SECRET.as_bytes()))
+}
+
+pub fn sign_with(alg: jsonwebtoken::Algorithm, claims: &Value, key: &jsonwebtoken::EncodingKey) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, key).expect("sign")
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    with_auth(message, &format!("Bearer {token}"))
+}
+
+/// A request carrying exactly this `authorization` value.
+pub fn with_auth<T>(message: T, value: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", value.parse().expect("ascii header"));
+    request
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

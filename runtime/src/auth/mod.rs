@@ -1,0 +1,290 @@
+//! Authentication and authorization: a tower [`AuthLayer`] that applies each
+//! method's [`Access`] rule before the request reaches the handler.
+//!
+//! - `Public` methods pass untouched; no token is read.
+//! - Other methods need `authorization: Bearer <JWT>`, verified by a
+//!   [`Verifier`]. No token, or a bad one, is `UNAUTHENTICATED` with a short
+//!   reason; a missing scope is `PERMISSION_DENIED` naming the scope.
+//! - The verified [`Claims`] are placed in the request extensions; handlers
+//!   read them with [`RequestExt::claims`].
+//! - Paths the policy does not know are passed through: the generated server
+//!   answers them with `UNIMPLEMENTED` without calling any handler.
+
+mod issue;
+mod verifier;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+pub use issue::{IssueError, mint_access_token};
+pub use verifier::{SetupError, Verifier};
+
+use crate::policy::{Access, ServicePolicy};
+
+/// The verified claims of an access token.
+///
+/// `sub` and `exp` are required: their absence is reported by verification
+/// as a missing claim, so they default here only to let it see the token.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Subject: who the token was issued to.
+    #[serde(default)]
+    pub sub: String,
+    /// Granted scopes, space-separated as in OAuth 2 (`"users:read users:write"`).
+    #[serde(default)]
+    pub scope: String,
+    /// Expiry, seconds since the Unix epoch.
+    #[serde(default)]
+    pub exp: u64,
+    /// Not-before, seconds since the Unix epoch.
+    #[serde(default)]
+    pub nbf: Option<u64>,
+    /// Issued-at, seconds since the Unix epoch.
+    #[serde(default)]
+    pub iat: Option<u64>,
+    /// Issuer.
+    #[serde(default)]
+    pub iss: Option<String>,
+    /// Token id.
+    #[serde(default)]
+    pub jti: Option<String>,
+    /// Token kind: `"access"` for tokens this layer accepts, `"refresh"` for
+    /// refresh tokens, which it always rejects.
+    #[serde(default)]
+    pub token_use: Option<String>,
+}
+
+impl Claims {
+    /// The granted scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split_ascii_whitespace()
+    }
+
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+/// Why a request was not let through. The `Display` text is what the caller
+/// sees in the status message: short, and nothing that helps an attacker.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `authorization` header, or an empty token.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// The header is not `Bearer <token>`.
+    #[error("authorization header must use the Bearer scheme")]
+    NotBearer,
+    /// Repeated or non-ASCII `authorization` header.
+    #[error("malformed authorization header")]
+    MalformedHeader,
+    /// The token is longer than `auth.max_token_bytes`.
+    #[error("token too large")]
+    TooLarge,
+    /// `exp` has passed (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The signature does not verify with the configured key.
+    #[error("bad signature")]
+    BadSignature,
+    /// The token names an algorithm other than the configured one, or none.
+    #[error("algorithm not allowed")]
+    Algorithm,
+    /// `iss` differs from the configured issuer.
+    #[error("wrong issuer")]
+    Issuer,
+    /// `aud` does not contain the configured audience.
+    #[error("wrong audience")]
+    Audience,
+    /// A required claim is absent.
+    #[error("missing claim {0}")]
+    MissingClaim(String),
+    /// The token is a refresh token (or names no kind).
+    #[error("not an access token")]
+    NotAccessToken,
+    /// Not a decodable JWT.
+    #[error("malformed token")]
+    Malformed,
+    /// The token is valid but lacks a scope the method requires.
+    #[error("missing scope {0}")]
+    MissingScope(&'static str),
+}
+
+impl AuthError {
+    /// The gRPC status a caller receives for this error.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            AuthError::MissingScope(_) => tonic::Status::permission_denied(self.to_string()),
+            _ => tonic::Status::unauthenticated(self.to_string()),
+        }
+    }
+}
+
+/// Checks a token's claims against a method's access rule.
+pub fn authorize(access: Access, claims: &Claims) -> Result<(), AuthError> {
+    if let Access::Token { scopes } = access
+        && let Some(missing) = scopes.iter().find(|s| !claims.has_scope(s))
+    {
+        return Err(AuthError::MissingScope(missing));
+    }
+    Ok(())
+}
+
+/// The verified caller of a request, as stored in its extensions.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Arc<Claims>);
+
+/// Reads the verified caller from a request.
+pub trait RequestExt {
+    /// The verified claims, for methods that require a token; `None` for
+    /// public methods.
+    fn claims(&self) -> Option<&Claims>;
+}
+
+impl<T> RequestExt for tonic::Request<T> {
+    fn claims(&self) -> Option<&Claims> {
+        self.extensions().get::<Caller>().map(|c| &*c.0)
+    }
+}
+
+/// Applies a service's access rules; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    policy: &'static ServicePolicy,
+    verifier: Arc<Verifier>,
+}
+
+impl AuthLayer {
+    /// A layer enforcing `policy` with tokens checked by `verifier`.
+    pub fn new(policy: &'static ServicePolicy, verifier: Arc<Verifier>) -> Self {
+        AuthLayer { policy, verifier }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            policy: self.policy,
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    policy: &'static ServicePolicy,
+    verifier: Arc<Verifier>,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for AuthService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<Request<B>> for AuthService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = AuthFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let access = match self.policy.method(req.uri().path()) {
+            Some((_, method)) => method.access,
+            None => return AuthFuture::inner(self.inner.call(req)),
+        };
+        if access == Access::Public {
+            return AuthFuture::inner(self.inner.call(req));
+        }
+        let checked = self
+            .verifier
+            .authenticate(req.headers())
+            .and_then(|claims| {
+                authorize(access, &claims)?;
+                Ok(claims)
+            });
+        match checked {
+            Ok(claims) => {
+                req.extensions_mut().insert(Caller(claims));
+                AuthFuture::inner(self.inner.call(req))
+            }
+            Err(error) => {
+                tracing::debug!(path = req.uri().path(), %error, "request rejected");
+                AuthFuture::rejected(error.to_status().into_http())
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`AuthService`].
+    pub struct AuthFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        Rejected { response: Option<Response<Body>> },
+    }
+}
+
+impl<F> AuthFuture<F> {
+    fn inner(future: F) -> Self {
+        AuthFuture {
+            state: State::Inner { future },
+        }
+    }
+
+    fn rejected(response: Response<Body>) -> Self {
+        AuthFuture {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F> Future for AuthFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Rejected { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    tonic::Status::internal("polled after completion").into_http()
+                })))
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+use std::net::SocketAddr;
+
+/// Errors of the Keel runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The auth section could not be turned into a verifier.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::SetupError),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// A service was wrapped that was not given to [`Keel::new`](crate::Keel::new).
+    #[error("service {0} was not given to Keel::new, so it has no metrics; add its policy there")]
+    UndeclaredService(&'static str),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// What the address is for (`grpc`, `metrics`).
+        what: &'static str,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving {what}: {source}")]
+    Serve {
+        /// What was being served.
+        what: &'static str,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

@@ -1,0 +1,131 @@
+//! The tower layer that records each call of a service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use super::ServiceMetrics;
+use super::body::{Call, CountingBody, MessageCounter, ObservedBody};
+use super::codes::parse_status;
+
+/// Records go-grpc-prometheus metrics for one service; see the [module docs](super).
+///
+/// Put it outside [`AuthLayer`](crate::auth::AuthLayer) so rejected calls are counted.
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    service: Arc<ServiceMetrics>,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `service`'s pre-bound metrics.
+    pub fn new(service: Arc<ServiceMetrics>) -> Self {
+        MetricsLayer { service }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            service: self.service.clone(),
+        }
+    }
+}
+
+/// The service made by [`MetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct MetricsService<S> {
+    inner: S,
+    service: Arc<ServiceMetrics>,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for MetricsService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, ResBody> Service<Request<B>> for MetricsService<S>
+where
+    S: Service<Request<CountingBody<B>>, Response = Response<ResBody>>,
+{
+    type Response = Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let method = self.service.policy.route_index(req.uri().path());
+        let call = method.map(|method| {
+            self.service.methods[method].started.inc();
+            Call {
+                service: self.service.clone(),
+                method,
+                start: Instant::now(),
+                header_code: None,
+                counter: MessageCounter::default(),
+            }
+        });
+        let received = method.map(|m| self.service.methods[m].msg_received.clone());
+        let req = req.map(|body| CountingBody::new(body, received));
+        MetricsFuture {
+            inner: self.inner.call(req),
+            call,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`MetricsService`].
+    pub struct MetricsFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+    }
+
+    impl<F> PinnedDrop for MetricsFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the handler answered: the client cancelled.
+            if let Some(call) = this.project().call.take() {
+                call.finish(Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ObservedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let mut call = this.call.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                if let Some(call) = call.as_mut() {
+                    call.header_code = response.headers().get("grpc-status").map(parse_status);
+                }
+                Ok(response.map(|body| ObservedBody::new(body, call)))
+            }
+            Err(error) => {
+                if let Some(call) = call {
+                    call.finish(Code::Internal);
+                }
+                Err(error)
+            }
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Per-method policies, resolved by `keel-codegen` at build time from the
+//! proto annotations and emitted as `static` tables in generated code.
+
+/// How a method streams; the value of the `grpc_type` metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MethodKind {
+    /// One request, one response.
+    Unary,
+    /// A request stream, one response.
+    ClientStreaming,
+    /// One request, a response stream.
+    ServerStreaming,
+    /// Streams both ways.
+    BidiStreaming,
+}
+
+impl MethodKind {
+    /// The `grpc_type` label value, as go-grpc-prometheus writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Unary => "unary",
+            MethodKind::ClientStreaming => "client_stream",
+            MethodKind::ServerStreaming => "server_stream",
+            MethodKind::BidiStreaming => "bidi_stream",
+        }
+    }
+}
+
+/// Who may call a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; no token is read.
+    Public,
+    /// A valid access token carrying every one of `scopes` (possibly none).
+    Token {
+        /// Scopes that must all be present in the token's `scope` claim.
+        scopes: &'static [&'static str],
+    },
+}
+
+/// The resolved policy of one method.
+#[derive(Debug)]
+pub struct MethodPolicy {
+    /// Method name as in the proto (`GetUser`).
+    pub name: &'static str,
+    /// The HTTP/2 path of the method (`/user.v1.UserService/GetUser`).
+    pub path: &'static str,
+    /// How the method streams.
+    pub kind: MethodKind,
+    /// Who may call it.
+    pub access: Access,
+    /// Static metric labels (service labels merged with method labels),
+    /// sorted by key.
+    pub labels: &'static [(&'static str, &'static str)],
+}
+
+/// The policy table of one service.
+#[derive(Debug)]
+pub struct ServicePolicy {
+    /// Fully qualified service name (`user.v1.UserService`).
+    pub name: &'static str,
+    /// Every method of the service.
+    pub methods: &'static [MethodPolicy],
+    /// Maps a request path to its index in `methods`: a generated `match`,
+    /// so a lookup neither allocates nor parses.
+    pub route: fn(&str) -> Option<usize>,
+}
+
+impl ServicePolicy {
+    /// The index and policy of the method a request path names, if it is one
+    /// of this service's.
+    #[inline]
+    pub fn method(&self, path: &str) -> Option<(usize, &'static MethodPolicy)> {
+        let index = self.route_index(path)?;
+        Some((index, &self.methods[index]))
+    }
+}
+
+impl ServicePolicy {
+    /// The index in `methods` of the method a request path names.
+    #[inline]
+    pub fn route_index(&self, path: &str) -> Option<usize> {
+        (self.route)(path).filter(|i| *i < self.methods.len())
+    }
+}
+
+impl PartialEq for ServicePolicy {
+    /// Policies are compared by service name: a process has one policy per service.
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}

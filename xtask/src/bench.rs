@@ -1,0 +1,3 @@
+pub fn run(_args: &[&str]) -> anyhow::Result<()> {
+    anyhow::bail!("todo")
+}

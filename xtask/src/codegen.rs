@@ -1,0 +1,98 @@
+//! `cargo xtask gen [--check]`: the examples' generated code, checked in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// One crate whose generated code lives in the repository.
+struct Target {
+    protos: &'static [&'static str],
+    includes: &'static [&'static str],
+    out_dir: &'static str,
+}
+
+const TARGETS: &[Target] = &[Target {
+    protos: &["examples/user-service/proto/user/v1/user.proto"],
+    includes: &["examples/user-service/proto"],
+    out_dir: "examples/user-service/src/gen",
+}];
+
+pub fn run(check: bool) -> Result<()> {
+    let root = crate::root();
+    let mut stale = Vec::new();
+    for target in TARGETS {
+        let scratch = tempfile_dir()?;
+        let protos: Vec<PathBuf> = target.protos.iter().map(|p| root.join(p)).collect();
+        let includes: Vec<PathBuf> = target.includes.iter().map(|p| root.join(p)).collect();
+        let generated = keel_codegen::configure()
+            .out_dir(&scratch)
+            .emit_rerun_if_changed(false)
+            .header("Regenerate with `cargo xtask gen`.")
+            .compile(&protos, &includes)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for file in &generated.files {
+            crate::run_cmd(
+                Command::new("rustfmt")
+                    .args(["--edition", "2024"])
+                    .arg(file),
+            )?;
+        }
+        let fresh = read_dir(&scratch)?;
+        let out_dir = root.join(target.out_dir);
+        let current = if out_dir.is_dir() {
+            read_dir(&out_dir)?
+        } else {
+            BTreeMap::new()
+        };
+        if check {
+            for (name, text) in &fresh {
+                if current.get(name) != Some(text) {
+                    stale.push(format!("{}/{name}", target.out_dir));
+                }
+            }
+            for name in current.keys().filter(|n| !fresh.contains_key(*n)) {
+                stale.push(format!("{}/{name} (no longer generated)", target.out_dir));
+            }
+        } else {
+            std::fs::create_dir_all(&out_dir)?;
+            for name in current.keys().filter(|n| !fresh.contains_key(*n)) {
+                std::fs::remove_file(out_dir.join(name))?;
+            }
+            for (name, text) in &fresh {
+                if current.get(name) != Some(text) {
+                    std::fs::write(out_dir.join(name), text)?;
+                    println!("wrote {}/{name}", target.out_dir);
+                }
+            }
+        }
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    if !stale.is_empty() {
+        bail!(
+            "generated code is stale; run `cargo xtask gen` and commit:\n  {}",
+            stale.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn read_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.insert(name, std::fs::read_to_string(entry.path())?);
+    }
+    Ok(files)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("keel-gen-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
