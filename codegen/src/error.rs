@@ -73,11 +73,19 @@ impl Error {
                 Some((contents.line() + 1, contents.column() + 1))
             });
         let (line, column) = position.unwrap_or((0, 0));
+        // Option errors nest the precise cause ("field 'x' not found for
+        // message 'keel.v1.MethodOptions'"): append it.
+        let mut message = err.to_string();
+        let mut cause = err.diagnostic_source();
+        while let Some(inner) = cause {
+            message.push_str(&format!(": {inner}"));
+            cause = inner.diagnostic_source();
+        }
         Error::Proto(Diagnostic {
             file: PathBuf::from(err.file().unwrap_or("<unknown>")),
             line,
             column,
-            message: err.to_string(),
+            message,
         })
     }
 }

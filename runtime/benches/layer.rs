@@ -37,10 +37,25 @@ static POLICY: ServicePolicy = ServicePolicy {
     name: "user.v1.UserService",
     methods: &[
         method("GetUser", "/user.v1.UserService/GetUser", READ, CRITICAL),
-        method("CreateUser", "/user.v1.UserService/CreateUser", WRITE, CRITICAL),
+        method(
+            "CreateUser",
+            "/user.v1.UserService/CreateUser",
+            WRITE,
+            CRITICAL,
+        ),
         method("ListUsers", "/user.v1.UserService/ListUsers", READ, BATCH),
-        method("ImportUsers", "/user.v1.UserService/ImportUsers", WRITE, BATCH),
-        method("ExportUsers", "/user.v1.UserService/ExportUsers", READ, BATCH),
+        method(
+            "ImportUsers",
+            "/user.v1.UserService/ImportUsers",
+            WRITE,
+            BATCH,
+        ),
+        method(
+            "ExportUsers",
+            "/user.v1.UserService/ExportUsers",
+            READ,
+            BATCH,
+        ),
         MethodPolicy {
             name: "HealthCheck",
             path: "/user.v1.UserService/HealthCheck",
@@ -49,7 +64,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             labels: &[("team", "identity")],
         },
     ],
-    route: route,
+    route: user_service_route,
 };
 
 const READ: &[&str] = &["users:read"];
@@ -72,7 +87,7 @@ const fn method(
     }
 }
 
-fn route(path: &str) -> Option<usize> {
+fn user_service_route(path: &str) -> Option<usize> {
     match path {
         "/user.v1.UserService/GetUser" => Some(0),
         "/user.v1.UserService/CreateUser" => Some(1),
@@ -122,7 +137,10 @@ fn token(config: &Config) -> String {
 /// Drives a future that is ready at once (nothing here waits on I/O).
 fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("bench future unexpectedly pending"),
     }
@@ -209,7 +227,10 @@ fn jwt(c: &mut Criterion) {
     let config = config();
     let token = token(&config);
     let verifier = Verifier::from_config(&config.auth).expect("verifier");
-    assert!(verifier.verify_uncached(&token).is_ok(), "bench token rejected");
+    assert!(
+        verifier.verify_uncached(&token).is_ok(),
+        "bench token rejected"
+    );
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,
@@ -246,19 +267,19 @@ fn layer(c: &mut Criterion) {
     assert_eq!(call(&full, &bearer), ok, "keel");
     let rendered = keel.metrics().render();
     assert!(
-        rendered.lines().any(|l| l.starts_with("grpc_server_handled_total")
-            && l.contains(r#"grpc_code="OK""#)
-            && l.contains(r#"grpc_method="GetUser""#)
-            && l.ends_with(" 2")),
+        rendered
+            .lines()
+            .any(|l| l.starts_with("grpc_server_handled_total")
+                && l.contains(r#"grpc_code="OK""#)
+                && l.contains(r#"grpc_method="GetUser""#)
+                && l.ends_with(" 2")),
         "metrics did not record the two OK calls:\n{rendered}"
     );
 
     let mut group = c.benchmark_group("layer");
     group.bench_function("bare", |b| b.iter(|| call(&bare, &bearer)));
     group.bench_function("metrics", |b| b.iter(|| call(&metrics, &bearer)));
-    group.bench_function("metrics_auth_cached", |b| {
-        b.iter(|| call(&full, &bearer))
-    });
+    group.bench_function("metrics_auth_cached", |b| b.iter(|| call(&full, &bearer)));
     group.finish();
 }
 

@@ -1083,7 +1083,7 @@ impl Loader {
                 }
                 Err(e) => {
                     layer_failed = true;
-                    problems.push(format!("{DEFAULTS_LAYER_NAME}: invalid TOML {e}"));
+                    problems.push(format!("{DEFAULTS_LAYER_NAME}: invalid TOML: {e}"));
                 }
             }
         }
@@ -1111,7 +1111,7 @@ impl Loader {
                 }
                 Err(e) => {
                     layer_failed = true;
-                    problems.push(format!("config file {}: invalid TOML {e}", path.display()));
+                    problems.push(format!("config file {}: invalid TOML: {e}", path.display()));
                 }
             }
         }
@@ -1200,7 +1200,7 @@ fn parse_toml(text: &str) -> Result<Dict, String> {
                 let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
                 format!("at line {line}, column {column}: {message}")
             }
-            None => format!(": {message}"),
+            None => message.to_owned(),
         }
     })
 }

@@ -1,3 +1,905 @@
-pub fn run(_args: &[&str]) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask bench [--quick] [--no-criterion] [--rounds N] [--requests N]`:
+//! what Keel's layers cost per call, end to end.
+//!
+//! 1. Builds `bench-server` (release), which serves the same `GetUser`
+//!    handler twice in one process: plain tonic, and wrapped by Keel (metrics
+//!    + HS256 auth). See `examples/user-service/src/bin/bench-server.rs`.
+//! 2. Installs h2load (`apt-get install nghttp2-client`) when it is missing.
+//! 3. Starts the server pinned to core 0 and runs h2load pinned to core 1,
+//!    alternating plain and keel: one warm-up round each, then `--rounds`
+//!    measured rounds each. Both modes get the identical request: gRPC
+//!    headers, the same bearer token and the same body.
+//! 4. Per round it records h2load's requests/s and the server's CPU time
+//!    (sum of `/proc/<pid>/task/*/schedstat`), and verifies against the
+//!    server's own counters that every response h2load counted as succeeded
+//!    was a successful `GetUser` (h2load counts any HTTP 200, whatever the
+//!    `grpc-status`); for keel, Keel's `grpc_server_handled_total{grpc_code="OK"}`
+//!    must agree too. Any failed request or mismatch fails the bench.
+//! 5. Prints per-mode medians, the keel/plain throughput ratio and the CPU
+//!    time keel adds per request, with PASS/MISS against the targets. A miss
+//!    is reported, not an error: only a failed verification exits non-zero.
+//! 6. Runs the criterion micro-benchmarks (`cargo bench -p keel --bench
+//!    layer`), unless `--quick` or `--no-criterion`.
+//!
+//! `--quick` is a smoke run (few requests, no criterion); its figures are
+//! not meaningful.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+/// Target: keel throughput at least this fraction of plain.
+const TARGET_RATIO: f64 = 0.95;
+/// Target: keel adds at most this much server CPU per request, in µs.
+const TARGET_ADDED_CPU_US: f64 = 0.5;
+
+const METHOD_PATH: &str = "/user.v1.UserService/GetUser";
+
+struct Options {
+    rounds: usize,
+    requests: u64,
+    warmup_requests: u64,
+    clients: u32,
+    streams: u32,
+    criterion: bool,
+    quick: bool,
+}
+
+impl Options {
+    fn parse(args: &[&str]) -> anyhow::Result<Self> {
+        let mut options = Options {
+            rounds: 5,
+            requests: 200_000,
+            warmup_requests: 100_000,
+            clients: 16,
+            streams: 32,
+            criterion: true,
+            quick: false,
+        };
+        let mut rounds = None;
+        let mut requests = None;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a value"))
+                    .map(|v| v.to_string())
+            };
+            match *arg {
+                "--quick" => options.quick = true,
+                "--no-criterion" => options.criterion = false,
+                "--rounds" => {
+                    let v = value("--rounds")?;
+                    rounds =
+                        Some(v.parse::<usize>().with_context(|| {
+                            format!("--rounds: {v:?} is not a number of rounds")
+                        })?);
+                }
+                "--requests" => {
+                    let v = value("--requests")?;
+                    requests = Some(v.parse::<u64>().with_context(|| {
+                        format!("--requests: {v:?} is not a number of requests")
+                    })?);
+                }
+                other => bail!(
+                    "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
+                     [--no-criterion] [--rounds N] [--requests N]"
+                ),
+            }
+        }
+        if options.quick {
+            options.rounds = 3;
+            options.requests = 10_000;
+            options.warmup_requests = 5_000;
+            options.criterion = false;
+        }
+        if let Some(rounds) = rounds {
+            ensure!(rounds >= 1, "--rounds must be at least 1");
+            options.rounds = rounds;
+        }
+        if let Some(requests) = requests {
+            let min = u64::from(options.clients);
+            ensure!(requests >= min, "--requests must be at least {min}");
+            options.requests = requests;
+            options.warmup_requests = options.warmup_requests.min(requests);
+        }
+        Ok(options)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Plain,
+    Keel,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Keel => "keel",
+        }
+    }
+}
+
+/// What one h2load run against one mode measured.
+#[derive(Debug)]
+struct Sample {
+    mode: Mode,
+    req_per_s: f64,
+    cpu_us_per_req: f64,
+    /// Server CPU time / wall time of the run.
+    server_busy: f64,
+    /// Other work on the server's core (not the server) / wall time.
+    core_other: f64,
+    /// Hypervisor steal on the server's core / wall time.
+    core_steal: f64,
+}
+
+pub fn run(args: &[&str]) -> anyhow::Result<()> {
+    let options = Options::parse(args)?;
+    let root = super::root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    super::run_cmd(Command::new(&cargo).args([
+        "build",
+        "--release",
+        "-p",
+        "user-service",
+        "--bin",
+        "bench-server",
+    ]))?;
+    ensure_h2load()?;
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"));
+    let server_bin = target.join("release").join("bench-server");
+    let work = target.join("bench");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let token_file = work.join("token");
+    let body_file = work.join("get-user.body");
+
+    let pinning = Pinning::detect();
+    print_machine(&pinning);
+
+    let server = Server::start(&server_bin, &token_file, &body_file, &pinning)?;
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading {}", token_file.display()))?;
+    let token = token.trim();
+    ensure!(!token.is_empty(), "bench-server wrote an empty token");
+    let clk_tck = clk_tck();
+
+    println!(
+        "\nh2load: -c {} -m {} -t 1, {} requests per round, {} measured rounds per mode \
+         (plus one warm-up of {}), alternating plain/keel",
+        options.clients, options.streams, options.requests, options.rounds, options.warmup_requests
+    );
+    println!(
+        "\n{:<6} {:<6} {:>10} {:>12} {:>12} {:>12} {:>11}",
+        "round", "mode", "req/s", "CPU µs/req", "server busy", "core0 other", "core0 steal"
+    );
+    let mut samples = Vec::new();
+    for round in 0..=options.rounds {
+        let (label, requests) = if round == 0 {
+            ("warm".to_string(), options.warmup_requests)
+        } else {
+            (round.to_string(), options.requests)
+        };
+        for mode in [Mode::Plain, Mode::Keel] {
+            let sample = measure(
+                &server, mode, requests, &options, token, &body_file, &pinning, clk_tck,
+            )
+            .with_context(|| format!("round {label}, {}", mode.name()))?;
+            println!(
+                "{:<6} {:<6} {:>10.0} {:>12.2} {:>11.0}% {:>11.1}% {:>10.1}%",
+                label,
+                mode.name(),
+                sample.req_per_s,
+                sample.cpu_us_per_req,
+                sample.server_busy * 100.0,
+                sample.core_other * 100.0,
+                sample.core_steal * 100.0,
+            );
+            if round > 0 {
+                samples.push(sample);
+            }
+        }
+    }
+    drop(server);
+
+    summarize(&samples, options.quick);
+
+    if options.criterion {
+        println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench layer):");
+        super::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "layer"]))?;
+    }
+    Ok(())
+}
+
+/// One h2load run against `mode`, verified.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    server: &Server,
+    mode: Mode,
+    requests: u64,
+    options: &Options,
+    token: &str,
+    body_file: &Path,
+    pinning: &Pinning,
+    clk_tck: u64,
+) -> anyhow::Result<Sample> {
+    let addr = match mode {
+        Mode::Plain => server.plain,
+        Mode::Keel => server.keel,
+    };
+    let counts_before = server.counts()?;
+    let metrics_before = server.handled_ok()?;
+    let core_before = core_times(pinning.server_core)?;
+    let cpu_before = cpu_time_ns(server.pid())?;
+    let start = Instant::now();
+
+    let mut h2load = pinning.command(pinning.client_core, "h2load");
+    h2load
+        .args(["-n", &requests.to_string()])
+        .args(["-c", &options.clients.to_string()])
+        .args(["-m", &options.streams.to_string()])
+        .args(["-t", "1"])
+        .args(["-H", "content-type: application/grpc"])
+        .args(["-H", "te: trailers"])
+        .arg("-H")
+        .arg(format!("authorization: Bearer {token}"))
+        .arg("-d")
+        .arg(body_file)
+        .arg(format!("http://{addr}{METHOD_PATH}"));
+    let output = h2load
+        .stdin(Stdio::null())
+        .output()
+        .context("running h2load")?;
+
+    let wall_ns = start.elapsed().as_nanos() as f64;
+    let cpu_after = cpu_time_ns(server.pid())?;
+    let core_after = core_times(pinning.server_core)?;
+    let counts_after = server.counts()?;
+    let metrics_after = server.handled_ok()?;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "h2load failed ({}):\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = H2loadReport::parse(&stdout)
+        .with_context(|| format!("parsing h2load's output:\n{stdout}"))?;
+
+    // Verification: every request answered, and every answer a real success.
+    let delta = |key: &str| {
+        let get = |counts: &BTreeMap<String, u64>| counts.get(key).copied().unwrap_or(0);
+        get(&counts_after).saturating_sub(get(&counts_before))
+    };
+    let (own, other) = match mode {
+        Mode::Plain => ("plain", "keel"),
+        Mode::Keel => ("keel", "plain"),
+    };
+    let own_ok = delta(&format!("{own}_ok"));
+    let mut problems = Vec::new();
+    if report.succeeded != requests || report.total != requests {
+        problems.push(format!(
+            "h2load: {} of {requests} requests succeeded ({} total)",
+            report.succeeded, report.total
+        ));
+    }
+    if report.failed != 0 || report.errored != 0 || report.timeout != 0 {
+        problems.push(format!(
+            "h2load: {} failed, {} errored, {} timed out",
+            report.failed, report.errored, report.timeout
+        ));
+    }
+    if report.status_2xx != report.succeeded {
+        problems.push(format!(
+            "h2load: {} succeeded but {} HTTP 2xx",
+            report.succeeded, report.status_2xx
+        ));
+    }
+    if own_ok != report.succeeded {
+        problems.push(format!(
+            "h2load counted {} successes, but the {own} handler answered {own_ok} GetUser calls OK \
+             (and {} with an error)",
+            report.succeeded,
+            delta(&format!("{own}_err")),
+        ));
+    }
+    for key in [
+        format!("{own}_err"),
+        format!("{other}_ok"),
+        format!("{other}_err"),
+    ] {
+        if delta(&key) != 0 {
+            problems.push(format!("server counter {key} moved by {}", delta(&key)));
+        }
+    }
+    let metrics_ok = metrics_after.saturating_sub(metrics_before);
+    let expected_metrics = if mode == Mode::Keel {
+        report.succeeded
+    } else {
+        0
+    };
+    if metrics_ok != expected_metrics {
+        problems.push(format!(
+            "keel metrics counted {metrics_ok} OK GetUser calls, expected {expected_metrics}"
+        ));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "verification failed:\n  {}\nh2load output:\n{stdout}",
+            problems.join("\n  ")
+        );
+    }
+
+    let cpu_ns = cpu_after.saturating_sub(cpu_before) as f64;
+    let tick_ns = 1e9 / clk_tck as f64;
+    let core_busy_ns = core_after.busy.saturating_sub(core_before.busy) as f64 * tick_ns;
+    let core_steal_ns = core_after.steal.saturating_sub(core_before.steal) as f64 * tick_ns;
+    Ok(Sample {
+        mode,
+        req_per_s: report.req_per_s,
+        cpu_us_per_req: cpu_ns / requests as f64 / 1000.0,
+        server_busy: cpu_ns / wall_ns,
+        core_other: ((core_busy_ns - cpu_ns) / wall_ns).max(0.0),
+        core_steal: core_steal_ns / wall_ns,
+    })
+}
+
+fn summarize(samples: &[Sample], quick: bool) {
+    let stat = |mode: Mode, f: fn(&Sample) -> f64| {
+        let mut values: Vec<f64> = samples.iter().filter(|s| s.mode == mode).map(f).collect();
+        median(&mut values)
+    };
+    let rounds = samples.iter().filter(|s| s.mode == Mode::Plain).count();
+    println!("\nmedians of {rounds} rounds:");
+    println!(
+        "{:<6} {:>10} {:>12} {:>10} {:>10}",
+        "mode", "req/s", "CPU µs/req", "min req/s", "max req/s"
+    );
+    let mut medians = BTreeMap::new();
+    for mode in [Mode::Plain, Mode::Keel] {
+        let rps = stat(mode, |s| s.req_per_s);
+        let cpu = stat(mode, |s| s.cpu_us_per_req);
+        let (min, max) = samples
+            .iter()
+            .filter(|s| s.mode == mode)
+            .fold((f64::INFINITY, 0f64), |(lo, hi), s| {
+                (lo.min(s.req_per_s), hi.max(s.req_per_s))
+            });
+        println!(
+            "{:<6} {:>10.0} {:>12.2} {:>10.0} {:>10.0}",
+            mode.name(),
+            rps,
+            cpu,
+            min,
+            max
+        );
+        medians.insert(mode, (rps, cpu));
+    }
+    let (plain_rps, plain_cpu) = medians[&Mode::Plain];
+    let (keel_rps, keel_cpu) = medians[&Mode::Keel];
+    let ratio = keel_rps / plain_rps;
+    let added = keel_cpu - plain_cpu;
+    // Paired per round (each keel run right after its plain run), as a noise check.
+    let plains: Vec<&Sample> = samples.iter().filter(|s| s.mode == Mode::Plain).collect();
+    let keels: Vec<&Sample> = samples.iter().filter(|s| s.mode == Mode::Keel).collect();
+    let mut paired_ratio: Vec<f64> = plains
+        .iter()
+        .zip(&keels)
+        .map(|(p, k)| k.req_per_s / p.req_per_s)
+        .collect();
+    let mut paired_added: Vec<f64> = plains
+        .iter()
+        .zip(&keels)
+        .map(|(p, k)| k.cpu_us_per_req - p.cpu_us_per_req)
+        .collect();
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    println!(
+        "\nkeel/plain throughput: {ratio:.3}x (paired per round: median {:.3}x)   \
+         target >= {TARGET_RATIO}x: {}",
+        median(&mut paired_ratio),
+        verdict(ratio >= TARGET_RATIO)
+    );
+    println!(
+        "keel added CPU:        {added:+.2} µs/request (paired per round: median {:+.2})   \
+         target <= {TARGET_ADDED_CPU_US} µs: {}",
+        median(&mut paired_added),
+        verdict(added <= TARGET_ADDED_CPU_US)
+    );
+    println!(
+        "verified: every response h2load counted as succeeded was a successful GetUser \
+         (server counters; for keel also grpc_server_handled_total)"
+    );
+    if quick {
+        println!("(--quick: too few requests for these figures to mean much)");
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// What h2load printed.
+#[derive(Debug, Default)]
+struct H2loadReport {
+    req_per_s: f64,
+    total: u64,
+    succeeded: u64,
+    failed: u64,
+    errored: u64,
+    timeout: u64,
+    status_2xx: u64,
+}
+
+impl H2loadReport {
+    /// Parses the summary lines:
+    ///
+    /// ```text
+    /// finished in 2.01s, 99502.48 req/s, 7.12MB/s
+    /// requests: 200000 total, 200000 started, 200000 done, 200000 succeeded, 0 failed, 0 errored, 0 timeout
+    /// status codes: 200000 2xx, 0 3xx, 0 4xx, 0 5xx
+    /// ```
+    fn parse(output: &str) -> anyhow::Result<Self> {
+        let mut report = H2loadReport::default();
+        let (mut finished, mut requests, mut status) = (false, false, false);
+        for line in output.lines() {
+            if let Some(rest) = line.strip_prefix("finished in ") {
+                let rps = rest
+                    .split(", ")
+                    .find_map(|part| part.strip_suffix(" req/s"))
+                    .context("no req/s in the `finished in` line")?;
+                report.req_per_s = rps
+                    .parse()
+                    .with_context(|| format!("req/s {rps:?} is not a number"))?;
+                finished = true;
+            } else if let Some(rest) = line.strip_prefix("requests: ") {
+                let counts = counts_by_name(rest)?;
+                let get = |name: &str| {
+                    counts
+                        .get(name)
+                        .copied()
+                        .with_context(|| format!("no `{name}` count in {line:?}"))
+                };
+                report.total = get("total")?;
+                report.succeeded = get("succeeded")?;
+                report.failed = get("failed")?;
+                report.errored = get("errored")?;
+                report.timeout = get("timeout")?;
+                requests = true;
+            } else if let Some(rest) = line.strip_prefix("status codes: ") {
+                report.status_2xx = counts_by_name(rest)?
+                    .get("2xx")
+                    .copied()
+                    .with_context(|| format!("no 2xx count in {line:?}"))?;
+                status = true;
+            }
+        }
+        ensure!(
+            finished && requests && status,
+            "missing summary lines (finished: {finished}, requests: {requests}, status codes: {status})"
+        );
+        Ok(report)
+    }
+}
+
+/// `"200 total, 3 failed"` → {total: 200, failed: 3}.
+fn counts_by_name(text: &str) -> anyhow::Result<BTreeMap<&str, u64>> {
+    text.split(", ")
+        .map(|part| {
+            let (n, name) = part
+                .trim()
+                .split_once(' ')
+                .with_context(|| format!("expected `<count> <name>`, got {part:?}"))?;
+            let n = n
+                .parse()
+                .with_context(|| format!("{n:?} is not a count in {part:?}"))?;
+            Ok((name, n))
+        })
+        .collect()
+}
+
+/// The bench server, killed when dropped (also when the bench fails).
+struct Server {
+    child: Child,
+    plain: SocketAddr,
+    keel: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Server {
+    fn start(
+        bin: &Path,
+        token_file: &Path,
+        body_file: &Path,
+        pinning: &Pinning,
+    ) -> anyhow::Result<Server> {
+        ensure!(bin.exists(), "{} was not built", bin.display());
+        let _ = std::fs::remove_file(token_file);
+        let _ = std::fs::remove_file(body_file);
+        let mut command = pinning.command(pinning.server_core, bin);
+        command
+            .arg("--token-file")
+            .arg(token_file)
+            .arg("--body-file")
+            .arg(body_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        let stdout = child.stdout.take();
+        // From here on, dropping `server` kills the process.
+        let mut server = Server {
+            child,
+            plain: SocketAddr::from(([0, 0, 0, 0], 0)),
+            keel: SocketAddr::from(([0, 0, 0, 0], 0)),
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let stdout = stdout.context("bench-server's stdout was not captured")?;
+
+        // Read its stdout on a thread, so a server that hangs cannot hang us.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("bench-server ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let status = server.child.try_wait().ok().flatten();
+                bail!(
+                    "bench-server did not announce its ports (exit status: {})",
+                    status.map_or("still running".into(), |s| s.to_string())
+                );
+            }
+        };
+        for part in line.split_whitespace().skip(1) {
+            let (key, value) = part
+                .split_once('=')
+                .with_context(|| format!("bad ports line {line:?}"))?;
+            let addr: SocketAddr = value
+                .parse()
+                .with_context(|| format!("bad address {value:?} in {line:?}"))?;
+            match key {
+                "plain" => server.plain = addr,
+                "keel" => server.keel = addr,
+                "http" => server.http = addr,
+                _ => {}
+            }
+        }
+        ensure!(
+            [server.plain, server.keel, server.http]
+                .iter()
+                .all(|a| a.port() != 0),
+            "ports line {line:?} lacks plain=, keel= or http="
+        );
+        println!(
+            "bench-server pid {}: plain {}, keel {}, http {}",
+            server.pid(),
+            server.plain,
+            server.keel,
+            server.http
+        );
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's per-mode GetUser counters (`plain_ok`, `keel_err`, …).
+    fn counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let body = http_get(self.http, "/counts")?;
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let (key, value) = line
+                    .split_once(' ')
+                    .with_context(|| format!("bad /counts line {line:?}"))?;
+                let value = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("bad /counts line {line:?}"))?;
+                Ok((key.to_string(), value))
+            })
+            .collect()
+    }
+
+    /// Keel's `grpc_server_handled_total` for GetUser with code OK.
+    fn handled_ok(&self) -> anyhow::Result<u64> {
+        let body = http_get(self.http, "/metrics")?;
+        let mut total = 0.0;
+        let mut found = false;
+        for line in body.lines() {
+            if line.starts_with("grpc_server_handled_total{")
+                && line.contains(r#"grpc_method="GetUser""#)
+                && line.contains(r#"grpc_code="OK""#)
+            {
+                let value = line.rsplit(' ').next().unwrap_or_default();
+                total += value
+                    .parse::<f64>()
+                    .with_context(|| format!("bad metrics line {line:?}"))?;
+                found = true;
+            }
+        }
+        ensure!(
+            found,
+            "/metrics has no grpc_server_handled_total for GetUser OK"
+        );
+        Ok(total as u64)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the server's endpoint is local and trusted).
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .with_context(|| format!("reading GET {path}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET {path}: malformed response"))?;
+    ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {}",
+        head.lines().next().unwrap_or_default()
+    );
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    Ok(if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    })
+}
+
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("bad chunked body")?;
+        let size = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("short chunk")?);
+        body = rest.get(size + 2..).context("short chunk")?;
+    }
+}
+
+/// Which cores the server and h2load run on.
+struct Pinning {
+    /// Whether `taskset` pins them (needs it installed and two cores).
+    enabled: bool,
+    server_core: usize,
+    client_core: usize,
+}
+
+impl Pinning {
+    fn detect() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let taskset = Command::new("taskset")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let enabled = cores >= 2 && taskset;
+        if !enabled {
+            eprintln!(
+                "warning: not pinning (cores: {cores}, taskset: {taskset}); the server and h2load \
+                 share CPUs, so the figures are noisier"
+            );
+        }
+        Pinning {
+            enabled,
+            server_core: 0,
+            client_core: 1,
+        }
+    }
+
+    fn command(&self, core: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        if self.enabled {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(core.to_string()).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+}
+
+fn print_machine(pinning: &Pinning) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown", |(_, m)| m.trim());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let h2load = Command::new("h2load")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "machine: {cores} cores, {model}; load average {}",
+        load.trim()
+    );
+    println!("{h2load}");
+    if pinning.enabled {
+        println!(
+            "server pinned to core {}, h2load to core {}",
+            pinning.server_core, pinning.client_core
+        );
+    }
+}
+
+/// CPU time of every thread of `pid`, in ns (`/proc/<pid>/task/*/schedstat`,
+/// first field: time spent running, user and kernel).
+fn cpu_time_ns(pid: u32) -> anyhow::Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let path = entry?.path().join("schedstat");
+        // A thread may exit between listing and reading.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let ns: u64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("bad {}: {text:?}", path.display()))?;
+        total += ns;
+    }
+    Ok(total)
+}
+
+/// Busy and steal time of one core, in clock ticks (`/proc/stat`).
+struct CoreTimes {
+    busy: u64,
+    steal: u64,
+}
+
+fn core_times(core: usize) -> anyhow::Result<CoreTimes> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .with_context(|| format!("no {name} line in /proc/stat"))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    Ok(CoreTimes {
+        busy: field(0) + field(1) + field(2) + field(5) + field(6),
+        steal: field(7),
+    })
+}
+
+fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+fn ensure_h2load() -> anyhow::Result<()> {
+    let present = || {
+        Command::new("h2load")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    eprintln!("h2load is missing: installing nghttp2-client");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "nghttp2-client"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        super::run_cmd(Command::new("apt-get").args(["update"]))
+            .context("apt-get update (h2load is missing)")?;
+        ensure!(install(), "apt-get install -y nghttp2-client failed");
+    }
+    ensure!(
+        present(),
+        "h2load still missing after installing nghttp2-client"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_h2load_summary() {
+        let out = "\
+finished in 2.01s, 99502.48 req/s, 7.12MB/s
+requests: 200000 total, 200000 started, 200000 done, 199990 succeeded, 10 failed, 0 errored, 0 timeout
+status codes: 199990 2xx, 0 3xx, 0 4xx, 0 5xx
+";
+        let report = H2loadReport::parse(out).expect("parses");
+        assert_eq!(report.req_per_s, 99502.48);
+        assert_eq!(report.total, 200_000);
+        assert_eq!(report.succeeded, 199_990);
+        assert_eq!(report.failed, 10);
+        assert_eq!(report.status_2xx, 199_990);
+        assert!(H2loadReport::parse("finished in 1s, 5 req/s").is_err());
+    }
+
+    #[test]
+    fn dechunks() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").expect("dechunks"),
+            "hello world"
+        );
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
 }

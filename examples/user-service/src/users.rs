@@ -117,7 +117,9 @@ impl UserService for Users {
         let caller = request.claims().map(|c| c.sub.clone()).unwrap_or_default();
         let new = validate(request.into_inner())?;
         let mut created = self.write()?.insert_all(vec![new])?;
-        let user = created.pop().ok_or_else(|| Status::internal("no user created"))?;
+        let user = created
+            .pop()
+            .ok_or_else(|| Status::internal("no user created"))?;
         tracing::info!(id = %user.id, %caller, "user created");
         Ok(Response::new(user))
     }

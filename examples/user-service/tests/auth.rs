@@ -30,7 +30,12 @@ async fn assert_rejected(server: &Server, token: &str, message: &str) {
 #[tokio::test]
 async fn public_method_needs_no_token() {
     let server = Server::start(config()).await;
-    let reply = server.client().await.health_check(()).await.expect("public call");
+    let reply = server
+        .client()
+        .await
+        .health_check(())
+        .await
+        .expect("public call");
     assert_eq!(reply.get_ref().status, 1, "SERVING");
     assert!(reply.get_ref().timestamp.is_some());
     server.stop().await;
@@ -39,7 +44,12 @@ async fn public_method_needs_no_token() {
 #[tokio::test]
 async fn missing_token_is_unauthenticated() {
     let server = Server::start(config()).await;
-    let status = server.client().await.get_user(get("u-1")).await.unwrap_err();
+    let status = server
+        .client()
+        .await
+        .get_user(get("u-1"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(status.message(), "missing bearer token");
     server.stop().await;
@@ -60,8 +70,14 @@ async fn missing_scope_is_permission_denied_and_never_reaches_the_handler() {
     let server = Server::start(config()).await;
     let mut client = server.client().await;
     let reader = sign_hs(Algorithm::HS256, &claims("users:read"));
-    let new = || CreateUserRequest { name: "Ada".into(), email: "ada@example.com".into() };
-    let status = client.create_user(with_token(new(), &reader)).await.unwrap_err();
+    let new = || CreateUserRequest {
+        name: "Ada".into(),
+        email: "ada@example.com".into(),
+    };
+    let status = client
+        .create_user(with_token(new(), &reader))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(status.message(), "missing scope users:write");
 
@@ -69,11 +85,21 @@ async fn missing_scope_is_permission_denied_and_never_reaches_the_handler() {
         .list_users(with_token(ListUsersRequest::default(), &reader))
         .await
         .unwrap();
-    assert!(listed.get_ref().users.is_empty(), "rejected CreateUser created nothing");
+    assert!(
+        listed.get_ref().users.is_empty(),
+        "rejected CreateUser created nothing"
+    );
 
     let writer = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
-    let user = client.create_user(with_token(new(), &writer)).await.unwrap().into_inner();
-    let got = client.get_user(with_token(get(&user.id), &reader)).await.unwrap();
+    let user = client
+        .create_user(with_token(new(), &writer))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = client
+        .get_user(with_token(get(&user.id), &reader))
+        .await
+        .unwrap();
     assert_eq!(got.get_ref().email, "ada@example.com");
     server.stop().await;
 }
@@ -84,7 +110,12 @@ async fn time_claims_are_enforced_with_leeway() {
     let now = now();
     let mut expired = claims("users:read");
     expired["exp"] = json!(now - 120);
-    assert_rejected(&server, &sign_hs(Algorithm::HS256, &expired), "token expired").await;
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS256, &expired),
+        "token expired",
+    )
+    .await;
 
     // Within the 30 s leeway: still accepted.
     let mut just_expired = claims("users:read");
@@ -94,11 +125,21 @@ async fn time_claims_are_enforced_with_leeway() {
 
     let mut early = claims("users:read");
     early["nbf"] = json!(now + 120);
-    assert_rejected(&server, &sign_hs(Algorithm::HS256, &early), "token not yet valid").await;
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS256, &early),
+        "token not yet valid",
+    )
+    .await;
 
     let mut no_exp = claims("users:read");
     no_exp.as_object_mut().unwrap().remove("exp");
-    assert_rejected(&server, &sign_hs(Algorithm::HS256, &no_exp), "missing claim exp").await;
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS256, &no_exp),
+        "missing claim exp",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -106,7 +147,12 @@ async fn time_claims_are_enforced_with_leeway() {
 async fn algorithm_is_pinned_by_configuration() {
     let server = Server::start(config()).await;
     let good = claims("users:read");
-    assert_rejected(&server, &sign_hs(Algorithm::HS512, &good), "algorithm not allowed").await;
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS512, &good),
+        "algorithm not allowed",
+    )
+    .await;
 
     // `alg: none` with an empty signature.
     use base64::Engine as _;
@@ -128,7 +174,8 @@ async fn algorithm_is_pinned_by_configuration() {
 #[tokio::test]
 async fn signature_issuer_audience_and_kind_are_checked() {
     let server = Server::start(config()).await;
-    let other_key = jsonwebtoken::EncodingKey::from_secret(b"another-secret-that-is-long-enough-0123");
+    let other_key =
+        jsonwebtoken::EncodingKey::from_secret(b"another-secret-that-is-long-enough-0123");
     let forged = sign_with(Algorithm::HS256, &claims("users:read"), &other_key);
     assert_rejected(&server, &forged, "bad signature").await;
 
@@ -148,11 +195,21 @@ async fn signature_issuer_audience_and_kind_are_checked() {
 
     let mut refresh = claims("users:read");
     refresh["token_use"] = json!("refresh");
-    assert_rejected(&server, &sign_hs(Algorithm::HS256, &refresh), "not an access token").await;
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS256, &refresh),
+        "not an access token",
+    )
+    .await;
 
     let mut kindless = claims("users:read");
     kindless.as_object_mut().unwrap().remove("token_use");
-    assert_rejected(&server, &sign_hs(Algorithm::HS256, &kindless), "not an access token").await;
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS256, &kindless),
+        "not an access token",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -163,14 +220,26 @@ async fn garbage_and_oversized_headers_are_rejected() {
     assert_rejected(&server, "a.b.c", "malformed token").await;
 
     let mut client = server.client().await;
-    let status = client.get_user(with_auth(get("u-1"), "Basic YWxpY2U6c2VjcmV0")).await.unwrap_err();
+    let status = client
+        .get_user(with_auth(get("u-1"), "Basic YWxpY2U6c2VjcmV0"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(status.message(), "authorization header must use the Bearer scheme");
+    assert_eq!(
+        status.message(),
+        "authorization header must use the Bearer scheme"
+    );
 
-    let status = client.get_user(with_auth(get("u-1"), "Bearer ")).await.unwrap_err();
+    let status = client
+        .get_user(with_auth(get("u-1"), "Bearer "))
+        .await
+        .unwrap_err();
     assert_eq!(status.message(), "missing bearer token");
 
-    let mut twice = with_token(get("u-1"), &sign_hs(Algorithm::HS256, &claims("users:read")));
+    let mut twice = with_token(
+        get("u-1"),
+        &sign_hs(Algorithm::HS256, &claims("users:read")),
+    );
     twice
         .metadata_mut()
         .append("authorization", "Bearer x".parse().unwrap());
@@ -184,7 +253,10 @@ async fn garbage_and_oversized_headers_are_rejected() {
     // Far larger than the HTTP/2 header list limit: refused before any layer,
     // and the server keeps serving.
     let huge = "a".repeat(200 * 1024);
-    let status = client.get_user(with_token(get("u-1"), &huge)).await.unwrap_err();
+    let status = client
+        .get_user(with_token(get("u-1"), &huge))
+        .await
+        .unwrap_err();
     assert_ne!(status.code(), Code::Ok);
     let reply = server.client().await.health_check(()).await;
     assert!(reply.is_ok(), "server still serves: {reply:?}");

@@ -210,8 +210,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         keel,
     };
     // The same tonic `Server` settings for both modes; only the service differs.
-    let plain_router = tonic::transport::Server::builder()
-        .add_service(UserServiceServer::new(handler(false)));
+    let plain_router =
+        tonic::transport::Server::builder().add_service(UserServiceServer::new(handler(false)));
     let keel_router = tonic::transport::Server::builder()
         .add_service(user_v1::user_service(handler(true), &keel)?);
 

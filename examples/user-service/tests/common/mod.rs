@@ -33,7 +33,9 @@ impl Server {
         let keel = keel::Keel::new(&config, SERVICES).expect("keel runtime");
         let router = user_service::router(&keel, Users::default()).expect("router");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
         let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -63,7 +65,9 @@ impl Server {
     /// Scrapes `/metrics` over HTTP.
     pub async fn scrape(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.expect("connect metrics");
+        let mut stream = tokio::net::TcpStream::connect(self.metrics)
+            .await
+            .expect("connect metrics");
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
@@ -73,7 +77,8 @@ impl Server {
         let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(
-            head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"),
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
             "{head}"
         );
         body.to_owned()
@@ -102,7 +107,10 @@ impl Drop for Server {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Claims of a valid access token for the example's defaults.
@@ -122,10 +130,18 @@ pub fn claims(scope: &str) -> Value {
 
 /// Signs `claims` with `alg` and the dev secret.
 pub fn sign_hs(alg: jsonwebtoken::Algorithm, claims: &Value) -> String {
-    sign_with(alg, claims, &jsonwebtoken::EncodingKey::from_secret(DEV_SECRET.as_bytes()))
+    sign_with(
+        alg,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+    )
 }
 
-pub fn sign_with(alg: jsonwebtoken::Algorithm, claims: &Value, key: &jsonwebtoken::EncodingKey) -> String {
+pub fn sign_with(
+    alg: jsonwebtoken::Algorithm,
+    claims: &Value,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
     jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, key).expect("sign")
 }
 
@@ -144,6 +160,8 @@ pub fn with_auth<T>(message: T, value: &str) -> tonic::Request<T> {
 }
 
 pub fn fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1,0 +1,222 @@
+//! Every invalid annotation fails code generation with the proto file, line
+//! and column of the offending option; a valid file yields the policy table.
+
+use std::path::Path;
+
+fn compile(
+    source: &str,
+) -> (
+    tempfile::TempDir,
+    Result<keel_codegen::Generated, keel_codegen::Error>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let protos = dir.path().join("protos/test/v1");
+    std::fs::create_dir_all(&protos).unwrap();
+    std::fs::write(protos.join("svc.proto"), source).unwrap();
+    let result = keel_codegen::configure()
+        .out_dir(dir.path().join("out"))
+        .emit_rerun_if_changed(false)
+        .compile(&[protos.join("svc.proto")], &[dir.path().join("protos")]);
+    (dir, result)
+}
+
+/// A proto whose `Get` method carries `method_option` (one line, line 9).
+fn with_method_option(method_option: &str) -> String {
+    format!(
+        r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {{}}
+message Res {{}}
+service Things {{
+  rpc List(Req) returns (Res);
+  rpc Get(Req) returns (Res) {{
+    {method_option}
+  }}
+}}
+"#
+    )
+}
+
+/// Asserts one diagnostic at `line:column` of svc.proto whose message contains `needle`.
+fn assert_diagnostic(source: &str, line: usize, column: usize, needle: &str) {
+    let (_dir, result) = compile(source);
+    let err = result.expect_err("must fail");
+    let text = err.to_string();
+    let diagnostics = err.diagnostics();
+    assert_eq!(diagnostics.len(), 1, "{text}");
+    let d = diagnostics[0];
+    assert!(d.file.ends_with(Path::new("test/v1/svc.proto")), "{text}");
+    assert!(
+        d.file.is_file(),
+        "the path points at the file on disk: {text}"
+    );
+    assert_eq!((d.line, d.column), (line, column), "{text}");
+    assert!(d.message.contains(needle), "{text}");
+    assert!(
+        text.contains(&format!("svc.proto:{line}:{column}: ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_label_name() {
+    assert_diagnostic(
+        &with_method_option(
+            r#"option (keel.v1.method) = { labels: { key: "9tier" value: "x" } };"#,
+        ),
+        9,
+        5,
+        "invalid Prometheus label name \"9tier\"",
+    );
+}
+
+#[test]
+fn reserved_label_key() {
+    assert_diagnostic(
+        &with_method_option(
+            r#"option (keel.v1.method) = { labels: { key: "grpc_code" value: "x" } };"#,
+        ),
+        9,
+        5,
+        "reserved by Keel's own metrics",
+    );
+}
+
+#[test]
+fn duplicate_label_keys() {
+    assert_diagnostic(
+        &with_method_option(
+            r#"option (keel.v1.method) = { labels: { key: "tier" value: "a" } labels: { key: "tier" value: "b" } };"#,
+        ),
+        9,
+        5,
+        "duplicate key \"tier\"",
+    );
+}
+
+#[test]
+fn empty_scope() {
+    assert_diagnostic(
+        &with_method_option(
+            r#"option (keel.v1.method) = { auth: { scopes: ["users:read", ""] } };"#,
+        ),
+        9,
+        5,
+        "empty scope",
+    );
+}
+
+#[test]
+fn scopes_on_a_public_method() {
+    assert_diagnostic(
+        &with_method_option(
+            r#"option (keel.v1.method) = { auth: { public: true scopes: ["a"] } };"#,
+        ),
+        9,
+        5,
+        "public method cannot require scopes",
+    );
+}
+
+#[test]
+fn unknown_option_field() {
+    let (_dir, result) = compile(&with_method_option(
+        r#"option (keel.v1.method) = { auht: { public: true } };"#,
+    ));
+    let err = result.expect_err("must fail");
+    let text = err.to_string();
+    let d = err.diagnostics()[0].clone();
+    assert!(d.file.ends_with(Path::new("test/v1/svc.proto")), "{text}");
+    assert_eq!(d.line, 9, "{text}");
+    assert!(d.column > 0, "{text}");
+    assert!(
+        text.contains("field 'auht' not found for message 'keel.v1.MethodOptions'"),
+        "{text}"
+    );
+}
+
+#[test]
+fn service_level_errors_point_at_the_service_option() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  option (keel.v1.service) = { labels: { key: "le" value: "x" } };
+  rpc Get(Req) returns (Req);
+}
+"#;
+    assert_diagnostic(source, 6, 3, "label key \"le\" is reserved");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  option (keel.v1.service) = { auth: { scopes: [""] } };
+  rpc Get(Req) returns (Req) {
+    option (keel.v1.method) = { labels: { key: "a-b" value: "x" } };
+  }
+}
+"#;
+    let (_dir, result) = compile(source);
+    let err = result.expect_err("must fail");
+    let positions: Vec<(usize, usize)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.line, d.column))
+        .collect();
+    assert_eq!(positions, vec![(6, 3), (8, 5)], "{err}");
+}
+
+#[test]
+fn valid_annotations_resolve_with_fail_closed_defaults() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Open {
+  option (keel.v1.service) = { auth: { public: true } labels: { key: "team" value: "core" } };
+  rpc Ping(Req) returns (Req);
+  rpc Admin(Req) returns (Req) {
+    option (keel.v1.method) = { auth: { scopes: ["admin"] } labels: { key: "team" value: "ops" } };
+  }
+}
+service Closed {
+  rpc Get(Req) returns (stream Req);
+}
+"#;
+    let (dir, result) = compile(source);
+    let generated = result.unwrap();
+    assert_eq!(generated.services, vec!["test.v1.Open", "test.v1.Closed"]);
+    assert_eq!(generated.files, vec![dir.path().join("out/test.v1.rs")]);
+    let code = std::fs::read_to_string(&generated.files[0]).unwrap();
+    assert!(code.starts_with("// @generated"));
+    let compact: String = code.split_whitespace().collect();
+    // Service default applies; the method overrides auth and the label.
+    assert!(compact.contains(r#"name:"Ping",path:"/test.v1.Open/Ping",kind:::keel::MethodKind::Unary,access:::keel::Access::Public,labels:&[("team","core")]"#), "{code}");
+    assert!(compact.contains(r#"name:"Admin",path:"/test.v1.Open/Admin",kind:::keel::MethodKind::Unary,access:::keel::Access::Token{scopes:&["admin"],},labels:&[("team","ops")]"#), "{code}");
+    // No annotation anywhere: a token is required (fail closed).
+    assert!(compact.contains(r#"name:"Get",path:"/test.v1.Closed/Get",kind:::keel::MethodKind::ServerStreaming,access:::keel::Access::Token{scopes:&[],}"#), "{code}");
+    assert!(
+        compact.contains(r#""/test.v1.Closed/Get"=>Some(0)"#),
+        "{code}"
+    );
+    assert!(
+        compact.contains("pubfnclosed<T:closed_server::Closed>"),
+        "{code}"
+    );
+}
+
+#[test]
+fn syntax_errors_point_at_the_file() {
+    let (_dir, result) = compile("syntax = \"proto3\";\npackage test.v1;\nmessage {\n");
+    let err = result.expect_err("must fail");
+    let d = err.diagnostics()[0].clone();
+    assert!(d.file.ends_with(Path::new("test/v1/svc.proto")), "{err}");
+    assert_eq!(d.line, 3, "{err}");
+}

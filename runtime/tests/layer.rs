@@ -1,0 +1,195 @@
+//! The auth and metrics layers around a plain tower service, without a network.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keel::config::{AuthConfig, Secret};
+use keel::{Access, MethodKind, MethodPolicy, RequestExt, ServicePolicy, Verifier};
+use tower::{Layer, ServiceExt};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+static POLICY: ServicePolicy = ServicePolicy {
+    name: "test.v1.Things",
+    methods: &[
+        MethodPolicy {
+            name: "Open",
+            path: "/test.v1.Things/Open",
+            kind: MethodKind::Unary,
+            access: Access::Public,
+            labels: &[],
+        },
+        MethodPolicy {
+            name: "Read",
+            path: "/test.v1.Things/Read",
+            kind: MethodKind::Unary,
+            access: Access::Token {
+                scopes: &["things:read"],
+            },
+            labels: &[],
+        },
+    ],
+    route: |path| match path {
+        "/test.v1.Things/Open" => Some(0),
+        "/test.v1.Things/Read" => Some(1),
+        _ => None,
+    },
+};
+
+fn auth_config() -> AuthConfig {
+    AuthConfig {
+        hmac_secret: Some(Secret::new(SECRET)),
+        leeway: Duration::ZERO,
+        ..AuthConfig::default()
+    }
+}
+
+fn token(scope: &str, ttl: Duration) -> String {
+    keel::auth::mint_access_token(&auth_config(), "alice", &[scope], ttl).unwrap()
+}
+
+fn request(path: &str, token: Option<&str>) -> http::Request<tonic::body::Body> {
+    let mut builder = http::Request::post(path).header("content-type", "application/grpc");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder.body(tonic::body::Body::empty()).unwrap()
+}
+
+/// A handler stand-in: counts calls and echoes the verified subject in `x-sub`.
+fn handler(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    http::Request<tonic::body::Body>,
+    Response = http::Response<tonic::body::Body>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |req: http::Request<tonic::body::Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let req = tonic::Request::from_http(req);
+        let sub = req
+            .claims()
+            .map(|c| c.sub.clone())
+            .unwrap_or_else(|| "-".into());
+        async move {
+            Ok::<_, Infallible>(
+                http::Response::builder()
+                    .header("x-sub", sub)
+                    .header("grpc-status", "0")
+                    .body(tonic::body::Body::empty())
+                    .unwrap(),
+            )
+        }
+    })
+}
+
+#[tokio::test]
+async fn handlers_see_verified_claims_and_rejections_never_reach_them() {
+    let verifier = Arc::new(Verifier::from_config(&auth_config()).unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = keel::AuthLayer::new(&POLICY, verifier).layer(handler(calls.clone()));
+    let good = token("things:read", Duration::from_secs(60));
+
+    let res = service
+        .clone()
+        .oneshot(request("/test.v1.Things/Read", Some(&good)))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-sub"], "alice");
+
+    // Public: the token is not even read, so no claims.
+    let res = service
+        .clone()
+        .oneshot(request("/test.v1.Things/Open", Some(&good)))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-sub"], "-");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    let res = service
+        .clone()
+        .oneshot(request("/test.v1.Things/Read", None))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["grpc-status"], "16");
+    let wrong_scope = token("things:write", Duration::from_secs(60));
+    let res = service
+        .clone()
+        .oneshot(request("/test.v1.Things/Read", Some(&wrong_scope)))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["grpc-status"], "7");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "rejected requests never reach the handler"
+    );
+
+    // A path the policy does not know goes to the server, which answers UNIMPLEMENTED.
+    service
+        .clone()
+        .oneshot(request("/test.v1.Things/Other", None))
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn cached_tokens_never_outlive_their_expiry() {
+    let verifier = Verifier::from_config(&auth_config()).unwrap();
+    let short = token("things:read", Duration::from_secs(2));
+    assert!(verifier.verify(&short).is_ok());
+    assert_eq!(verifier.cached_tokens(), 1);
+    assert!(verifier.verify(&short).is_ok(), "served from the cache");
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Sleep past `exp` (whole seconds) with leeway 0.
+    let exp = now + 2;
+    std::thread::sleep(Duration::from_millis((exp + 1 - now) * 1000));
+    assert_eq!(
+        verifier.verify(&short).unwrap_err(),
+        keel::auth::AuthError::Expired
+    );
+}
+
+#[test]
+fn the_cache_is_bounded() {
+    let config = AuthConfig {
+        cache_capacity: 16,
+        ..auth_config()
+    };
+    let verifier = Verifier::from_config(&config).unwrap();
+    for i in 0..200 {
+        let token = keel::auth::mint_access_token(
+            &config,
+            &format!("user-{i}"),
+            &[],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(verifier.verify(&token).is_ok());
+    }
+    assert!(
+        verifier.cached_tokens() <= 16,
+        "{} cached",
+        verifier.cached_tokens()
+    );
+
+    let uncached = Verifier::from_config(&AuthConfig {
+        cache_capacity: 0,
+        ..auth_config()
+    })
+    .unwrap();
+    assert!(
+        uncached
+            .verify(&token("x", Duration::from_secs(60)))
+            .is_ok()
+    );
+    assert_eq!(uncached.cached_tokens(), 0);
+}
