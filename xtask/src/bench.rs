@@ -140,6 +140,8 @@ struct Sample {
     core_other: f64,
     /// Hypervisor steal on the server's core / wall time.
     core_steal: f64,
+    /// Busy time of h2load's core / wall time.
+    client_busy: f64,
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -189,8 +191,15 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         options.clients, options.streams, options.requests, options.rounds, options.warmup_requests
     );
     println!(
-        "\n{:<6} {:<6} {:>10} {:>12} {:>12} {:>12} {:>11}",
-        "round", "mode", "req/s", "CPU µs/req", "server busy", "core0 other", "core0 steal"
+        "\n{:<6} {:<6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>11}",
+        "round",
+        "mode",
+        "req/s",
+        "CPU µs/req",
+        "server busy",
+        "core0 other",
+        "core0 steal",
+        "core1 busy"
     );
     let mut samples = Vec::new();
     for round in 0..=options.rounds {
@@ -205,7 +214,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             )
             .with_context(|| format!("round {label}, {}", mode.name()))?;
             println!(
-                "{:<6} {:<6} {:>10.0} {:>12.2} {:>11.0}% {:>11.1}% {:>10.1}%",
+                "{:<6} {:<6} {:>10.0} {:>12.2} {:>11.0}% {:>11.1}% {:>11.1}% {:>10.0}%",
                 label,
                 mode.name(),
                 sample.req_per_s,
@@ -213,6 +222,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 sample.server_busy * 100.0,
                 sample.core_other * 100.0,
                 sample.core_steal * 100.0,
+                sample.client_busy * 100.0,
             );
             if round > 0 {
                 samples.push(sample);
@@ -248,7 +258,8 @@ fn measure(
     };
     let counts_before = server.counts()?;
     let metrics_before = server.handled_ok()?;
-    let core_before = core_times(pinning.server_core)?;
+    let core_before = core_times(pinning.server_core);
+    let client_before = core_times(pinning.client_core);
     let cpu_before = cpu_time_ns(server.pid())?;
     let start = Instant::now();
 
@@ -272,7 +283,8 @@ fn measure(
 
     let wall_ns = start.elapsed().as_nanos() as f64;
     let cpu_after = cpu_time_ns(server.pid())?;
-    let core_after = core_times(pinning.server_core)?;
+    let core_after = core_times(pinning.server_core);
+    let client_after = core_times(pinning.client_core);
     let counts_after = server.counts()?;
     let metrics_after = server.handled_ok()?;
 
@@ -351,9 +363,17 @@ fn measure(
     }
 
     let cpu_ns = cpu_after.saturating_sub(cpu_before) as f64;
+    // Core statistics only mean something when the processes are pinned.
     let tick_ns = 1e9 / clk_tck as f64;
-    let core_busy_ns = core_after.busy.saturating_sub(core_before.busy) as f64 * tick_ns;
-    let core_steal_ns = core_after.steal.saturating_sub(core_before.steal) as f64 * tick_ns;
+    let ticks = |before: &Option<CoreTimes>,
+                 after: &Option<CoreTimes>,
+                 f: fn(&CoreTimes) -> u64| match (before, after) {
+        (Some(b), Some(a)) if pinning.enabled => f(a).saturating_sub(f(b)) as f64 * tick_ns,
+        _ => f64::NAN,
+    };
+    let core_busy_ns = ticks(&core_before, &core_after, |t| t.busy);
+    let core_steal_ns = ticks(&core_before, &core_after, |t| t.steal);
+    let client_busy_ns = ticks(&client_before, &client_after, |t| t.busy);
     Ok(Sample {
         mode,
         req_per_s: report.req_per_s,
@@ -361,6 +381,7 @@ fn measure(
         server_busy: cpu_ns / wall_ns,
         core_other: ((core_busy_ns - cpu_ns) / wall_ns).max(0.0),
         core_steal: core_steal_ns / wall_ns,
+        client_busy: client_busy_ns / wall_ns,
     })
 }
 
@@ -807,13 +828,12 @@ struct CoreTimes {
     steal: u64,
 }
 
-fn core_times(core: usize) -> anyhow::Result<CoreTimes> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+fn core_times(core: usize) -> Option<CoreTimes> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let name = format!("cpu{core}");
     let line = stat
         .lines()
-        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
-        .with_context(|| format!("no {name} line in /proc/stat"))?;
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
     let fields: Vec<u64> = line
         .split_whitespace()
         .skip(1)
@@ -821,7 +841,7 @@ fn core_times(core: usize) -> anyhow::Result<CoreTimes> {
         .collect();
     let field = |i: usize| fields.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal
-    Ok(CoreTimes {
+    Some(CoreTimes {
         busy: field(0) + field(1) + field(2) + field(5) + field(6),
         steal: field(7),
     })

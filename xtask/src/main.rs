@@ -52,3 +52,40 @@ fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
     Ok(())
 }
+
+/// Makes sure `binary` is on PATH, installing Debian's `package` when it is
+/// missing and we are root (as on CI and the project's machines).
+pub fn ensure_tool(binary: &str, package: &str) -> anyhow::Result<()> {
+    use std::process::{Command, Stdio};
+    let found = |b: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found(binary) {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        found("apt-get"),
+        "{binary} is missing and apt-get is not available: install the {package} package"
+    );
+    eprintln!("xtask: {binary} is missing; installing Debian package {package}");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        run_cmd(Command::new("apt-get").arg("update"))?;
+        anyhow::ensure!(install(), "apt-get install {package} failed");
+    }
+    anyhow::ensure!(
+        found(binary),
+        "{package} installed but {binary} is still not on PATH"
+    );
+    Ok(())
+}
