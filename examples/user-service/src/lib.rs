@@ -23,10 +23,18 @@ pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
 
-/// The gRPC router of the service, already wrapped in Keel's layers.
-pub fn router(
+/// The gRPC router of the service: `UserService` wrapped in Keel's layers,
+/// and the standard `grpc.health.v1.Health` service, which is not wrapped and
+/// so is public.
+pub async fn router(
     keel: &keel::Keel,
     users: Users,
 ) -> Result<tonic::transport::server::Router, keel::Error> {
-    Ok(tonic::transport::Server::builder().add_service(user_v1::user_service(users, keel)?))
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<user_v1::user_service_server::UserServiceServer<Users>>()
+        .await;
+    Ok(tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(user_v1::user_service(users, keel)?))
 }

@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let keel = keel::Keel::new(&config, SERVICES)?;
-            let router = user_service::router(&keel, Users::default())?;
+            let router = user_service::router(&keel, Users::default()).await?;
             keel.serve(&config, router).await?;
         }
         Command::PrintConfig => print!("{}", config.to_toml_redacted()),

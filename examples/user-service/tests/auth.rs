@@ -299,3 +299,30 @@ async fn asymmetric_keys_verify_and_hs_rs_confusion_is_refused() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn standard_health_service_is_public() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let server = Server::start(config()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "user.v1.UserService"] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("{service:?}: {s}"));
+        assert_eq!(
+            reply.get_ref().status(),
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    server.stop().await;
+}

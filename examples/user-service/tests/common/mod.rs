@@ -31,7 +31,9 @@ impl Server {
     /// Serves the example with `config` until stopped (or dropped).
     pub async fn start(config: Config) -> Server {
         let keel = keel::Keel::new(&config, SERVICES).expect("keel runtime");
-        let router = user_service::router(&keel, Users::default()).expect("router");
+        let router = user_service::router(&keel, Users::default())
+            .await
+            .expect("router");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let metrics = TcpListener::bind("127.0.0.1:0")
             .await
