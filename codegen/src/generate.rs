@@ -6,10 +6,17 @@ use quote::quote;
 
 use crate::annotations::{Access, ServiceSpec};
 
-/// Generates the policy table (and, with `server`, the wrapping constructor)
-/// for one service. `rust_name` is the service's Rust name as prost writes it
+/// Generates the policy table (with `server`, the wrapping server
+/// constructor; with `client`, the wrapped client constructor) for one
+/// service. `rust_name` is the service's Rust name as prost writes it
 /// (`UserService`).
-pub fn service(spec: &ServiceSpec, rust_name: &str, server: bool, runtime: &TokenStream) -> String {
+pub fn service(
+    spec: &ServiceSpec,
+    rust_name: &str,
+    server: bool,
+    client: bool,
+    runtime: &TokenStream,
+) -> String {
     let snake = naive_snake_case(rust_name);
     let policy_ident = ident(&format!("{}_POLICY", snake.to_uppercase()));
     let route_ident = ident(&format!("{snake}_route"));
@@ -52,7 +59,7 @@ pub fn service(spec: &ServiceSpec, rust_name: &str, server: bool, runtime: &Toke
         let trait_ident = ident(rust_name);
         let server_ident = ident(&format!("{rust_name}Server"));
         let doc = doc_lines(&format!(
-            " Serves `handler` as `{full_name}`, wrapped in Keel's metrics and auth layers as\n [`{policy_ident}`] says. Fails when `keel` was not built with that policy."
+            " Serves `handler` as `{full_name}`, wrapped in Keel's layers (tracing, metrics,\n auth) as [`{policy_ident}`] says. Fails when `keel` was not built with that policy."
         ));
         quote! {
             #(#[doc = #doc])*
@@ -60,7 +67,30 @@ pub fn service(spec: &ServiceSpec, rust_name: &str, server: bool, runtime: &Toke
                 handler: T,
                 keel: &#runtime::Keel,
             ) -> ::core::result::Result<#runtime::KeelService<#server_mod::#server_ident<T>>, #runtime::Error> {
-                keel.wrap(&#policy_ident, #server_mod::#server_ident::new(handler))
+                let limit = keel.max_message_bytes();
+                let server = #server_mod::#server_ident::new(handler)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit);
+                keel.wrap(&#policy_ident, server)
+            }
+        }
+    });
+
+    let client_ctor = client.then(|| {
+        let fn_ident = ident(&format!("{snake}_client"));
+        let client_mod = ident(&format!("{snake}_client"));
+        let client_ident = ident(&format!("{rust_name}Client"));
+        let doc = doc_lines(&format!(
+            " A client of `{full_name}` over `channel` (a `Channel`, an `Endpoint` or a URL such as\n `\"http://127.0.0.1:50051\"`), wrapped in Keel's client layer: a bearer token from\n `client`'s token source, W3C trace-context propagation, a default deadline and the\n `grpc_client_*` metrics. Fails when the channel cannot be made."
+        ));
+        quote! {
+            #(#[doc = #doc])*
+            pub fn #fn_ident(
+                channel: impl #runtime::client::IntoChannel,
+                client: &#runtime::client::Client,
+            ) -> ::core::result::Result<#client_mod::#client_ident<#runtime::client::KeelChannel>, #runtime::Error> {
+                let channel = #runtime::client::IntoChannel::into_channel(channel)?;
+                ::core::result::Result::Ok(#client_mod::#client_ident::new(client.wrap(&#policy_ident, channel)))
             }
         }
     });
@@ -82,9 +112,20 @@ pub fn service(spec: &ServiceSpec, rust_name: &str, server: bool, runtime: &Toke
         }
 
         #wrapper
+
+        #client_ctor
     };
     let file: syn::File = syn::parse2(tokens).expect("generated Keel code is valid Rust");
     prettyplease::unparse(&file)
+}
+
+/// The `FILE_DESCRIPTOR_SET` constant of a generated module.
+pub fn descriptor_set_const(file_name: &str) -> String {
+    format!(
+        "\n/// The encoded `FileDescriptorSet` of the compiled protos and their imports, custom\n\
+         /// options included: serve it with reflection (`keel::Server::reflection`).\n\
+         pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(\"{file_name}\");\n"
+    )
 }
 
 /// Doc comment of a policy table: one line per method, as a reader wants it.

@@ -13,6 +13,12 @@ pub enum Error {
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// Telemetry could not be set up or flushed.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    /// A generated client could not be built.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
     /// A service was wrapped that was not given to [`Keel::new`](crate::Keel::new).
     #[error("service {0} was not given to Keel::new, so it has no metrics; add its policy there")]
     UndeclaredService(&'static str),
@@ -26,6 +32,9 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The reflection service could not read a descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
     /// Serving failed.
     #[error("serving {what}: {source}")]
     Serve {

@@ -11,7 +11,8 @@
 //!   [`MetricsLayer`] and [`AuthLayer`] following the policy, so the handler
 //!   only ever sees authorized calls, and can read the caller with
 //!   [`RequestExt::claims`];
-//! - [`Keel::serve`] serves gRPC and `/metrics` until a shutdown signal.
+//! - [`Keel::server`] serves them with health, reflection and `/metrics`,
+//!   and shuts down gracefully on SIGINT/SIGTERM (lame duck, then drain).
 //!
 //! ```no_run
 //! # mod user_v1 { pub static USER_SERVICE_POLICY: keel::ServicePolicy =
@@ -19,21 +20,32 @@
 //! # async fn run() -> Result<(), keel::Error> {
 //! let config = keel::config::Config::load("", None)?;
 //! let keel = keel::Keel::new(&config, &[&user_v1::USER_SERVICE_POLICY])?;
-//! // let router = tonic::transport::Server::builder()
-//! //     .add_service(user_v1::user_service(MyUsers::default(), &keel)?);
-//! // keel.serve(&config, router).await
-//! # Ok(()) }
+//! keel.server(&config)
+//!     // .add_service(user_v1::user_service(MyUsers::default(), &keel)?)
+//!     // .reflection(user_v1::FILE_DESCRIPTOR_SET)
+//!     .serve()
+//!     .await
+//! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod auth;
+pub mod client;
 pub mod config;
 mod error;
 mod keel;
 pub mod metrics;
 mod policy;
+pub mod recover;
+pub mod serve;
+pub mod telemetry;
+#[cfg(feature = "store")]
+pub mod store;
 
 pub use auth::{AuthLayer, AuthService, Claims, RequestExt, Verifier};
 pub use error::Error;
-pub use keel::{Keel, KeelLayer, KeelService, shutdown_signal};
+pub use keel::{Keel, KeelLayer, KeelService};
+pub use serve::Server;
 pub use metrics::{Metrics, MetricsLayer, MetricsService};
 pub use policy::{Access, MethodKind, MethodPolicy, ServicePolicy};

@@ -13,11 +13,23 @@ struct Target {
     out_dir: &'static str,
 }
 
-const TARGETS: &[Target] = &[Target {
-    protos: &["examples/user-service/proto/user/v1/user.proto"],
-    includes: &["examples/user-service/proto"],
-    out_dir: "examples/user-service/src/gen",
-}];
+const TARGETS: &[Target] = &[
+    Target {
+        protos: &["examples/user-service/proto/user/v1/user.proto"],
+        includes: &["examples/user-service/proto"],
+        out_dir: "examples/user-service/src/gen",
+    },
+    Target {
+        protos: &["examples/interop/proto/grpc/testing/test.proto"],
+        includes: &["examples/interop/proto"],
+        out_dir: "examples/interop/src/gen",
+    },
+    Target {
+        protos: &["examples/gateway-service/proto/gateway/v1/gateway.proto"],
+        includes: &["examples/gateway-service/proto"],
+        out_dir: "examples/gateway-service/src/gen",
+    },
+];
 
 pub fn run(check: bool) -> Result<()> {
     let root = crate::root();
@@ -78,12 +90,12 @@ pub fn run(check: bool) -> Result<()> {
     Ok(())
 }
 
-fn read_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
+fn read_dir(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        files.insert(name, std::fs::read_to_string(entry.path())?);
+        files.insert(name, std::fs::read(entry.path())?);
     }
     Ok(files)
 }

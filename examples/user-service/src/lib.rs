@@ -23,18 +23,15 @@ pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
 
-/// The gRPC router of the service: `UserService` wrapped in Keel's layers,
-/// and the standard `grpc.health.v1.Health` service, which is not wrapped and
-/// so is public.
-pub async fn router(
+/// The service, ready to serve: `UserService` wrapped in Keel's layers, plus
+/// the standard health and reflection services (not wrapped, so public).
+pub fn server(
     keel: &keel::Keel,
+    config: &keel::config::Config,
     users: Users,
-) -> Result<tonic::transport::server::Router, keel::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<user_v1::user_service_server::UserServiceServer<Users>>()
-        .await;
-    Ok(tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(user_v1::user_service(users, keel)?))
+) -> Result<keel::Server, keel::Error> {
+    Ok(keel
+        .server(config)
+        .add_service(user_v1::user_service(users, keel)?)
+        .reflection(user_v1::FILE_DESCRIPTOR_SET))
 }

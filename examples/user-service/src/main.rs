@@ -86,8 +86,9 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let keel = keel::Keel::new(&config, SERVICES)?;
-            let router = user_service::router(&keel, Users::default()).await?;
-            keel.serve(&config, router).await?;
+            user_service::server(&keel, &config, Users::default())?
+                .serve()
+                .await?;
         }
         Command::PrintConfig => print!("{}", config.to_toml_redacted()),
         Command::MintToken { sub, scopes, ttl } => {

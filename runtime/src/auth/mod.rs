@@ -11,6 +11,7 @@
 //!   answers them with `UNIMPLEMENTED` without calling any handler.
 
 mod issue;
+mod token_source;
 mod verifier;
 
 use std::convert::Infallible;
@@ -22,10 +23,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
-use tonic::body::Body;
 use tower::{Layer, Service};
 
 pub use issue::{IssueError, mint_access_token};
+pub use token_source::{StaticToken, TokenError, TokenFuture, TokenSource};
 pub use verifier::{SetupError, Verifier};
 
 use crate::policy::{Access, ServicePolicy};
@@ -199,13 +200,14 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for AuthService
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> Service<Request<B>> for AuthService<S>
+impl<S, B, ResBody> Service<Request<B>> for AuthService<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
+    ResBody: Default,
 {
-    type Response = Response<Body>;
+    type Response = Response<ResBody>;
     type Error = Infallible;
-    type Future = AuthFuture<S::Future>;
+    type Future = AuthFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -241,28 +243,28 @@ where
 
 pin_project! {
     /// Response future of [`AuthService`].
-    pub struct AuthFuture<F> {
+    pub struct AuthFuture<F, B> {
         #[pin]
-        state: State<F>,
+        state: State<F, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, B> {
         Inner { #[pin] future: F },
-        Rejected { response: Option<Response<Body>> },
+        Rejected { response: Option<Response<B>> },
     }
 }
 
-impl<F> AuthFuture<F> {
+impl<F, B> AuthFuture<F, B> {
     fn inner(future: F) -> Self {
         AuthFuture {
             state: State::Inner { future },
         }
     }
 
-    fn rejected(response: Response<Body>) -> Self {
+    fn rejected(response: Response<B>) -> Self {
         AuthFuture {
             state: State::Rejected {
                 response: Some(response),
@@ -271,11 +273,11 @@ impl<F> AuthFuture<F> {
     }
 }
 
-impl<F> Future for AuthFuture<F>
+impl<F, B: Default> Future for AuthFuture<F, B>
 where
-    F: Future<Output = Result<Response<Body>, Infallible>>,
+    F: Future<Output = Result<Response<B>, Infallible>>,
 {
-    type Output = Result<Response<Body>, Infallible>;
+    type Output = Result<Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {

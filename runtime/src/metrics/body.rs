@@ -24,9 +24,14 @@ pub(crate) struct MessageCounter {
     remaining: u64,
 }
 
+/// A message announced a length above the limit.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TooLarge(pub(crate) u64);
+
 impl MessageCounter {
-    /// Feeds one chunk; returns how many messages started in it.
-    pub(crate) fn feed(&mut self, mut chunk: &[u8]) -> u64 {
+    /// Feeds one chunk; returns how many messages started in it, or the
+    /// length of the first message longer than `limit`.
+    pub(crate) fn feed_limited(&mut self, mut chunk: &[u8], limit: u64) -> Result<u64, TooLarge> {
         let mut started = 0;
         while !chunk.is_empty() {
             if self.remaining > 0 {
@@ -45,33 +50,49 @@ impl MessageCounter {
                 started += 1;
                 self.header_len = 0;
                 self.remaining = u64::from(u32::from_be_bytes(self.header));
+                if self.remaining > limit {
+                    return Err(TooLarge(self.remaining));
+                }
             }
         }
-        started
+        Ok(started)
+    }
+
+    /// Feeds one chunk; returns how many messages started in it.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> u64 {
+        self.feed_limited(chunk, u64::MAX).unwrap_or_default()
     }
 }
 
 pin_project! {
-    /// A request body that counts the messages a client sends.
+    /// A request body that counts the messages a client sends and refuses
+    /// one longer than the limit with `RESOURCE_EXHAUSTED`, before anything
+    /// decodes it.
     pub struct CountingBody<B> {
         #[pin]
         inner: B,
         counter: MessageCounter,
         received: Option<IntCounter>,
+        limit: u64,
     }
 }
 
 impl<B> CountingBody<B> {
-    pub(crate) fn new(inner: B, received: Option<IntCounter>) -> Self {
+    pub(crate) fn new(inner: B, received: Option<IntCounter>, limit: usize) -> Self {
         CountingBody {
             inner,
             counter: MessageCounter::default(),
             received,
+            limit: limit as u64,
         }
     }
 }
 
-impl<B: Body<Data = Bytes>> Body for CountingBody<B> {
+impl<B> Body for CountingBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: From<tonic::Status>,
+{
     type Data = Bytes;
     type Error = B::Error;
 
@@ -81,10 +102,23 @@ impl<B: Body<Data = Bytes>> Body for CountingBody<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let (Some(received), Poll::Ready(Some(Ok(frame)))) = (this.received.as_ref(), &polled)
+        if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            received.inc_by(this.counter.feed(data));
+            match this.counter.feed_limited(data, *this.limit) {
+                Ok(started) => {
+                    if let Some(received) = this.received.as_ref() {
+                        received.inc_by(started);
+                    }
+                }
+                Err(TooLarge(len)) => {
+                    let limit = *this.limit;
+                    return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
+                        "message of {len} bytes exceeds the limit of {limit} bytes"
+                    ))
+                    .into())));
+                }
+            }
         }
         polled
     }
@@ -98,29 +132,55 @@ impl<B: Body<Data = Bytes>> Body for CountingBody<B> {
     }
 }
 
+/// What a response body wrapper reports to: metrics, a span, or both.
+///
+/// [`ObservedBody`] feeds it the response's data frames and, once, how the
+/// call ended. The code comes from the trailers' `grpc-status`, else from
+/// [`header_code`](Observer::header_code) (a trailers-only response), else
+/// `UNKNOWN`; a body error is `INTERNAL`; a body dropped before its end is
+/// the header code or `CANCELLED` (the peer went away).
+pub trait Observer {
+    /// A data frame of the response went by.
+    fn on_data(&mut self, _data: &[u8]) {}
+
+    /// The `grpc-status` of the response headers, if they had one.
+    fn header_code(&self) -> Option<Code>;
+
+    /// The call ended with `code`; `carrier` is the trailers that said so,
+    /// when it was them.
+    fn finish(self, code: Code, carrier: Option<&http::HeaderMap>);
+}
+
 pin_project! {
-    /// A response body that counts the messages the server sends and, when
-    /// the call ends, records its code and latency.
-    pub struct ObservedBody<B> {
+    /// A response body that reports its messages and how the call ended to
+    /// an [`Observer`]: by default the server metrics of the call, which
+    /// count the messages the server sends and record the code and latency.
+    pub struct ObservedBody<B, O = Call>
+    where
+        O: Observer,
+    {
         #[pin]
         inner: B,
-        call: Option<Call>,
+        call: Option<O>,
     }
 
-    impl<B> PinnedDrop for ObservedBody<B> {
+    impl<B, O> PinnedDrop for ObservedBody<B, O>
+    where
+        O: Observer,
+    {
         fn drop(this: Pin<&mut Self>) {
             // A body dropped before its trailers: a trailers-only response
             // carries its code in the headers; otherwise the client went away.
             if let Some(call) = this.project().call.take() {
-                let code = call.header_code.unwrap_or(Code::Cancelled);
-                call.finish(code);
+                let code = call.header_code().unwrap_or(Code::Cancelled);
+                call.finish(code, None);
             }
         }
     }
 }
 
 /// What is known of a call whose response is still streaming.
-pub(crate) struct Call {
+pub struct Call {
     pub(crate) service: Arc<ServiceMetrics>,
     pub(crate) method: usize,
     pub(crate) start: Instant,
@@ -137,14 +197,29 @@ impl Call {
     }
 }
 
-impl<B> ObservedBody<B> {
+impl Observer for Call {
+    fn on_data(&mut self, data: &[u8]) {
+        let sent = self.counter.feed(data);
+        self.service.methods[self.method].msg_sent.inc_by(sent);
+    }
+
+    fn header_code(&self) -> Option<Code> {
+        self.header_code
+    }
+
+    fn finish(self, code: Code, _carrier: Option<&http::HeaderMap>) {
+        Call::finish(self, code);
+    }
+}
+
+impl<B, O: Observer> ObservedBody<B, O> {
     /// Observes `inner`; with no call (a path outside the policy) it only passes through.
-    pub(crate) fn new(inner: B, call: Option<Call>) -> Self {
+    pub(crate) fn new(inner: B, call: Option<O>) -> Self {
         ObservedBody { inner, call }
     }
 }
 
-impl<B: Body<Data = Bytes>> Body for ObservedBody<B> {
+impl<B: Body<Data = Bytes>, O: Observer> Body for ObservedBody<B, O> {
     type Data = Bytes;
     type Error = B::Error;
 
@@ -158,8 +233,7 @@ impl<B: Body<Data = Bytes>> Body for ObservedBody<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     if let Some(call) = this.call.as_mut() {
-                        let sent = call.counter.feed(data);
-                        call.service.methods[call.method].msg_sent.inc_by(sent);
+                        call.on_data(data);
                     }
                 } else if let Some(trailers) = frame.trailers_ref()
                     && let Some(call) = this.call.take()
@@ -167,20 +241,20 @@ impl<B: Body<Data = Bytes>> Body for ObservedBody<B> {
                     let code = trailers
                         .get("grpc-status")
                         .map(parse_status)
-                        .or(call.header_code)
+                        .or(call.header_code())
                         .unwrap_or(Code::Unknown);
-                    call.finish(code);
+                    call.finish(code, Some(trailers));
                 }
             }
             Poll::Ready(None) => {
                 if let Some(call) = this.call.take() {
-                    let code = call.header_code.unwrap_or(Code::Unknown);
-                    call.finish(code);
+                    let code = call.header_code().unwrap_or(Code::Unknown);
+                    call.finish(code, None);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(call) = this.call.take() {
-                    call.finish(Code::Internal);
+                    call.finish(Code::Internal, None);
                 }
             }
             Poll::Pending => {}
@@ -218,5 +292,21 @@ mod tests {
             let total: u64 = stream.chunks(split).map(|c| counter.feed(c)).sum();
             assert_eq!(total, 3, "chunk size {split}");
         }
+    }
+
+    #[test]
+    fn refuses_the_first_message_over_the_limit() {
+        let mut stream = frame(3);
+        stream.extend(frame(300));
+        let mut counter = MessageCounter::default();
+        let results: Vec<_> = stream
+            .chunks(4)
+            .map(|c| counter.feed_limited(c, 100))
+            .collect();
+        assert!(results.contains(&Err(super::TooLarge(300))), "{results:?}");
+        assert_eq!(
+            MessageCounter::default().feed_limited(&frame(100), 100),
+            Ok(1)
+        );
     }
 }

@@ -18,15 +18,31 @@ use super::codes::parse_status;
 /// Records go-grpc-prometheus metrics for one service; see the [module docs](super).
 ///
 /// Put it outside [`AuthLayer`](crate::auth::AuthLayer) so rejected calls are counted.
+///
+/// It reads the framing of every request message to count them, and so also
+/// enforces the message size limit: a request message longer than
+/// [`max_message_bytes`](Self::max_message_bytes) fails with
+/// `RESOURCE_EXHAUSTED` before it is decoded.
 #[derive(Clone, Debug)]
 pub struct MetricsLayer {
     service: Arc<ServiceMetrics>,
+    max_message_bytes: usize,
 }
 
 impl MetricsLayer {
-    /// A layer recording into `service`'s pre-bound metrics.
+    /// A layer recording into `service`'s pre-bound metrics, with tonic's
+    /// default 4 MiB message limit.
     pub fn new(service: Arc<ServiceMetrics>) -> Self {
-        MetricsLayer { service }
+        MetricsLayer {
+            service,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+
+    /// Sets the largest request message accepted.
+    pub fn max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = limit;
+        self
     }
 }
 
@@ -37,6 +53,7 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             service: self.service.clone(),
+            max_message_bytes: self.max_message_bytes,
         }
     }
 }
@@ -46,6 +63,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     service: Arc<ServiceMetrics>,
+    max_message_bytes: usize,
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for MetricsService<S> {
@@ -77,7 +95,8 @@ where
             }
         });
         let received = method.map(|m| self.service.methods[m].msg_received.clone());
-        let req = req.map(|body| CountingBody::new(body, received));
+        let limit = self.max_message_bytes;
+        let req = req.map(|body| CountingBody::new(body, received, limit));
         MetricsFuture {
             inner: self.inner.call(req),
             call,

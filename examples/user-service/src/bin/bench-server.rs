@@ -243,7 +243,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         served = axum::serve(http_listener, http_app) => {
             served.context("serving http")?;
         }
-        () = keel::shutdown_signal() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
 }

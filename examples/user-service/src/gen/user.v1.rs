@@ -752,8 +752,8 @@ fn user_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `user.v1.UserService`, wrapped in Keel's metrics and auth layers as
-/// [`USER_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `user.v1.UserService`, wrapped in Keel's layers (tracing, metrics,
+/// auth) as [`USER_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
 pub fn user_service<T: user_service_server::UserService>(
     handler: T,
     keel: &::keel::Keel,
@@ -761,8 +761,29 @@ pub fn user_service<T: user_service_server::UserService>(
     ::keel::KeelService<user_service_server::UserServiceServer<T>>,
     ::keel::Error,
 > {
-    keel.wrap(
-        &USER_SERVICE_POLICY,
-        user_service_server::UserServiceServer::new(handler),
-    )
+    let limit = keel.max_message_bytes();
+    let server = user_service_server::UserServiceServer::new(handler)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    keel.wrap(&USER_SERVICE_POLICY, server)
 }
+/// A client of `user.v1.UserService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
+/// `"http://127.0.0.1:50051"`), wrapped in Keel's client layer: a bearer token from
+/// `client`'s token source, W3C trace-context propagation, a default deadline and the
+/// `grpc_client_*` metrics. Fails when the channel cannot be made.
+pub fn user_service_client(
+    channel: impl ::keel::client::IntoChannel,
+    client: &::keel::client::Client,
+) -> ::core::result::Result<
+    user_service_client::UserServiceClient<::keel::client::KeelChannel>,
+    ::keel::Error,
+> {
+    let channel = ::keel::client::IntoChannel::into_channel(channel)?;
+    ::core::result::Result::Ok(user_service_client::UserServiceClient::new(
+        client.wrap(&USER_SERVICE_POLICY, channel),
+    ))
+}
+
+/// The encoded `FileDescriptorSet` of the compiled protos and their imports, custom
+/// options included: serve it with reflection (`keel::Server::reflection`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("keel_descriptor_set.bin");

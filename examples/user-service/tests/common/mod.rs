@@ -12,18 +12,24 @@ use tonic::transport::Channel;
 use user_service::user_v1::user_service_client::UserServiceClient;
 use user_service::{DEFAULT_CONFIG, DEV_SECRET, SERVICES, Users};
 
-/// The example's embedded defaults, without the process environment.
+/// The example's embedded defaults, without the process environment, and
+/// with no lame-duck period so servers stop at once.
 pub fn config() -> Config {
-    Loader::new()
+    let mut config = Loader::new()
         .defaults_toml(DEFAULT_CONFIG)
         .load()
-        .expect("embedded defaults are valid")
+        .expect("embedded defaults are valid");
+    config.server.lame_duck = Duration::ZERO;
+    config.server.drain_timeout = Duration::from_secs(5);
+    config
 }
 
 pub struct Server {
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Each send is a shutdown signal (the first starts the graceful
+    /// shutdown, a second ends everything at once).
+    pub signals: tokio::sync::mpsc::Sender<()>,
     task: Option<tokio::task::JoinHandle<Result<(), keel::Error>>>,
 }
 
@@ -31,25 +37,25 @@ impl Server {
     /// Serves the example with `config` until stopped (or dropped).
     pub async fn start(config: Config) -> Server {
         let keel = keel::Keel::new(&config, SERVICES).expect("keel runtime");
-        let router = user_service::router(&keel, Users::default())
-            .await
-            .expect("router");
+        let server = user_service::server(&keel, &config, Users::default()).expect("server");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let metrics = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind metrics");
         let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            keel.serve_with(router, grpc, Some(metrics), async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let (signals, received) = tokio::sync::mpsc::channel(2);
+        let listeners = keel::serve::Listeners {
+            grpc,
+            metrics: Some(metrics),
+        };
+        let task = tokio::spawn(server.serve_on(
+            listeners,
+            tokio_stream::wrappers::ReceiverStream::new(received),
+        ));
         Server {
             grpc: grpc_addr,
             metrics: metrics_addr,
-            stop: Some(stop),
+            signals,
             task: Some(task),
         }
     }
@@ -87,9 +93,7 @@ impl Server {
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.signals.send(()).await;
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
@@ -102,8 +106,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        // A test that failed before `stop`: end the server at once.
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
     }
 }

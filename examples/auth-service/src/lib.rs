@@ -1,0 +1,1 @@
+//! Keel's auth service (work in progress).

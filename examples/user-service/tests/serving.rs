@@ -1,0 +1,527 @@
+//! Serving behaviour operators rely on: graceful shutdown (lame duck, drain,
+//! deadline), second signal, panics, message limits, health and reflection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use keel::config::Config;
+use tokio::net::TcpListener;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use user_service::user_v1::user_service_server::UserService;
+use user_service::user_v1::*;
+use user_service::{SERVICES, Users};
+
+/// `Users`, but `GetUser` sleeps for the milliseconds its id names
+/// (`sleep-250`) and panics for the id `panic`.
+#[derive(Clone, Default)]
+struct Slow(Users);
+
+#[tonic::async_trait]
+impl UserService for Slow {
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let id = request.get_ref().id.clone();
+        if id == "panic" {
+            panic!("handler bug");
+        }
+        if let Some(ms) = id.strip_prefix("sleep-").and_then(|ms| ms.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            return Ok(Response::new(User {
+                id,
+                ..User::default()
+            }));
+        }
+        self.0.get_user(request).await
+    }
+    async fn create_user(&self, r: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        self.0.create_user(r).await
+    }
+    async fn list_users(
+        &self,
+        r: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        self.0.list_users(r).await
+    }
+    async fn import_users(
+        &self,
+        r: Request<Streaming<CreateUserRequest>>,
+    ) -> Result<Response<ImportUsersResponse>, Status> {
+        self.0.import_users(r).await
+    }
+    type ExportUsersStream = <Users as UserService>::ExportUsersStream;
+    async fn export_users(
+        &self,
+        r: Request<ExportUsersRequest>,
+    ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        self.0.export_users(r).await
+    }
+    async fn health_check(&self, r: Request<()>) -> Result<Response<HealthCheckResponse>, Status> {
+        self.0.health_check(r).await
+    }
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    keel: keel::Keel,
+    signals: tokio::sync::mpsc::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), keel::Error>>,
+}
+
+async fn start(config: Config) -> Running {
+    let keel = keel::Keel::new(&config, SERVICES).unwrap();
+    let server = keel
+        .server(&config)
+        .add_service(user_v1::user_service(Slow::default(), &keel).unwrap())
+        .reflection(user_v1::FILE_DESCRIPTOR_SET);
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let (signals, rx) = tokio::sync::mpsc::channel(4);
+    let listeners = keel::serve::Listeners {
+        grpc,
+        metrics: None,
+    };
+    let task =
+        tokio::spawn(server.serve_on(listeners, tokio_stream::wrappers::ReceiverStream::new(rx)));
+    Running {
+        addr,
+        keel,
+        signals,
+        task,
+    }
+}
+
+use user_service::user_v1;
+
+async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn reader() -> String {
+    sign_hs(Algorithm::HS256, &claims("users:read"))
+}
+
+async fn get(channel: tonic::transport::Channel, id: String) -> Result<User, Status> {
+    let mut client = user_v1::user_service_client::UserServiceClient::new(channel);
+    client
+        .get_user(with_token(GetUserRequest { id }, &reader()))
+        .await
+        .map(Response::into_inner)
+}
+
+async fn health_status(addr: std::net::SocketAddr, service: &str) -> ServingStatus {
+    let mut health = HealthClient::new(channel(addr).await);
+    let reply = health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap();
+    reply.get_ref().status()
+}
+
+fn timings(lame_duck_ms: u64, drain_ms: u64) -> Config {
+    let mut config = config();
+    config.server.lame_duck = Duration::from_millis(lame_duck_ms);
+    config.server.drain_timeout = Duration::from_millis(drain_ms);
+    config
+}
+
+#[tokio::test]
+async fn sigterm_with_calls_in_flight_loses_none() {
+    let server = start(timings(600, 10_000)).await;
+    assert_eq!(health_status(server.addr, "").await, ServingStatus::Serving);
+    assert_eq!(
+        health_status(server.addr, "user.v1.UserService").await,
+        ServingStatus::Serving
+    );
+
+    let channels = futures_util::future::join_all((0..4).map(|_| channel(server.addr))).await;
+    let calls: Vec<_> = (0..64)
+        .map(|i| tokio::spawn(get(channels[i % 4].clone(), "sleep-400".into())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.signals.send(()).await.unwrap();
+
+    // Lame duck: still serving, but health says NOT_SERVING.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        health_status(server.addr, "").await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        health_status(server.addr, "user.v1.UserService").await,
+        ServingStatus::NotServing
+    );
+    get(channels[0].clone(), "sleep-1".into())
+        .await
+        .expect("new calls are served during the lame duck");
+
+    for call in calls {
+        let user = call
+            .await
+            .unwrap()
+            .expect("every accepted call completes OK");
+        assert_eq!(user.id, "sleep-400");
+    }
+
+    // After the lame duck, new connections are refused.
+    tokio::time::sleep(Duration::from_millis(700).saturating_sub(started.elapsed())).await;
+    let refused = tokio::net::TcpStream::connect(server.addr).await;
+    assert!(refused.is_err(), "connection accepted after the lame duck");
+
+    let result = tokio::time::timeout(Duration::from_secs(5), server.task).await;
+    result
+        .expect("server stops")
+        .unwrap()
+        .expect("clean shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn calls_still_running_at_the_drain_deadline_get_unavailable() {
+    let server = start(timings(0, 300)).await;
+    let slow = tokio::spawn(get(channel(server.addr).await, "sleep-10000".into()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.signals.send(()).await.unwrap();
+    let status = slow.await.unwrap().unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, "server is shutting down")
+    );
+    tokio::time::timeout(Duration::from_secs(5), server.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn open_watch_streams_do_not_block_shutdown() {
+    let server = start(timings(200, 10_000)).await;
+    let mut health = HealthClient::new(channel(server.addr).await);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: "".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    let started = Instant::now();
+    server.signals.send(()).await.unwrap();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    let end = watch.message().await;
+    assert!(
+        matches!(&end, Err(s) if s.code() == Code::Unavailable),
+        "{end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), server.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_everything_at_once() {
+    let server = start(timings(10_000, 10_000)).await;
+    let slow = tokio::spawn(get(channel(server.addr).await, "sleep-10000".into()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.signals.send(()).await.unwrap();
+    server.signals.send(()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), server.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(slow.await.unwrap().unwrap_err().code(), Code::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_and_the_server_carries_on() {
+    let server = start(timings(0, 1000)).await;
+    let ch = channel(server.addr).await;
+    let status = get(ch.clone(), "panic".into()).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Internal, "internal error")
+    );
+    // Same connection, same server: still serving.
+    assert_eq!(
+        get(ch.clone(), "sleep-1".into()).await.unwrap().id,
+        "sleep-1"
+    );
+    let text = server.keel.metrics().render();
+    let internal = text
+        .lines()
+        .find(|l| {
+            l.starts_with("grpc_server_handled_total")
+                && l.contains("grpc_code=\"Internal\"")
+                && l.contains("GetUser")
+        })
+        .unwrap();
+    assert!(internal.ends_with(" 1"), "{internal}");
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn oversized_messages_get_resource_exhausted() {
+    let mut config = timings(0, 1000);
+    config.server.max_message_bytes = 64 * 1024;
+    let server = start(config).await;
+    let mut client =
+        user_v1::user_service_client::UserServiceClient::new(channel(server.addr).await);
+    let writer = sign_hs(Algorithm::HS256, &claims("users:write"));
+    let big = CreateUserRequest {
+        name: "x".repeat(100 * 1024),
+        email: "big@example.com".into(),
+    };
+    let status = client
+        .create_user(with_token(big, &writer))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("exceeds the limit of 65536 bytes"),
+        "{status:?}"
+    );
+    let small = CreateUserRequest {
+        name: "small".into(),
+        email: "small@example.com".into(),
+    };
+    assert!(client.create_user(with_token(small, &writer)).await.is_ok());
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_serve_descriptors_with_custom_options() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = start(timings(0, 1000)).await;
+    let mut client = ServerReflectionClient::new(channel(server.addr).await);
+    let ask = |request: MessageRequest| {
+        tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        }])
+    };
+    let mut replies = client
+        .server_reflection_info(ask(MessageRequest::ListServices(String::new())))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "user.v1.UserService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    // Fetch the service's file, then its imports by name, as grpcurl does.
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    let mut wanted = vec![MessageRequest::FileContainingSymbol(
+        "user.v1.UserService".into(),
+    )];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(request) = wanted.pop() {
+        let mut replies = client
+            .server_reflection_info(ask(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::FileDescriptorResponse(found)) =
+            replies.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no descriptors");
+        };
+        for file in found.file_descriptor_proto {
+            let proto =
+                <prost_types::FileDescriptorProto as prost::Message>::decode(file.as_slice())
+                    .unwrap();
+            if seen.insert(proto.name().to_owned()) {
+                wanted.extend(
+                    proto
+                        .dependency
+                        .iter()
+                        .map(|d| MessageRequest::FileByFilename(d.clone())),
+                );
+                files.push(file);
+            }
+        }
+    }
+    // Re-assemble a FileDescriptorSet (field 1, repeated bytes) and read the Keel option back.
+    let mut set = Vec::new();
+    for file in &files {
+        prost::encoding::bytes::encode(1, file, &mut set);
+    }
+    let pool =
+        prost_reflect::DescriptorPool::decode(set.as_slice()).expect("the file and its imports");
+    let method = pool
+        .get_service_by_name("user.v1.UserService")
+        .unwrap()
+        .methods()
+        .find(|m| m.name() == "HealthCheck")
+        .unwrap();
+    let ext = pool
+        .get_extension_by_name("keel.v1.method")
+        .expect("keel options file served");
+    let options = method.options();
+    assert!(options.has_extension(&ext), "custom option preserved");
+    let keel_options = options.get_extension(&ext);
+    let auth = keel_options
+        .as_message()
+        .unwrap()
+        .get_field_by_name("auth")
+        .unwrap();
+    assert_eq!(
+        auth.as_message()
+            .unwrap()
+            .get_field_by_name("public")
+            .unwrap()
+            .as_bool(),
+        Some(true)
+    );
+
+    // grpc.reflection.v1alpha answers too.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut old =
+        alpha::server_reflection_client::ServerReflectionClient::new(channel(server.addr).await);
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut replies = old
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        replies.message().await.unwrap().unwrap().message_response,
+        Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(_))
+    ));
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+#[test]
+fn the_binary_exits_0_on_sigterm_and_at_once_on_a_second() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let spawn = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
+            .env("KEEL_SERVER__ADDR", "127.0.0.1:0")
+            .env("KEEL_METRICS__ENABLED", "false")
+            .env("KEEL_SERVER__LAME_DUCK", "300ms")
+            .env("KEEL_SERVER__DRAIN_TIMEOUT", "2s")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start user-service");
+        // Wait for the startup line.
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = lines.next().expect("output").expect("utf-8");
+            if line.contains("serving gRPC") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no startup line");
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        child
+    };
+    let term = |child: &std::process::Child| {
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    let wait = |child: &mut std::process::Child, within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let mut child = spawn();
+    let started = Instant::now();
+    term(&child);
+    let status = wait(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the lame duck was kept"
+    );
+
+    let mut child = spawn();
+    term(&child);
+    std::thread::sleep(Duration::from_millis(50));
+    term(&child);
+    let status = wait(&mut child, Duration::from_millis(250));
+    assert_eq!(status.code(), Some(130));
+}

@@ -1,0 +1,326 @@
+//! [`ClientLayer`]: what Keel does around each call a generated client makes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use tonic::Code;
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::auth::TokenSource;
+use crate::metrics::ServiceMetrics;
+use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer};
+use crate::metrics::codes::parse_status;
+use crate::policy::ServicePolicy;
+use crate::telemetry::{Side, end_span, propagation, rpc_span};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Name of the gRPC deadline header.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Applies Keel's client behaviour to calls of one service; see the
+/// [module docs](super). Made by [`Client::layer`](super::Client::layer).
+#[derive(Clone)]
+pub struct ClientLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every call of one service's client shares.
+struct Shared {
+    policy: &'static ServicePolicy,
+    metrics: Arc<ServiceMetrics>,
+    deadline: Duration,
+    /// `deadline` as a `grpc-timeout` value, formatted once.
+    deadline_header: HeaderValue,
+    tokens: Option<Arc<dyn TokenSource>>,
+}
+
+impl std::fmt::Debug for ClientLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientLayer")
+            .field("service", &self.shared.policy.name)
+            .field("deadline", &self.shared.deadline)
+            .field("token_source", &self.shared.tokens.is_some())
+            .finish()
+    }
+}
+
+impl ClientLayer {
+    pub(crate) fn new(
+        policy: &'static ServicePolicy,
+        metrics: Arc<ServiceMetrics>,
+        deadline: Duration,
+        tokens: Option<Arc<dyn TokenSource>>,
+    ) -> Self {
+        ClientLayer {
+            shared: Arc::new(Shared {
+                policy,
+                metrics,
+                deadline,
+                deadline_header: encode_timeout(deadline),
+                tokens,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for ClientLayer {
+    type Service = ClientService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service made by [`ClientLayer`], under a generated tonic client.
+#[derive(Clone)]
+pub struct ClientService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> std::fmt::Debug for ClientService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientService")
+            .field("service", &self.shared.policy.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Response future of [`ClientService`].
+pub type ClientFuture<B> =
+    Pin<Box<dyn Future<Output = Result<Response<ObservedBody<B, ClientCall>>, BoxError>> + Send>>;
+
+impl<S, ResBody> Service<Request<Body>> for ClientService<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ObservedBody<ResBody, ClientCall>>;
+    type Error = BoxError;
+    type Future = ClientFuture<ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // The clone is not ready; the one that was polled ready makes the call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let policy = shared.policy;
+
+        let method = policy.route_index(req.uri().path());
+        let span = method.and_then(|i| rpc_span(Side::Client, policy, &policy.methods[i]));
+        let parent = match &span {
+            Some(span) => span.context(),
+            // Not traced by Keel: pass on whatever context the caller has.
+            None => opentelemetry::Context::current(),
+        };
+        propagation::inject(&parent, req.headers_mut());
+
+        let deadline = match req.headers().get(GRPC_TIMEOUT).and_then(decode_timeout) {
+            Some(deadline) => deadline,
+            None => {
+                req.headers_mut()
+                    .insert(GRPC_TIMEOUT, shared.deadline_header.clone());
+                shared.deadline
+            }
+        };
+
+        let sent = method.map(|i| {
+            let m = shared.metrics.method(i);
+            m.started.inc();
+            m.msg_sent.clone()
+        });
+        let req = req.map(|body| Body::new(CountingBody::new(body, sent, usize::MAX)));
+        let tokens = match req.headers().contains_key(AUTHORIZATION) {
+            true => None,
+            false => shared.tokens.clone(),
+        };
+        let mut pending = Pending(Some(ClientCall {
+            metrics: method.map(|i| (shared.metrics.clone(), i)),
+            span,
+            start: Instant::now(),
+            header_code: None,
+            counter: MessageCounter::default(),
+        }));
+
+        Box::pin(async move {
+            let call = async move {
+                let mut req = req;
+                if let Some(tokens) = tokens {
+                    let value = bearer(&*tokens).await?;
+                    req.headers_mut().insert(AUTHORIZATION, value);
+                }
+                inner.call(req).await.map_err(Into::into)
+            };
+            let result = match tokio::time::timeout(deadline, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                    "no response within the deadline of {deadline:?}"
+                ))) as BoxError),
+            };
+            match result {
+                Ok(response) => {
+                    let mut call = pending.0.take();
+                    if let Some(call) = call.as_mut() {
+                        call.header_code = response.headers().get("grpc-status").map(parse_status);
+                    }
+                    Ok(response.map(|body| ObservedBody::new(body, call)))
+                }
+                Err(error) => {
+                    if let Some(call) = pending.0.take() {
+                        call.finish(error_code(&*error), None);
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+/// `Bearer <token>` from `tokens`, or the status the call fails with.
+async fn bearer(tokens: &dyn TokenSource) -> Result<HeaderValue, BoxError> {
+    let token = tokens
+        .token()
+        .await
+        .map_err(|e| Box::new(tonic::Status::unauthenticated(e.to_string())))?;
+    HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+        Box::new(tonic::Status::unauthenticated(
+            "the token source gave a token that is not a valid header value",
+        )) as BoxError
+    })
+}
+
+/// The code a failed call is recorded with: the status's own when the error
+/// is one, else `UNAVAILABLE` (the transport failed).
+fn error_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
+    error
+        .downcast_ref::<tonic::Status>()
+        .map_or(Code::Unavailable, tonic::Status::code)
+}
+
+/// What is known of a call in flight: its metrics, its span, its start.
+pub struct ClientCall {
+    metrics: Option<(Arc<ServiceMetrics>, usize)>,
+    span: Option<Span>,
+    start: Instant,
+    header_code: Option<Code>,
+    counter: MessageCounter,
+}
+
+impl Observer for ClientCall {
+    fn on_data(&mut self, data: &[u8]) {
+        if let Some((metrics, method)) = &self.metrics {
+            let received = self.counter.feed(data);
+            metrics.method(*method).msg_received.inc_by(received);
+        }
+    }
+
+    fn header_code(&self) -> Option<Code> {
+        self.header_code
+    }
+
+    fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
+        if let Some((metrics, method)) = &self.metrics {
+            let m = metrics.method(*method);
+            m.handled[code as usize].inc();
+            m.handling.observe(self.start.elapsed().as_secs_f64());
+        }
+        if let Some(span) = self.span {
+            end_span(span, Side::Client, code, carrier);
+        }
+    }
+}
+
+/// A call whose response has not arrived: dropping it (the caller gave up)
+/// records `CANCELLED`.
+struct Pending(Option<ClientCall>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            call.finish(Code::Cancelled, None);
+        }
+    }
+}
+
+/// `grpc-timeout` for `deadline`: the gRPC spec allows at most 8 digits, so
+/// the finest unit that fits is used.
+fn encode_timeout(deadline: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let units = [
+        (deadline.as_nanos(), 'n'),
+        (deadline.as_micros(), 'u'),
+        (deadline.as_millis(), 'm'),
+        (u128::from(deadline.as_secs()), 'S'),
+        (u128::from(deadline.as_secs() / 60), 'M'),
+        (u128::from(deadline.as_secs() / 3600), 'H'),
+    ];
+    let (value, unit) = units
+        .into_iter()
+        .find(|(value, _)| *value <= MAX)
+        .unwrap_or((MAX, 'H'));
+    HeaderValue::try_from(format!("{value}{unit}")).unwrap_or(HeaderValue::from_static("99999999H"))
+}
+
+/// The deadline a `grpc-timeout` value says, if it is well-formed.
+fn decode_timeout(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_trip_within_eight_digits() {
+        for (deadline, text) in [
+            (Duration::from_millis(1), "1000000n"),
+            (Duration::from_secs(10), "10000000u"),
+            (Duration::from_secs(3600), "3600000m"),
+            (Duration::from_secs(200_000), "200000S"),
+        ] {
+            let header = encode_timeout(deadline);
+            assert_eq!(header, text);
+            assert_eq!(decode_timeout(&header), Some(deadline));
+        }
+    }
+
+    #[test]
+    fn malformed_timeouts_are_ignored() {
+        for text in ["", "m", "10", "123456789m", "10x", "-1S", "1.5S"] {
+            let value = HeaderValue::from_str(text).unwrap();
+            assert_eq!(decode_timeout(&value), None, "{text:?}");
+        }
+    }
+}

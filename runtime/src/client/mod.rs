@@ -1,0 +1,235 @@
+//! Generated clients' layer: bearer token, trace context, default deadline
+//! and client metrics on every call.
+//!
+//! For each service, `keel-codegen` emits a constructor such as
+//!
+//! ```ignore
+//! pub fn user_service_client(
+//!     channel: impl keel::client::IntoChannel,
+//!     client: &keel::client::Client,
+//! ) -> Result<UserServiceClient<keel::client::KeelChannel>, keel::Error>
+//! ```
+//!
+//! which returns tonic's generated client over a [`ClientService`]. On each
+//! call that service:
+//!
+//! - opens a client span named `package.Service/Method` (a child of the
+//!   current span, so a handler's outgoing calls continue its trace) with the
+//!   OpenTelemetry RPC attributes, and injects its context as W3C
+//!   `traceparent`/`tracestate` metadata;
+//! - sets `authorization: Bearer <token>` from the client's
+//!   [`TokenSource`] unless the request already has an `authorization`
+//!   header;
+//! - sets `grpc-timeout` to `client.default_deadline` unless the caller set a
+//!   deadline (`tonic::Request::set_timeout`), and fails the call with
+//!   `DEADLINE_EXCEEDED` when the response headers have not arrived by then;
+//! - records the go-grpc-prometheus client metrics
+//!   ([`ClientMetrics`]).
+//!
+//! ```no_run
+//! # mod user_v1 {
+//! #   pub static USER_SERVICE_POLICY: keel::ServicePolicy =
+//! #     keel::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None };
+//! # }
+//! # async fn run() -> Result<(), keel::Error> {
+//! use keel::auth::StaticToken;
+//!
+//! let config = keel::config::Config::load("", None)?;
+//! let keel = keel::Keel::new(&config, &[])?;
+//! // One per process, registered beside the server metrics.
+//! let client = keel::client::Client::new(&config, keel.metrics().registry())?
+//!     .with_token_source(StaticToken::new("a-token"));
+//! let channel = client.connect("http://127.0.0.1:50051")?;
+//! let service = client.wrap(&user_v1::USER_SERVICE_POLICY, channel);
+//! // let mut users = user_v1::user_service_client::UserServiceClient::new(service);
+//! # Ok(()) }
+//! ```
+//!
+//! # Forwarding the caller's identity
+//!
+//! A service that calls another on behalf of its caller derives a client
+//! per request with the caller's token: [`Client::with_token_source`] with a
+//! [`StaticToken`] of the incoming bearer token is cheap (reference-counted
+//! clones; the metric handles are bound once per called service). The
+//! `gateway-service` example does this.
+
+mod layer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use tonic::transport::{Channel, Endpoint};
+
+pub use layer::{ClientFuture, ClientLayer, ClientService};
+
+use crate::auth::TokenSource;
+use crate::config::Config;
+use crate::metrics::{ClientMetrics, MetricsError};
+use crate::policy::ServicePolicy;
+
+/// The service under a generated client built by a Keel constructor.
+pub type KeelChannel = ClientService<Channel>;
+
+/// What a client could not be built from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The endpoint is not a valid URI.
+    #[error("invalid endpoint {endpoint:?}: {source}")]
+    InvalidEndpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What tonic said.
+        source: tonic::transport::Error,
+    },
+    /// A lazy channel needs a Tokio runtime to run its connection on.
+    #[error("connecting to {0}: no Tokio runtime is running; build the client inside one")]
+    NoRuntime(String),
+}
+
+/// The shared client runtime of a process: the default deadline, the client
+/// metrics and, optionally, a token source. Cheap to clone; derive variants
+/// with [`with_token_source`](Self::with_token_source).
+#[derive(Clone)]
+pub struct Client {
+    default_deadline: Duration,
+    metrics: ClientMetrics,
+    tokens: Option<Arc<dyn TokenSource>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("default_deadline", &self.default_deadline)
+            .field("token_source", &self.tokens.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// The client runtime configured by `config.client`, with its metrics
+    /// registered in `registry` (once per registry: pass
+    /// `keel.metrics().registry()` so one `/metrics` shows both sides).
+    /// Calls carry no token until one is given.
+    pub fn new(config: &Config, registry: &Registry) -> Result<Self, MetricsError> {
+        Ok(Self::from_parts(
+            config.client.default_deadline,
+            ClientMetrics::new(registry)?,
+        ))
+    }
+
+    /// A client runtime from parts built elsewhere.
+    pub fn from_parts(default_deadline: Duration, metrics: ClientMetrics) -> Self {
+        Client {
+            default_deadline,
+            metrics,
+            tokens: None,
+        }
+    }
+
+    /// The same runtime, sending tokens from `source` (replacing any earlier
+    /// source).
+    pub fn with_token_source(&self, source: impl TokenSource) -> Self {
+        Client {
+            tokens: Some(Arc::new(source)),
+            ..self.clone()
+        }
+    }
+
+    /// The same runtime, sending no token of its own.
+    pub fn without_token_source(&self) -> Self {
+        Client {
+            tokens: None,
+            ..self.clone()
+        }
+    }
+
+    /// The same runtime with another default deadline.
+    pub fn with_default_deadline(&self, deadline: Duration) -> Self {
+        Client {
+            default_deadline: deadline,
+            ..self.clone()
+        }
+    }
+
+    /// The deadline of calls that set none.
+    pub fn default_deadline(&self) -> Duration {
+        self.default_deadline
+    }
+
+    /// The client metrics.
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.metrics
+    }
+
+    /// The layer for calls to `policy`'s service.
+    pub fn layer(&self, policy: &'static ServicePolicy) -> ClientLayer {
+        ClientLayer::new(
+            policy,
+            self.metrics.service(policy),
+            self.default_deadline,
+            self.tokens.clone(),
+        )
+    }
+
+    /// Wraps a transport (usually a [`Channel`]) for calls to `policy`'s
+    /// service. The generated `*_client` constructors call this.
+    pub fn wrap<S>(&self, policy: &'static ServicePolicy, inner: S) -> ClientService<S> {
+        tower::Layer::layer(&self.layer(policy), inner)
+    }
+
+    /// A channel to `endpoint` that connects on first use (and reconnects):
+    /// shorthand for [`IntoChannel::into_channel`].
+    pub fn connect(&self, endpoint: impl IntoChannel) -> Result<Channel, ClientError> {
+        endpoint.into_channel()
+    }
+}
+
+/// What a generated client constructor accepts as its transport: a
+/// [`Channel`], an [`Endpoint`] or a URL (`"http://127.0.0.1:50051"`).
+/// Endpoints and URLs give a lazy channel, which connects on first use and
+/// needs a Tokio runtime.
+pub trait IntoChannel {
+    /// The channel.
+    fn into_channel(self) -> Result<Channel, ClientError>;
+}
+
+impl IntoChannel for Channel {
+    fn into_channel(self) -> Result<Channel, ClientError> {
+        Ok(self)
+    }
+}
+
+impl IntoChannel for Endpoint {
+    fn into_channel(self) -> Result<Channel, ClientError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ClientError::NoRuntime(self.uri().to_string()));
+        }
+        Ok(self.connect_lazy())
+    }
+}
+
+impl IntoChannel for &Endpoint {
+    fn into_channel(self) -> Result<Channel, ClientError> {
+        self.clone().into_channel()
+    }
+}
+
+impl IntoChannel for &str {
+    fn into_channel(self) -> Result<Channel, ClientError> {
+        self.to_owned().into_channel()
+    }
+}
+
+impl IntoChannel for String {
+    fn into_channel(self) -> Result<Channel, ClientError> {
+        match Endpoint::from_shared(self.clone()) {
+            Ok(endpoint) => endpoint.into_channel(),
+            Err(source) => Err(ClientError::InvalidEndpoint {
+                endpoint: self,
+                source,
+            }),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The environment layer: `KEEL_*` variables as a figment provider.
+
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
+
+use super::SECTIONS;
+
+/// Prefix of the environment variables read by [`Loader::env`](super::Loader::env).
+pub const ENV_PREFIX: &str = "KEEL_";
+
+/// Separator of nested keys in environment variable names (`KEEL_AUTH__LEEWAY`).
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Metadata name of the environment layer (see `diagnose::describe_source`).
+pub(super) const ENV_LAYER_NAME: &str = "environment variable";
+
+/// Keys whose environment values are taken verbatim as strings (never parsed as numbers etc.).
+const STRING_KEYS: [&str; 8] = [
+    "service.name",
+    "auth.hmac_secret",
+    "auth.public_key_pem",
+    "auth.public_key_file",
+    "auth.issuer",
+    "auth.audience",
+    "telemetry.otlp_endpoint",
+    "telemetry.log_filter",
+];
+
+/// The `KEEL_*` variables of an environment layer, parsed into nested keys.
+pub(super) struct EnvLayer {
+    /// The variable names (`Debug` of the loader shows them; the values may be secrets).
+    pub names: Vec<String>,
+    dict: Dict,
+    /// Problems of the variables themselves: non-UTF-8 values, malformed names, conflicts.
+    pub problems: Vec<String>,
+}
+
+impl EnvLayer {
+    /// The `KEEL_*` variables of the process environment, read now.
+    pub fn from_process() -> Self {
+        let mut vars = Vec::new();
+        let mut problems = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| has_env_prefix(n)) else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => vars.push((name.to_owned(), value)),
+                Err(_) => problems.push(format!(
+                    "environment variable {name}: value is not valid UTF-8"
+                )),
+            }
+        }
+        Self::new(vars, problems)
+    }
+
+    /// The `KEEL_*` variables among `vars`; others are ignored.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = vars.into_iter().filter(|(name, _)| has_env_prefix(name));
+        Self::new(vars.collect(), Vec::new())
+    }
+
+    fn new(vars: Vec<(String, String)>, mut problems: Vec<String>) -> Self {
+        let mut dict = Dict::new();
+        for (name, raw) in &vars {
+            let Some(path) = key_path(name) else {
+                problems.push(format!(
+                    "environment variable {name}: malformed name; use letters, digits and `_`, \
+                     with `{ENV_SEPARATOR}` between nested keys (e.g. KEEL_AUTH__LEEWAY)"
+                ));
+                continue;
+            };
+            let value = if STRING_KEYS.contains(&path.join(".").as_str()) {
+                Value::from(raw.clone())
+            } else {
+                let Ok(value) = raw.parse::<Value>();
+                value
+            };
+            if let Err(conflict) = insert_nested(&mut dict, &path, value) {
+                problems.push(format!(
+                    "environment variable {name}: conflicts with another KEEL_ variable setting \
+                     {conflict}"
+                ));
+            }
+        }
+        let names = vars.into_iter().map(|(name, _)| name).collect();
+        Self {
+            names,
+            dict,
+            problems,
+        }
+    }
+}
+
+impl Provider for EnvLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV_LAYER_NAME).interpolater(env_var_name)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+fn has_env_prefix(name: &str) -> bool {
+    name.get(..ENV_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+}
+
+/// The key path a `KEEL_*` variable sets (`KEEL_AUTH__LEEWAY` → `["auth", "leeway"]`), or
+/// `None` when its name is malformed.
+fn key_path(name: &str) -> Option<Vec<String>> {
+    let rest = name.get(ENV_PREFIX.len()..)?.to_ascii_lowercase();
+    let path: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_owned).collect();
+    let well_formed =
+        |s: &String| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    path.iter().all(well_formed).then_some(path)
+}
+
+/// Inserts `value` at `path`; on a clash with an existing value, returns the clashing key.
+fn insert_nested(dict: &mut Dict, path: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut current = dict;
+    for (i, segment) in parents.iter().enumerate() {
+        let entry = current
+            .entry(segment.clone())
+            .or_insert_with(|| Value::from(Dict::new()));
+        match entry {
+            Value::Dict(_, inner) => current = inner,
+            _ => return Err(path[..=i].join(".")),
+        }
+    }
+    if current.contains_key(last) {
+        return Err(path.join("."));
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+/// The `KEEL_*` variable that sets the key path `keys` (the environment layer's interpolater).
+fn env_var_name(_: &Profile, keys: &[&str]) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
+    format!("{ENV_PREFIX}{}", keys.join(ENV_SEPARATOR))
+}
+
+/// `server_addr` (from `KEEL_SERVER_ADDR`) → `KEEL_SERVER__ADDR`.
+pub(super) fn env_separator_hint(name: &str) -> Option<String> {
+    SECTIONS.iter().find_map(|section| {
+        let rest = name.strip_prefix(section)?.strip_prefix('_')?;
+        (!rest.is_empty()).then(|| env_var_name(&Profile::Default, &[section, rest]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn string_keys_are_string_keys_of_the_config() {
+        for key in STRING_KEYS {
+            let (section, name) = key.split_once('.').expect("section.key");
+            let toml = format!("[{section}]\n{name} = \"text\"\n");
+            if let Err(e) = toml::from_str::<Config>(&toml) {
+                panic!("{key}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The semantic rules of a [`Config`], checked after decoding.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use humantime_serde::re::humantime::format_duration;
+
+use super::{AuthConfig, ClientConfig, Config, ServerConfig, TelemetryConfig};
+
+/// Minimum length in bytes of `auth.hmac_secret`.
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// Maximum accepted `auth.leeway`.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+
+/// Smallest accepted `auth.max_token_bytes`.
+pub const MIN_MAX_TOKEN_BYTES: usize = 256;
+
+/// Largest accepted `auth.max_token_bytes`.
+pub const MAX_MAX_TOKEN_BYTES: usize = 65_536;
+
+/// Maximum accepted `telemetry.export_timeout`.
+pub const MAX_EXPORT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Maximum accepted `client.default_deadline`.
+pub const MAX_DEFAULT_DEADLINE: Duration = Duration::from_secs(60 * 60);
+
+/// A semantic problem found by validation; displays as `key: message`.
+pub(super) struct Problem {
+    pub key: &'static str,
+    message: String,
+    /// Other keys the check reads (besides `key`): when one of them failed to decode, the check
+    /// ran on a default and its verdict is meaningless.
+    depends: &'static [&'static str],
+}
+
+impl Problem {
+    fn new(key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            key,
+            message: message.into(),
+            depends: &[],
+        }
+    }
+
+    fn depends(mut self, keys: &'static [&'static str]) -> Self {
+        self.depends = keys;
+        self
+    }
+
+    /// Every key the check read.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        std::iter::once(self.key).chain(self.depends.iter().copied())
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl Config {
+    /// Every semantic problem (see [`Config::validate`]).
+    pub(super) fn semantic_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.service.name.trim().is_empty() {
+            problems.push(Problem::new("service.name", "must not be empty"));
+        }
+        if self.metrics.enabled && addrs_collide(self.metrics.addr, self.server.addr) {
+            problems.push(
+                Problem::new(
+                    "metrics.addr",
+                    format!(
+                        "{} collides with server.addr {}; use another port or set metrics.enabled = false",
+                        self.metrics.addr, self.server.addr
+                    ),
+                )
+                .depends(&["metrics.enabled", "server.addr"]),
+            );
+        }
+        self.server.problems(&mut problems);
+        self.auth.key_material_problems(&mut problems);
+        self.auth.value_problems(&mut problems);
+        self.telemetry.problems(&mut problems);
+        self.client.problems(&mut problems);
+        problems
+    }
+}
+
+impl ServerConfig {
+    /// Shutdown timings and limits within sane bounds.
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        if self.lame_duck > Duration::from_secs(5 * 60) {
+            problems.push(Problem::new(
+                "server.lame_duck",
+                format!("{} is too long; at most 5m", format_duration(self.lame_duck)),
+            ));
+        }
+        if self.drain_timeout.is_zero() || self.drain_timeout > Duration::from_secs(10 * 60) {
+            problems.push(Problem::new(
+                "server.drain_timeout",
+                format!(
+                    "{} is out of range; more than 0, at most 10m",
+                    format_duration(self.drain_timeout)
+                ),
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.max_message_bytes) {
+            problems.push(Problem::new(
+                "server.max_message_bytes",
+                format!(
+                    "{} is out of range; between 1024 and 1073741824",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            problems.push(Problem::new(
+                "server.max_concurrent_streams",
+                "0 would refuse every call; at least 1",
+            ));
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// A usable endpoint, a ratio that is a probability, a sane timeout, a filter that parses.
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        if let Some(endpoint) = &self.otlp_endpoint
+            && let Some(message) = endpoint_problem(endpoint)
+        {
+            problems.push(Problem::new("telemetry.otlp_endpoint", message));
+        }
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            problems.push(Problem::new(
+                "telemetry.sampling_ratio",
+                format!(
+                    "{} is out of range; must be between 0 and 1 (0.01 samples 1% of new traces)",
+                    self.sampling_ratio
+                ),
+            ));
+        }
+        if self.export_timeout.is_zero() || self.export_timeout > MAX_EXPORT_TIMEOUT {
+            problems.push(Problem::new(
+                "telemetry.export_timeout",
+                format!(
+                    "{} is out of range; must be more than 0 and at most {}",
+                    format_duration(self.export_timeout),
+                    format_duration(MAX_EXPORT_TIMEOUT)
+                ),
+            ));
+        }
+        if self.log_filter.trim().is_empty() {
+            problems.push(Problem::new(
+                "telemetry.log_filter",
+                "is empty; use \"off\" to log nothing",
+            ));
+        } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            problems.push(Problem::new(
+                "telemetry.log_filter",
+                format!("{:?} is not a valid filter: {e}", self.log_filter),
+            ));
+        }
+        for name in self.resource.keys() {
+            if name.trim().is_empty() {
+                problems.push(Problem::new(
+                    "telemetry.resource",
+                    "attribute names must not be empty",
+                ));
+            } else if name == "service.name" {
+                problems.push(Problem::new(
+                    "telemetry.resource",
+                    "service.name comes from the [service] section; remove it here",
+                ));
+            }
+        }
+    }
+}
+
+/// What is wrong with an OTLP/gRPC endpoint, if anything.
+fn endpoint_problem(endpoint: &str) -> Option<String> {
+    if endpoint.trim().is_empty() {
+        return Some("is empty; remove the key to disable export".to_owned());
+    }
+    let uri = match endpoint.parse::<http::Uri>() {
+        Ok(uri) => uri,
+        Err(e) => return Some(format!("{endpoint:?} is not a URL: {e}")),
+    };
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some_and(|h| !h.is_empty()) => None,
+        Some("http") => Some(format!("{endpoint:?} has no host")),
+        Some("https") => Some(format!(
+            "{endpoint:?}: https is not supported (Keel is built without TLS); export to a \
+             collector or sidecar over http://"
+        )),
+        _ => Some(format!(
+            "{endpoint:?} must start with http:// (like http://localhost:4317)"
+        )),
+    }
+}
+
+impl ClientConfig {
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        if self.default_deadline.is_zero() || self.default_deadline > MAX_DEFAULT_DEADLINE {
+            problems.push(Problem::new(
+                "client.default_deadline",
+                format!(
+                    "{} is out of range; must be more than 0 and at most {}",
+                    format_duration(self.default_deadline),
+                    format_duration(MAX_DEFAULT_DEADLINE)
+                ),
+            ));
+        }
+    }
+}
+
+/// Two listen addresses collide when they use the same (non-zero) port and the same IP, or one
+/// of them is the unspecified address (which binds every interface).
+fn addrs_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+impl AuthConfig {
+    /// The secret or public key must be the one the algorithm verifies with.
+    fn key_material_problems(&self, problems: &mut Vec<Problem>) {
+        const ALG: &[&str] = &["auth.algorithm"];
+        let alg = self.algorithm;
+        let mut push =
+            |key, message: String| problems.push(Problem::new(key, message).depends(ALG));
+
+        if alg.is_hmac() {
+            match &self.hmac_secret {
+                None => push(
+                    "auth.hmac_secret",
+                    format!("missing; required for {alg} (set KEEL_AUTH__HMAC_SECRET)"),
+                ),
+                Some(secret) if secret.expose().len() < MIN_HMAC_SECRET_BYTES => push(
+                    "auth.hmac_secret",
+                    format!(
+                        "too short: {} bytes; {alg} needs at least {MIN_HMAC_SECRET_BYTES} bytes",
+                        secret.expose().len()
+                    ),
+                ),
+                Some(_) => {}
+            }
+            let public_keys = [
+                ("auth.public_key_pem", self.public_key_pem.is_some()),
+                ("auth.public_key_file", self.public_key_file.is_some()),
+            ];
+            for (key, _) in public_keys.into_iter().filter(|(_, set)| *set) {
+                push(
+                    key,
+                    format!("not allowed with {alg}, which verifies with auth.hmac_secret"),
+                );
+            }
+            return;
+        }
+
+        if self.hmac_secret.is_some() {
+            push(
+                "auth.hmac_secret",
+                format!(
+                    "not allowed with {alg}, which verifies with auth.public_key_pem or \
+                     auth.public_key_file"
+                ),
+            );
+        }
+        match (&self.public_key_pem, &self.public_key_file) {
+            (None, None) => problems.push(
+                Problem::new(
+                    "auth.public_key_pem",
+                    format!(
+                        "missing; {alg} needs exactly one of auth.public_key_pem or \
+                         auth.public_key_file (set KEEL_AUTH__PUBLIC_KEY_PEM or \
+                         KEEL_AUTH__PUBLIC_KEY_FILE)"
+                    ),
+                )
+                .depends(&["auth.algorithm", "auth.public_key_file"]),
+            ),
+            (Some(_), Some(_)) => problems.push(
+                Problem::new(
+                    "auth.public_key_file",
+                    "auth.public_key_pem is set too; set exactly one of them",
+                )
+                .depends(&["auth.algorithm", "auth.public_key_pem"]),
+            ),
+            (Some(pem), None) if !pem.contains("-----BEGIN") => push(
+                "auth.public_key_pem",
+                "is not PEM text (no \"-----BEGIN\" line)".to_owned(),
+            ),
+            (None, Some(path)) if !path.is_file() => push(
+                "auth.public_key_file",
+                format!("{} does not exist or is not a file", path.display()),
+            ),
+            _ => {}
+        }
+    }
+
+    /// Bounds of the leeway and the token size, and no empty `iss` / `aud` expectations.
+    fn value_problems(&self, problems: &mut Vec<Problem>) {
+        if self.leeway > MAX_LEEWAY {
+            problems.push(Problem::new(
+                "auth.leeway",
+                format!(
+                    "{} exceeds the maximum of {}",
+                    format_duration(self.leeway),
+                    format_duration(MAX_LEEWAY)
+                ),
+            ));
+        }
+        if !(MIN_MAX_TOKEN_BYTES..=MAX_MAX_TOKEN_BYTES).contains(&self.max_token_bytes) {
+            problems.push(Problem::new(
+                "auth.max_token_bytes",
+                format!(
+                    "{} is out of range; must be between {MIN_MAX_TOKEN_BYTES} and {MAX_MAX_TOKEN_BYTES}",
+                    self.max_token_bytes
+                ),
+            ));
+        }
+        for (key, value, claim) in [
+            ("auth.issuer", &self.issuer, "iss"),
+            ("auth.audience", &self.audience, "aud"),
+        ] {
+            if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                problems.push(Problem::new(
+                    key,
+                    format!("is empty; remove the key to disable the `{claim}` check"),
+                ));
+            }
+        }
+    }
+}

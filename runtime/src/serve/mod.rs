@@ -1,0 +1,336 @@
+//! Serving: one [`Server`] runs a process's Keel services with the standard
+//! health and reflection services, `/metrics`, limits from configuration,
+//! and a graceful shutdown that loses no accepted call.
+//!
+//! Shutdown, on the first SIGINT/SIGTERM:
+//!
+//! 1. every health status (each service and the server, `""`) turns
+//!    `NOT_SERVING` at once, and the server keeps serving for
+//!    `server.lame_duck`, so load balancers stop routing to it;
+//! 2. it stops accepting: the listening socket closes (new connections are
+//!    refused), HTTP/2 `GOAWAY` goes to every connection, health `Watch`
+//!    streams end;
+//! 3. calls in flight finish, for up to `server.drain_timeout`;
+//! 4. what is still running then ends with `UNAVAILABLE`;
+//! 5. [`Server::serve`] returns `Ok(())`; the caller flushes telemetry and
+//!    exits 0.
+//!
+//! A second signal at any point exits the process at once.
+
+mod drain;
+mod incoming;
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::Error;
+use crate::config::Config;
+use crate::keel::Keel;
+use drain::{DrainLayer, Phases};
+use incoming::Incoming;
+
+pub use drain::{Drain, DrainBody, DrainFuture};
+
+/// How long [`Server::serve_on`] waits for connections to close after
+/// ending the remaining calls.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The listeners a [`Server`] serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// `/metrics`; `None` serves no metrics endpoint.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Builds and runs a gRPC server; made by [`Keel::server`]. See the
+/// [module docs](self) for the shutdown sequence.
+pub struct Server {
+    keel: Keel,
+    config: Config,
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("services", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    pub(crate) fn new(keel: Keel, config: &Config) -> Self {
+        Server {
+            keel,
+            config: config.clone(),
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+            descriptor_sets: Vec::new(),
+        }
+    }
+
+    /// Adds a service: usually a generated, Keel-wrapped one
+    /// (`user_v1::user_service(handler, &keel)?`), but any tonic service
+    /// works. Its health status is reported under its name.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Serves `grpc.reflection.v1` and `v1alpha` (grpcurl needs v1) for the
+    /// files of an encoded `FileDescriptorSet`, such as the
+    /// `FILE_DESCRIPTOR_SET` that keel-codegen generates (custom options
+    /// included). Call once per set.
+    pub fn reflection(mut self, encoded_file_descriptor_set: &'static [u8]) -> Self {
+        self.descriptor_sets.push(encoded_file_descriptor_set);
+        self
+    }
+
+    /// Binds `server.addr` (and `metrics.addr` when enabled) and serves until
+    /// SIGINT or SIGTERM, then shuts down gracefully. A second signal exits
+    /// the process at once.
+    pub async fn serve(self) -> Result<(), Error> {
+        let grpc = bind("grpc", self.config.server.addr).await?;
+        let metrics = match self.config.metrics.enabled {
+            true => Some(bind("metrics", self.config.metrics.addr).await?),
+            false => None,
+        };
+        let signals = os_signals()?;
+        self.serve_on(Listeners { grpc, metrics }, signals).await
+    }
+
+    /// Serves on listeners bound by the caller. The first item of `signals`
+    /// starts the graceful shutdown; a second one ends all calls at once
+    /// (for [`serve`](Self::serve), the process exits instead).
+    pub async fn serve_on(
+        self,
+        listeners: Listeners,
+        signals: impl Stream<Item = ()> + Send + Unpin + 'static,
+    ) -> Result<(), Error> {
+        let Server {
+            keel,
+            config,
+            mut routes,
+            names,
+            descriptor_sets,
+        } = self;
+        let settings = &config.server;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        routes.add_service(health_service);
+        if !descriptor_sets.is_empty() {
+            let (v1, v1alpha) = reflection(&descriptor_sets)?;
+            routes.add_service(v1).add_service(v1alpha);
+        }
+
+        let phases = Phases {
+            draining: CancellationToken::new(),
+            deadline: CancellationToken::new(),
+        };
+        let grpc_addr = listeners.grpc.local_addr().ok();
+        let incoming = Incoming::new(listeners.grpc, phases.draining.clone());
+        let draining = phases.draining.clone();
+        let router = tonic::transport::Server::builder()
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .layer(DrainLayer::new(phases.clone()))
+            .add_routes(routes.routes());
+        let grpc = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, draining.cancelled_owned())
+                .await
+        });
+
+        let metrics_stop = CancellationToken::new();
+        let metrics = listeners.metrics.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
+            let app = crate::metrics::router(keel.metrics().clone());
+            let stop = metrics_stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        });
+
+        set_health(&health, &names, ServingStatus::Serving).await;
+        tracing::info!(addr = ?grpc_addr, services = ?names, "serving gRPC");
+
+        let result = lifecycle(
+            grpc,
+            signals,
+            &phases,
+            &health,
+            &names,
+            settings.lame_duck,
+            settings.drain_timeout,
+        )
+        .await;
+        metrics_stop.cancel();
+        if let Some(metrics) = metrics {
+            match metrics.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(serve_error("metrics", e)),
+                Err(e) => return Err(serve_error("metrics", e)),
+            }
+        }
+        result
+    }
+}
+
+impl Keel {
+    /// A [`Server`] for this runtime, configured by `config.server` and
+    /// `config.metrics`.
+    pub fn server(&self, config: &Config) -> Server {
+        Server::new(self.clone(), config)
+    }
+}
+
+/// Runs the shutdown sequence around the serving task; see the module docs.
+async fn lifecycle(
+    mut grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    mut signals: impl Stream<Item = ()> + Unpin,
+    phases: &Phases,
+    health: &HealthReporter,
+    names: &[&'static str],
+    lame_duck: Duration,
+    drain_timeout: Duration,
+) -> Result<(), Error> {
+    let finished = |joined: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>| {
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(serve_error("grpc", e)),
+            Err(e) => Err(serve_error("grpc", e)),
+        }
+    };
+    tokio::select! {
+        joined = &mut grpc => return finished(joined),
+        _ = signals.next() => {}
+    }
+
+    tracing::info!(?lame_duck, "shutdown: NOT_SERVING, lame duck");
+    set_health(health, names, ServingStatus::NotServing).await;
+    let aborted = tokio::select! {
+        _ = tokio::time::sleep(lame_duck) => false,
+        _ = signals.next() => true,
+    };
+
+    tracing::info!(?drain_timeout, "shutdown: draining");
+    phases.draining.cancel();
+    if !aborted {
+        tokio::select! {
+            joined = &mut grpc => return finished(joined),
+            _ = tokio::time::sleep(drain_timeout) => {}
+            _ = signals.next() => {}
+        }
+    }
+
+    tracing::warn!("shutdown: ending the remaining calls with UNAVAILABLE");
+    phases.deadline.cancel();
+    match tokio::time::timeout(CLOSE_GRACE, &mut grpc).await {
+        Ok(joined) => finished(joined),
+        Err(_) => {
+            grpc.abort();
+            tracing::warn!("shutdown: connections still open after the drain deadline were closed");
+            Ok(())
+        }
+    }
+}
+
+async fn set_health(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in names {
+        health.set_service_status(*name, status).await;
+    }
+}
+
+/// The reflection services (v1, v1alpha) over the given descriptor sets and
+/// the standard services' own.
+fn reflection(
+    sets: &[&'static [u8]],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    Error,
+> {
+    let builder = || {
+        sets.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |b, set| b.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let v1 = builder().build_v1().map_err(Error::Reflection)?;
+    let v1alpha = builder().build_v1alpha().map_err(Error::Reflection)?;
+    Ok((v1, v1alpha))
+}
+
+async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+fn serve_error(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Serve {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// SIGINT and SIGTERM as a stream: the first starts the graceful shutdown;
+/// on the second the process exits at once.
+fn os_signals() -> Result<impl Stream<Item = ()> + Send + Unpin + 'static, Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| serve_error("signals", e))?;
+    tokio::spawn(async move {
+        for count in 1.. {
+            #[cfg(unix)]
+            let received = tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = term.recv() => r.is_some(),
+            };
+            #[cfg(not(unix))]
+            let received = tokio::signal::ctrl_c().await.is_ok();
+            if !received {
+                return;
+            }
+            if count > 1 {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received: shutting down gracefully");
+            let _ = tx.send(()).await;
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
