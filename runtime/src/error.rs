@@ -35,6 +35,14 @@ pub enum Error {
     /// The reflection service could not read a descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// A health probe got no usable answer.
+    #[error("health probe of {addr}: {reason}")]
+    Probe {
+        /// The probed address.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// Serving failed.
     #[error("serving {what}: {source}")]
     Serve {

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod body;
 pub mod client;
 pub mod config;
 mod error;

@@ -14,11 +14,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use crate::body::Interruptible;
 use crate::policy::ServicePolicy;
 
 /// Catches panics of the wrapped service; see the [module docs](self).
@@ -109,7 +110,7 @@ where
                 let path = *this.path;
                 Poll::Ready(result.map(|res| {
                     res.map(|body| RecoverBody {
-                        inner: Some(body),
+                        body: Interruptible::new(body),
                         path,
                     })
                 }))
@@ -128,7 +129,7 @@ pin_project! {
     /// producing the body panics. The default is an empty body.
     pub struct RecoverBody<B> {
         #[pin]
-        inner: Option<B>,
+        body: Interruptible<B>,
         path: Option<&'static str>,
     }
 }
@@ -136,7 +137,7 @@ pin_project! {
 impl<B> Default for RecoverBody<B> {
     fn default() -> Self {
         RecoverBody {
-            inner: None,
+            body: Interruptible::default(),
             path: None,
         }
     }
@@ -151,30 +152,24 @@ impl<B: Body<Data = Bytes>> Body for RecoverBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+        let Some(inner) = this.body.as_mut().inner() else {
             return Poll::Ready(None);
         };
         match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
             Ok(polled) => polled,
             Err(panic) => {
                 log_panic(*this.path, panic.as_ref());
-                this.inner.set(None);
-                let mut trailers = HeaderMap::new();
-                // An `INTERNAL` status always encodes into valid headers.
-                let _ = internal().add_header(&mut trailers);
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                this.body.interrupt(&internal())
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.body.size_hint()
     }
 }
 

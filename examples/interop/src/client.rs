@@ -14,7 +14,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataMap};
@@ -34,6 +33,10 @@ pub const CASE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Longest time to establish the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// cancel_after_begin: time between the transport taking the call's headers
+/// and the cancellation, for the headers to reach the server first.
+const HEADERS_FLUSH: Duration = Duration::from_millis(100);
 
 /// The client's default `--server_port` (the interop server's default port).
 pub const DEFAULT_PORT: u16 = crate::server::DEFAULT_PORT;
@@ -421,6 +424,13 @@ impl Client {
         let mut client = self.test();
         let call = client.streaming_input_call(requests);
         tokio::pin!(call);
+        // The first poll of the request body means the headers are queued,
+        // not that they are on the wire: a call reset before its headers
+        // went out never reaches the server. Give them a moment.
+        let sent = async {
+            let _ = began_rx.await;
+            tokio::time::sleep(HEADERS_FLUSH).await;
+        };
         tokio::select! {
             outcome = &mut call => {
                 return Err(CaseError::Mismatch(format!(
@@ -428,10 +438,10 @@ impl Client {
                     outcome.map(|r| r.into_inner())
                 )));
             }
-            _ = began_rx => {}
+            () = sent => {}
         }
-        // Cancel: dropping the pending call resets the stream. Like any gRPC
-        // client, the call's status is then CANCELLED.
+        // Cancel: dropping the pending call makes hyper reset the stream
+        // (RST_STREAM(CANCEL)); the call's status is CANCELLED.
         Ok(())
     }
 

@@ -132,15 +132,15 @@ impl<B: Body<Data = Bytes>> Body for EchoTrailingBody<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
-                let echo = this.echo.take();
-                Poll::Ready(Some(Ok(frame.map_trailers(|mut trailers| {
-                    if let Some(value) = echo {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    if let Some(value) = this.echo.take() {
                         trailers.insert(HeaderName::from_static(ECHO_TRAILING_BIN), value);
                     }
-                    trailers
-                }))))
-            }
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            }))),
             other => other,
         }
     }

@@ -27,6 +27,13 @@ enum Command {
     Serve,
     /// Print the effective configuration, secrets redacted.
     PrintConfig,
+    /// Exit 0 when the local server reports SERVING on the standard health
+    /// service (for container health checks).
+    Probe {
+        /// Service to ask about; empty for the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Mint an access token signed with the configured HMAC secret (development).
     MintToken {
         /// Subject of the token.
@@ -91,6 +98,12 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         Command::PrintConfig => print!("{}", config.to_toml_redacted()),
+        Command::Probe { service } => {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.server.addr.port()));
+            if !keel::serve::probe(addr, &service, Duration::from_secs(2)).await? {
+                anyhow::bail!("{addr} is not serving {service:?}");
+            }
+        }
         Command::MintToken { sub, scopes, ttl } => {
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
             println!(

@@ -139,8 +139,12 @@ impl Loader {
     /// just these when a TOML layer failed.
     fn decoder(&self) -> Result<Decoder<'_>, ConfigError> {
         let env_problems = self.env.iter().flat_map(|env| &env.problems);
-        let problems = self.toml_problems.iter().chain(env_problems).cloned();
-        let problems = problems.collect();
+        let problems: Vec<String> = self
+            .toml_problems
+            .iter()
+            .chain(env_problems)
+            .cloned()
+            .collect();
         if self.toml_problems.is_empty() {
             Ok(Decoder::new(&self.figment, problems))
         } else {

@@ -12,11 +12,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::{Layer, Service};
+
+use crate::body::Interruptible;
 
 const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
@@ -141,10 +143,10 @@ where
 
 pin_project! {
     /// Response body of [`Drain`]: ends with `UNAVAILABLE` trailers when its
-    /// phase ends first.
+    /// phase ends first. The default is an empty body.
     pub struct DrainBody<B> {
         #[pin]
-        inner: Option<B>,
+        body: Interruptible<B>,
         end: Option<Stop>,
     }
 }
@@ -152,17 +154,16 @@ pin_project! {
 impl<B> DrainBody<B> {
     fn new(inner: B, end: Option<Stop>) -> Self {
         DrainBody {
-            inner: Some(inner),
+            body: Interruptible::new(inner),
             end,
         }
     }
 }
 
 impl<B> Default for DrainBody<B> {
-    /// An empty body.
     fn default() -> Self {
         DrainBody {
-            inner: None,
+            body: Interruptible::default(),
             end: None,
         }
     }
@@ -177,32 +178,21 @@ impl<B: Body<Data = Bytes>> Body for DrainBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        if let Poll::Ready(frame) = inner.poll_frame(cx) {
+        if let Poll::Ready(frame) = this.body.as_mut().poll_frame(cx) {
             return Poll::Ready(frame);
         }
         match this.end.as_mut().map(|end| end.poll(cx)) {
-            Some(Poll::Ready(())) => {
-                this.inner.set(None);
-                let mut trailers = HeaderMap::new();
-                // An `UNAVAILABLE` status always encodes into valid headers.
-                let _ = unavailable().add_header(&mut trailers);
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-            }
+            Some(Poll::Ready(())) => this.body.interrupt(&unavailable()),
             _ => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.body.size_hint()
     }
 }
 

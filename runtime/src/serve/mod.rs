@@ -305,6 +305,37 @@ fn serve_error(what: &'static str, e: impl std::error::Error + Send + Sync + 'st
     }
 }
 
+/// Asks the standard health service at `addr` whether `service` (`""`: the
+/// whole server) is serving, within `timeout`. For container health checks:
+/// `user-service probe` exits 0 only when this returns `Ok(true)`.
+pub async fn probe(
+    addr: std::net::SocketAddr,
+    service: &str,
+    timeout: Duration,
+) -> Result<bool, Error> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let failed = |reason: String| Error::Probe { addr, reason };
+    let ask = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| failed(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map_err(|s| failed(format!("{:?}: {}", s.code(), s.message())))?;
+        Ok(reply.get_ref().status()
+            == tonic_health::pb::health_check_response::ServingStatus::Serving)
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| failed(format!("no answer within {timeout:?}")))?
+}
+
 /// SIGINT and SIGTERM as a stream: the first starts the graceful shutdown;
 /// on the second the process exits at once.
 fn os_signals() -> Result<impl Stream<Item = ()> + Send + Unpin + 'static, Error> {

@@ -1,0 +1,299 @@
+//! `[telemetry]` and `[client]` configuration, the sampler it builds, and the
+//! trace layer's span and log lines, without a network.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use keel::config::{Config, LogFormat, Loader, TelemetryConfig};
+use keel::telemetry::TraceLayer;
+use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
+use opentelemetry::trace::{
+    SamplingDecision, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId,
+    TraceState,
+};
+use opentelemetry_sdk::trace::ShouldSample;
+use tower::{Layer, ServiceExt};
+
+fn load(vars: &[(&str, &str)]) -> Result<Config, keel::config::ConfigError> {
+    Loader::new().env_from(vars.iter().copied()).load()
+}
+
+fn problems(vars: &[(&str, &str)]) -> Vec<String> {
+    match load(vars) {
+        Ok(config) => panic!("expected problems, got {config:?}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+#[test]
+fn defaults_sample_everything_and_export_nothing() {
+    let config = load(&[]).expect("defaults are valid");
+    assert_eq!(config.telemetry, TelemetryConfig::default());
+    assert_eq!(config.telemetry.sampling_ratio, 1.0);
+    assert_eq!(config.telemetry.otlp_endpoint, None);
+    assert_eq!(config.telemetry.log_format, LogFormat::Human);
+    assert_eq!(config.telemetry.log_filter, "info");
+    assert_eq!(config.telemetry.export_timeout, Duration::from_secs(10));
+    assert_eq!(config.client.default_deadline, Duration::from_secs(10));
+}
+
+#[test]
+fn telemetry_keys_come_from_toml_and_environment() {
+    let config = Loader::new()
+        .defaults_toml(
+            r#"
+            [telemetry]
+            otlp_endpoint = "http://localhost:4317"
+            sampling_ratio = 0.25
+            log_format = "json"
+            resource = { "deployment.environment" = "dev" }
+
+            [client]
+            default_deadline = "250ms"
+            "#,
+        )
+        .env_from([
+            ("KEEL_TELEMETRY__SAMPLING_RATIO", "0.01"),
+            ("KEEL_TELEMETRY__LOG_FILTER", "info,keel=debug"),
+            ("KEEL_TELEMETRY__EXPORT_TIMEOUT", "3s"),
+        ])
+        .load()
+        .expect("valid");
+    let t = &config.telemetry;
+    assert_eq!(t.otlp_endpoint.as_deref(), Some("http://localhost:4317"));
+    assert_eq!(t.sampling_ratio, 0.01);
+    assert_eq!(t.log_format, LogFormat::Json);
+    assert_eq!(t.log_filter, "info,keel=debug");
+    assert_eq!(t.export_timeout, Duration::from_secs(3));
+    assert_eq!(t.resource["deployment.environment"], "dev");
+    assert_eq!(config.client.default_deadline, Duration::from_millis(250));
+
+    // Whole numbers are ratios too.
+    let config = load(&[("KEEL_TELEMETRY__SAMPLING_RATIO", "0")]).expect("valid");
+    assert_eq!(config.telemetry.sampling_ratio, 0.0);
+    let config = load(&[("KEEL_TELEMETRY__SAMPLING_RATIO", "1")]).expect("valid");
+    assert_eq!(config.telemetry.sampling_ratio, 1.0);
+}
+
+#[test]
+fn sampling_ratio_must_be_a_probability() {
+    for bad in ["-0.1", "1.5", "2"] {
+        let problems = problems(&[("KEEL_TELEMETRY__SAMPLING_RATIO", bad)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("telemetry.sampling_ratio: ")
+                && problems[0].contains("must be between 0 and 1")
+                && problems[0].contains("KEEL_TELEMETRY__SAMPLING_RATIO"),
+            "{bad}: {problems:?}"
+        );
+    }
+    let problems = problems(&[("KEEL_TELEMETRY__SAMPLING_RATIO", "often")]);
+    assert!(
+        problems[0].starts_with("telemetry.sampling_ratio: invalid type"),
+        "{problems:?}"
+    );
+    let nan = Loader::new()
+        .defaults_toml("[telemetry]\nsampling_ratio = nan\n")
+        .load()
+        .expect_err("NaN is no probability");
+    assert!(
+        nan.problems()[0].starts_with("telemetry.sampling_ratio: NaN is out of range"),
+        "{nan}"
+    );
+}
+
+#[test]
+fn every_telemetry_and_client_problem_is_reported_at_once() {
+    let problems = problems(&[
+        ("KEEL_TELEMETRY__OTLP_ENDPOINT", "https://collector:4317"),
+        ("KEEL_TELEMETRY__SAMPLING_RATIO", "3"),
+        ("KEEL_TELEMETRY__EXPORT_TIMEOUT", "0s"),
+        ("KEEL_TELEMETRY__LOG_FORMAT", "xml"),
+        ("KEEL_TELEMETRY__LOG_FILTER", "info,keel=loud"),
+        ("KEEL_CLIENT__DEFAULT_DEADLINE", "2h"),
+    ]);
+    let keys: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split(':').next().unwrap_or_default())
+        .collect();
+    for key in [
+        "telemetry.otlp_endpoint",
+        "telemetry.sampling_ratio",
+        "telemetry.export_timeout",
+        "telemetry.log_format",
+        "telemetry.log_filter",
+        "client.default_deadline",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+    }
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+
+    for (endpoint, says) in [
+        ("localhost:4317", "must start with http://"),
+        ("", "is empty"),
+        ("http://", "not a URL"),
+    ] {
+        let problems = problems(&[("KEEL_TELEMETRY__OTLP_ENDPOINT", endpoint)]);
+        assert!(problems[0].contains(says), "{endpoint:?}: {problems:?}");
+    }
+    let problems = Loader::new()
+        .defaults_toml("[telemetry.resource]\n\"service.name\" = \"x\"\n")
+        .load()
+        .expect_err("service.name belongs to [service]");
+    assert!(
+        problems.problems()[0].starts_with("telemetry.resource: service.name"),
+        "{problems}"
+    );
+}
+
+fn settings(ratio: f64) -> TelemetryConfig {
+    TelemetryConfig {
+        sampling_ratio: ratio,
+        ..TelemetryConfig::default()
+    }
+}
+
+fn decide(ratio: f64, parent: Option<TraceFlags>, trace_id: TraceId) -> SamplingDecision {
+    let parent = parent.map(|flags| {
+        opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            trace_id,
+            SpanId::from(1),
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    });
+    keel::telemetry::sampler(&settings(ratio))
+        .should_sample(
+            parent.as_ref(),
+            trace_id,
+            "test.v1.Things/Read",
+            &SpanKind::Server,
+            &[],
+            &[],
+        )
+        .decision
+}
+
+#[test]
+fn the_sampler_follows_the_parent_then_the_ratio() {
+    use SamplingDecision::{Drop, RecordAndSample};
+    let any = TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+    // A parent decides, whatever the ratio.
+    assert_eq!(decide(0.0, Some(TraceFlags::SAMPLED), any), RecordAndSample);
+    assert_eq!(decide(1.0, Some(TraceFlags::default()), any), Drop);
+    // Without one, the ratio does.
+    assert_eq!(decide(0.0, None, any), Drop);
+    assert_eq!(decide(1.0, None, any), RecordAndSample);
+    // At 1%, about 1% of random trace ids (the ratio sampler reads their low 64 bits).
+    let sampled = (0..10_000u128)
+        .map(|i| TraceId::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
+        .filter(|id| decide(0.01, None, *id) == RecordAndSample)
+        .count();
+    assert!((50..=150).contains(&sampled), "{sampled} of 10000 sampled");
+}
+
+static POLICY: ServicePolicy = ServicePolicy {
+    name: "test.v1.Things",
+    methods: &[MethodPolicy {
+        name: "Read",
+        path: "/test.v1.Things/Read",
+        kind: MethodKind::Unary,
+        access: Access::Public,
+        labels: &[],
+    }],
+    route: |path| match path {
+        "/test.v1.Things/Read" => Some(0),
+        _ => None,
+    },
+};
+
+/// Log lines written by the handler of a call traced by [`TraceLayer`].
+async fn handler_logs(format: &str, traceparent: Option<&str>) -> String {
+    let config = load(&[
+        ("KEEL_TELEMETRY__LOG_FORMAT", format),
+        ("KEEL_TELEMETRY__SAMPLING_RATIO", "0"),
+    ])
+    .expect("valid");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let writer = logs.clone();
+    let (dispatch, _guard) = keel::telemetry::builder(&config)
+        .writer(move || Writer(writer.clone()))
+        .build()
+        .expect("telemetry");
+    let _default = tracing::dispatcher::set_default(&dispatch);
+
+    let service = TraceLayer::new(&POLICY).layer(tower::service_fn(
+        |_: http::Request<Empty<bytes::Bytes>>| async {
+            tracing::info!(answer = 42, "handling");
+            let mut response = http::Response::new(Empty::<bytes::Bytes>::new());
+            response
+                .headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static("0"));
+            Ok::<_, Infallible>(response)
+        },
+    ));
+    let mut request = http::Request::builder().uri("http://localhost/test.v1.Things/Read");
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let request = request.body(Empty::new()).expect("request");
+    let response = service.oneshot(request).await.expect("infallible");
+    response.into_body().collect().await.expect("body");
+    tracing::info!("outside");
+    String::from_utf8(logs.lock().unwrap().clone()).expect("UTF-8")
+}
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test(flavor = "current_thread")]
+async fn json_log_lines_carry_the_trace_of_the_call() {
+    let text = handler_logs("json", Some(PARENT)).await;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let inside = &lines[0];
+    assert_eq!(inside["message"], "handling", "{text}");
+    assert_eq!(inside["fields"]["answer"], 42, "{text}");
+    assert_eq!(
+        inside["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{text}"
+    );
+    let span_id = inside["span_id"].as_str().expect("span_id");
+    assert_eq!(span_id.len(), 16, "{text}");
+    assert_ne!(span_id, "00f067aa0ba902b7", "the server span's own id");
+    assert_eq!(lines[1]["message"], "outside", "{text}");
+    assert!(lines[1].get("trace_id").is_none(), "{text}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn human_log_lines_carry_the_trace_of_the_call() {
+    // Without a parent, a new (unsampled, at ratio 0) trace still has ids.
+    let text = handler_logs("human", None).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains(" INFO ")
+            && lines[0].contains("telemetry: handling answer=42 trace_id=")
+            && lines[0].contains(" span_id="),
+        "{text}"
+    );
+    assert!(!lines[1].contains("trace_id="), "{text}");
+}
+
+struct Writer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
