@@ -5,12 +5,19 @@
 //!
 //! - [`config`] loads the typed configuration (defaults < TOML file <
 //!   `KEEL_…` environment), rejecting bad values with their key;
+//! - [`telemetry::init`] sets up logs (human or JSON, with trace ids) and
+//!   OpenTelemetry tracing exported over OTLP;
 //! - [`Keel::new`] builds the shared runtime from it: the JWT [`Verifier`]
 //!   and the Prometheus [`Metrics`] of every served service;
 //! - the generated `user_service(handler, &keel)` wraps the tonic server in
-//!   [`MetricsLayer`] and [`AuthLayer`] following the policy, so the handler
-//!   only ever sees authorized calls, and can read the caller with
-//!   [`RequestExt::claims`];
+//!   [`TraceLayer`](telemetry::TraceLayer) (one span per RPC, continuing the
+//!   caller's W3C trace context), [`MetricsLayer`] and [`AuthLayer`]
+//!   following the policy, so the handler only ever sees authorized calls,
+//!   and can read the caller with [`RequestExt::claims`];
+//! - the generated `user_service_client(channel, &client)` wraps the tonic
+//!   client in Keel's [`client`] layer: bearer token from a
+//!   [`TokenSource`](auth::TokenSource), trace-context injection, a default
+//!   deadline and the `grpc_client_*` metrics;
 //! - [`Keel::server`] serves them with health, reflection and `/metrics`,
 //!   and shuts down gracefully on SIGINT/SIGTERM (lame duck, then drain).
 //!
@@ -19,13 +26,15 @@
 //! #   keel::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
 //! # async fn run() -> Result<(), keel::Error> {
 //! let config = keel::config::Config::load("", None)?;
+//! let mut telemetry = keel::telemetry::init(&config)?;
 //! let keel = keel::Keel::new(&config, &[&user_v1::USER_SERVICE_POLICY])?;
 //! keel.server(&config)
 //!     // .add_service(user_v1::user_service(MyUsers::default(), &keel)?)
 //!     // .reflection(user_v1::FILE_DESCRIPTOR_SET)
 //!     .serve()
-//!     .await
-//! # }
+//!     .await?;
+//! telemetry.shutdown().await?; // export the spans still queued
+//! # Ok(()) }
 //! ```
 
 #![warn(missing_docs)]
@@ -40,9 +49,9 @@ pub mod metrics;
 mod policy;
 pub mod recover;
 pub mod serve;
-pub mod telemetry;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod telemetry;
 
 pub use auth::{AuthLayer, AuthService, Claims, RequestExt, Verifier};
 pub use error::Error;

@@ -6,18 +6,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
-use keel::config::{Config, LogFormat, Loader, TelemetryConfig};
+use keel::config::{Config, Loader, LogFormat, TelemetryConfig};
 use keel::telemetry::TraceLayer;
 use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use opentelemetry::trace::{
-    SamplingDecision, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId,
-    TraceState,
+    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry_sdk::trace::ShouldSample;
+use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
 use tower::{Layer, ServiceExt};
 
+/// The built-in defaults plus the secret they lack.
+const BASE: &str = "[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n";
+
 fn load(vars: &[(&str, &str)]) -> Result<Config, keel::config::ConfigError> {
-    Loader::new().env_from(vars.iter().copied()).load()
+    Loader::new()
+        .defaults_toml(BASE)
+        .env_from(vars.iter().copied())
+        .load()
 }
 
 fn problems(vars: &[(&str, &str)]) -> Vec<String> {
@@ -42,6 +47,7 @@ fn defaults_sample_everything_and_export_nothing() {
 #[test]
 fn telemetry_keys_come_from_toml_and_environment() {
     let config = Loader::new()
+        .defaults_toml(BASE)
         .defaults_toml(
             r#"
             [telemetry]
@@ -95,6 +101,7 @@ fn sampling_ratio_must_be_a_probability() {
         "{problems:?}"
     );
     let nan = Loader::new()
+        .defaults_toml(BASE)
         .defaults_toml("[telemetry]\nsampling_ratio = nan\n")
         .load()
         .expect_err("NaN is no probability");
@@ -106,7 +113,7 @@ fn sampling_ratio_must_be_a_probability() {
 
 #[test]
 fn every_telemetry_and_client_problem_is_reported_at_once() {
-    let problems = problems(&[
+    let all = problems(&[
         ("KEEL_TELEMETRY__OTLP_ENDPOINT", "https://collector:4317"),
         ("KEEL_TELEMETRY__SAMPLING_RATIO", "3"),
         ("KEEL_TELEMETRY__EXPORT_TIMEOUT", "0s"),
@@ -114,7 +121,7 @@ fn every_telemetry_and_client_problem_is_reported_at_once() {
         ("KEEL_TELEMETRY__LOG_FILTER", "info,keel=loud"),
         ("KEEL_CLIENT__DEFAULT_DEADLINE", "2h"),
     ]);
-    let keys: Vec<&str> = problems
+    let keys: Vec<&str> = all
         .iter()
         .map(|p| p.split(':').next().unwrap_or_default())
         .collect();
@@ -126,9 +133,9 @@ fn every_telemetry_and_client_problem_is_reported_at_once() {
         "telemetry.log_filter",
         "client.default_deadline",
     ] {
-        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+        assert!(keys.contains(&key), "{key} missing from {all:#?}");
     }
-    assert_eq!(problems.len(), 6, "{problems:#?}");
+    assert_eq!(all.len(), 6, "{all:#?}");
 
     for (endpoint, says) in [
         ("localhost:4317", "must start with http://"),
@@ -138,13 +145,14 @@ fn every_telemetry_and_client_problem_is_reported_at_once() {
         let problems = problems(&[("KEEL_TELEMETRY__OTLP_ENDPOINT", endpoint)]);
         assert!(problems[0].contains(says), "{endpoint:?}: {problems:?}");
     }
-    let problems = Loader::new()
+    let error = Loader::new()
+        .defaults_toml(BASE)
         .defaults_toml("[telemetry.resource]\n\"service.name\" = \"x\"\n")
         .load()
         .expect_err("service.name belongs to [service]");
     assert!(
-        problems.problems()[0].starts_with("telemetry.resource: service.name"),
-        "{problems}"
+        error.problems()[0].starts_with("telemetry.resource: service.name"),
+        "{error}"
     );
 }
 

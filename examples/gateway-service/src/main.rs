@@ -36,9 +36,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (config, upstream) = gateway_service::load_config(args.config.as_deref())?;
+    let (mut config, upstream) = gateway_service::load_config(args.config.as_deref())?;
+    let command = args.command.unwrap_or(Command::Serve);
+    if let Command::Call { .. } = command {
+        // The caller's spans are not the gateway's.
+        config.service.name = "gateway-cli".to_owned();
+    }
     let mut telemetry = keel::telemetry::init(&config)?;
-    match args.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => {
             let keel = keel::Keel::new(&config, gateway_service::SERVICES)?;
             gateway_service::server(&keel, &config, &upstream)?
@@ -55,7 +60,14 @@ async fn main() -> anyhow::Result<()> {
                 .with_token_source(StaticToken::new(token));
             let mut profiles = gateway_service::gateway_v1::profile_service_client(url, &client)?;
             let request = gateway_service::gateway_v1::GetProfileRequest { user_id };
-            println!("{:#?}", profiles.get_profile(request).await?.into_inner());
+            // One root span around the call, so the CLI's trace id can be printed.
+            let span = tracing::info_span!("get-profile");
+            let trace = span.in_scope(keel::telemetry::current_ids);
+            let reply = tracing::Instrument::instrument(profiles.get_profile(request), span).await;
+            if let Some((trace_id, _)) = trace {
+                eprintln!("trace id: {trace_id}");
+            }
+            println!("{:#?}", reply?.into_inner());
         }
     }
     telemetry.shutdown().await?;

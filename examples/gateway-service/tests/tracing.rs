@@ -219,10 +219,7 @@ fn check_not_found_trace(spans: &[Span], (trace_id, parent): (&str, &str)) {
         5,
     );
     assert_eq!(client.status, StatusCode::Error, "{client:#?}");
-    assert!(
-        client.status_message.starts_with("NotFound"),
-        "{client:#?}"
-    );
+    assert!(client.status_message.starts_with("NotFound"), "{client:#?}");
     let users = trace.child_of(&client.span_id);
     users.check(
         "user-service",
@@ -248,7 +245,9 @@ fn check_unavailable_trace(spans: &[Span], (trace_id, parent): (&str, &str)) {
     );
     assert_eq!(gateway.status, StatusCode::Error, "{gateway:#?}");
     assert!(
-        gateway.status_message.starts_with("Unavailable: user-service"),
+        gateway
+            .status_message
+            .starts_with("Unavailable: user-service"),
         "{gateway:#?}"
     );
     let client = trace.child_of(&gateway.span_id);
@@ -272,9 +271,7 @@ fn check_logs(logs: &Mutex<Vec<u8>>, spans: &[Span], (trace_id, parent): (&str, 
         .collect();
     let line = lines
         .iter()
-        .find(|l| {
-            l["message"] == "reading the user from user-service" && l["trace_id"] == trace_id
-        })
+        .find(|l| l["message"] == "reading the user from user-service" && l["trace_id"] == trace_id)
         .unwrap_or_else(|| panic!("no log line of trace {trace_id} in:\n{text}"));
     assert_eq!(line["span_id"], gateway.span_id.as_str(), "{line}");
     assert_eq!(line["level"], "INFO", "{line}");

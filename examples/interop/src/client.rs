@@ -229,12 +229,11 @@ impl Client {
             host.to_owned()
         };
         let uri = format!("http://{host}:{port}");
-        let endpoint = Endpoint::from_shared(uri.clone()).map_err(|source| {
-            ClientError::Address {
+        let endpoint =
+            Endpoint::from_shared(uri.clone()).map_err(|source| ClientError::Address {
                 uri: uri.clone(),
                 source,
-            }
-        })?;
+            })?;
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()
@@ -315,7 +314,11 @@ impl Client {
             response_parameters: SERVER_STREAMING_SIZES.map(size_param).to_vec(),
             ..StreamingOutputCallRequest::default()
         };
-        let mut stream = self.test().streaming_output_call(request).await?.into_inner();
+        let mut stream = self
+            .test()
+            .streaming_output_call(request)
+            .await?
+            .into_inner();
         let mut sizes = Vec::new();
         while let Some(response) = stream.message().await? {
             sizes.push(body_len(&response));
@@ -334,7 +337,8 @@ impl Client {
             .full_duplex_call(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        for (request_size, response_size) in CLIENT_STREAMING_SIZES.iter().zip(SERVER_STREAMING_SIZES)
+        for (request_size, response_size) in
+            CLIENT_STREAMING_SIZES.iter().zip(SERVER_STREAMING_SIZES)
         {
             send(&tx, duplex_request(response_size, *request_size)).await?;
             let response = responses.message().await?.ok_or_else(|| {
@@ -390,8 +394,7 @@ impl Client {
             while responses.message().await?.is_some() {}
             Ok::<(), Status>(())
         };
-        let outcome =
-            tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), call).await;
+        let outcome = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), call).await;
         drop(tx); // ends the request stream, so the dropped call is reset
         let code = match outcome {
             Err(_elapsed) => Code::DeadlineExceeded,
@@ -513,9 +516,10 @@ impl Client {
         let response = grpc.server_streaming(request, path, codec).await?;
         check_echo_initial(response.metadata(), "UnaryCall")?;
         let mut responses = response.into_inner();
-        let first = responses.message().await?.ok_or_else(|| {
-            CaseError::Mismatch("UnaryCall answered no message".to_owned())
-        })?;
+        let first = responses
+            .message()
+            .await?
+            .ok_or_else(|| CaseError::Mismatch("UnaryCall answered no message".to_owned()))?;
         check_large_response(&first)?;
         ensure!(
             responses.message().await?.is_none(),

@@ -11,6 +11,18 @@
 //! - [`echo`]: the tower layer that echoes `x-grpc-test-echo-trailing-bin`
 //!   into the trailers, which tonic handlers cannot set.
 //!
+//! By hand (two terminals):
+//!
+//! ```sh
+//! cargo run -p interop --bin interop-server                   # 127.0.0.1:10000
+//! cargo run -p interop --bin interop-client -- --test_case=all
+//! cargo run -p interop --bin interop-client -- --server_port=10000 --test_case=ping_pong
+//! ```
+//!
+//! Another implementation's interop client can drive the server the same way
+//! (`--server_host=127.0.0.1 --server_port=10000 --use_tls=false`), and this
+//! client can test another implementation's server.
+//!
 //! The protos are upstream's `grpc/testing/{test,messages,empty}.proto`, with
 //! every service annotated public (`proto/grpc/testing/test.proto` lists the
 //! differences); `cargo xtask gen` generates [`grpc_testing`].

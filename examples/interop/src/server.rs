@@ -20,7 +20,6 @@ use futures_util::{Stream, StreamExt};
 use keel::Keel;
 use keel::config::{Config, ConfigError, Loader};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -42,16 +41,19 @@ pub const SERVICES: &[&keel::ServicePolicy] = &[&grpc_testing::TEST_SERVICE_POLI
 /// `SimpleResponse.server_id` when `fill_server_id` is set.
 pub const SERVER_ID: &str = "keel-interop";
 
-/// The development HMAC secret of the server's configuration. No token is
-/// ever verified (every method is public), but `Keel::new` needs a valid
-/// auth configuration.
-pub const DEV_SECRET: &str = "keel-interop-dev-secret-never-verifies-anything";
-
 /// The server's configuration, over Keel's built-in defaults. No `--config`
 /// file and no `KEEL_*` variables: the interop flags are the interface.
+///
+/// The HMAC secret is a development one: no token is ever verified (every
+/// method is public), but `Keel::new` needs a valid auth configuration.
 const CONFIG_TOML: &str = r#"
 [service]
 name = "interop"
+
+[server]
+# Interop runs are short-lived: stop at once on a signal.
+lame_duck = "0s"
+drain_timeout = "5s"
 
 [metrics]
 enabled = false
@@ -78,9 +80,6 @@ pub enum ServerError {
         /// What failed.
         source: std::io::Error,
     },
-    /// The gRPC server failed.
-    #[error("serving: {0}")]
-    Serve(#[from] tonic::transport::Error),
 }
 
 /// The interop server: its Keel configuration and runtime.
@@ -120,10 +119,15 @@ impl InteropServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let service = grpc_testing::test_service(Interop, &self.keel)?;
-        tracing::info!(addr = ?listener.local_addr().ok(), "serving grpc.testing.TestService");
-        tonic::transport::Server::builder()
+        let listeners = keel::serve::Listeners {
+            grpc: listener,
+            metrics: None,
+        };
+        self.keel
+            .server(&self.config)
             .add_service(EchoTrailing::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .reflection(grpc_testing::FILE_DESCRIPTOR_SET)
+            .serve_on(listeners, keel::serve::shutdown_on(shutdown))
             .await?;
         Ok(())
     }
@@ -200,13 +204,12 @@ impl TestService for Interop {
         &self,
         request: Request<StreamingOutputCallRequest>,
     ) -> Result<Response<Self::StreamingOutputCallStream>, Status> {
-        let req = request.get_ref();
+        let (metadata, _, req) = request.into_parts();
         check_echo_status(req.response_status.as_ref())?;
         check_payload_type(req.response_type)?;
         check_sizes(&req.response_parameters)?;
-        let params = req.response_parameters.clone();
-        let stream = futures_util::stream::iter(params).then(respond);
-        Ok(echo_initial(request.metadata(), Box::pin(stream) as _))
+        let stream = futures_util::stream::iter(req.response_parameters).then(respond);
+        Ok(echo_initial(&metadata, Box::pin(stream) as _))
     }
 
     async fn streaming_input_call(
@@ -306,7 +309,10 @@ fn full_duplex(
 /// One streamed response: waits `interval_us`, then sends `size` zero bytes.
 async fn respond(params: ResponseParameters) -> Result<StreamingOutputCallResponse, Status> {
     if params.interval_us > 0 {
-        tokio::time::sleep(Duration::from_micros(params.interval_us.unsigned_abs().into())).await;
+        tokio::time::sleep(Duration::from_micros(
+            params.interval_us.unsigned_abs().into(),
+        ))
+        .await;
     }
     Ok(StreamingOutputCallResponse {
         payload: Some(payload(params.size)?),

@@ -266,13 +266,13 @@ async fn empty_stream() {
 
 #[tokio::test]
 async fn timeout_on_sleeping_server() {
-    // The server may see the 1 ms deadline pass (tonic's server ends the call
-    // with CANCELLED "Timeout expired") or the client's reset first; both are
-    // counted as one FullDuplexCall that did not end OK.
+    // With a 1 ms deadline the client may give up before its headers reach
+    // the server (then the server sees nothing); otherwise the server sees
+    // the client's reset (tonic's server does not end a streaming call at its
+    // deadline once the handler has returned). Either way, no call ends OK.
     run_case(
         TestCase::TimeoutOnSleepingServer,
         &[
-            (STARTED, "FullDuplexCall", "", 1.0),
             (HANDLED, "FullDuplexCall", "OK", 0.0),
             (SENT, "FullDuplexCall", "", 0.0),
         ],
@@ -373,7 +373,11 @@ async fn all_cases_on_one_connection() {
             }
         }
         drop(client);
-        assert!(failed.is_empty(), "failed cases:\n  {}", failed.join("\n  "));
+        assert!(
+            failed.is_empty(),
+            "failed cases:\n  {}",
+            failed.join("\n  ")
+        );
         settled(&server.keel).await;
         server.stop().await;
     };

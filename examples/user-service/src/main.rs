@@ -78,15 +78,12 @@ enum Rpc {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
     let config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            // Logs and tracing as `[telemetry]` says; flushed after draining.
+            let mut telemetry = keel::telemetry::init(&config)?;
             if config.auth.hmac_secret.as_ref().map(|s| s.expose()) == Some(DEV_SECRET) {
                 tracing::warn!(
                     "auth.hmac_secret is the development secret; set KEEL_AUTH__HMAC_SECRET"
@@ -96,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             user_service::server(&keel, &config, Users::default())?
                 .serve()
                 .await?;
+            telemetry.shutdown().await?;
         }
         Command::PrintConfig => print!("{}", config.to_toml_redacted()),
         Command::Probe { service } => {

@@ -199,7 +199,7 @@ async fn bearer(tokens: &dyn TokenSource) -> Result<HeaderValue, BoxError> {
     let token = tokens
         .token()
         .await
-        .map_err(|e| Box::new(tonic::Status::unauthenticated(e.to_string())))?;
+        .map_err(|e| -> BoxError { Box::new(tonic::Status::unauthenticated(e.to_string())) })?;
     HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
         Box::new(tonic::Status::unauthenticated(
             "the token source gave a token that is not a valid header value",

@@ -62,7 +62,9 @@ const TELEMETRY_FIELDS: &[Field] = &[
     field::<String>("log_filter"),
     field::<BTreeMap<String, String>>("resource"),
 ];
-const CLIENT_FIELDS: &[Field] = &[field::<humantime_serde::Serde<Duration>>("default_deadline")];
+const CLIENT_FIELDS: &[Field] = &[field::<humantime_serde::Serde<Duration>>(
+    "default_deadline",
+)];
 
 /// Decodes sections of a figment, collecting every problem as a sentence that starts with the
 /// key it concerns.

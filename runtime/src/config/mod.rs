@@ -106,12 +106,19 @@ pub use loader::Loader;
 pub use log_format::LogFormat;
 pub use secret::Secret;
 pub use validate::{
-    MAX_DEFAULT_DEADLINE, MAX_EXPORT_TIMEOUT, MAX_LEEWAY, MAX_MAX_TOKEN_BYTES, MIN_HMAC_SECRET_BYTES,
-    MIN_MAX_TOKEN_BYTES,
+    MAX_DEFAULT_DEADLINE, MAX_EXPORT_TIMEOUT, MAX_LEEWAY, MAX_MAX_TOKEN_BYTES,
+    MIN_HMAC_SECRET_BYTES, MIN_MAX_TOKEN_BYTES,
 };
 
 /// The top-level sections of [`Config`].
-pub const SECTIONS: [&str; 6] = ["service", "server", "metrics", "auth", "telemetry", "client"];
+pub const SECTIONS: [&str; 6] = [
+    "service",
+    "server",
+    "metrics",
+    "auth",
+    "telemetry",
+    "client",
+];
 
 /// The whole configuration of a Keel service.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -336,6 +336,19 @@ pub async fn probe(
         .map_err(|_| failed(format!("no answer within {timeout:?}")))?
 }
 
+/// A signal stream for [`Server::serve_on`] that yields once, when
+/// `shutdown` completes: for embedding a server under your own trigger.
+pub fn shutdown_on(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl Stream<Item = ()> + Send + Unpin + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(()).await;
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 /// SIGINT and SIGTERM as a stream: the first starts the graceful shutdown;
 /// on the second the process exits at once.
 fn os_signals() -> Result<impl Stream<Item = ()> + Send + Unpin + 'static, Error> {

@@ -98,10 +98,7 @@ where
     line.insert("timestamp".into(), timestamp.into());
     line.insert("level".into(), meta.level().as_str().into());
     line.insert("target".into(), meta.target().into());
-    line.insert(
-        "message".into(),
-        visitor.message.unwrap_or_default().into(),
-    );
+    line.insert("message".into(), visitor.message.unwrap_or_default().into());
     if !visitor.fields.is_empty() {
         line.insert("fields".into(), Value::Object(visitor.fields));
     }

@@ -56,7 +56,7 @@ use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Dispatch;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, ParseError, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, ParseError, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
@@ -163,8 +163,11 @@ where
             .with_target(false)
             .with_tracked_inactivity(false)
             // Keel's RPC spans always; other spans as the log filter says.
+            // (`Targets`, unlike a closure, lets tracing cache which callsites
+            // are off, so hyper's and h2's trace events cost nothing.)
             .with_filter(
-                filter_fn(|meta| meta.target() == RPC_TARGET)
+                Targets::new()
+                    .with_target(RPC_TARGET, LevelFilter::DEBUG)
                     .or(EnvFilter::try_new(&settings.log_filter)?),
             );
         let logs = tracing_subscriber::fmt::layer()

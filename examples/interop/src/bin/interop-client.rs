@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use interop::client::{Client, DEFAULT_PORT, TestCase, parse_test_cases};
 
+/// Runs gRPC interop test cases against an interop server and prints
+/// PASS/FAIL per case; exits non-zero if any failed.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Server host name or IP address.
     #[arg(long = "server_host", default_value = "localhost")]
@@ -67,7 +69,11 @@ async fn main() -> ExitCode {
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("interop-client: {} failed: {}", failed.len(), failed.join(", "));
+        eprintln!(
+            "interop-client: {} failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
         ExitCode::FAILURE
     }
 }

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use interop::server::{DEFAULT_PORT, InteropServer, bind};
 
+/// Serves the gRPC interop `grpc.testing.TestService` through Keel's
+/// generated, wrapped server (plaintext HTTP/2).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = DEFAULT_PORT)]

@@ -1,0 +1,245 @@
+//! The client layer around a plain tower service, without a network: token,
+//! deadline, trace context and client metrics.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Empty};
+use keel::auth::{StaticToken, TokenError, TokenFuture, TokenSource};
+use keel::client::Client;
+use keel::config::Loader;
+use keel::metrics::ClientMetrics;
+use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
+use tonic::body::Body;
+use tower::{Service, ServiceExt};
+
+static POLICY: ServicePolicy = ServicePolicy {
+    name: "test.v1.Things",
+    methods: &[MethodPolicy {
+        name: "Read",
+        path: "/test.v1.Things/Read",
+        kind: MethodKind::Unary,
+        access: Access::Public,
+        labels: &[],
+    }],
+    route: |path| match path {
+        "/test.v1.Things/Read" => Some(0),
+        _ => None,
+    },
+};
+
+const READ: &str = "http://things/test.v1.Things/Read";
+
+/// What the transport under the client layer saw.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<HeaderMap>>>);
+
+/// A transport that records each request's headers and answers after
+/// `delay` with `grpc-status` `code` (trailers-only).
+fn transport(
+    seen: Seen,
+    delay: Duration,
+    code: &'static str,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Empty<bytes::Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |request: Request<Body>| {
+        seen.0.lock().unwrap().push(request.headers().clone());
+        async move {
+            tokio::time::sleep(delay).await;
+            let mut response = Response::new(Empty::new());
+            response
+                .headers_mut()
+                .insert("grpc-status", HeaderValue::from_static(code));
+            Ok(response)
+        }
+    })
+}
+
+fn client(registry: &prometheus::Registry) -> Client {
+    Client::from_parts(
+        Duration::from_millis(200),
+        ClientMetrics::new(registry).expect("register"),
+    )
+}
+
+fn request(uri: &str) -> Request<Body> {
+    Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request")
+}
+
+async fn call(
+    service: impl Service<
+        Request<Body>,
+        Response = Response<impl http_body::Body>,
+        Error = Box<dyn std::error::Error + Send + Sync>,
+    >,
+    request: Request<Body>,
+) -> Result<(), tonic::Status> {
+    match service.oneshot(request).await {
+        Ok(response) => {
+            let status = tonic::Status::from_header_map(response.headers());
+            let _ = response.into_body().collect().await;
+            match status {
+                Some(s) if s.code() != tonic::Code::Ok => Err(s),
+                _ => Ok(()),
+            }
+        }
+        Err(error) => Err(*error.downcast::<tonic::Status>().expect("a status")),
+    }
+}
+
+#[tokio::test]
+async fn sets_the_token_and_a_default_deadline_unless_the_caller_did() {
+    let registry = prometheus::Registry::new();
+    let seen = Seen::default();
+    let client = client(&registry).with_token_source(StaticToken::new("t0ken"));
+    let service = client.wrap(&POLICY, transport(seen.clone(), Duration::ZERO, "0"));
+
+    call(service.clone(), request(READ)).await.expect("OK");
+    let mut own = request(READ);
+    own.headers_mut()
+        .insert("authorization", HeaderValue::from_static("Bearer mine"));
+    own.headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("5S"));
+    call(service, own).await.expect("OK");
+
+    let seen = seen.0.lock().unwrap();
+    assert_eq!(seen[0]["authorization"], "Bearer t0ken");
+    assert_eq!(seen[0]["grpc-timeout"], "200000u");
+    assert_eq!(seen[1]["authorization"], "Bearer mine");
+    assert_eq!(seen[1]["grpc-timeout"], "5S");
+    // No tracing subscriber: nothing to propagate.
+    assert!(!seen[0].contains_key("traceparent"));
+}
+
+#[tokio::test]
+async fn a_late_answer_is_deadline_exceeded_and_counted() {
+    let registry = prometheus::Registry::new();
+    let service = client(&registry).wrap(
+        &POLICY,
+        transport(Seen::default(), Duration::from_secs(5), "0"),
+    );
+    let started = std::time::Instant::now();
+    let status = call(service.clone(), request(READ))
+        .await
+        .expect_err("too late");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // The caller's own, shorter deadline wins.
+    let mut short = request(READ);
+    short
+        .headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("20m"));
+    let started = std::time::Instant::now();
+    let status = call(service.clone(), short).await.expect_err("too late");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_millis(190));
+
+    let metrics = render(&registry);
+    let labels = r#"grpc_method="Read",grpc_service="test.v1.Things",grpc_type="unary""#;
+    for line in [
+        format!("grpc_client_started_total{{{labels}}} 2"),
+        format!("grpc_client_handled_total{{grpc_code=\"DeadlineExceeded\",{labels}}} 2"),
+        format!("grpc_client_handled_total{{grpc_code=\"OK\",{labels}}} 0"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn codes_from_headers_are_counted_and_unknown_paths_are_not() {
+    let registry = prometheus::Registry::new();
+    let service = client(&registry).wrap(&POLICY, transport(Seen::default(), Duration::ZERO, "5"));
+    let status = call(service.clone(), request(READ))
+        .await
+        .expect_err("NotFound");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let _ = call(service, request("http://things/test.v1.Things/Delete")).await;
+    let metrics = render(&registry);
+    let labels = r#"grpc_method="Read",grpc_service="test.v1.Things",grpc_type="unary""#;
+    for line in [
+        format!("grpc_client_started_total{{{labels}}} 1"),
+        format!("grpc_client_handled_total{{grpc_code=\"NotFound\",{labels}}} 1"),
+        format!("grpc_client_msg_sent_total{{{labels}}} 0"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(!metrics.contains("Delete"), "{metrics}");
+}
+
+struct Broken;
+
+impl TokenSource for Broken {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(async { Err(TokenError::new("the auth service is down")) })
+    }
+}
+
+#[tokio::test]
+async fn a_token_source_failure_fails_the_call_unauthenticated() {
+    let registry = prometheus::Registry::new();
+    let seen = Seen::default();
+    let service = client(&registry)
+        .with_token_source(Broken)
+        .wrap(&POLICY, transport(seen.clone(), Duration::ZERO, "0"));
+    let status = call(service, request(READ)).await.expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("the auth service is down"),
+        "{status:?}"
+    );
+    assert!(seen.0.lock().unwrap().is_empty(), "nothing was sent");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_call_continues_the_current_trace() {
+    let config = Loader::new()
+        .defaults_toml("[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n")
+        .load()
+        .expect("valid");
+    let (dispatch, _guard) = keel::telemetry::builder(&config)
+        .writer(std::io::sink)
+        .build()
+        .expect("telemetry");
+    let _default = tracing::dispatcher::set_default(&dispatch);
+
+    let registry = prometheus::Registry::new();
+    let seen = Seen::default();
+    let service = client(&registry).wrap(&POLICY, transport(seen.clone(), Duration::ZERO, "0"));
+    let outer = tracing::info_span!("outer");
+    let (trace_id, outer_id) = outer
+        .in_scope(keel::telemetry::current_ids)
+        .expect("ids inside a span");
+    tracing::Instrument::instrument(call(service, request(READ)), outer)
+        .await
+        .expect("OK");
+
+    let seen = seen.0.lock().unwrap();
+    let traceparent = seen[0]["traceparent"].to_str().expect("ASCII");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], trace_id.to_string(), "the same trace");
+    // The parent named is the client span, a child of `outer`, not `outer` itself.
+    assert_ne!(parts[2], outer_id.to_string());
+    assert_eq!(parts[3], "01", "sampled (ratio 1.0)");
+}
+
+fn render(registry: &prometheus::Registry) -> String {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("encode");
+    String::from_utf8(out).expect("UTF-8")
+}
