@@ -56,6 +56,6 @@ pub mod telemetry;
 pub use auth::{AuthLayer, AuthService, Claims, RequestExt, Verifier};
 pub use error::Error;
 pub use keel::{Keel, KeelLayer, KeelService};
-pub use serve::Server;
 pub use metrics::{Metrics, MetricsLayer, MetricsService};
 pub use policy::{Access, MethodKind, MethodPolicy, ServicePolicy};
+pub use serve::Server;

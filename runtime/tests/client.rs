@@ -243,3 +243,60 @@ fn render(registry: &prometheus::Registry) -> String {
         .expect("encode");
     String::from_utf8(out).expect("UTF-8")
 }
+
+/// A source that counts how often its token was refused.
+#[derive(Default)]
+struct Counting {
+    invalidated: std::sync::atomic::AtomicUsize,
+}
+
+impl TokenSource for Counting {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(async { Ok(Arc::from("t0ken")) })
+    }
+
+    fn invalidate(&self) {
+        self.invalidated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_token_is_invalidated_once_per_refusal() {
+    let registry = prometheus::Registry::new();
+    let source = Arc::new(Counting::default());
+    let service = client(&registry)
+        .with_token_source(source.clone())
+        .wrap(&POLICY, transport(Seen::default(), Duration::ZERO, "16"));
+    let status = call(service.clone(), request(READ))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // The caller's own token is the caller's business.
+    let mut own = request(READ);
+    own.headers_mut()
+        .insert("authorization", HeaderValue::from_static("Bearer mine"));
+    let _ = call(service, own).await;
+    assert_eq!(
+        source
+            .invalidated
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unavailable_token_source_fails_the_call_unavailable() {
+    struct Down;
+    impl TokenSource for Down {
+        fn token(&self) -> TokenFuture<'_> {
+            Box::pin(async { Err(TokenError::unavailable("connection refused")) })
+        }
+    }
+    let registry = prometheus::Registry::new();
+    let service = client(&registry)
+        .with_token_source(Down)
+        .wrap(&POLICY, transport(Seen::default(), Duration::ZERO, "0"));
+    let status = call(service, request(READ)).await.expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}

@@ -1,20 +1,26 @@
-//! `cargo xtask bench [--quick] [--no-criterion] [--rounds N] [--requests N]`:
-//! what Keel's layers cost per call, end to end.
+//! `cargo xtask bench [--quick] [--no-criterion] [--rounds N] [--requests N]
+//! [--handler fixed|users|both]`: what Keel's layers cost per call, end to end.
 //!
 //! 1. Builds `bench-server` (release), which serves the same `GetUser`
-//!    handler twice in one process: plain tonic, and wrapped by Keel (metrics
-//!    + HS256 auth). See `examples/user-service/src/bin/bench-server.rs`.
+//!    handler twice in one process: plain tonic, and the generated server
+//!    wrapped in Keel's layers (HS256 auth, metrics, …). See
+//!    `examples/user-service/src/bin/bench-server.rs`.
 //! 2. Installs h2load (`apt-get install nghttp2-client`) when it is missing.
-//! 3. Starts the server pinned to core 0 and runs h2load pinned to core 1,
-//!    alternating plain and keel: one warm-up round each, then `--rounds`
-//!    measured rounds each. Both modes get the identical request: gRPC
-//!    headers, the same bearer token and the same body.
+//! 3. For each handler (`fixed`: the user from memory, so Keel's share of a
+//!    cheap call shows; `users`: the real `Users` handler and its SQLite
+//!    store), starts the server pinned to core 0 and runs h2load pinned to
+//!    core 1, alternating plain and keel: one warm-up round each, then
+//!    `--rounds` measured rounds each. Both modes get the identical request:
+//!    gRPC headers, the same bearer token and the same body.
 //! 4. Per round it records h2load's requests/s and the server's CPU time
 //!    (sum of `/proc/<pid>/task/*/schedstat`), and verifies against the
 //!    server's own counters that every response h2load counted as succeeded
 //!    was a successful `GetUser` (h2load counts any HTTP 200, whatever the
 //!    `grpc-status`); for keel, Keel's `grpc_server_handled_total{grpc_code="OK"}`
-//!    must agree too. Any failed request or mismatch fails the bench.
+//!    must agree too. Any failed request or mismatch fails the bench. It also
+//!    reads how much of each core other processes used (`/proc/stat` minus
+//!    the server's and h2load's own time) and repeats a round that others
+//!    disturbed.
 //! 5. Prints per-mode medians, the keel/plain throughput ratio and the CPU
 //!    time keel adds per request, with PASS/MISS against the targets. A miss
 //!    is reported, not an error: only a failed verification exits non-zero.
@@ -54,6 +60,43 @@ struct Options {
     streams: u32,
     criterion: bool,
     quick: bool,
+    handlers: Vec<Handler>,
+}
+
+/// What answers `GetUser` in the bench server (`bench-server --handler`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handler {
+    /// The user cloned from memory: the call is little besides the gRPC
+    /// stack, so Keel's share shows.
+    Fixed,
+    /// `Users::get_user`: a query of the in-memory SQLite store.
+    Users,
+}
+
+impl Handler {
+    fn name(self) -> &'static str {
+        match self {
+            Handler::Fixed => "fixed",
+            Handler::Users => "users",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Handler::Fixed => "GetUser answers the startup user from memory",
+            Handler::Users => "GetUser reads the user from Users' store (in-memory SQLite)",
+        }
+    }
+
+    /// Requests per round relative to `--requests`: the store's handler is
+    /// several times slower, so its rounds are shorter in requests but not
+    /// in time.
+    fn divisor(self) -> u64 {
+        match self {
+            Handler::Fixed => 1,
+            Handler::Users => 4,
+        }
+    }
 }
 
 impl Options {
@@ -66,6 +109,7 @@ impl Options {
             streams: 32,
             criterion: true,
             quick: false,
+            handlers: vec![Handler::Fixed, Handler::Users],
         };
         let mut rounds = None;
         let mut requests = None;
@@ -92,9 +136,17 @@ impl Options {
                         format!("--requests: {v:?} is not a number of requests")
                     })?);
                 }
+                "--handler" => {
+                    options.handlers = match value("--handler")?.as_str() {
+                        "fixed" => vec![Handler::Fixed],
+                        "users" => vec![Handler::Users],
+                        "both" => vec![Handler::Fixed, Handler::Users],
+                        other => bail!("--handler: {other:?} is not fixed, users or both"),
+                    };
+                }
                 other => bail!(
                     "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
-                     [--no-criterion] [--rounds N] [--requests N]"
+                     [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both]"
                 ),
             }
         }
@@ -208,17 +260,11 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let pinning = Pinning::detect();
     print_machine(&pinning);
 
-    let server = Server::start(&server_bin, &token_file, &body_file, &pinning)?;
-    let token = std::fs::read_to_string(&token_file)
-        .with_context(|| format!("reading {}", token_file.display()))?;
-    let token = token.trim();
-    ensure!(!token.is_empty(), "bench-server wrote an empty token");
     let clk_tck = clk_tck();
-
     println!(
-        "\nh2load: -c {} -m {} -t 1, {} requests per round, {} measured rounds per mode \
-         (plus one warm-up of {}), alternating plain/keel",
-        options.clients, options.streams, options.requests, options.rounds, options.warmup_requests
+        "\nh2load: -c {} -m {} -t 1; {} measured rounds per mode (plus one warm-up), \
+         alternating plain/keel",
+        options.clients, options.streams, options.rounds
     );
     println!(
         "(\"other\": time other processes used on the server's core 0 and h2load's core 1; a \
@@ -226,6 +272,61 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         MAX_OTHER * 100.0,
         if options.quick { 0 } else { MAX_REPEATS }
     );
+    for &handler in &options.handlers {
+        let server = Server::start(&server_bin, handler, &token_file, &body_file, &pinning)?;
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?;
+        let token = token.trim();
+        ensure!(!token.is_empty(), "bench-server wrote an empty token");
+        let min = u64::from(options.clients);
+        let requests = (options.requests / handler.divisor()).max(min);
+        let warmup = (options.warmup_requests / handler.divisor()).max(min);
+        println!(
+            "\n== handler `{}`: {}; {requests} requests per round, warm-up {warmup}",
+            handler.name(),
+            handler.describe()
+        );
+        let rounds = run_rounds(
+            &server, &options, requests, warmup, token, &body_file, &pinning, clk_tck,
+        )?;
+        drop(server);
+        summarize(&rounds.samples, options.quick);
+        if rounds.repeated > 0 || rounds.kept_disturbed > 0 {
+            println!(
+                "note: {} round(s) repeated because other work used the cores; \
+                 {} measured round(s) still disturbed (kept, marked above)",
+                rounds.repeated, rounds.kept_disturbed
+            );
+        }
+    }
+
+    if options.criterion {
+        println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench layer):");
+        super::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "layer"]))?;
+    }
+    Ok(())
+}
+
+/// The measured rounds against one server.
+struct Rounds {
+    samples: Vec<Sample>,
+    repeated: usize,
+    kept_disturbed: usize,
+}
+
+/// A warm-up round, then `options.rounds` measured ones, each plain then
+/// keel; a round disturbed by other work is repeated (up to [`MAX_REPEATS`]).
+#[allow(clippy::too_many_arguments)]
+fn run_rounds(
+    server: &Server,
+    options: &Options,
+    requests: u64,
+    warmup: u64,
+    token: &str,
+    body_file: &Path,
+    pinning: &Pinning,
+    clk_tck: u64,
+) -> anyhow::Result<Rounds> {
     println!(
         "\n{:<6} {:<6} {:>9} {:>11} {:>13} {:>12} {:>12} {:>12} {:>8}",
         "round",
@@ -238,14 +339,16 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         "core1 other",
         "steal"
     );
-    let mut samples = Vec::new();
-    let mut repeated = 0;
-    let mut kept_disturbed = 0;
+    let mut rounds = Rounds {
+        samples: Vec::new(),
+        repeated: 0,
+        kept_disturbed: 0,
+    };
     for round in 0..=options.rounds {
         let (label, requests) = if round == 0 {
-            ("warm".to_string(), options.warmup_requests)
+            ("warm".to_string(), warmup)
         } else {
-            (round.to_string(), options.requests)
+            (round.to_string(), requests)
         };
         let repeats = if round == 0 || options.quick {
             0
@@ -256,7 +359,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             let mut pair = Vec::new();
             for mode in [Mode::Plain, Mode::Keel] {
                 let sample = measure(
-                    &server, mode, requests, &options, token, &body_file, &pinning, clk_tck,
+                    server, mode, requests, options, token, body_file, pinning, clk_tck,
                 )
                 .with_context(|| format!("round {label}, {}", mode.name()))?;
                 pair.push(sample);
@@ -274,29 +377,15 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             }
             if !disturbed || last {
                 if round > 0 {
-                    kept_disturbed += usize::from(disturbed);
-                    samples.extend(pair);
+                    rounds.kept_disturbed += usize::from(disturbed);
+                    rounds.samples.extend(pair);
                 }
                 break;
             }
-            repeated += 1;
+            rounds.repeated += 1;
         }
     }
-    drop(server);
-
-    summarize(&samples, options.quick);
-    if repeated > 0 || kept_disturbed > 0 {
-        println!(
-            "note: {repeated} round(s) repeated because other work used the cores; \
-             {kept_disturbed} disturbed round(s) kept after {MAX_REPEATS} repeats"
-        );
-    }
-
-    if options.criterion {
-        println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench layer):");
-        super::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "layer"]))?;
-    }
-    Ok(())
+    Ok(rounds)
 }
 
 /// One h2load run against `mode`, verified.
@@ -626,6 +715,7 @@ struct Server {
 impl Server {
     fn start(
         bin: &Path,
+        handler: Handler,
         token_file: &Path,
         body_file: &Path,
         pinning: &Pinning,
@@ -635,6 +725,7 @@ impl Server {
         let _ = std::fs::remove_file(body_file);
         let mut command = pinning.command(pinning.server_core, bin);
         command
+            .args(["--handler", handler.name()])
             .arg("--token-file")
             .arg(token_file)
             .arg("--body-file")

@@ -29,6 +29,11 @@ const TARGETS: &[Target] = &[
         includes: &["examples/gateway-service/proto"],
         out_dir: "examples/gateway-service/src/gen",
     },
+    Target {
+        protos: &["proto/keel/v1/auth.proto"],
+        includes: &["proto"],
+        out_dir: "examples/auth-service/src/gen",
+    },
 ];
 
 pub fn run(check: bool) -> Result<()> {

@@ -4,9 +4,13 @@
 //!   `gen --check` fails when the checked-in code is stale.
 //! - `test` installs what the tests need on a fresh machine, then runs them.
 //! - `bench` runs the throughput benchmark (h2load) and the criterion benches.
+//! - `bench-auth` runs only the auth service's benchmark (Login, Refresh,
+//!   Validate on SQLite and PostgreSQL), which `bench` includes.
 
 mod bench;
+mod bench_auth;
 mod codegen;
+mod postgres;
 mod test;
 
 use std::process::ExitCode;
@@ -19,9 +23,10 @@ fn main() -> ExitCode {
         ["gen", "--check"] => codegen::run(true),
         ["test", rest @ ..] => test::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
+        ["bench-auth", rest @ ..] => bench_auth::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask gen [--check] | test [-- <cargo test args>] | bench [--quick]"
+                "usage: cargo xtask gen [--check] | test [-- <cargo test args>] | bench [--quick] | bench-auth [--quick]"
             );
             return ExitCode::from(2);
         }

@@ -8,7 +8,12 @@ use anyhow::Result;
 pub fn run(args: &[&str]) -> Result<()> {
     // The metrics tests check the exposition with promtool.
     crate::ensure_tool("promtool", "prometheus")?;
+    // The store tests run on PostgreSQL too, and fail (never skip) without it.
+    let postgres = crate::postgres::ensure()?;
     let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["test", "--workspace", "--locked"]).args(args);
+    cargo
+        .args(["test", "--workspace", "--locked"])
+        .args(args)
+        .env(crate::postgres::URL_VAR, postgres);
     crate::run_cmd(&mut cargo)
 }

@@ -1,1 +1,188 @@
-//! Keel's auth service (work in progress).
+//! Keel's auth service: credentials, short-lived JWT access tokens and
+//! rotating opaque refresh tokens, in a SQLite file (embedded default) or a
+//! PostgreSQL database shared by several replicas.
+//!
+//! It is itself a Keel service, defined in the annotated
+//! `proto/keel/v1/auth.proto` (package `keel.auth.v1`):
+//!
+//! | method | access | what |
+//! |---|---|---|
+//! | `CreateCredential` | `auth:admin` | username + password (argon2id) + scopes |
+//! | `Login` | public, throttled | access token + refresh token (a new session) |
+//! | `Refresh` | public | spends the refresh token, returns the next one and a new access token |
+//! | `Validate` | public | introspection: signature, expiry, issuer, audience, session not revoked |
+//! | `Revoke` | public (the token is the proof) | ends the session of a refresh token |
+//! | `RevokeAll` | any token | ends every session of a subject: one's own, or anyone's with `auth:admin` |
+//! | `GetJwks` | public | the public keys, as a JWKS, for asymmetric algorithms |
+//!
+//! Access tokens are accepted by every Keel service's
+//! [`keel::auth::Verifier`]: they carry `sub`, `scope`, `iss`, `aud`, `exp`,
+//! `iat`, `nbf`, `jti`, `sid` (the session) and `token_use: "access"`, and a
+//! `kid` header naming the `[[auth.keys]]` entry that signed them.
+//!
+//! Refresh tokens are 256 random bits (base64url), stored only as SHA-256
+//! hashes, in families (sessions). A refresh spends the token with a
+//! conditional `UPDATE … WHERE spent_at IS NULL` in the transaction that
+//! stores its successor, so of concurrent refreshes with one token exactly
+//! one succeeds; presenting a spent token again revokes the family.
+//!
+//! Clients use [`RefreshingTokenSource`], a [`keel::auth::TokenSource`] that
+//! logs in once and refreshes before expiry.
+//!
+//! The binary (`src/main.rs`) serves it and has client commands (`login`,
+//! `create-credential`, `validate`, `jwks`); see the README's quick start.
+
+#![warn(missing_docs)]
+
+mod db;
+mod passwords;
+mod service;
+mod settings;
+mod throttle;
+mod token_source;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use db::{AuthStore, CredentialRow, MIGRATIONS, NewSession, Rotation, SessionState};
+pub use passwords::{PasswordError, Passwords};
+pub use service::{
+    ADMIN_SCOPE, AuthHandler, MAX_PASSWORD_BYTES, MAX_SCOPES, MAX_USERNAME_CHARS,
+    MIN_PASSWORD_BYTES, RETRY_AFTER_MS, check_password, check_scopes, check_username,
+};
+pub use settings::{
+    APP_SECTIONS, BootstrapConfig, PasswordsConfig, Settings, ThrottleConfig, TokensConfig,
+};
+pub use throttle::{Attempt, Throttle, ThrottleScope, Throttled};
+pub use token_source::{DEFAULT_REFRESH_MARGIN, RefreshingTokenSource};
+pub use tokens::{
+    REFRESH_TOKEN_BYTES, REFRESH_TOKEN_LEN, SignedToken, Signer, jwks_json, refresh_token_hash,
+};
+
+/// Generated from `proto/keel/v1/auth.proto` by `cargo xtask gen`.
+#[allow(missing_docs)]
+pub mod auth_v1 {
+    include!("gen/keel.auth.v1.rs");
+}
+
+/// The embedded default configuration (`keel.toml` beside `Cargo.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../keel.toml");
+
+/// The development HMAC secret of [`DEFAULT_CONFIG`] (shared with the user
+/// service's defaults); the service warns while it is in use.
+pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
+
+/// The development password of the bootstrap administrator in
+/// [`DEFAULT_CONFIG`]; the service warns while it is in use.
+pub const DEV_ADMIN_PASSWORD: &str = "keel-dev-admin-password";
+
+/// Every service this crate serves, for [`keel::Keel::new`].
+pub const SERVICES: &[&keel::ServicePolicy] = &[&auth_v1::AUTH_SERVICE_POLICY];
+
+/// How often ended sessions are purged from the store.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Ended sessions are kept this long before they are purged.
+pub const PURGE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Errors of setting up or running the auth service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] keel::config::ConfigError),
+    /// The Keel runtime could not be set up or serve.
+    #[error(transparent)]
+    Keel(#[from] keel::Error),
+    /// A key could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] keel::auth::SetupError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] keel::store::StoreError),
+    /// Password hashing failed.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// The system's random number generator failed.
+    #[error("random number generator: {0}")]
+    Random(getrandom::Error),
+    /// Signing a token failed.
+    #[error("signing a token: {0}")]
+    Sign(String),
+    /// Something else in the setup is wrong.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Everything the service runs on, built from [`Settings`].
+#[derive(Clone, Debug)]
+pub struct App {
+    /// The Keel runtime (verifier, metrics).
+    pub keel: keel::Keel,
+    /// The handler.
+    pub handler: AuthHandler,
+}
+
+impl App {
+    /// Connects the store (applying migrations), loads the keys, creates
+    /// the bootstrap administrator when absent, and builds the handler.
+    pub async fn new(settings: &Settings) -> Result<App, Error> {
+        let store = AuthStore::open(&settings.keel.store).await?;
+        App::with_store(settings, store).await
+    }
+
+    /// Like [`App::new`] on an already open store.
+    pub async fn with_store(settings: &Settings, store: AuthStore) -> Result<App, Error> {
+        let keel = keel::Keel::new(&settings.keel, SERVICES)?;
+        let signer = Signer::new(
+            &settings.keel.auth,
+            &settings.tokens.signing_kid,
+            settings.tokens.access_ttl,
+        )?;
+        let passwords = Passwords::new(&settings.passwords).await?;
+        let handler = AuthHandler::new(
+            store,
+            signer,
+            Arc::clone(keel.verifier()),
+            passwords,
+            Throttle::new(&settings.throttle),
+            settings.tokens.clone(),
+        );
+        handler.bootstrap(&settings.bootstrap).await?;
+        Ok(App { keel, handler })
+    }
+
+    /// The service, ready to serve: `AuthService` wrapped in Keel's layers,
+    /// plus the standard health and reflection services (public) and
+    /// `/metrics`, as `config` says.
+    pub fn server(&self, config: &keel::config::Config) -> Result<keel::Server, keel::Error> {
+        Ok(self
+            .keel
+            .server(config)
+            .add_service(auth_v1::auth_service(self.handler.clone(), &self.keel)?)
+            .reflection(auth_v1::FILE_DESCRIPTOR_SET))
+    }
+
+    /// Purges ended sessions every [`PURGE_INTERVAL`] until the returned task
+    /// is aborted.
+    pub fn spawn_purge(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.handler.store().clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let before = std::time::SystemTime::now()
+                    .checked_sub(PURGE_AFTER)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+                match store.purge_sessions_ended_before(before).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "ended sessions purged"),
+                    Err(error) => tracing::warn!(%error, "purging ended sessions failed"),
+                }
+            }
+        })
+    }
+}

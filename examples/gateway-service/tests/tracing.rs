@@ -74,11 +74,14 @@ async fn scenario() {
         Duration::from_secs(600),
     )
     .expect("mint a token");
-    let users = Service::start(users_config, None, |keel, config| {
+    let user_store = user_service::Users::in_memory()
+        .await
+        .expect("in-memory user store");
+    let users = Service::start(users_config, None, move |keel, config| {
         Ok(keel
             .server(config)
             .add_service(user_service::user_v1::user_service(
-                user_service::Users::default(),
+                user_store.clone(),
                 keel,
             )?))
     })

@@ -1,12 +1,15 @@
 //! The example user service: users with per-method auth and metrics that
 //! come from the annotations in `proto/user/v1/user.proto`.
 //!
+//! Users live in a [`keel::store::Store`]: a SQLite file by default
+//! (`store.url` in `keel.toml`), or PostgreSQL.
+//!
 //! The binary (`src/main.rs`) serves it and also mints development tokens and
 //! calls it with the generated client; the tests drive it over real sockets.
 
 mod users;
 
-pub use users::Users;
+pub use users::{MIGRATIONS, Users};
 
 /// Generated from `proto/user/v1/user.proto` by `cargo xtask gen`.
 pub mod user_v1 {

@@ -90,9 +90,8 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let keel = keel::Keel::new(&config, SERVICES)?;
-            user_service::server(&keel, &config, Users::default())?
-                .serve()
-                .await?;
+            let users = Users::connect(&config.store).await?;
+            user_service::server(&keel, &config, users)?.serve().await?;
             telemetry.shutdown().await?;
         }
         Command::PrintConfig => print!("{}", config.to_toml_redacted()),

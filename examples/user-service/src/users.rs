@@ -1,10 +1,15 @@
-//! The `UserService` handler, with users kept in memory.
+//! The `UserService` handler, with users kept in a [`Store`]: a SQLite file
+//! by default, or PostgreSQL, chosen by `store.url`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::Stream;
 use keel::RequestExt;
+use keel::config::StoreConfig;
+use keel::store::sqlx::{self, Row};
+use keel::store::{Migration, Migrations, Store, StoreError};
+use keel::with_store;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::user_v1::user_service_server::UserService;
@@ -13,67 +18,234 @@ use crate::user_v1::{
     ImportUsersResponse, ListUsersRequest, ListUsersResponse, User, health_check_response,
 };
 
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 1000;
+const DEFAULT_PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 1000;
+/// Users read per query while exporting.
+const EXPORT_BATCH: i64 = 500;
 
-/// Users in memory, ordered by id. Cheap to clone; clones share the data.
-#[derive(Clone, Debug, Default)]
+/// The user service's schema.
+pub static MIGRATIONS: Migrations = Migrations::new(
+    "users",
+    &[Migration {
+        version: 1,
+        description: "users",
+        sql: include_str!("../migrations/0001_users.sql"),
+    }],
+);
+
+/// The users, in a [`Store`], ordered by id. Cheap to clone; clones share
+/// the store.
+#[derive(Clone, Debug)]
 pub struct Users {
-    inner: Arc<RwLock<Store>>,
+    store: Store,
 }
 
-#[derive(Debug, Default)]
-struct Store {
-    by_id: BTreeMap<String, User>,
-    next_id: u64,
+/// Why a batch of users was not inserted.
+enum InsertError {
+    /// The email is taken.
+    Taken(String),
+    Store(sqlx::Error),
+}
+
+impl From<sqlx::Error> for InsertError {
+    fn from(error: sqlx::Error) -> Self {
+        InsertError::Store(error)
+    }
 }
 
 impl Users {
-    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Store>, Status> {
-        self.inner
-            .read()
-            .map_err(|_| Status::internal("user store poisoned"))
+    /// Connects to the store `config` names and applies the migrations.
+    pub async fn connect(config: &StoreConfig) -> Result<Users, StoreError> {
+        Users::new(Store::connect(config).await?).await
     }
 
-    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Store>, Status> {
-        self.inner
-            .write()
-            .map_err(|_| Status::internal("user store poisoned"))
+    /// A fresh in-memory SQLite store (`sqlite::memory:`), for tests and
+    /// benchmarks: its users live as long as the value.
+    pub async fn in_memory() -> Result<Users, StoreError> {
+        Users::connect(&StoreConfig::with_url("sqlite::memory:")).await
+    }
+
+    /// Uses `store`, applying the migrations.
+    pub async fn new(store: Store) -> Result<Users, StoreError> {
+        store.migrate(&MIGRATIONS).await?;
+        Ok(Users { store })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Inserts every user or none: ALREADY_EXISTS if an email is taken, in
+    /// the store or earlier in the batch.
+    async fn insert_all(&self, batch: Vec<CreateUserRequest>) -> Result<Vec<User>, Status> {
+        for (i, new) in batch.iter().enumerate() {
+            if batch[..i].iter().any(|b| b.email == new.email) {
+                return Err(taken(&new.email));
+            }
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_millis();
+        let count = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        let _turn = self.store.write().await;
+        let inserted: Result<Vec<User>, InsertError> = with_store!(&self.store, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                // The write first: it serializes concurrent writers.
+                let next: i64 = sqlx::query_scalar(
+                    "UPDATE user_seq SET next = next + $1 WHERE name = 'users' RETURNING next",
+                )
+                .bind(count)
+                .fetch_one(&mut *tx)
+                .await?;
+                for new in &batch {
+                    let exists = sqlx::query("SELECT 1 FROM users WHERE email = $1")
+                        .bind(&new.email)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if exists.is_some() {
+                        return Err(InsertError::Taken(new.email.clone()));
+                    }
+                }
+                let mut users = Vec::with_capacity(batch.len());
+                for (seq, new) in (next - count..).zip(&batch) {
+                    let id = user_id(seq);
+                    sqlx::query(
+                        "INSERT INTO users (seq, id, name, email, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $5)",
+                    )
+                    .bind(seq)
+                    .bind(&id)
+                    .bind(&new.name)
+                    .bind(&new.email)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    users.push(User {
+                        id,
+                        name: new.name.clone(),
+                        email: new.email.clone(),
+                        created_at: Some(timestamp(now)),
+                        updated_at: Some(timestamp(now)),
+                    });
+                }
+                tx.commit().await?;
+                Ok(users)
+            }
+            .await
+        });
+        match inserted {
+            Ok(users) => Ok(users),
+            Err(InsertError::Taken(email)) => Err(taken(&email)),
+            // A concurrent insert of the same email won the race.
+            Err(InsertError::Store(sqlx::Error::Database(e))) if e.is_unique_violation() => Err(
+                Status::already_exists("a user with one of these emails exists"),
+            ),
+            Err(InsertError::Store(e)) => Err(store_status(e.into())),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<User>, StoreError> {
+        Ok(with_store!(&self.store, pool => {
+            match sqlx::query(
+                "SELECT id, name, email, created_at, updated_at FROM users WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            {
+                Some(row) => Some(user(&row)?),
+                None => None,
+            }
+        }))
+    }
+
+    /// Up to `limit` users with `seq > after`, in order.
+    async fn page(&self, after: i64, limit: i64) -> Result<Vec<User>, StoreError> {
+        Ok(with_store!(&self.store, pool => {
+            let rows = sqlx::query(
+                "SELECT id, name, email, created_at, updated_at FROM users \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(user).collect::<Result<Vec<User>, sqlx::Error>>()?
+        }))
     }
 }
 
-impl Store {
-    /// Inserts every user or none: fails with ALREADY_EXISTS if an email is
-    /// taken, in the store or earlier in the batch.
-    fn insert_all(&mut self, batch: Vec<CreateUserRequest>) -> Result<Vec<User>, Status> {
-        for (i, new) in batch.iter().enumerate() {
-            let taken = self.by_id.values().any(|u| u.email == new.email)
-                || batch[..i].iter().any(|b| b.email == new.email);
-            if taken {
-                return Err(Status::already_exists(format!(
-                    "a user with email {:?} exists",
-                    new.email
-                )));
-            }
-        }
-        let now = prost_types::Timestamp::from(SystemTime::now());
-        let users: Vec<User> = batch
-            .into_iter()
-            .map(|new| {
-                self.next_id += 1;
-                User {
-                    id: format!("u-{:06}", self.next_id),
-                    name: new.name,
-                    email: new.email,
-                    created_at: Some(now),
-                    updated_at: Some(now),
-                }
-            })
-            .collect();
-        for user in &users {
-            self.by_id.insert(user.id.clone(), user.clone());
-        }
-        Ok(users)
+fn user<R: Row>(row: &R) -> Result<User, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let created_at: i64 = row.try_get("created_at")?;
+    let updated_at: i64 = row.try_get("updated_at")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        created_at: Some(timestamp(created_at)),
+        updated_at: Some(timestamp(updated_at)),
+    })
+}
+
+/// `u-000042` for 42.
+fn user_id(seq: i64) -> String {
+    format!("u-{seq:06}")
+}
+
+/// The `seq` of an id made by [`user_id`].
+fn seq_of(id: &str) -> Option<i64> {
+    let digits = id.strip_prefix("u-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn now_millis() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn taken(email: &str) -> Status {
+    Status::already_exists(format!("a user with email {email:?} exists"))
+}
+
+/// A store failure as the caller sees it: `UNAVAILABLE` when retrying may
+/// help, `INTERNAL` otherwise; the details go to the log only.
+fn store_status(error: StoreError) -> Status {
+    use sqlx::Error as Sqlx;
+    let transient = matches!(
+        &error,
+        StoreError::Query(
+            Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Io(_) | Sqlx::WorkerCrashed
+        )
+    ) || matches!(
+        &error,
+        StoreError::Query(Sqlx::Database(db))
+            if matches!(db.code().as_deref(), Some("5" | "6" | "40001" | "40P01" | "53300" | "57P01"))
+    );
+    tracing::error!(%error, "store error");
+    if transient {
+        Status::unavailable("the user store is unavailable; retry later")
+    } else {
+        Status::internal("internal error")
     }
 }
 
@@ -102,10 +274,9 @@ impl UserService for Users {
         if id.is_empty() {
             return Err(Status::invalid_argument("id: must not be empty"));
         }
-        self.read()?
-            .by_id
-            .get(id)
-            .cloned()
+        self.get(id)
+            .await
+            .map_err(store_status)?
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("user {id:?} not found")))
     }
@@ -116,7 +287,7 @@ impl UserService for Users {
     ) -> Result<Response<User>, Status> {
         let caller = request.claims().map(|c| c.sub.clone()).unwrap_or_default();
         let new = validate(request.into_inner())?;
-        let mut created = self.write()?.insert_all(vec![new])?;
+        let mut created = self.insert_all(vec![new]).await?;
         let user = created
             .pop()
             .ok_or_else(|| Status::internal("no user created"))?;
@@ -136,19 +307,36 @@ impl UserService for Users {
                 Status::invalid_argument(format!("message {index}: {}", status.message()))
             })?);
         }
-        let users = self.write()?.insert_all(batch)?;
+        let users = self.insert_all(batch).await?;
         Ok(Response::new(ImportUsersResponse { users }))
     }
 
-    type ExportUsersStream = futures_util::stream::Iter<std::vec::IntoIter<Result<User, Status>>>;
+    type ExportUsersStream = Pin<Box<dyn Stream<Item = Result<User, Status>> + Send + 'static>>;
 
     async fn export_users(
         &self,
         _request: Request<ExportUsersRequest>,
     ) -> Result<Response<Self::ExportUsersStream>, Status> {
-        let users: Vec<Result<User, Status>> =
-            self.read()?.by_id.values().cloned().map(Ok).collect();
-        Ok(Response::new(futures_util::stream::iter(users)))
+        // Pages of EXPORT_BATCH users, read as the client consumes them.
+        let users = self.clone();
+        let pages = futures_util::stream::unfold(Some(0_i64), move |after| {
+            let users = users.clone();
+            async move {
+                let after = after?;
+                match users.page(after, EXPORT_BATCH).await {
+                    Ok(page) if page.is_empty() => None,
+                    Ok(page) => {
+                        let next = page.last().and_then(|u| seq_of(&u.id));
+                        let done = i64::try_from(page.len()).unwrap_or(0) < EXPORT_BATCH;
+                        let items: Vec<Result<User, Status>> = page.into_iter().map(Ok).collect();
+                        Some((items, if done { None } else { next }))
+                    }
+                    Err(error) => Some((vec![Err(store_status(error))], None)),
+                }
+            }
+        });
+        let users = futures_util::StreamExt::flat_map(pages, futures_util::stream::iter);
+        Ok(Response::new(Box::pin(users)))
     }
 
     async fn list_users(
@@ -159,34 +347,31 @@ impl UserService for Users {
             page_size,
             page_token,
         } = request.into_inner();
-        let page_size = match page_size {
+        let page_size = match i64::from(page_size) {
             n if n < 0 => {
                 return Err(Status::invalid_argument(format!(
                     "page_size: must not be negative, got {n}"
                 )));
             }
             0 => DEFAULT_PAGE_SIZE,
-            n => (n as usize).min(MAX_PAGE_SIZE),
+            n => n.min(MAX_PAGE_SIZE),
         };
-        let store = self.read()?;
         // The page token is the id of the last user of the previous page.
-        let start = if page_token.is_empty() {
-            std::ops::Bound::Unbounded
-        } else if page_token.starts_with("u-") {
-            std::ops::Bound::Excluded(page_token.clone())
+        let after = if page_token.is_empty() {
+            0
         } else {
-            return Err(Status::invalid_argument(format!(
-                "page_token: {page_token:?} was not returned by ListUsers"
-            )));
+            seq_of(&page_token).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "page_token: {page_token:?} was not returned by ListUsers"
+                ))
+            })?
         };
-        let mut users: Vec<User> = store
-            .by_id
-            .range((start, std::ops::Bound::Unbounded))
-            .take(page_size + 1)
-            .map(|(_, u)| u.clone())
-            .collect();
-        let next_page_token = if users.len() > page_size {
-            users.truncate(page_size);
+        let mut users = self
+            .page(after, page_size + 1)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = if i64::try_from(users.len()).unwrap_or(i64::MAX) > page_size {
+            users.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
             users.last().map(|u| u.id.clone()).unwrap_or_default()
         } else {
             String::new()
@@ -218,5 +403,26 @@ fn valid_email(email: &str) -> bool {
                 && !email.chars().any(char::is_whitespace)
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(user_id(42), "u-000042");
+        assert_eq!(seq_of("u-000042"), Some(42));
+        assert_eq!(seq_of(&user_id(12_345_678)), Some(12_345_678));
+        for bad in ["", "u-", "x-1", "u-1a", "u--1", "u-+1"] {
+            assert_eq!(seq_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_keep_milliseconds() {
+        let t = timestamp(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
     }
 }

@@ -18,7 +18,7 @@ use user_service::{SERVICES, Users};
 
 /// `Users`, but `GetUser` sleeps for the milliseconds its id names
 /// (`sleep-250`) and panics for the id `panic`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Slow(Users);
 
 #[tonic::async_trait]
@@ -75,7 +75,7 @@ async fn start(config: Config) -> Running {
     let keel = keel::Keel::new(&config, SERVICES).unwrap();
     let server = keel
         .server(&config)
-        .add_service(user_v1::user_service(Slow::default(), &keel).unwrap())
+        .add_service(user_v1::user_service(Slow(Users::in_memory().await.unwrap()), &keel).unwrap())
         .reflection(user_v1::FILE_DESCRIPTOR_SET);
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();

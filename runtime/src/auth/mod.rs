@@ -11,6 +11,7 @@
 //!   answers them with `UNIMPLEMENTED` without calling any handler.
 
 mod issue;
+mod keys;
 mod token_source;
 mod verifier;
 
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 pub use issue::{IssueError, mint_access_token};
+pub use keys::{KeySet, encoding_key, public_jwk};
 pub use token_source::{StaticToken, TokenError, TokenFuture, TokenSource};
 pub use verifier::{SetupError, Verifier};
 
@@ -55,6 +57,14 @@ pub struct Claims {
     /// Issuer.
     #[serde(default)]
     pub iss: Option<String>,
+    /// Audiences (`aud` may be one string or an array).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub aud: Vec<String>,
+    /// Session id: the auth service's refresh-token family the token was
+    /// issued in, so that revoking the session can be checked
+    /// (`keel.auth.v1.AuthService/Validate`).
+    #[serde(default)]
+    pub sid: Option<String>,
     /// Token id.
     #[serde(default)]
     pub jti: Option<String>,
@@ -62,6 +72,21 @@ pub struct Claims {
     /// refresh tokens, which it always rejects.
     #[serde(default)]
     pub token_use: Option<String>,
+}
+
+/// `"a"` or `["a", "b"]` as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(deserializer)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(one)) => vec![one],
+        Some(OneOrMany::Many(many)) => many,
+    })
 }
 
 impl Claims {
@@ -102,6 +127,9 @@ pub enum AuthError {
     /// The signature does not verify with the configured key.
     #[error("bad signature")]
     BadSignature,
+    /// The token's `kid` names no configured key and there is no default key.
+    #[error("unknown signing key")]
+    UnknownKey,
     /// The token names an algorithm other than the configured one, or none.
     #[error("algorithm not allowed")]
     Algorithm,

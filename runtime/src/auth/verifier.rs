@@ -1,21 +1,23 @@
 //! JWT verification with pinned algorithms and a bounded cache of verified tokens.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
+use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{DecodingKey, Validation};
 use quick_cache::sync::Cache;
 
-use super::{AuthError, Claims};
+use super::{AuthError, Claims, KeySet};
 use crate::config::{Algorithm, AuthConfig};
 
-/// Why a [`Verifier`] could not be built from configuration.
+/// Why a [`Verifier`] (or its [`KeySet`]) could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The configured key does not parse for the configured algorithm.
-    #[error("{key}: not a valid {algorithm:?} verification key: {reason}")]
+    #[error("{key}: not a valid {algorithm:?} key: {reason}")]
     BadKey {
         /// The configuration key that holds the key.
         key: &'static str,
@@ -24,29 +26,65 @@ pub enum SetupError {
         /// What the parser said.
         reason: String,
     },
-    /// The configured key file could not be read.
-    #[error("auth.public_key_file: cannot read {path}: {source}")]
+    /// A configured key file could not be read.
+    #[error("{key}: cannot read {path}: {source}")]
     KeyFile {
+        /// The configuration key that names the file.
+        key: &'static str,
         /// The configured path.
         path: String,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// No key is configured for the algorithm.
-    #[error("auth: no verification key configured for {0:?}")]
+    /// No key is configured at all.
+    #[error(
+        "auth: no verification key configured: set auth.hmac_secret or auth.public_key_* for \
+         {0:?}, or auth.keys, or auth.jwks"
+    )]
     MissingKey(Algorithm),
+    /// Two keys have the same `kid`.
+    #[error("auth: kid {0:?} is used by two keys")]
+    DuplicateKid(String),
+    /// A JWKS document does not parse.
+    #[error("{source_name}: not a JWKS document: {reason}")]
+    Jwks {
+        /// Where the document came from (`auth.jwks`, `auth.jwks_file`, …).
+        source_name: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A key of a JWKS document cannot be used.
+    #[error("JWKS key {kid:?}: {reason}")]
+    BadJwk {
+        /// Its `kid` (empty when it has none).
+        kid: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key that must sign has no private key.
+    #[error("auth.keys: kid {kid:?} has no private key (private_key_pem or private_key_file)")]
+    NoPrivateKey {
+        /// The key id.
+        kid: String,
+    },
 }
 
-/// Verifies bearer tokens: signature with the configured key and algorithm
-/// (never the one the token names), `exp`/`nbf` with leeway, `iss`/`aud` when
+/// Verifies bearer tokens: signature with the key the token's `kid` header
+/// selects (or the default key), with the algorithm that key pins (never the
+/// one the token names), `exp`/`nbf` with leeway, `iss`/`aud` when
 /// configured, and `token_use == "access"`.
 ///
 /// Verified tokens are kept in a bounded cache, keyed by the whole token and
 /// dropped from use once the token's `exp` has passed, so repeated calls with
-/// the same token cost one hash lookup.
+/// the same token cost one hash lookup. Replacing the keys
+/// ([`Verifier::set_keys`]) empties the cache.
 pub struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
+    keys: RwLock<Arc<KeySet>>,
+    /// Bumped by every [`Verifier::set_keys`]: a verification that started
+    /// before a key change does not fill the cache.
+    generation: AtomicU64,
+    /// One validation per algorithm: the same rules, pinned to that algorithm.
+    validations: Vec<(Algorithm, Validation)>,
     cache: Option<Cache<String, Arc<Claims>>>,
     max_token_bytes: usize,
 }
@@ -54,7 +92,7 @@ pub struct Verifier {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("algorithms", &self.validation.algorithms)
+            .field("keys", &self.keys())
             .field("cache", &self.cache.as_ref().map(|c| c.capacity()))
             .field("max_token_bytes", &self.max_token_bytes)
             .finish_non_exhaustive()
@@ -62,67 +100,53 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Builds a verifier from the `auth` section of the configuration.
+    /// Builds a verifier from the `auth` section of the configuration, with
+    /// the keys of [`KeySet::from_config`].
     pub fn from_config(config: &AuthConfig) -> Result<Self, SetupError> {
-        let algorithm = config.algorithm;
-        let bad_key = |key, e: jsonwebtoken::errors::Error| SetupError::BadKey {
-            key,
-            algorithm,
-            reason: e.to_string(),
-        };
-        let key = if algorithm.is_hmac() {
-            let secret = config
-                .hmac_secret
-                .as_ref()
-                .ok_or(SetupError::MissingKey(algorithm))?;
-            DecodingKey::from_secret(secret.expose().as_bytes())
-        } else {
-            let (name, pem) = match (&config.public_key_pem, &config.public_key_file) {
-                (Some(pem), _) => ("auth.public_key_pem", pem.clone()),
-                (None, Some(path)) => (
-                    "auth.public_key_file",
-                    std::fs::read_to_string(path).map_err(|source| SetupError::KeyFile {
-                        path: path.display().to_string(),
-                        source,
-                    })?,
-                ),
-                (None, None) => return Err(SetupError::MissingKey(algorithm)),
-            };
-            let pem = pem.as_bytes();
-            match algorithm {
-                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
-                Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
-                _ => DecodingKey::from_rsa_pem(pem),
-            }
-            .map_err(|e| bad_key(name, e))?
-        };
-
-        let mut validation = Validation::new(algorithm.to_jsonwebtoken());
-        validation.leeway = config.leeway.as_secs();
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        match &config.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
+        let keys = KeySet::from_config(config)?;
+        if keys.is_empty() {
+            return Err(SetupError::MissingKey(config.algorithm));
         }
-        match &config.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
+        Ok(Verifier::with_keys(config, keys))
+    }
 
-        Ok(Verifier {
-            key,
-            validation,
+    /// A verifier with the rules of `config` (leeway, issuer, audience,
+    /// cache, size limit) and the given keys, ignoring the keys `config`
+    /// names.
+    pub fn with_keys(config: &AuthConfig, keys: KeySet) -> Self {
+        let validations = Algorithm::ALL
+            .into_iter()
+            .map(|algorithm| (algorithm, validation(config, algorithm)))
+            .collect();
+        Verifier {
+            keys: RwLock::new(Arc::new(keys)),
+            generation: AtomicU64::new(0),
+            validations,
             cache: (config.cache_capacity > 0).then(|| Cache::new(config.cache_capacity)),
             max_token_bytes: config.max_token_bytes,
-        })
+        }
+    }
+
+    /// The current keys.
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the keys (for instance with a freshly fetched JWKS) and
+    /// empties the cache, so no token is accepted on a key that is gone.
+    pub fn set_keys(&self, keys: KeySet) {
+        let keys = Arc::new(keys);
+        match self.keys.write() {
+            Ok(mut current) => *current = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
     }
 
     /// Reads the bearer token from `authorization` and verifies it.
@@ -160,9 +184,11 @@ impl Verifier {
             }
             cache.remove(token);
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let claims = self.verify_uncached(token)?;
         if let Some(cache) = &self.cache
             && claims.exp > now
+            && self.generation.load(Ordering::SeqCst) == generation
         {
             cache.insert(token.to_owned(), claims.clone());
         }
@@ -171,7 +197,21 @@ impl Verifier {
 
     /// Full verification, bypassing the cache.
     pub fn verify_uncached(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| map_error(e.kind()))?;
+        let keys = self.keys();
+        let key = keys
+            .select(header.kid.as_deref())
+            .ok_or(AuthError::UnknownKey)?;
+        let validation = self
+            .validations
+            .iter()
+            .find(|(algorithm, _)| *algorithm == key.algorithm)
+            .map(|(_, validation)| validation)
+            .ok_or(AuthError::Algorithm)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation)
             .map_err(|e| map_error(e.kind()))?;
         if data.claims.token_use.as_deref() != Some("access") {
             return Err(AuthError::NotAccessToken);
@@ -183,6 +223,30 @@ impl Verifier {
     pub fn cached_tokens(&self) -> usize {
         self.cache.as_ref().map_or(0, |c| c.len())
     }
+}
+
+/// The checks of `config`, pinned to `algorithm`.
+fn validation(config: &AuthConfig, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm.to_jsonwebtoken());
+    validation.leeway = config.leeway.as_secs();
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    match &config.issuer {
+        Some(iss) => {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        None => validation.iss = None,
+    }
+    match &config.audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 fn map_error(kind: &ErrorKind) -> AuthError {

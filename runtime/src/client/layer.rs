@@ -19,7 +19,7 @@ use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer};
 use crate::metrics::codes::parse_status;
 use crate::policy::ServicePolicy;
-use crate::telemetry::{Side, end_span, propagation, rpc_span};
+use crate::telemetry::{client_span, end_client_span, propagation};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -125,7 +125,7 @@ where
         let policy = shared.policy;
 
         let method = policy.route_index(req.uri().path());
-        let span = method.and_then(|i| rpc_span(Side::Client, policy, &policy.methods[i]));
+        let span = method.and_then(|i| client_span(policy, &policy.methods[i]));
         let parent = match &span {
             Some(span) => span.context(),
             // Not traced by Keel: pass on whatever context the caller has.
@@ -158,14 +158,18 @@ where
             start: Instant::now(),
             header_code: None,
             counter: MessageCounter::default(),
+            sent_token: None,
         }));
 
         Box::pin(async move {
+            let mut sent_token = None;
+            let sent = &mut sent_token;
             let call = async move {
                 let mut req = req;
                 if let Some(tokens) = tokens {
                     let value = bearer(&*tokens).await?;
                     req.headers_mut().insert(AUTHORIZATION, value);
+                    *sent = Some(tokens);
                 }
                 inner.call(req).await.map_err(Into::into)
             };
@@ -175,6 +179,9 @@ where
                     "no response within the deadline of {deadline:?}"
                 ))) as BoxError),
             };
+            if let Some(call) = pending.0.as_mut() {
+                call.sent_token = sent_token;
+            }
             match result {
                 Ok(response) => {
                     let mut call = pending.0.take();
@@ -194,12 +201,14 @@ where
     }
 }
 
-/// `Bearer <token>` from `tokens`, or the status the call fails with.
+/// `Bearer <token>` from `tokens`, or the status the call fails with
+/// (`UNAUTHENTICATED`, or `UNAVAILABLE` when the source is only unavailable
+/// for now).
 async fn bearer(tokens: &dyn TokenSource) -> Result<HeaderValue, BoxError> {
     let token = tokens
         .token()
         .await
-        .map_err(|e| -> BoxError { Box::new(tonic::Status::unauthenticated(e.to_string())) })?;
+        .map_err(|e| -> BoxError { Box::new(e.to_status()) })?;
     HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
         Box::new(tonic::Status::unauthenticated(
             "the token source gave a token that is not a valid header value",
@@ -215,13 +224,15 @@ fn error_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
         .map_or(Code::Unavailable, tonic::Status::code)
 }
 
-/// What is known of a call in flight: its metrics, its span, its start.
+/// What is known of a call in flight: its metrics, its span, its start, and
+/// the token source whose token it sent.
 pub struct ClientCall {
     metrics: Option<(Arc<ServiceMetrics>, usize)>,
     span: Option<Span>,
     start: Instant,
     header_code: Option<Code>,
     counter: MessageCounter,
+    sent_token: Option<Arc<dyn TokenSource>>,
 }
 
 impl Observer for ClientCall {
@@ -237,13 +248,19 @@ impl Observer for ClientCall {
     }
 
     fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
+        // The server refused the source's token: the next call gets a new one.
+        if code == Code::Unauthenticated
+            && let Some(tokens) = &self.sent_token
+        {
+            tokens.invalidate();
+        }
         if let Some((metrics, method)) = &self.metrics {
             let m = metrics.method(*method);
             m.handled[code as usize].inc();
             m.handling.observe(self.start.elapsed().as_secs_f64());
         }
         if let Some(span) = self.span {
-            end_span(span, Side::Client, code, carrier);
+            end_client_span(span, code, carrier);
         }
     }
 }

@@ -19,7 +19,10 @@
 //!   `traceparent`/`tracestate` metadata;
 //! - sets `authorization: Bearer <token>` from the client's
 //!   [`TokenSource`] unless the request already has an `authorization`
-//!   header;
+//!   header, and when the server refuses that token (`UNAUTHENTICATED`)
+//!   calls [`TokenSource::invalidate`], so the next call gets a fresh one; a
+//!   source that has no token fails the call locally with
+//!   [`TokenError::to_status`](crate::auth::TokenError::to_status);
 //! - sets `grpc-timeout` to `client.default_deadline` unless the caller set a
 //!   deadline (`tonic::Request::set_timeout`), and fails the call with
 //!   `DEADLINE_EXCEEDED` when the response headers have not arrived by then;

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::env::{ENV_LAYER_NAME, env_separator_hint};
 use super::secret::REDACTED;
-use super::{Algorithm, Config, ConfigError, LogFormat, SECTIONS, Secret};
+use super::{Algorithm, Config, ConfigError, DatabaseUrl, KeyConfig, LogFormat, SECTIONS, Secret};
 
 /// A key of a section and how to decode it on its own (for complete error reports).
 struct Field {
@@ -53,6 +53,15 @@ const AUTH_FIELDS: &[Field] = &[
     field::<humantime_serde::Serde<Duration>>("leeway"),
     field::<usize>("cache_capacity"),
     field::<usize>("max_token_bytes"),
+    field::<Vec<KeyConfig>>("keys"),
+    field::<String>("jwks"),
+    field::<PathBuf>("jwks_file"),
+];
+const STORE_FIELDS: &[Field] = &[
+    field::<DatabaseUrl>("url"),
+    field::<u32>("max_connections"),
+    field::<humantime_serde::Serde<Duration>>("acquire_timeout"),
+    field::<humantime_serde::Serde<Duration>>("busy_timeout"),
 ];
 const TELEMETRY_FIELDS: &[Field] = &[
     field::<String>("otlp_endpoint"),
@@ -137,6 +146,7 @@ impl<'a> Decoder<'a> {
         self.section("auth", AUTH_FIELDS, &mut config.auth);
         self.section("telemetry", TELEMETRY_FIELDS, &mut config.telemetry);
         self.section("client", CLIENT_FIELDS, &mut config.client);
+        self.section("store", STORE_FIELDS, &mut config.store);
         config
     }
 
@@ -337,7 +347,7 @@ fn describe_source(metadata: &Metadata, profile: &Profile, key: &str) -> String 
 /// Keys whose values must never be printed.
 fn is_secret_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
-    last.contains("secret") || last.contains("password")
+    last.contains("secret") || last.contains("password") || last.contains("private")
 }
 
 /// The kind of a value, without the value itself.
@@ -375,7 +385,8 @@ mod tests {
 
     use super::*;
     use crate::config::{
-        AuthConfig, ClientConfig, MetricsConfig, ServerConfig, ServiceConfig, TelemetryConfig,
+        AuthConfig, ClientConfig, MetricsConfig, ServerConfig, ServiceConfig, StoreConfig,
+        TelemetryConfig,
     };
 
     /// The keys serde knows for section `section`, from its unknown-field error.
@@ -408,5 +419,6 @@ mod tests {
             serde_fields::<TelemetryConfig>("telemetry")
         );
         assert_eq!(names(CLIENT_FIELDS), serde_fields::<ClientConfig>("client"));
+        assert_eq!(names(STORE_FIELDS), serde_fields::<StoreConfig>("store"));
     }
 }

@@ -8,6 +8,13 @@ use super::SECTIONS;
 /// Prefix of the environment variables read by [`Loader::env`](super::Loader::env).
 pub const ENV_PREFIX: &str = "KEEL_";
 
+/// Variables starting with this prefix are not configuration: they belong to test harnesses
+/// (`KEEL_TEST_POSTGRES_URL`, the database of the PostgreSQL tests), and [`Loader::env`]
+/// ignores them.
+///
+/// [`Loader::env`]: super::Loader::env
+pub const ENV_TEST_PREFIX: &str = "KEEL_TEST_";
+
 /// Separator of nested keys in environment variable names (`KEEL_AUTH__LEEWAY`).
 pub const ENV_SEPARATOR: &str = "__";
 
@@ -15,7 +22,7 @@ pub const ENV_SEPARATOR: &str = "__";
 pub(super) const ENV_LAYER_NAME: &str = "environment variable";
 
 /// Keys whose environment values are taken verbatim as strings (never parsed as numbers etc.).
-const STRING_KEYS: [&str; 8] = [
+const STRING_KEYS: [&str; 11] = [
     "service.name",
     "auth.hmac_secret",
     "auth.public_key_pem",
@@ -24,6 +31,9 @@ const STRING_KEYS: [&str; 8] = [
     "auth.audience",
     "telemetry.otlp_endpoint",
     "telemetry.log_filter",
+    "auth.jwks",
+    "auth.jwks_file",
+    "store.url",
 ];
 
 /// The `KEEL_*` variables of an environment layer, parsed into nested keys.
@@ -102,9 +112,14 @@ impl Provider for EnvLayer {
     }
 }
 
+/// Whether `name` is a configuration variable: it starts with [`ENV_PREFIX`] but not with
+/// [`ENV_TEST_PREFIX`] (variables of test harnesses, such as `KEEL_TEST_POSTGRES_URL`).
 fn has_env_prefix(name: &str) -> bool {
-    name.get(..ENV_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    starts(ENV_PREFIX) && !starts(ENV_TEST_PREFIX)
 }
 
 /// The key path a `KEEL_*` variable sets (`KEEL_AUTH__LEEWAY` → `["auth", "leeway"]`), or
@@ -155,6 +170,25 @@ pub(super) fn env_separator_hint(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn test_harness_variables_are_not_configuration() {
+        assert!(has_env_prefix("KEEL_SERVER__ADDR"));
+        assert!(has_env_prefix("keel_server__addr"));
+        assert!(!has_env_prefix("KEEL_TEST_POSTGRES_URL"));
+        assert!(!has_env_prefix("keel_test_anything"));
+        assert!(!has_env_prefix("OTHER"));
+        let layer = EnvLayer::from_vars([
+            (
+                "KEEL_TEST_POSTGRES_URL".to_owned(),
+                "postgres://x".to_owned(),
+            ),
+            ("KEEL_SERVICE__NAME".to_owned(), "s".to_owned()),
+        ]);
+        assert_eq!(layer.names, ["KEEL_SERVICE__NAME"]);
+        assert!(layer.problems.is_empty());
+    }
+
     use super::*;
     use crate::config::Config;
 

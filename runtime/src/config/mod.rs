@@ -6,7 +6,8 @@
 //! 2. the application's embedded defaults ([`Loader::defaults_toml`]),
 //! 3. a TOML file that must exist ([`Loader::file`]),
 //! 4. environment variables prefixed with `KEEL_` ([`Loader::env`]), with nested keys separated
-//!    by a double underscore: `KEEL_AUTH__HMAC_SECRET` sets `auth.hmac_secret`.
+//!    by a double underscore: `KEEL_AUTH__HMAC_SECRET` sets `auth.hmac_secret`. Variables
+//!    prefixed with `KEEL_TEST_` belong to test harnesses and are ignored.
 //!
 //! Loading reports **every** problem at once, in a [`ConfigError`]: values that do not decode
 //! (`KEEL_SERVER__ADDR=nonsense`), unknown keys and sections, and the semantic checks of
@@ -62,6 +63,9 @@
 //! | `auth.leeway` | `"30s"` | `KEEL_AUTH__LEEWAY` | humantime (`250ms`, `30s`, `2m`); at most `5m` |
 //! | `auth.cache_capacity` | `10000` | `KEEL_AUTH__CACHE_CAPACITY` | verified-token cache entries; `0` disables the cache |
 //! | `auth.max_token_bytes` | `8192` | `KEEL_AUTH__MAX_TOKEN_BYTES` | between 256 and 65536 |
+//! | `auth.keys` | `[]` | (use a file) | `[[auth.keys]]` tables: `kid`, `algorithm`, and `hmac_secret` or one of `public_key_pem`, `public_key_file`, `private_key_pem`, `private_key_file`; see [`KeyConfig`] |
+//! | `auth.jwks` | none | `KEEL_AUTH__JWKS` | JWKS JSON text of asymmetric keys, each with a `kid` |
+//! | `auth.jwks_file` | none | `KEEL_AUTH__JWKS_FILE` | path to a JWKS document (must exist); not with `auth.jwks` |
 //! | `telemetry.otlp_endpoint` | none | `KEEL_TELEMETRY__OTLP_ENDPOINT` | OTLP/gRPC collector, `http://host:port`; no export when absent |
 //! | `telemetry.sampling_ratio` | `1.0` | `KEEL_TELEMETRY__SAMPLING_RATIO` | between `0` and `1`; for traces started here (a request's parent decides otherwise) |
 //! | `telemetry.export_timeout` | `"10s"` | `KEEL_TELEMETRY__EXPORT_TIMEOUT` | humantime; more than 0, at most `5m` |
@@ -69,17 +73,27 @@
 //! | `telemetry.log_filter` | `"info"` | `KEEL_TELEMETRY__LOG_FILTER` | `EnvFilter` directives (`info,keel=debug`) |
 //! | `telemetry.resource` | empty table | `KEEL_TELEMETRY__RESOURCE__<NAME>` | extra resource attributes; dotted names (`deployment.environment`) need TOML |
 //! | `client.default_deadline` | `"10s"` | `KEEL_CLIENT__DEFAULT_DEADLINE` | humantime; deadline of calls that set none; more than 0, at most `1h` |
+//! | `store.url` | `"sqlite://keel.db?mode=rwc"` | `KEEL_STORE__URL` | `sqlite://PATH?mode=rwc`, `sqlite::memory:` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`; the password is redacted when printed |
+//! | `store.max_connections` | `8` | `KEEL_STORE__MAX_CONNECTIONS` | pool size, at least 1 |
+//! | `store.acquire_timeout` | `"10s"` | `KEEL_STORE__ACQUIRE_TIMEOUT` | waiting for a free connection; more than 0 |
+//! | `store.busy_timeout` | `"5s"` | `KEEL_STORE__BUSY_TIMEOUT` | SQLite: waiting for the write lock |
+//!
+//! A token is verified with the key its `kid` header names (from `auth.keys` or the JWKS), and
+//! otherwise with the default key (`auth.algorithm` and `auth.hmac_secret` /
+//! `auth.public_key_*`), which is required only when no other key is configured. Each key pins
+//! its algorithm. `[store]` is read by services that keep data (`keel::store`, cargo feature
+//! `store`); others ignore it.
 //!
 //! Environment values of string keys (`service.name`, `auth.hmac_secret`, `auth.public_key_pem`,
-//! `auth.public_key_file`, `auth.issuer`, `auth.audience`, `telemetry.otlp_endpoint`,
-//! `telemetry.log_filter`) are taken verbatim. Other values are parsed like figment's `Env`
+//! `auth.public_key_file`, `auth.issuer`, `auth.audience`, `auth.jwks`, `auth.jwks_file`,
+//! `telemetry.otlp_endpoint`, `telemetry.log_filter`, `store.url`) are taken verbatim. Other values are parsed like figment's `Env`
 //! provider does (`true`, `10`, `-1`, `"quoted"`, anything else is a string), so
 //! `KEEL_METRICS__ENABLED=maybe` is an error rather than `false`.
 //!
 //! # Application sections
 //!
-//! Top-level sections other than `service`, `server`, `metrics`, `auth`, `telemetry` and `client`
-//! are reported as unknown, unless declared with [`Loader::allow_section`]. An application reads
+//! Top-level sections other than `service`, `server`, `metrics`, `auth`, `telemetry`, `client`
+//! and `store` are reported as unknown, unless declared with [`Loader::allow_section`]. An application reads
 //! its own section with [`Loader::extract_section`] (same error reporting) or through
 //! [`Loader::figment`].
 
@@ -90,6 +104,7 @@ mod error;
 mod loader;
 mod log_format;
 mod secret;
+mod store;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -100,24 +115,28 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use algorithm::Algorithm;
-pub use env::{ENV_PREFIX, ENV_SEPARATOR};
+pub use env::{ENV_PREFIX, ENV_SEPARATOR, ENV_TEST_PREFIX};
 pub use error::ConfigError;
 pub use loader::Loader;
 pub use log_format::LogFormat;
 pub use secret::Secret;
+#[cfg(feature = "store")]
+pub(crate) use store::redact_url;
+pub use store::{DatabaseUrl, STORE_SCHEMES, StoreConfig};
 pub use validate::{
     MAX_DEFAULT_DEADLINE, MAX_EXPORT_TIMEOUT, MAX_LEEWAY, MAX_MAX_TOKEN_BYTES,
     MIN_HMAC_SECRET_BYTES, MIN_MAX_TOKEN_BYTES,
 };
 
 /// The top-level sections of [`Config`].
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "service",
     "server",
     "metrics",
     "auth",
     "telemetry",
     "client",
+    "store",
 ];
 
 /// The whole configuration of a Keel service.
@@ -136,6 +155,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Generated clients (`[client]`).
     pub client: ClientConfig,
+    /// The service's database (`[store]`), for services that keep data (`keel::store`).
+    pub store: StoreConfig,
 }
 
 impl Config {
@@ -264,6 +285,92 @@ pub struct AuthConfig {
     /// Largest accepted token, in bytes. Default 8192; between [`MIN_MAX_TOKEN_BYTES`] and
     /// [`MAX_MAX_TOKEN_BYTES`].
     pub max_token_bytes: usize,
+    /// Verification keys selected by the `kid` header of a token (`[[auth.keys]]`), so that
+    /// several keys can be active at once during a key rotation. A token whose `kid` names none
+    /// of them (or that has no `kid`) is verified with the default key: `algorithm` with
+    /// `hmac_secret` / `public_key_*`, which is optional when keys are listed here or in `jwks`.
+    pub keys: Vec<KeyConfig>,
+    /// A JSON Web Key Set (RFC 7517) of asymmetric verification keys, as JSON text: every key
+    /// needs a `kid`, and RSA keys an `alg`. What the auth service's `GetJwks` returns.
+    pub jwks: Option<String>,
+    /// Path to a JWKS document (see `jwks`); at most one of `jwks` and `jwks_file`.
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// One verification key of `[[auth.keys]]`, selected by the `kid` header of a token.
+///
+/// `HS*` keys need `hmac_secret`; asymmetric keys need exactly one of `public_key_pem`,
+/// `public_key_file`, `private_key_pem` and `private_key_file`. A private key is only useful to
+/// a service that signs tokens (the auth service): others verify with the public half, which is
+/// derived from it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Key id, matched against the token's `kid` header. Non-empty and unique.
+    pub kid: String,
+    /// The algorithm tokens signed with this key must name.
+    pub algorithm: Algorithm,
+    /// Shared secret for `HS*` (at least [`MIN_HMAC_SECRET_BYTES`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret: Option<Secret>,
+    /// PEM text of the public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_pem: Option<String>,
+    /// Path to a PEM file holding the public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<PathBuf>,
+    /// PEM text of the private key (PKCS#8, or PKCS#1 for RSA); redacted when printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_pem: Option<Secret>,
+    /// Path to a PEM file holding the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+}
+
+impl KeyConfig {
+    /// An `HS*` key.
+    pub fn hmac(kid: impl Into<String>, algorithm: Algorithm, secret: impl Into<Secret>) -> Self {
+        KeyConfig {
+            hmac_secret: Some(secret.into()),
+            ..KeyConfig::empty(kid, algorithm)
+        }
+    }
+
+    /// An asymmetric key given by its public key in PEM.
+    pub fn public_pem(
+        kid: impl Into<String>,
+        algorithm: Algorithm,
+        pem: impl Into<String>,
+    ) -> Self {
+        KeyConfig {
+            public_key_pem: Some(pem.into()),
+            ..KeyConfig::empty(kid, algorithm)
+        }
+    }
+
+    /// An asymmetric key given by its private key in PEM.
+    pub fn private_pem(
+        kid: impl Into<String>,
+        algorithm: Algorithm,
+        pem: impl Into<String>,
+    ) -> Self {
+        KeyConfig {
+            private_key_pem: Some(Secret::new(pem)),
+            ..KeyConfig::empty(kid, algorithm)
+        }
+    }
+
+    fn empty(kid: impl Into<String>, algorithm: Algorithm) -> Self {
+        KeyConfig {
+            kid: kid.into(),
+            algorithm,
+            hmac_secret: None,
+            public_key_pem: None,
+            public_key_file: None,
+            private_key_pem: None,
+            private_key_file: None,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -278,6 +385,9 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(30),
             cache_capacity: 10_000,
             max_token_bytes: 8192,
+            keys: Vec::new(),
+            jwks: None,
+            jwks_file: None,
         }
     }
 }

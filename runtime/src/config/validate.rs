@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 
-use super::{AuthConfig, ClientConfig, Config, ServerConfig, TelemetryConfig};
+use super::{AuthConfig, ClientConfig, Config, ServerConfig, StoreConfig, TelemetryConfig};
 
 /// Minimum length in bytes of `auth.hmac_secret`.
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
@@ -85,6 +85,7 @@ impl Config {
         self.auth.value_problems(&mut problems);
         self.telemetry.problems(&mut problems);
         self.client.problems(&mut problems);
+        self.store.problems(&mut problems);
         problems
     }
 }
@@ -95,7 +96,10 @@ impl ServerConfig {
         if self.lame_duck > Duration::from_secs(5 * 60) {
             problems.push(Problem::new(
                 "server.lame_duck",
-                format!("{} is too long; at most 5m", format_duration(self.lame_duck)),
+                format!(
+                    "{} is too long; at most 5m",
+                    format_duration(self.lame_duck)
+                ),
             ));
         }
         if self.drain_timeout.is_zero() || self.drain_timeout > Duration::from_secs(10 * 60) {
@@ -227,8 +231,18 @@ fn addrs_collide(a: SocketAddr, b: SocketAddr) -> bool {
 impl AuthConfig {
     /// The secret or public key must be the one the algorithm verifies with.
     fn key_material_problems(&self, problems: &mut Vec<Problem>) {
+        self.key_list_problems(problems);
         const ALG: &[&str] = &["auth.algorithm"];
         let alg = self.algorithm;
+        let has_default_key = self.hmac_secret.is_some()
+            || self.public_key_pem.is_some()
+            || self.public_key_file.is_some();
+        let has_other_keys =
+            !self.keys.is_empty() || self.jwks.is_some() || self.jwks_file.is_some();
+        if has_other_keys && !has_default_key {
+            // The default key is optional when keys come from `auth.keys` or a JWKS.
+            return;
+        }
         let mut push =
             |key, message: String| problems.push(Problem::new(key, message).depends(ALG));
 
@@ -300,6 +314,105 @@ impl AuthConfig {
         }
     }
 
+    /// `auth.keys` entries and the JWKS source.
+    fn key_list_problems(&self, problems: &mut Vec<Problem>) {
+        let mut push = |message: String| problems.push(Problem::new("auth.keys", message));
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let at = format!("entry {i} (kid {:?})", key.kid);
+            let alg = key.algorithm;
+            if key.kid.trim().is_empty() {
+                push(format!("entry {i}: kid must not be empty"));
+            } else if !seen.insert(key.kid.as_str()) {
+                push(format!("{at}: kid is used by an earlier entry too"));
+            }
+            let asymmetric = [
+                ("public_key_pem", key.public_key_pem.is_some()),
+                ("public_key_file", key.public_key_file.is_some()),
+                ("private_key_pem", key.private_key_pem.is_some()),
+                ("private_key_file", key.private_key_file.is_some()),
+            ];
+            let set: Vec<&str> = asymmetric
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(name, _)| *name)
+                .collect();
+            if alg.is_hmac() {
+                match &key.hmac_secret {
+                    None => push(format!("{at}: hmac_secret missing; required for {alg}")),
+                    Some(secret) if secret.expose().len() < MIN_HMAC_SECRET_BYTES => push(format!(
+                        "{at}: hmac_secret too short: {} bytes; {alg} needs at least \
+                         {MIN_HMAC_SECRET_BYTES} bytes",
+                        secret.expose().len()
+                    )),
+                    Some(_) => {}
+                }
+                for name in set {
+                    push(format!(
+                        "{at}: {name} not allowed with {alg}, which uses hmac_secret"
+                    ));
+                }
+                continue;
+            }
+            if key.hmac_secret.is_some() {
+                push(format!("{at}: hmac_secret not allowed with {alg}"));
+            }
+            match set.as_slice() {
+                [] => push(format!(
+                    "{at}: {alg} needs one of public_key_pem, public_key_file, private_key_pem, \
+                     private_key_file"
+                )),
+                [_] => {}
+                several => push(format!("{at}: set exactly one of {}", several.join(", "))),
+            }
+            let pems = [
+                ("public_key_pem", key.public_key_pem.as_deref()),
+                (
+                    "private_key_pem",
+                    key.private_key_pem.as_ref().map(|s| s.expose()),
+                ),
+            ];
+            for (name, pem) in pems {
+                if pem.is_some_and(|pem| !pem.contains("-----BEGIN")) {
+                    push(format!(
+                        "{at}: {name} is not PEM text (no \"-----BEGIN\" line)"
+                    ));
+                }
+            }
+            let files = [
+                ("public_key_file", &key.public_key_file),
+                ("private_key_file", &key.private_key_file),
+            ];
+            for (name, path) in files {
+                if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                    push(format!(
+                        "{at}: {name} {} does not exist or is not a file",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        match (&self.jwks, &self.jwks_file) {
+            (Some(_), Some(_)) => problems.push(
+                Problem::new(
+                    "auth.jwks_file",
+                    "auth.jwks is set too; set at most one of them",
+                )
+                .depends(&["auth.jwks"]),
+            ),
+            (Some(jwks), None) => {
+                if let Err(e) = serde_json::from_str::<serde_json::Value>(jwks) {
+                    problems.push(Problem::new("auth.jwks", format!("is not JSON: {e}")));
+                }
+            }
+            (None, Some(path)) if !path.is_file() => problems.push(Problem::new(
+                "auth.jwks_file",
+                format!("{} does not exist or is not a file", path.display()),
+            )),
+            _ => {}
+        }
+    }
+
     /// Bounds of the leeway and the token size, and no empty `iss` / `aud` expectations.
     fn value_problems(&self, problems: &mut Vec<Problem>) {
         if self.leeway > MAX_LEEWAY {
@@ -331,6 +444,27 @@ impl AuthConfig {
                     format!("is empty; remove the key to disable the `{claim}` check"),
                 ));
             }
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A URL scheme a store supports, a pool of at least one connection, a non-zero wait.
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        if !super::store::supported_scheme(self.url.expose()) {
+            problems.push(Problem::new(
+                "store.url",
+                format!("{}: {}", self.url, super::STORE_SCHEMES),
+            ));
+        }
+        if self.max_connections == 0 {
+            problems.push(Problem::new("store.max_connections", "must be at least 1"));
+        }
+        if self.acquire_timeout.is_zero() {
+            problems.push(Problem::new(
+                "store.acquire_timeout",
+                "must be more than 0s",
+            ));
         }
     }
 }

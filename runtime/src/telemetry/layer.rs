@@ -1,15 +1,26 @@
 //! The tower layer that opens one OpenTelemetry server span per RPC.
+//!
+//! Server spans are made with the OpenTelemetry SDK directly rather than
+//! through `tracing`: the span is sampled before anything else is built, so
+//! an unsampled call costs an id, a sampling decision and a context, and a
+//! sampled one is named and attributed without allocating. The span's context
+//! is attached while the inner service runs, so `tracing` spans opened by the
+//! handler (and the generated clients' spans) are its children, and log lines
+//! carry its ids.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::{HeaderMap, Request, Response};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context as OtelContext, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::propagation;
 use crate::metrics::body::{ObservedBody, Observer};
@@ -17,10 +28,24 @@ use crate::metrics::code_name;
 use crate::metrics::codes::parse_status;
 use crate::policy::{MethodPolicy, ServicePolicy};
 
-/// Target of the per-RPC spans of [`TraceLayer`] and the client layer. The
-/// spans are at `DEBUG` level, so a plain `info` log filter does not print
-/// them; [`init`](super::init) exports them whatever the log filter says.
+/// Target of the client layer's per-call `tracing` spans. They are at
+/// `DEBUG` level, so a plain `info` log filter does not print them;
+/// [`init`](super::init) exports them whatever the log filter says.
 pub const RPC_TARGET: &str = "keel::rpc";
+
+/// The tracer of the subscriber Keel's telemetry installed, found through the
+/// current `tracing` dispatcher (so each dispatcher, and each service name,
+/// has its own): a layer that does nothing but hold it.
+#[derive(Debug)]
+pub(crate) struct TracerHandle(pub(crate) SdkTracer);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TracerHandle {}
+
+/// The tracer of the current dispatcher, when it was built by
+/// [`builder`](super::builder).
+fn current_tracer() -> Option<SdkTracer> {
+    tracing::dispatcher::get_default(|d| d.downcast_ref::<TracerHandle>().map(|h| h.0.clone()))
+}
 
 /// Which side of a call a span describes: it decides the span kind and which
 /// codes are errors (OpenTelemetry's gRPC semantic conventions).
@@ -50,75 +75,108 @@ impl Side {
     }
 }
 
-/// Opens the span of one call of `method` on `side`, named
-/// `package.Service/Method` without allocating the name. Returns `None` when
-/// no subscriber wants it (telemetry not initialized).
-pub(crate) fn rpc_span(
-    side: Side,
+/// The span name of a method: its path without the leading slash
+/// (`package.Service/Method`), a slice of a static string.
+fn span_name(method: &'static MethodPolicy) -> &'static str {
+    method.path.strip_prefix('/').unwrap_or(method.path)
+}
+
+/// Opens the client span of one call of `method`, a child of the current
+/// span. Returns `None` when no subscriber wants it (telemetry not
+/// initialized).
+pub(crate) fn client_span(
     policy: &'static ServicePolicy,
     method: &'static MethodPolicy,
 ) -> Option<Span> {
-    // The path is `/package.Service/Method`; the span name drops the slash.
-    let name = method.path.strip_prefix('/').unwrap_or(method.path);
-    let span = match side {
-        Side::Server => tracing::debug_span!(
-            target: RPC_TARGET,
-            parent: None,
-            "grpc.server",
-            otel.name = name,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = policy.name,
-            rpc.method = method.name,
-            rpc.grpc.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        ),
-        Side::Client => tracing::debug_span!(
-            target: RPC_TARGET,
-            "grpc.client",
-            otel.name = name,
-            otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = policy.name,
-            rpc.method = method.name,
-            rpc.grpc.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        ),
-    };
+    let span = tracing::debug_span!(
+        target: RPC_TARGET,
+        "grpc.client",
+        otel.name = span_name(method),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = policy.name,
+        rpc.method = method.name,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
     (!span.is_disabled()).then_some(span)
 }
 
-/// Records how the call of `span` ended and ends it: `rpc.grpc.status_code`,
-/// and an error status (with the code and `grpc-message` from `carrier`, the
-/// headers or trailers that carried the status) when `side` counts `code` as
-/// a failure.
-pub(crate) fn end_span(span: Span, side: Side, code: Code, carrier: Option<&HeaderMap>) {
-    // Entering and leaving stamps the span's end time now, not at the last
-    // poll of the handler.
-    let _entered = span.enter();
-    span.record("rpc.grpc.status_code", code as i64);
-    if side.is_error(code) {
-        span.record("otel.status_code", "error");
-        let message = carrier
-            .and_then(tonic::Status::from_header_map)
-            .map(|s| s.message().to_owned())
-            .filter(|m| !m.is_empty());
-        match message {
-            Some(message) => span.record(
-                "otel.status_description",
-                format!("{}: {message}", code_name(code)).as_str(),
-            ),
-            None => span.record("otel.status_description", code_name(code)),
-        };
+/// The error description of a call that ended with `code`: the code's name,
+/// and `grpc-message` from `carrier` (the headers or trailers that carried
+/// the status) when there is one.
+fn error_description(code: Code, carrier: Option<&HeaderMap>) -> Cow<'static, str> {
+    let message = carrier
+        .and_then(tonic::Status::from_header_map)
+        .map(|s| s.message().to_owned())
+        .filter(|m| !m.is_empty());
+    match message {
+        Some(message) => Cow::Owned(format!("{}: {message}", code_name(code))),
+        None => Cow::Borrowed(code_name(code)),
     }
 }
 
-/// Ends a span when its response body ends: the [`Observer`] of a traced call.
+/// Records how the call of a client `span` ended and ends it:
+/// `rpc.grpc.status_code`, and an error status when the code is not `OK`.
+pub(crate) fn end_client_span(span: Span, code: Code, carrier: Option<&HeaderMap>) {
+    // Entering and leaving stamps the span's end time now, not at the last
+    // poll of the caller.
+    let _entered = span.enter();
+    span.record("rpc.grpc.status_code", code as i64);
+    if Side::Client.is_error(code) {
+        span.record("otel.status_code", "error");
+        span.record(
+            "otel.status_description",
+            error_description(code, carrier).as_ref(),
+        );
+    }
+}
+
+/// Opens the server span of one call of `method` with `tracer`, a child of
+/// the request's remote parent when it names one, and returns its context.
+fn server_span(
+    tracer: &SdkTracer,
+    policy: &'static ServicePolicy,
+    method: &'static MethodPolicy,
+    headers: &HeaderMap,
+) -> OtelContext {
+    let parent = propagation::extract(headers).unwrap_or_default();
+    let builder = tracer
+        .span_builder(span_name(method))
+        .with_kind(SpanKind::Server);
+    let mut span = tracer.build_with_context(builder, &parent);
+    if !span.is_recording() {
+        // Unsampled: only its ids travel on (to logs and outgoing calls),
+        // without boxing a span that records nothing.
+        return parent.with_remote_span_context(span.span_context().clone());
+    }
+    span.set_attributes([
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", policy.name),
+        KeyValue::new("rpc.method", method.name),
+    ]);
+    parent.with_span(span)
+}
+
+/// Records how the call of the server span in `cx` ended and ends it:
+/// `rpc.grpc.status_code`, and an error status when the code says the
+/// server failed.
+fn end_server_span(cx: &OtelContext, code: Code, carrier: Option<&HeaderMap>) {
+    let span = cx.span();
+    if span.is_recording() {
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+        if Side::Server.is_error(code) {
+            span.set_status(Status::error(error_description(code, carrier)));
+        }
+    }
+    span.end();
+}
+
+/// Ends a server span when its response body ends: the [`Observer`] of a
+/// traced call.
 pub struct SpanEnd {
-    pub(crate) span: Span,
-    pub(crate) side: Side,
+    cx: OtelContext,
 }
 
 impl Observer for SpanEnd {
@@ -127,7 +185,7 @@ impl Observer for SpanEnd {
     }
 
     fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
-        end_span(self.span, self.side, code, carrier);
+        end_server_span(&self.cx, code, carrier);
     }
 }
 
@@ -138,8 +196,11 @@ impl Observer for SpanEnd {
 /// and carries `rpc.system = "grpc"`, `rpc.service`, `rpc.method` and, when the
 /// call ends, `rpc.grpc.status_code`, read from the response headers or
 /// trailers. Its parent is the W3C `traceparent`/`tracestate` of the request,
-/// when it has a valid one. The handler runs inside the span, so its logs
-/// carry the trace id. Paths outside the policy are passed through untraced.
+/// when it has a valid one. The handler runs inside the span's context, so
+/// its logs carry the trace id and its calls continue the trace. Paths
+/// outside the policy, and every call when the current `tracing` dispatcher
+/// was not built by [`builder`](super::builder) / [`init`](super::init), are
+/// passed through untraced.
 ///
 /// Keel puts it outermost, so the span covers auth rejections, metrics and
 /// panics turned into `INTERNAL`.
@@ -190,42 +251,40 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let span = self
+        let traced = self
             .policy
             .method(req.uri().path())
-            .and_then(|(_, method)| rpc_span(Side::Server, self.policy, method));
-        let Some(span) = span else {
+            .and_then(|(_, method)| Some((method, current_tracer()?)));
+        let Some((method, tracer)) = traced else {
             return TraceFuture {
                 inner: self.inner.call(req),
-                span: None,
+                cx: None,
             };
         };
-        if let Some(parent) = propagation::extract(req.headers()) {
-            // Only fails when the span has started, which it has not.
-            let _ = span.set_parent(parent);
-        }
-        let inner = span.in_scope(|| self.inner.call(req));
+        // The inner layers' `call` only inspects headers and builds the
+        // future; the handler runs when it is polled, context attached.
+        let cx = server_span(&tracer, self.policy, method, req.headers());
         TraceFuture {
-            inner,
-            span: Some(span),
+            inner: self.inner.call(req),
+            cx: Some(cx),
         }
     }
 }
 
 pin_project! {
-    /// Response future of [`TraceService`]: polls the inner service inside
-    /// the call's span.
+    /// Response future of [`TraceService`]: polls the inner service with the
+    /// call's span context attached.
     pub struct TraceFuture<F> {
         #[pin]
         inner: F,
-        span: Option<Span>,
+        cx: Option<OtelContext>,
     }
 
     impl<F> PinnedDrop for TraceFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before the handler answered: the client went away.
-            if let Some(span) = this.project().span.take() {
-                end_span(span, Side::Server, Code::Cancelled, None);
+            if let Some(cx) = this.project().cx.take() {
+                end_server_span(&cx, Code::Cancelled, None);
             }
         }
     }
@@ -239,34 +298,33 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.span.as_ref() {
-            Some(span) => {
-                let _entered = span.enter();
+        let result = match this.cx.as_ref() {
+            Some(otel) => {
+                let _attached = otel.clone().attach();
                 ready!(this.inner.poll(cx))
             }
             None => ready!(this.inner.poll(cx)),
         };
-        let span = this.span.take();
+        // An unsampled span records nothing: it needs no ending, and the
+        // response body no observer.
+        let otel = this.cx.take().filter(|otel| otel.span().is_recording());
         Poll::Ready(match result {
             Ok(response) => {
-                let observer = span.and_then(|span| {
+                let observer = otel.and_then(|otel| {
                     match response.headers().get("grpc-status").map(parse_status) {
                         // Trailers-only response: the call ended here.
                         Some(code) => {
-                            end_span(span, Side::Server, code, Some(response.headers()));
+                            end_server_span(&otel, code, Some(response.headers()));
                             None
                         }
-                        None => Some(SpanEnd {
-                            span,
-                            side: Side::Server,
-                        }),
+                        None => Some(SpanEnd { cx: otel }),
                     }
                 });
                 Ok(response.map(|body| ObservedBody::new(body, observer)))
             }
             Err(error) => {
-                if let Some(span) = span {
-                    end_span(span, Side::Server, Code::Internal, None);
+                if let Some(otel) = otel {
+                    end_server_span(&otel, Code::Internal, None);
                 }
                 Err(error)
             }

@@ -27,9 +27,18 @@
 //! `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`
 //! and `DATA_LOSS`.
 //!
-//! The RPC spans have target [`RPC_TARGET`] and level `DEBUG`: with the
-//! default `info` log filter they are exported but not printed, which keeps
-//! their cost low.
+//! Server spans are made with the OpenTelemetry SDK directly (sampled first,
+//! so an unsampled call costs little) and their context is attached while
+//! the handler runs, so the handler's own `tracing` spans, its log lines and
+//! its outgoing calls belong to the trace. Client spans are `tracing` spans
+//! with target [`RPC_TARGET`] at level `DEBUG`: exported whatever the log
+//! filter, printed only when it asks for them (`keel::rpc=debug`).
+//!
+//! Every subscriber built by [`builder`] carries its own tracer, found
+//! through the current `tracing` dispatcher: several services in one process
+//! (each on its own thread with [`tracing::dispatcher::set_default`]) export
+//! under their own service names. A subscriber assembled by hand gets no
+//! Keel server spans.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -62,8 +71,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
 pub use format::current_ids;
+use layer::TracerHandle;
 pub use layer::{RPC_TARGET, TraceFuture, TraceLayer, TraceService};
-pub(crate) use layer::{Side, end_span, rpc_span};
+pub(crate) use layer::{client_span, end_client_span};
 
 use crate::config::{Config, TelemetryConfig};
 use format::KeelFormat;
@@ -156,6 +166,8 @@ where
         let settings = &self.config.telemetry;
         let provider = tracer_provider(&self.config.service.name, settings)?;
         let tracer = provider.tracer(SCOPE);
+        // Holds the tracer for `TraceLayer`'s server spans; sees no event.
+        let handle = TracerHandle(tracer.clone()).with_filter(LevelFilter::OFF);
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
@@ -177,7 +189,8 @@ where
             })
             .with_writer(self.writer)
             .with_filter(EnvFilter::try_new(&settings.log_filter)?);
-        let subscriber = Registry::default().with(spans).with(logs);
+        // The handle outermost: `TraceLayer` finds it with one downcast.
+        let subscriber = Registry::default().with(spans).with(logs).with(handle);
         Ok((
             Dispatch::new(subscriber),
             TelemetryGuard {

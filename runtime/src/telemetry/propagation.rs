@@ -57,10 +57,13 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
+/// [`TRACEPARENT`] as a header name, for lookups that need not parse it.
+static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+
 /// The remote parent a request names in `traceparent`/`tracestate`, if it
 /// carries a valid one.
 pub fn extract(headers: &HeaderMap) -> Option<Context> {
-    if !headers.contains_key(TRACEPARENT) {
+    if !headers.contains_key(&TRACEPARENT_HEADER) {
         return None;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));

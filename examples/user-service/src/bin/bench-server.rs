@@ -1,11 +1,17 @@
 //! `bench-server`: the server side of `cargo xtask bench`.
 //!
-//! Serves the same handler ([`Users`], one user created at startup) twice in
-//! one process, so the only difference between the two ports is Keel:
+//! Serves the same handler twice in one process, so the only difference
+//! between the two ports is Keel:
 //!
 //! - `plain`: `UserServiceServer::new(handler)`, plain tonic, no layers;
 //! - `keel`: `user_v1::user_service(handler, &keel)`, the generated server
-//!   wrapped in Keel's metrics and auth (HS256) layers.
+//!   wrapped in Keel's layers (auth with HS256 tokens, metrics, and whatever
+//!   else the generated stack holds). No `tracing` subscriber is installed.
+//!
+//! The handler is [`Users`] (its in-memory SQLite store) with one user
+//! created at startup; `--handler fixed` answers `GetUser` for that user from
+//! memory instead (the other methods still go to [`Users`]), so that a call
+//! costs little besides the gRPC stack and Keel's share is measurable.
 //!
 //! The handler is wrapped in [`Counting`], which counts the `GetUser` calls
 //! that returned `Ok` per port, so the benchmark can check that every response
@@ -62,6 +68,19 @@ struct Args {
     /// Address to bind the three listeners to (ports are chosen by the OS).
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
+    /// `users`: GetUser reads the user from the store; `fixed`: GetUser
+    /// answers the startup user from memory.
+    #[arg(long, value_enum, default_value_t = HandlerKind::Users)]
+    handler: HandlerKind,
+}
+
+/// What answers `GetUser`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum HandlerKind {
+    /// `Users::get_user`: a query of the store.
+    Users,
+    /// The user created at startup, cloned from memory.
+    Fixed,
 }
 
 /// Successful and failed `GetUser` calls of one mode.
@@ -95,6 +114,8 @@ impl Counts {
 /// one counter each.
 struct Counting {
     users: Users,
+    /// With `--handler fixed`: the user GetUser answers from memory.
+    fixed: Option<Arc<User>>,
     counts: Arc<Counts>,
     keel: bool,
 }
@@ -112,7 +133,11 @@ impl Counting {
 #[tonic::async_trait]
 impl UserService for Counting {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        let result = self.users.get_user(request).await;
+        let result = match &self.fixed {
+            Some(user) if request.get_ref().id == user.id => Ok(Response::new(User::clone(user))),
+            Some(_) => Err(Status::not_found("no such user")),
+            None => self.users.get_user(request).await,
+        };
         let counter = self.counter();
         match &result {
             Ok(_) => counter.ok.fetch_add(1, Ordering::Relaxed),
@@ -174,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
     let keel = keel::Keel::new(&config, SERVICES)?;
 
-    let users = Users::default();
+    let users = Users::in_memory().await?;
     let user = users
         .create_user(Request::new(CreateUserRequest {
             name: "Bench User".into(),
@@ -191,7 +216,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(3600),
     )
     .context("minting the bench token (auth.algorithm must be HMAC)")?;
-    let body = grpc_frame(&GetUserRequest { id: user.id });
+    let body = grpc_frame(&GetUserRequest {
+        id: user.id.clone(),
+    });
+    let fixed = (args.handler == HandlerKind::Fixed).then(|| Arc::new(user));
     match &args.token_file {
         Some(path) => std::fs::write(path, &token)
             .with_context(|| format!("writing the token to {}", path.display()))?,
@@ -206,6 +234,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let counts = Arc::new(Counts::default());
     let handler = |keel| Counting {
         users: users.clone(),
+        fixed: fixed.clone(),
         counts: counts.clone(),
         keel,
     };

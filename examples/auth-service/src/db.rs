@@ -1,0 +1,405 @@
+//! The persistent state of the auth service: credentials, sessions
+//! (refresh-token families) and refresh tokens, in a [`Store`].
+//!
+//! Every change holds the store's turn to write ([`Store::write`]) and every
+//! multi-statement change is one transaction that starts with a write (see
+//! [`keel::store`]); the refresh rotation hinges on
+//! `UPDATE … SET spent_at = … WHERE token_hash = … AND spent_at IS NULL`:
+//! of concurrent rotations of one token, exactly one updates a row.
+
+use keel::store::sqlx::{self, Row};
+use keel::store::{Migration, Migrations, Store, StoreConfig, StoreError};
+use keel::with_store;
+
+/// The auth service's schema.
+pub static MIGRATIONS: Migrations = Migrations::new(
+    "auth",
+    &[Migration {
+        version: 1,
+        description: "credentials, sessions and refresh tokens",
+        sql: include_str!("../migrations/0001_init.sql"),
+    }],
+);
+
+/// A stored credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialRow {
+    /// The username (the `sub` of its tokens).
+    pub username: String,
+    /// The argon2id PHC string.
+    pub password_hash: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A new session and its first refresh token.
+#[derive(Clone, Debug)]
+pub struct NewSession<'a> {
+    /// The family id (the `sid` of its access tokens).
+    pub id: &'a str,
+    /// The credential.
+    pub subject: &'a str,
+    /// Space-separated scopes of its tokens.
+    pub scopes: &'a str,
+    /// Unix milliseconds.
+    pub now: i64,
+    /// End of the session, Unix milliseconds.
+    pub expires_at: i64,
+    /// SHA-256 (hex) of the first refresh token.
+    pub token_hash: &'a str,
+    /// Expiry of the first refresh token, Unix milliseconds.
+    pub token_expires_at: i64,
+}
+
+/// What presenting a refresh token to [`AuthStore::rotate`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was spent and the next one stored.
+    Rotated {
+        /// The session.
+        family_id: String,
+        /// Its subject.
+        subject: String,
+        /// Its scopes.
+        scopes: String,
+        /// Expiry of the next token, Unix milliseconds (never past the
+        /// session's end).
+        token_expires_at: i64,
+    },
+    /// No such token.
+    Unknown,
+    /// The token or its session has expired (nothing changed).
+    Expired,
+    /// The session was revoked (nothing changed).
+    Revoked,
+    /// The token had been spent already: its session is now revoked.
+    Reused {
+        /// The session, now revoked.
+        family_id: String,
+    },
+}
+
+/// The state of a session, for `Validate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Not revoked and not past its end.
+    Active,
+    /// Revoked, or past its end.
+    Ended,
+    /// No such session.
+    Unknown,
+}
+
+/// The auth service's tables in a [`Store`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuthStore {
+    store: Store,
+}
+
+impl AuthStore {
+    /// Connects following `config` and applies the migrations.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        AuthStore::new(Store::connect(config).await?).await
+    }
+
+    /// Uses `store`, applying the migrations.
+    pub async fn new(store: Store) -> Result<Self, StoreError> {
+        store.migrate(&MIGRATIONS).await?;
+        Ok(AuthStore { store })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stores a credential unless the username is taken; `true` when created.
+    pub async fn create_credential(
+        &self,
+        username: &str,
+        password_hash: &str,
+        scopes: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.store.write().await;
+        let inserted = with_store!(&self.store, pool => {
+            sqlx::query(
+                "INSERT INTO credentials (username, password_hash, scopes, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(username)
+            .bind(password_hash)
+            .bind(scopes)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
+    /// The credential of `username`.
+    pub async fn credential(&self, username: &str) -> Result<Option<CredentialRow>, StoreError> {
+        let row = with_store!(&self.store, pool => {
+            match sqlx::query(
+                "SELECT username, password_hash, scopes, created_at FROM credentials \
+                 WHERE username = $1",
+            )
+            .bind(username)
+            .fetch_optional(pool)
+            .await?
+            {
+                Some(row) => Some(CredentialRow {
+                    username: row.try_get("username")?,
+                    password_hash: row.try_get("password_hash")?,
+                    scopes: row.try_get("scopes")?,
+                    created_at: row.try_get("created_at")?,
+                }),
+                None => None,
+            }
+        });
+        Ok(row)
+    }
+
+    /// Replaces the password hash of `username` if it is still `old` (an
+    /// upgrade to new argon2 parameters must not undo a password change).
+    pub async fn upgrade_password_hash(
+        &self,
+        username: &str,
+        old: &str,
+        new: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.store.write().await;
+        let updated = with_store!(&self.store, pool => {
+            sqlx::query(
+                "UPDATE credentials SET password_hash = $1, updated_at = $2 \
+                 WHERE username = $3 AND password_hash = $4",
+            )
+            .bind(new)
+            .bind(now)
+            .bind(username)
+            .bind(old)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Stores a new session with its first refresh token, atomically.
+    pub async fn start_session(&self, session: &NewSession<'_>) -> Result<(), StoreError> {
+        let _turn = self.store.write().await;
+        with_store!(&self.store, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO refresh_families (id, subject, scopes, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(session.id)
+            .bind(session.subject)
+            .bind(session.scopes)
+            .bind(session.now)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family_id, issued_at, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(session.token_hash)
+            .bind(session.id)
+            .bind(session.now)
+            .bind(session.token_expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Spends the refresh token whose hash is `old_hash` and stores its
+    /// successor `new_hash` (expiring at `new_expires_at`, capped by the
+    /// session's end), atomically; or says why not. Presenting a spent token
+    /// revokes its session.
+    pub async fn rotate(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: i64,
+    ) -> Result<Rotation, StoreError> {
+        let _turn = self.store.write().await;
+        let rotation = with_store!(&self.store, pool => {
+            let mut tx = pool.begin().await?;
+            // The write comes first: on SQLite it takes the write lock at
+            // once, and on PostgreSQL a concurrent rotation of the same
+            // token waits here and then finds `spent_at` set.
+            let spent = sqlx::query(
+                "UPDATE refresh_tokens SET spent_at = $1 \
+                 WHERE token_hash = $2 AND spent_at IS NULL \
+                 RETURNING family_id, expires_at",
+            )
+            .bind(now)
+            .bind(old_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match spent {
+                Some(row) => {
+                    let family_id: String = row.try_get("family_id")?;
+                    let token_expires_at: i64 = row.try_get("expires_at")?;
+                    let family = sqlx::query(
+                        "SELECT subject, scopes, expires_at, revoked_at FROM refresh_families \
+                         WHERE id = $1",
+                    )
+                    .bind(&family_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let subject: String = family.try_get("subject")?;
+                    let scopes: String = family.try_get("scopes")?;
+                    let session_expires_at: i64 = family.try_get("expires_at")?;
+                    let revoked_at: Option<i64> = family.try_get("revoked_at")?;
+                    if revoked_at.is_some() {
+                        tx.rollback().await?;
+                        Rotation::Revoked
+                    } else if token_expires_at <= now || session_expires_at <= now {
+                        tx.rollback().await?;
+                        Rotation::Expired
+                    } else {
+                        let token_expires_at = new_expires_at.min(session_expires_at);
+                        sqlx::query(
+                            "INSERT INTO refresh_tokens \
+                             (token_hash, family_id, issued_at, expires_at) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(new_hash)
+                        .bind(&family_id)
+                        .bind(now)
+                        .bind(token_expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Rotation::Rotated {
+                            family_id,
+                            subject,
+                            scopes,
+                            token_expires_at,
+                        }
+                    }
+                }
+                None => {
+                    let known = sqlx::query(
+                        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+                    )
+                    .bind(old_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match known {
+                        None => {
+                            tx.rollback().await?;
+                            Rotation::Unknown
+                        }
+                        Some(row) => {
+                            // Spent before: whoever holds it, the session is
+                            // compromised.
+                            let family_id: String = row.try_get("family_id")?;
+                            sqlx::query(
+                                "UPDATE refresh_families \
+                                 SET revoked_at = $1, revoked_reason = 'reuse' \
+                                 WHERE id = $2 AND revoked_at IS NULL",
+                            )
+                            .bind(now)
+                            .bind(&family_id)
+                            .execute(&mut *tx)
+                            .await?;
+                            tx.commit().await?;
+                            Rotation::Reused { family_id }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rotation)
+    }
+
+    /// Revokes the session of the refresh token whose hash is `token_hash`;
+    /// `true` when a session was revoked now.
+    pub async fn revoke_token_session(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.store.write().await;
+        let revoked = with_store!(&self.store, pool => {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'revoke' \
+                 WHERE revoked_at IS NULL \
+                 AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(revoked == 1)
+    }
+
+    /// Revokes every active session of `subject`; returns how many.
+    pub async fn revoke_subject(&self, subject: &str, now: i64) -> Result<u64, StoreError> {
+        let _turn = self.store.write().await;
+        let revoked = with_store!(&self.store, pool => {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'revoke_all' \
+                 WHERE subject = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(subject)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(revoked)
+    }
+
+    /// Whether session `id` is active at `now`.
+    pub async fn session_state(&self, id: &str, now: i64) -> Result<SessionState, StoreError> {
+        let row = with_store!(&self.store, pool => {
+            match sqlx::query("SELECT expires_at, revoked_at FROM refresh_families WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+            {
+                Some(row) => {
+                    let expires_at: i64 = row.try_get("expires_at")?;
+                    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+                    Some((expires_at, revoked_at))
+                }
+                None => None,
+            }
+        });
+        Ok(match row {
+            None => SessionState::Unknown,
+            Some((expires_at, revoked_at)) if revoked_at.is_some() || expires_at <= now => {
+                SessionState::Ended
+            }
+            Some(_) => SessionState::Active,
+        })
+    }
+
+    /// Deletes the sessions (and their tokens) that ended before `before`,
+    /// Unix milliseconds; returns how many.
+    pub async fn purge_sessions_ended_before(&self, before: i64) -> Result<u64, StoreError> {
+        let _turn = self.store.write().await;
+        let deleted = with_store!(&self.store, pool => {
+            sqlx::query("DELETE FROM refresh_families WHERE expires_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+}

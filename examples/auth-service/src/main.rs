@@ -1,0 +1,258 @@
+//! `auth-service`: serves Keel's auth service (the default), and calls a
+//! running one: `login`, `create-credential`, `validate`, `jwks`.
+//!
+//! Passwords are read from standard input (one line), never from the
+//! command line.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use auth_service::auth_v1::auth_service_client::AuthServiceClient;
+use auth_service::auth_v1::{
+    CreateCredentialRequest, GetJwksRequest, LoginRequest, RevokeAllRequest, ValidateRequest,
+};
+use auth_service::{App, DEV_ADMIN_PASSWORD, DEV_SECRET, Settings};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML file layered over the embedded defaults (KEEL_* variables override both).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the auth service (the default).
+    Serve,
+    /// Print the effective configuration, secrets redacted.
+    PrintConfig,
+    /// Log in to a running service; the password is read from stdin. Prints
+    /// the access token (or the whole answer as JSON with --json).
+    Login {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "http://127.0.0.1:50053")]
+        url: String,
+        /// Print the access and refresh tokens and their expiries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a credential (needs a token with auth:admin); the password is
+    /// read from stdin.
+    CreateCredential {
+        #[arg(long)]
+        username: String,
+        /// Scope to grant; repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "http://127.0.0.1:50053")]
+        url: String,
+        /// Bearer token of an administrator (see `login`).
+        #[arg(long, env = "KEEL_TOKEN")]
+        token: String,
+    },
+    /// Ask a running service whether an access token is valid.
+    Validate {
+        access_token: String,
+        #[arg(long, default_value = "http://127.0.0.1:50053")]
+        url: String,
+    },
+    /// Sign out everywhere: revoke every session of a subject (your own by
+    /// default).
+    RevokeAll {
+        #[arg(long, default_value = "")]
+        subject: String,
+        #[arg(long, default_value = "http://127.0.0.1:50053")]
+        url: String,
+        #[arg(long, env = "KEEL_TOKEN")]
+        token: String,
+    },
+    /// Print the JWKS document of a running service (for auth.jwks_file).
+    Jwks {
+        #[arg(long, default_value = "http://127.0.0.1:50053")]
+        url: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(args.config).await?,
+        Command::PrintConfig => {
+            let settings = Settings::load(auth_service::DEFAULT_CONFIG, args.config.as_deref())?;
+            print!("{}", settings.to_toml_redacted());
+        }
+        Command::Login {
+            username,
+            url,
+            json,
+        } => {
+            let password = read_password()?;
+            let reply = client(&url, None)
+                .await?
+                .login(LoginRequest { username, password })
+                .await?
+                .into_inner();
+            if json {
+                let value = serde_json::json!({
+                    "access_token": reply.access_token,
+                    "access_token_expires_at": reply.access_token_expires_at,
+                    "refresh_token": reply.refresh_token,
+                    "refresh_token_expires_at": reply.refresh_token_expires_at,
+                    "scope": reply.scope,
+                    "session_id": reply.session_id,
+                });
+                println!("{value:#}");
+            } else {
+                println!("{}", reply.access_token);
+            }
+        }
+        Command::CreateCredential {
+            username,
+            scopes,
+            url,
+            token,
+        } => {
+            let password = read_password()?;
+            let reply = client(&url, Some(&token))
+                .await?
+                .create_credential(CreateCredentialRequest {
+                    username,
+                    password,
+                    scopes,
+                })
+                .await?
+                .into_inner();
+            println!("{reply:#?}");
+        }
+        Command::Validate { access_token, url } => {
+            let reply = client(&url, None)
+                .await?
+                .validate(ValidateRequest { access_token })
+                .await?
+                .into_inner();
+            println!("{reply:#?}");
+        }
+        Command::RevokeAll {
+            subject,
+            url,
+            token,
+        } => {
+            let reply = client(&url, Some(&token))
+                .await?
+                .revoke_all(RevokeAllRequest { subject })
+                .await?
+                .into_inner();
+            println!("{reply:#?}");
+        }
+        Command::Jwks { url } => {
+            let reply = client(&url, None)
+                .await?
+                .get_jwks(GetJwksRequest {})
+                .await?
+                .into_inner();
+            println!("{}", auth_service::jwks_json(&reply));
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::load(auth_service::DEFAULT_CONFIG, config.as_deref())?;
+    // Logs and tracing as `[telemetry]` says; flushed after draining.
+    let mut telemetry = keel::telemetry::init(&settings.keel)?;
+    let dev_key = settings
+        .keel
+        .auth
+        .keys
+        .iter()
+        .any(|key| key.hmac_secret.as_ref().map(|s| s.expose()) == Some(DEV_SECRET));
+    if dev_key {
+        tracing::warn!(
+            "auth.keys holds the development secret; configure your own keys with --config"
+        );
+    }
+    if settings
+        .bootstrap
+        .admin_password
+        .as_ref()
+        .map(|s| s.expose())
+        == Some(DEV_ADMIN_PASSWORD)
+    {
+        tracing::warn!(
+            "bootstrap.admin_password is the development password; set \
+             KEEL_BOOTSTRAP__ADMIN_PASSWORD"
+        );
+    }
+    tracing::info!(
+        store = %settings.keel.store.url,
+        argon2_memory_kib = settings.passwords.memory_kib,
+        argon2_iterations = settings.passwords.iterations,
+        argon2_parallelism = settings.passwords.parallelism,
+        "starting"
+    );
+    let app = App::new(&settings).await?;
+    let purge = app.spawn_purge();
+    let served = app.server(&settings.keel)?.serve().await;
+    purge.abort();
+    app.handler.store().store().close().await;
+    served?;
+    telemetry.shutdown().await?;
+    Ok(())
+}
+
+/// One line of standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on stdin");
+    Ok(password)
+}
+
+/// Adds `authorization: Bearer <token>` when there is a token.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(bearer) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = AuthServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+async fn client(url: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let bearer = match token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse()
+                .context("the token is not a valid header value")?,
+        ),
+        None => None,
+    };
+    Ok(AuthServiceClient::with_interceptor(channel, Bearer(bearer)))
+}

@@ -1,0 +1,315 @@
+//! The token store on both backends: rotation outcomes with explicit clocks,
+//! and concurrent rotations of one token (exactly one wins).
+
+mod common;
+
+use std::sync::Arc;
+
+use auth_service::{AuthStore, NewSession, Rotation, SessionState, refresh_token_hash};
+use common::{Db, TestDb};
+
+const HOUR: i64 = 3_600_000;
+
+async fn with_credential(store: &AuthStore, username: &str) {
+    assert!(
+        store
+            .create_credential(username, "$argon2id$placeholder", "a b", 0)
+            .await
+            .unwrap()
+    );
+}
+
+/// A session `id` of `subject` whose first token is `token`, at time 0.
+async fn session(store: &AuthStore, id: &str, subject: &str, token: &str) {
+    store
+        .start_session(&NewSession {
+            id,
+            subject,
+            scopes: "a b",
+            now: 0,
+            expires_at: 10 * HOUR,
+            token_hash: &refresh_token_hash(token),
+            token_expires_at: 2 * HOUR,
+        })
+        .await
+        .unwrap();
+}
+
+async fn rotate(store: &AuthStore, old: &str, new: &str, now: i64) -> Rotation {
+    store
+        .rotate(
+            &refresh_token_hash(old),
+            &refresh_token_hash(new),
+            now,
+            now + 2 * HOUR,
+        )
+        .await
+        .unwrap()
+}
+
+async fn credentials_are_unique_and_read_back(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = test.auth_store().await;
+    assert!(
+        store
+            .create_credential("ada", "h1", "x y", 5)
+            .await
+            .unwrap()
+    );
+    assert!(!store.create_credential("ada", "h2", "z", 6).await.unwrap());
+    let ada = store.credential("ada").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ada.username.as_str(),
+            ada.password_hash.as_str(),
+            ada.scopes.as_str(),
+            ada.created_at
+        ),
+        ("ada", "h1", "x y", 5)
+    );
+    assert_eq!(store.credential("bob").await.unwrap(), None);
+    // A hash upgrade applies only over the hash it replaces.
+    assert!(
+        !store
+            .upgrade_password_hash("ada", "other", "h3", 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .upgrade_password_hash("ada", "h1", "h3", 7)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .credential("ada")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "h3"
+    );
+    store.store().close().await;
+}
+
+async fn rotation_spends_and_chains(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = test.auth_store().await;
+    with_credential(&store, "ada").await;
+    session(&store, "s1", "ada", "t1").await;
+
+    match rotate(&store, "t1", "t2", HOUR).await {
+        Rotation::Rotated {
+            family_id,
+            subject,
+            scopes,
+            token_expires_at,
+        } => {
+            assert_eq!(
+                (family_id.as_str(), subject.as_str(), scopes.as_str()),
+                ("s1", "ada", "a b")
+            );
+            assert_eq!(token_expires_at, 3 * HOUR);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        rotate(&store, "t2", "t3", HOUR).await,
+        Rotation::Rotated { .. }
+    ));
+    assert_eq!(rotate(&store, "nope", "t9", HOUR).await, Rotation::Unknown);
+    assert_eq!(
+        store.session_state("s1", HOUR).await.unwrap(),
+        SessionState::Active
+    );
+
+    // Reusing t1 (spent) revokes the session: t3, still unspent, no longer works.
+    assert_eq!(
+        rotate(&store, "t1", "t4", HOUR).await,
+        Rotation::Reused {
+            family_id: "s1".into()
+        }
+    );
+    assert_eq!(
+        store.session_state("s1", HOUR).await.unwrap(),
+        SessionState::Ended
+    );
+    assert_eq!(rotate(&store, "t3", "t5", HOUR).await, Rotation::Revoked);
+    assert_eq!(
+        store.session_state("nope", HOUR).await.unwrap(),
+        SessionState::Unknown
+    );
+    store.store().close().await;
+}
+
+async fn expiry_is_enforced_and_capped_by_the_session(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = test.auth_store().await;
+    with_credential(&store, "ada").await;
+    session(&store, "s1", "ada", "t1").await;
+    // The token expires at 2 h: nothing changes, it is not spent.
+    assert_eq!(
+        rotate(&store, "t1", "t2", 2 * HOUR).await,
+        Rotation::Expired
+    );
+    assert_eq!(
+        rotate(&store, "t1", "t2", 2 * HOUR + 1).await,
+        Rotation::Expired
+    );
+
+    session(&store, "s2", "ada", "u1").await;
+    // The successor of a token rotated at 9 h would expire at 11 h: capped at
+    // the session's end, 10 h.
+    let mut now = HOUR;
+    let mut token = "u1".to_owned();
+    for i in 2..=9 {
+        let next = format!("u{i}");
+        match rotate(&store, &token, &next, now).await {
+            Rotation::Rotated {
+                token_expires_at, ..
+            } => {
+                assert_eq!(token_expires_at, (now + 2 * HOUR).min(10 * HOUR));
+            }
+            other => panic!("{other:?}"),
+        }
+        token = next;
+        now += HOUR;
+    }
+    assert_eq!(
+        rotate(&store, &token, "late", 10 * HOUR).await,
+        Rotation::Expired
+    );
+    assert_eq!(
+        store.session_state("s2", 10 * HOUR).await.unwrap(),
+        SessionState::Ended
+    );
+    store.store().close().await;
+}
+
+async fn revocation_by_token_and_by_subject(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = test.auth_store().await;
+    with_credential(&store, "ada").await;
+    with_credential(&store, "bob").await;
+    session(&store, "a1", "ada", "ta1").await;
+    session(&store, "a2", "ada", "ta2").await;
+    session(&store, "b1", "bob", "tb1").await;
+
+    assert!(
+        store
+            .revoke_token_session(&refresh_token_hash("ta1"), 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_token_session(&refresh_token_hash("ta1"), 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_token_session(&refresh_token_hash("unknown"), 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(rotate(&store, "ta1", "x", 3).await, Rotation::Revoked);
+
+    assert_eq!(
+        store.revoke_subject("ada", 4).await.unwrap(),
+        1,
+        "a2 only: a1 was revoked"
+    );
+    assert_eq!(store.revoke_subject("ada", 5).await.unwrap(), 0);
+    assert_eq!(rotate(&store, "ta2", "y", 6).await, Rotation::Revoked);
+    assert!(matches!(
+        rotate(&store, "tb1", "z", 6).await,
+        Rotation::Rotated { .. }
+    ));
+
+    // Sessions ended long ago are purged with their tokens.
+    assert_eq!(
+        store.purge_sessions_ended_before(11 * HOUR).await.unwrap(),
+        3
+    );
+    assert_eq!(rotate(&store, "z", "zz", 7).await, Rotation::Unknown);
+    store.store().close().await;
+}
+
+/// Many tasks rotate the same token at once, through two stores (two
+/// connection pools, as two replicas would; each store queues its own
+/// writers, so the database arbitrates between the two): exactly one
+/// succeeds, the others see a spent token, and the session ends revoked
+/// (reuse detection), which the winner's new token then shows.
+async fn concurrent_rotations_of_one_token_exactly_one_wins(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = test.auth_store().await;
+    let replicas = [store.clone(), test.auth_store().await];
+    with_credential(&store, "ada").await;
+    const RACERS: usize = 8;
+    for round in 0..10 {
+        let family = format!("s{round}");
+        let first = format!("first-{round}");
+        session(&store, &family, "ada", &first).await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let store = replicas[i % 2].clone();
+                let barrier = barrier.clone();
+                let first = first.clone();
+                tokio::spawn(async move {
+                    let next = format!("next-{round}-{i}");
+                    barrier.wait().await;
+                    (next.clone(), rotate(&store, &first, &next, HOUR).await)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut reused = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                (next, Rotation::Rotated { .. }) => winners.push(next),
+                (_, Rotation::Reused { family_id }) => {
+                    assert_eq!(family_id, family);
+                    reused += 1;
+                }
+                (_, other) => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one rotation wins");
+        assert_eq!(reused, RACERS - 1);
+        assert_eq!(
+            rotate(&store, &winners[0], "after", HOUR).await,
+            Rotation::Revoked,
+            "the losers' reuse revoked the session"
+        );
+    }
+    for replica in replicas {
+        replica.store().close().await;
+    }
+}
+
+async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = test.store().await;
+    AuthStore::new(store.clone()).await.unwrap();
+    AuthStore::new(store.clone()).await.unwrap();
+    let applied: i64 = keel::with_store!(&store, pool => {
+        keel::store::sqlx::query_scalar("SELECT COUNT(*) FROM _keel_auth_migrations")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(applied, 1);
+    store.close().await;
+}
+
+on_both_backends!(
+    credentials_are_unique_and_read_back,
+    rotation_spends_and_chains,
+    expiry_is_enforced_and_capped_by_the_session,
+    revocation_by_token_and_by_subject,
+    concurrent_rotations_of_one_token_exactly_one_wins,
+    migrations_are_idempotent_and_recorded_per_service,
+);

@@ -1,0 +1,229 @@
+//! The user service over its store, on SQLite and on PostgreSQL: users
+//! survive a restart, ids stay unique under concurrent writers, imports are
+//! all or nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use tonic::Code;
+use user_service::Users;
+use user_service::user_v1::{
+    CreateUserRequest, ExportUsersRequest, GetUserRequest, ListUsersRequest,
+};
+
+fn new(i: usize) -> CreateUserRequest {
+    CreateUserRequest {
+        name: format!("User {i}"),
+        email: format!("user{i}@example.com"),
+    }
+}
+
+fn writer() -> String {
+    sign_hs(Algorithm::HS256, &claims("users:read users:write"))
+}
+
+async fn users_survive_a_restart(db: Db) {
+    let test = TestDb::new(db).await;
+    let token = writer();
+    let users = Users::connect(&test.config).await.expect("store");
+    let server = Server::start_with(config(), users.clone()).await;
+    let mut client = server.client().await;
+    let ada = client
+        .create_user(with_token(
+            CreateUserRequest {
+                name: "  Ada  ".into(),
+                email: "ada@example.com".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ada.id.as_str(), ada.name.as_str()), ("u-000001", "Ada"));
+    server.stop().await;
+    users.store().close().await;
+
+    let users = Users::connect(&test.config).await.expect("store again");
+    let server = Server::start_with(config(), users.clone()).await;
+    let mut client = server.client().await;
+    let got = client
+        .get_user(with_token(GetUserRequest { id: ada.id.clone() }, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, ada, "the same user, timestamps included");
+    let bob = client
+        .create_user(with_token(new(2), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.id, "u-000002", "ids go on after a restart");
+    let status = client
+        .create_user(with_token(
+            CreateUserRequest {
+                name: "Ada again".into(),
+                email: "ada@example.com".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::AlreadyExists,
+            "a user with email \"ada@example.com\" exists"
+        )
+    );
+    server.stop().await;
+    users.store().close().await;
+}
+
+async fn concurrent_creates_get_distinct_ids(db: Db) {
+    let test = TestDb::new(db).await;
+    let users = Users::connect(&test.config).await.expect("store");
+    let server = Arc::new(Server::start_with(config(), users.clone()).await);
+    let token = Arc::new(writer());
+    let creates: Vec<_> = (0..24)
+        .map(|i| {
+            let server = server.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut client = server.client().await;
+                client
+                    .create_user(with_token(new(i), &token))
+                    .await
+                    .map(|r| r.into_inner().id)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for create in creates {
+        ids.push(create.await.unwrap().expect("created"));
+    }
+    ids.sort();
+    let expected: Vec<String> = (1..=24).map(|i| format!("u-{i:06}")).collect();
+    assert_eq!(ids, expected);
+    drop(server);
+    users.store().close().await;
+}
+
+async fn listing_exporting_and_all_or_nothing_imports(db: Db) {
+    let test = TestDb::new(db).await;
+    let users = Users::connect(&test.config).await.expect("store");
+    let server = Server::start_with(config(), users.clone()).await;
+    let mut client = server.client().await;
+    let token = writer();
+    let imported = client
+        .import_users(with_token(
+            tokio_stream::iter((0..7).map(new).collect::<Vec<_>>()),
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(imported.users.len(), 7);
+
+    // One email is taken: the whole import fails and creates nothing.
+    let status = client
+        .import_users(with_token(tokio_stream::iter(vec![new(7), new(3)]), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::AlreadyExists,
+            "a user with email \"user3@example.com\" exists"
+        )
+    );
+    let status = client
+        .import_users(with_token(tokio_stream::iter(vec![new(8), new(8)]), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_users(with_token(
+                ListUsersRequest {
+                    page_size: 3,
+                    page_token: page_token.clone(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.users.iter().map(|u| u.id.clone()).collect::<Vec<_>>());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(
+        pages,
+        [
+            vec!["u-000001", "u-000002", "u-000003"],
+            vec!["u-000004", "u-000005", "u-000006"],
+            vec!["u-000007"],
+        ]
+    );
+    for bad in ["nope", "u-", "u-12x"] {
+        let status = client
+            .list_users(with_token(
+                ListUsersRequest {
+                    page_size: 0,
+                    page_token: bad.into(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}");
+    }
+
+    let mut stream = client
+        .export_users(with_token(ExportUsersRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut exported = Vec::new();
+    while let Some(user) = stream.message().await.unwrap() {
+        exported.push(user.id);
+    }
+    assert_eq!(exported.len(), 7, "the failed imports created nothing");
+    server.stop().await;
+    users.store().close().await;
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    users_survive_a_restart,
+    concurrent_creates_get_distinct_ids,
+    listing_exporting_and_all_or_nothing_imports,
+);
