@@ -305,3 +305,49 @@ impl std::io::Write for Writer {
         Ok(())
     }
 }
+
+/// Whether the span a handler runs in is sampled, for `calls` root calls
+/// (no `traceparent`) at `ratio`.
+async fn sampled_roots(ratio: &str, calls: usize) -> usize {
+    let config = load(&[("KEEL_TELEMETRY__SAMPLING_RATIO", ratio)]).expect("valid");
+    let (dispatch, _guard) = keel::telemetry::builder(&config)
+        .writer(std::io::sink)
+        .build()
+        .expect("telemetry");
+    let _default = tracing::dispatcher::set_default(&dispatch);
+    let service = TraceLayer::new(&POLICY).layer(tower::service_fn(
+        |_: http::Request<Empty<bytes::Bytes>>| async {
+            let sc = opentelemetry::Context::map_current(|cx| cx.span().span_context().clone());
+            assert!(sc.is_valid() && !sc.is_remote(), "{sc:?}");
+            let mut response = http::Response::new(Empty::<bytes::Bytes>::new());
+            if sc.is_sampled() {
+                response
+                    .headers_mut()
+                    .insert("x-sampled", http::HeaderValue::from_static("1"));
+            }
+            response
+                .headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static("0"));
+            Ok::<_, Infallible>(response)
+        },
+    ));
+    let mut sampled = 0;
+    for _ in 0..calls {
+        let request = http::Request::builder()
+            .uri("http://localhost/test.v1.Things/Read")
+            .body(Empty::new())
+            .expect("request");
+        let response = service.clone().oneshot(request).await.expect("infallible");
+        sampled += usize::from(response.headers().contains_key("x-sampled"));
+    }
+    sampled
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn root_spans_are_sampled_at_the_configured_ratio() {
+    assert_eq!(sampled_roots("0", 200).await, 0);
+    assert_eq!(sampled_roots("1", 200).await, 200);
+    // Decided once per trace: at 0.5 about half, not a quarter.
+    let half = sampled_roots("0.5", 1000).await;
+    assert!((400..=600).contains(&half), "{half} of 1000 sampled");
+}

@@ -29,6 +29,17 @@
 //!
 //! `--quick` is a smoke run (few requests, no criterion); its figures are
 //! not meaningful.
+//!
+//! `--traced` measures the full stack with telemetry on: bench-server calls
+//! `keel::telemetry::init` with sampling ratio 1% (`--sampling R` to change
+//! it) and an OTLP/gRPC exporter (batch span processor) pointed at a trace
+//! sink, `bench-server --otlp-sink`, a second process pinned to h2load's core
+//! (as a collector would run elsewhere) that counts the spans it receives.
+//! So "keel" then pays, on the server's core, for the server span of every
+//! call (ids, sampling decision, context), the recording of the sampled ones
+//! and their batched encoding and export. Target: keel ≥ 0.93× plain. After
+//! the rounds it checks that the sink received about `R` of the keel calls
+//! as spans.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -42,6 +53,11 @@ use anyhow::{Context, bail, ensure};
 
 /// Target: keel throughput at least this fraction of plain.
 const TARGET_RATIO: f64 = 0.95;
+/// Target with `--traced`: keel with telemetry on (sampling 1%, exporting)
+/// at least this fraction of plain.
+const TARGET_RATIO_TRACED: f64 = 0.93;
+/// Sampling ratio of `--traced` unless `--sampling` says otherwise.
+const TRACED_SAMPLING: f64 = 0.01;
 /// Target: keel adds at most this much server CPU per request, in µs.
 const TARGET_ADDED_CPU_US: f64 = 0.5;
 
@@ -61,6 +77,8 @@ struct Options {
     criterion: bool,
     quick: bool,
     handlers: Vec<Handler>,
+    /// `--traced`: the sampling ratio of Keel's telemetry in bench-server.
+    traced: Option<f64>,
 }
 
 /// What answers `GetUser` in the bench server (`bench-server --handler`).
@@ -110,6 +128,7 @@ impl Options {
             criterion: true,
             quick: false,
             handlers: vec![Handler::Fixed, Handler::Users],
+            traced: None,
         };
         let mut rounds = None;
         let mut requests = None;
@@ -122,6 +141,18 @@ impl Options {
             };
             match *arg {
                 "--quick" => options.quick = true,
+                "--traced" => {
+                    options.traced.get_or_insert(TRACED_SAMPLING);
+                }
+                "--sampling" => {
+                    let v = value("--sampling")?;
+                    let ratio = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .with_context(|| format!("--sampling: {v:?} is not a ratio in 0..=1"))?;
+                    options.traced = Some(ratio);
+                }
                 "--no-criterion" => options.criterion = false,
                 "--rounds" => {
                     let v = value("--rounds")?;
@@ -146,7 +177,8 @@ impl Options {
                 }
                 other => bail!(
                     "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
-                     [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both]"
+                     [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both] \
+                     [--traced [--sampling R]]"
                 ),
             }
         }
@@ -273,7 +305,23 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         if options.quick { 0 } else { MAX_REPEATS }
     );
     for &handler in &options.handlers {
-        let server = Server::start(&server_bin, handler, &token_file, &body_file, &pinning)?;
+        // `--traced`: a trace sink in its own process, on h2load's core, like
+        // a collector elsewhere; the server exports to it.
+        let sink = match options.traced {
+            Some(ratio) => Some((Sink::start(&server_bin, &pinning)?, ratio)),
+            None => None,
+        };
+        let traced = sink
+            .as_ref()
+            .map(|(sink, ratio)| (*ratio, format!("http://{}", sink.otlp)));
+        let server = Server::start(
+            &server_bin,
+            handler,
+            &token_file,
+            &body_file,
+            &pinning,
+            traced,
+        )?;
         let token = std::fs::read_to_string(&token_file)
             .with_context(|| format!("reading {}", token_file.display()))?;
         let token = token.trim();
@@ -286,11 +334,22 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             handler.name(),
             handler.describe()
         );
+        if let Some(ratio) = options.traced {
+            println!(
+                "--traced: keel runs with telemetry on: sampling ratio {ratio}, spans batched and \
+                 exported over OTLP/gRPC to the sink (plain is unchanged)"
+            );
+        }
         let rounds = run_rounds(
             &server, &options, requests, warmup, token, &body_file, &pinning, clk_tck,
         )?;
+        if let Some((sink, ratio)) = &sink {
+            let keel_calls = server.counts()?.get("keel_ok").copied().unwrap_or(0);
+            check_exported_spans(sink, *ratio, keel_calls)?;
+        }
         drop(server);
-        summarize(&rounds.samples, options.quick);
+        drop(sink);
+        summarize(&rounds.samples, options.quick, options.traced);
         if rounds.repeated > 0 || rounds.kept_disturbed > 0 {
             println!(
                 "note: {} round(s) repeated because other work used the cores; \
@@ -304,7 +363,8 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench layer):");
         super::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "layer"]))?;
     }
-    Ok(())
+    println!("\nauth service (cargo xtask bench-auth):");
+    crate::bench_auth::run(if options.quick { &["--quick"] } else { &[] })
 }
 
 /// The measured rounds against one server.
@@ -386,6 +446,45 @@ fn run_rounds(
         }
     }
     Ok(rounds)
+}
+
+/// With `--traced`: the spans the sink received, once the batch processor
+/// has flushed (it exports at least every 5 s), must be about `ratio` of the
+/// keel calls: sampling and export really ran.
+fn check_exported_spans(sink: &Sink, ratio: f64, keel_calls: u64) -> anyhow::Result<()> {
+    let spans = |sink: &Sink| -> anyhow::Result<u64> {
+        let body = http_get(sink.http, "/counts")?;
+        let spans = body
+            .lines()
+            .find_map(|l| l.strip_prefix("otlp_spans "))
+            .context("the sink's /counts has no otlp_spans")?;
+        spans
+            .trim()
+            .parse()
+            .with_context(|| format!("bad otlp_spans {spans:?}"))
+    };
+    let expected = ratio * keel_calls as f64;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = spans(sink)?;
+    loop {
+        std::thread::sleep(Duration::from_secs(6));
+        let now = spans(sink)?;
+        let settled = now == last;
+        last = now;
+        if settled || Instant::now() > deadline {
+            break;
+        }
+    }
+    println!(
+        "exported spans: {last} for {keel_calls} keel calls ({:.3}%; sampling ratio {:.3}%)",
+        100.0 * last as f64 / keel_calls.max(1) as f64,
+        100.0 * ratio
+    );
+    ensure!(
+        (last as f64) >= 0.5 * expected && (last as f64) <= 1.5 * expected + 10.0,
+        "the sink received {last} spans; about {expected:.0} were expected"
+    );
+    Ok(())
 }
 
 /// One h2load run against `mode`, verified.
@@ -546,7 +645,7 @@ fn non_negative(x: f64) -> f64 {
     if x < 0.0 { 0.0 } else { x }
 }
 
-fn summarize(samples: &[Sample], quick: bool) {
+fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
     let stat = |mode: Mode, f: fn(&Sample) -> f64| {
         let mut values: Vec<f64> = samples.iter().filter(|s| s.mode == mode).map(f).collect();
         median(&mut values)
@@ -595,18 +694,35 @@ fn summarize(samples: &[Sample], quick: bool) {
         .map(|(p, k)| k.cpu_us_per_req - p.cpu_us_per_req)
         .collect();
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    let target = match traced {
+        Some(_) => TARGET_RATIO_TRACED,
+        None => TARGET_RATIO,
+    };
+    if let Some(sampling) = traced {
+        println!(
+            "(keel = the full stack with telemetry on, sampling {:.1}%, exporting)",
+            sampling * 100.0
+        );
+    }
     println!(
         "\nkeel/plain throughput: {ratio:.3}x (paired per round: median {:.3}x)   \
-         target >= {TARGET_RATIO}x: {}",
+         target >= {target}x: {}",
         median(&mut paired_ratio),
-        verdict(ratio >= TARGET_RATIO)
+        verdict(ratio >= target)
     );
-    println!(
-        "keel added CPU:        {added:+.2} µs/request (paired per round: median {:+.2})   \
-         target <= {TARGET_ADDED_CPU_US} µs: {}",
-        median(&mut paired_added),
-        verdict(added <= TARGET_ADDED_CPU_US)
-    );
+    match traced {
+        Some(_) => println!(
+            "keel added CPU:        {added:+.2} µs/request (paired per round: median {:+.2})   \
+             (the {TARGET_ADDED_CPU_US} µs target is for keel without telemetry)",
+            median(&mut paired_added),
+        ),
+        None => println!(
+            "keel added CPU:        {added:+.2} µs/request (paired per round: median {:+.2})   \
+             target <= {TARGET_ADDED_CPU_US} µs: {}",
+            median(&mut paired_added),
+            verdict(added <= TARGET_ADDED_CPU_US)
+        ),
+    }
     println!(
         "verified: every response h2load counted as succeeded was a successful GetUser \
          (server counters; for keel also grpc_server_handled_total)"
@@ -719,6 +835,7 @@ impl Server {
         token_file: &Path,
         body_file: &Path,
         pinning: &Pinning,
+        traced: Option<(f64, String)>,
     ) -> anyhow::Result<Server> {
         ensure!(bin.exists(), "{} was not built", bin.display());
         let _ = std::fs::remove_file(token_file);
@@ -729,7 +846,15 @@ impl Server {
             .arg("--token-file")
             .arg(token_file)
             .arg("--body-file")
-            .arg(body_file)
+            .arg(body_file);
+        if let Some((ratio, endpoint)) = traced {
+            command
+                .arg("--trace-sampling")
+                .arg(ratio.to_string())
+                .arg("--otlp-endpoint")
+                .arg(endpoint);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -844,6 +969,80 @@ impl Server {
 }
 
 impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `bench-server --otlp-sink` for `--traced`: an OTLP trace collector that
+/// counts spans, pinned to h2load's core; killed when dropped.
+struct Sink {
+    child: Child,
+    otlp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Sink {
+    fn start(bin: &Path, pinning: &Pinning) -> anyhow::Result<Sink> {
+        ensure!(bin.exists(), "{} was not built", bin.display());
+        let mut command = pinning.command(pinning.client_core, bin);
+        command
+            .arg("--otlp-sink")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        let stdout = child.stdout.take();
+        // From here on, dropping `sink` kills the process.
+        let mut sink = Sink {
+            child,
+            otlp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let stdout = stdout.context("the sink's stdout was not captured")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("bench-sink ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("the trace sink did not announce its ports")?;
+        for part in line.split_whitespace().skip(1) {
+            let (key, value) = part
+                .split_once('=')
+                .with_context(|| format!("bad sink line {line:?}"))?;
+            let addr: SocketAddr = value
+                .parse()
+                .with_context(|| format!("bad address {value:?} in {line:?}"))?;
+            match key {
+                "otlp" => sink.otlp = addr,
+                "http" => sink.http = addr,
+                _ => {}
+            }
+        }
+        ensure!(
+            sink.otlp.port() != 0 && sink.http.port() != 0,
+            "sink line {line:?} lacks otlp= or http="
+        );
+        println!(
+            "trace sink pid {}: otlp {}, http {}",
+            sink.child.id(),
+            sink.otlp,
+            sink.http
+        );
+        Ok(sink)
+    }
+}
+
+impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,5 +1,7 @@
 //! Project automation for Keel, run as `cargo xtask <command>`:
 //!
+//! - `run` builds the example services and runs them together (the
+//!   README's main job).
 //! - `gen` regenerates the examples' checked-in code from their protos;
 //!   `gen --check` fails when the checked-in code is stale.
 //! - `test` installs what the tests need on a fresh machine, then runs them.
@@ -11,6 +13,7 @@ mod bench;
 mod bench_auth;
 mod codegen;
 mod postgres;
+mod run;
 mod test;
 
 use std::process::ExitCode;
@@ -24,9 +27,10 @@ fn main() -> ExitCode {
         ["test", rest @ ..] => test::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["bench-auth", rest @ ..] => bench_auth::run(rest),
+        ["run", rest @ ..] => run::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask gen [--check] | test [-- <cargo test args>] | bench [--quick] | bench-auth [--quick]"
+                "usage: cargo xtask run | gen [--check] | test [-- <cargo test args>] | bench [--quick] | bench-auth [--quick]"
             );
             return ExitCode::from(2);
         }

@@ -17,7 +17,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::auth::TokenSource;
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer};
-use crate::metrics::codes::parse_status;
+use crate::metrics::codes::{GRPC_STATUS, parse_status};
 use crate::policy::ServicePolicy;
 use crate::telemetry::{client_span, end_client_span, propagation};
 
@@ -186,7 +186,7 @@ where
                 Ok(response) => {
                     let mut call = pending.0.take();
                     if let Some(call) = call.as_mut() {
-                        call.header_code = response.headers().get("grpc-status").map(parse_status);
+                        call.header_code = response.headers().get(&GRPC_STATUS).map(parse_status);
                     }
                     Ok(response.map(|body| ObservedBody::new(body, call)))
                 }

@@ -12,7 +12,7 @@ use prometheus::IntCounter;
 use tonic::Code;
 
 use super::ServiceMetrics;
-use super::codes::parse_status;
+use super::codes::{GRPC_STATUS, parse_status};
 
 /// Counts length-prefixed gRPC messages across arbitrarily split data frames.
 #[derive(Debug, Default)]
@@ -239,7 +239,7 @@ impl<B: Body<Data = Bytes>, O: Observer> Body for ObservedBody<B, O> {
                     && let Some(call) = this.call.take()
                 {
                     let code = trailers
-                        .get("grpc-status")
+                        .get(&GRPC_STATUS)
                         .map(parse_status)
                         .or(call.header_code())
                         .unwrap_or(Code::Unknown);

@@ -24,6 +24,10 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// The `grpc-status` header name, pre-parsed: looking a header up by a
+/// `&str` parses the name on every call.
+pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The code in a `grpc-status` value; `Unknown` for anything unparsable, as
 /// the gRPC spec says a client must treat it.
 pub(crate) fn parse_status(value: &http::HeaderValue) -> Code {

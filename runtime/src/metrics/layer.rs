@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::ServiceMetrics;
 use super::body::{Call, CountingBody, MessageCounter, ObservedBody};
-use super::codes::parse_status;
+use super::codes::{GRPC_STATUS, parse_status};
 
 /// Records go-grpc-prometheus metrics for one service; see the [module docs](super).
 ///
@@ -135,7 +135,7 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 if let Some(call) = call.as_mut() {
-                    call.header_code = response.headers().get("grpc-status").map(parse_status);
+                    call.header_code = response.headers().get(&GRPC_STATUS).map(parse_status);
                 }
                 Ok(response.map(|body| ObservedBody::new(body, call)))
             }

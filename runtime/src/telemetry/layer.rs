@@ -9,14 +9,20 @@
 //! carry its ids.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::{HeaderMap, Request, Response};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
+    Tracer as _,
+};
 use opentelemetry::{Context as OtelContext, KeyValue};
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, ShouldSample,
+};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
@@ -25,7 +31,7 @@ use tracing::Span;
 use super::propagation;
 use crate::metrics::body::{ObservedBody, Observer};
 use crate::metrics::code_name;
-use crate::metrics::codes::parse_status;
+use crate::metrics::codes::{GRPC_STATUS, parse_status};
 use crate::policy::{MethodPolicy, ServicePolicy};
 
 /// Target of the client layer's per-call `tracing` spans. They are at
@@ -33,18 +39,41 @@ use crate::policy::{MethodPolicy, ServicePolicy};
 /// [`init`](super::init) exports them whatever the log filter says.
 pub const RPC_TARGET: &str = "keel::rpc";
 
-/// The tracer of the subscriber Keel's telemetry installed, found through the
-/// current `tracing` dispatcher (so each dispatcher, and each service name,
-/// has its own): a layer that does nothing but hold it.
+/// The tracer of the subscriber Keel's telemetry installed, and the sampler
+/// it was configured with, found through the current `tracing` dispatcher
+/// (so each dispatcher, and each service name, has its own): a layer that
+/// does nothing but hold them.
 #[derive(Debug)]
-pub(crate) struct TracerHandle(pub(crate) SdkTracer);
+pub(crate) struct TracerHandle {
+    pub(crate) tracer: SdkTracer,
+    /// The provider's sampler, to decide before building anything.
+    pub(crate) sampler: Sampler,
+    pub(crate) ids: RandomIdGenerator,
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TracerHandle {}
 
-/// The tracer of the current dispatcher, when it was built by
-/// [`builder`](super::builder).
-fn current_tracer() -> Option<SdkTracer> {
-    tracing::dispatcher::get_default(|d| d.downcast_ref::<TracerHandle>().map(|h| h.0.clone()))
+thread_local! {
+    /// The trace id [`KeelIdGenerator`] gives the next root span started on
+    /// this thread: the one [`server_span`] already sampled.
+    static NEXT_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// The tracer provider's id generator: random ids, except that a root server
+/// span gets the trace id its sampling was decided on.
+#[derive(Debug, Default)]
+pub(crate) struct KeelIdGenerator(RandomIdGenerator);
+
+impl IdGenerator for KeelIdGenerator {
+    fn new_trace_id(&self) -> TraceId {
+        NEXT_TRACE_ID
+            .with(Cell::take)
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
 }
 
 /// Which side of a call a span describes: it decides the span kind and which
@@ -133,22 +162,53 @@ pub(crate) fn end_client_span(span: Span, code: Code, carrier: Option<&HeaderMap
     }
 }
 
-/// Opens the server span of one call of `method` with `tracer`, a child of
-/// the request's remote parent when it names one, and returns its context.
+/// Opens the server span of one call of `method`, a child of the request's
+/// remote parent when it names one, and returns its context.
+///
+/// The sampler decides first, on the trace id the span will have. An
+/// unsampled span (most of them) is only ids, which travel on to logs and
+/// outgoing calls: nothing is built or boxed. A sampled one is built by the
+/// SDK, which samples again, on the same trace id (given to it through
+/// [`KeelIdGenerator`] for a root span), so it agrees.
 fn server_span(
-    tracer: &SdkTracer,
+    handle: &TracerHandle,
     policy: &'static ServicePolicy,
     method: &'static MethodPolicy,
     headers: &HeaderMap,
 ) -> OtelContext {
     let parent = propagation::extract(headers).unwrap_or_default();
-    let builder = tracer
-        .span_builder(span_name(method))
-        .with_kind(SpanKind::Server);
+    let (root, trace_id) = {
+        let remote = parent.span();
+        let remote = remote.span_context();
+        match remote.is_valid() {
+            true => (false, remote.trace_id()),
+            false => (true, handle.ids.new_trace_id()),
+        }
+    };
+    let name = span_name(method);
+    let sampling =
+        handle
+            .sampler
+            .should_sample(Some(&parent), trace_id, name, &SpanKind::Server, &[], &[]);
+    if sampling.decision == SamplingDecision::Drop {
+        let ids = SpanContext::new(
+            trace_id,
+            handle.ids.new_span_id(),
+            TraceFlags::default(),
+            false,
+            sampling.trace_state,
+        );
+        return parent.with_remote_span_context(ids);
+    }
+    let tracer = &handle.tracer;
+    let builder = tracer.span_builder(name).with_kind(SpanKind::Server);
+    if root {
+        NEXT_TRACE_ID.with(|next| next.set(Some(trace_id)));
+    }
     let mut span = tracer.build_with_context(builder, &parent);
+    // Unused when the provider is shut down: never leave it for another span.
+    NEXT_TRACE_ID.with(|next| next.set(None));
     if !span.is_recording() {
-        // Unsampled: only its ids travel on (to logs and outgoing calls),
-        // without boxing a span that records nothing.
         return parent.with_remote_span_context(span.span_context().clone());
     }
     span.set_attributes([
@@ -254,8 +314,13 @@ where
         let traced = self
             .policy
             .method(req.uri().path())
-            .and_then(|(_, method)| Some((method, current_tracer()?)));
-        let Some((method, tracer)) = traced else {
+            .and_then(|(_, method)| {
+                tracing::dispatcher::get_default(|d| {
+                    let handle = d.downcast_ref::<TracerHandle>()?;
+                    Some(server_span(handle, self.policy, method, req.headers()))
+                })
+            });
+        let Some(cx) = traced else {
             return TraceFuture {
                 inner: self.inner.call(req),
                 cx: None,
@@ -263,7 +328,6 @@ where
         };
         // The inner layers' `call` only inspects headers and builds the
         // future; the handler runs when it is polled, context attached.
-        let cx = server_span(&tracer, self.policy, method, req.headers());
         TraceFuture {
             inner: self.inner.call(req),
             cx: Some(cx),
@@ -311,7 +375,7 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 let observer = otel.and_then(|otel| {
-                    match response.headers().get("grpc-status").map(parse_status) {
+                    match response.headers().get(&GRPC_STATUS).map(parse_status) {
                         // Trailers-only response: the call ended here.
                         Some(code) => {
                             end_server_span(&otel, code, Some(response.headers()));

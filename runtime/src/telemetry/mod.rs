@@ -63,7 +63,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{RandomIdGenerator, Sampler, SdkTracerProvider};
 use tracing::Dispatch;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, ParseError, Targets};
 use tracing_subscriber::fmt::MakeWriter;
@@ -71,7 +71,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
 pub use format::current_ids;
-use layer::TracerHandle;
+use layer::{KeelIdGenerator, TracerHandle};
 pub use layer::{RPC_TARGET, TraceFuture, TraceLayer, TraceService};
 pub(crate) use layer::{client_span, end_client_span};
 
@@ -167,7 +167,12 @@ where
         let provider = tracer_provider(&self.config.service.name, settings)?;
         let tracer = provider.tracer(SCOPE);
         // Holds the tracer for `TraceLayer`'s server spans; sees no event.
-        let handle = TracerHandle(tracer.clone()).with_filter(LevelFilter::OFF);
+        let handle = TracerHandle {
+            tracer: tracer.clone(),
+            sampler: sampler(settings),
+            ids: RandomIdGenerator::default(),
+        }
+        .with_filter(LevelFilter::OFF);
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
@@ -235,6 +240,7 @@ fn tracer_provider(
         .build();
     let mut provider = SdkTracerProvider::builder()
         .with_sampler(sampler(settings))
+        .with_id_generator(KeelIdGenerator::default())
         .with_resource(resource);
     if let Some(endpoint) = &settings.otlp_endpoint {
         if tokio::runtime::Handle::try_current().is_err() {

@@ -6,7 +6,11 @@
 //! - `plain`: `UserServiceServer::new(handler)`, plain tonic, no layers;
 //! - `keel`: `user_v1::user_service(handler, &keel)`, the generated server
 //!   wrapped in Keel's layers (auth with HS256 tokens, metrics, and whatever
-//!   else the generated stack holds). No `tracing` subscriber is installed.
+//!   else the generated stack holds). No `tracing` subscriber is installed,
+//!   unless `--trace-sampling R` (`cargo xtask bench --traced`): then
+//!   `keel::telemetry::init` runs with sampling ratio `R`, logs at `warn`, and
+//!   the OTLP/gRPC exporter pointed at `--otlp-endpoint`, so `keel` is the
+//!   full stack with tracing on (plain tonic makes no spans).
 //!
 //! The handler is [`Users`] (its in-memory SQLite store) with one user
 //! created at startup; `--handler fixed` answers `GetUser` for that user from
@@ -25,6 +29,11 @@
 //! `--body-file` (or prints them), then prints one line
 //! `bench-server plain=ADDR keel=ADDR http=ADDR` and serves until killed.
 //!
+//! `bench-server --otlp-sink` is the collector of `--traced`: it only serves
+//! an OTLP trace service that counts the exports and spans it receives
+//! (`GET /counts` on its HTTP port) and prints
+//! `bench-sink otlp=ADDR http=ADDR`.
+//!
 //! Runtime: one tokio runtime for all three servers, multi-threaded with a
 //! single worker thread. The benchmark pins the process to one core, so one
 //! worker is what that core can run; the multi-thread scheduler is the one a
@@ -42,6 +51,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use keel::config::Config;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -72,6 +87,47 @@ struct Args {
     /// answers the startup user from memory.
     #[arg(long, value_enum, default_value_t = HandlerKind::Users)]
     handler: HandlerKind,
+    /// Turn Keel's telemetry on with this sampling ratio (`cargo xtask bench
+    /// --traced`), exporting spans over OTLP/gRPC, batched, to `--otlp-endpoint`.
+    #[arg(long, requires = "otlp_endpoint")]
+    trace_sampling: Option<f64>,
+    /// The OTLP/gRPC collector of `--trace-sampling` (a `--otlp-sink` process).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Serve only an OTLP trace sink that counts what it receives (on
+    /// `/counts` of its HTTP port), for `--otlp-endpoint`; prints
+    /// `bench-sink otlp=ADDR http=ADDR`.
+    #[arg(long, conflicts_with = "trace_sampling")]
+    otlp_sink: bool,
+}
+
+/// The OTLP trace collector of `--otlp-sink`: accepts every export and
+/// counts the requests and spans, nothing more.
+#[derive(Clone, Debug, Default)]
+struct OtlpSink {
+    exports: Arc<AtomicU64>,
+    spans: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpSink {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let spans: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.exports.fetch_add(1, Ordering::Relaxed);
+        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
 }
 
 /// What answers `GetUser`.
@@ -192,11 +248,57 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
+    if args.otlp_sink {
+        return runtime.block_on(sink(args.host));
+    }
     runtime.block_on(run(args))
 }
 
+/// `--otlp-sink`: an OTLP trace collector that only counts, and `/counts`.
+async fn sink(host: std::net::IpAddr) -> anyhow::Result<()> {
+    let sink = OtlpSink::default();
+    let (otlp_listener, otlp_addr) = bind(host, "otlp").await?;
+    let (http_listener, http_addr) = bind(host, "http").await?;
+    let counted = sink.clone();
+    let counts = axum::Router::new().route(
+        "/counts",
+        axum::routing::get(move || {
+            let sink = counted.clone();
+            async move {
+                format!(
+                    "otlp_exports {}\notlp_spans {}\n",
+                    sink.exports.load(Ordering::Relaxed),
+                    sink.spans.load(Ordering::Relaxed)
+                )
+            }
+        }),
+    );
+    println!("bench-sink otlp={otlp_addr} http={http_addr}");
+    tokio::select! {
+        served = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(sink))
+            .serve_with_incoming(TcpIncoming::from(otlp_listener)) => {
+            served.context("serving otlp")?;
+        }
+        served = axum::serve(http_listener, counts) => served.context("serving http")?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
+    let mut config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
+    // `--trace-sampling`: the full stack, telemetry on, exporting.
+    let _telemetry = match args.trace_sampling {
+        Some(ratio) => {
+            config.telemetry.otlp_endpoint = args.otlp_endpoint.clone();
+            config.telemetry.sampling_ratio = ratio;
+            config.telemetry.log_filter = "warn".to_owned();
+            config.validate()?;
+            Some(keel::telemetry::init(&config)?)
+        }
+        None => None,
+    };
     let keel = keel::Keel::new(&config, SERVICES)?;
 
     let users = Users::in_memory().await?;
