@@ -29,6 +29,13 @@ struct Args {
 enum Command {
     /// Serve the auth service (the default).
     Serve,
+    /// Exit 0 when the local server reports SERVING on the standard health
+    /// service (for container health checks).
+    Probe {
+        /// Service to ask about; empty for the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Print the effective configuration, secrets redacted.
     PrintConfig,
     /// Log in to a running service; the password is read from stdin. Prints
@@ -84,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(args.config).await?,
+        Command::Probe { service } => {
+            let settings = Settings::load(auth_service::DEFAULT_CONFIG, args.config.as_deref())?;
+            keel::serve::probe_local(&settings.keel, &service).await?
+        }
         Command::PrintConfig => {
             let settings = Settings::load(auth_service::DEFAULT_CONFIG, args.config.as_deref())?;
             print!("{}", settings.to_toml_redacted());

@@ -20,6 +20,13 @@ struct Args {
 enum Command {
     /// Serve the gateway (the default).
     Serve,
+    /// Exit 0 when the local server reports SERVING on the standard health
+    /// service (for container health checks).
+    Probe {
+        /// Service to ask about; empty for the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Call GetProfile on a running gateway with the generated Keel client.
     Call {
         /// Gateway URL.
@@ -42,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
         // The caller's spans are not the gateway's.
         config.service.name = "gateway-cli".to_owned();
     }
+    if let Command::Probe { service } = &command {
+        return Ok(keel::serve::probe_local(&config, service).await?);
+    }
     let mut telemetry = keel::telemetry::init(&config)?;
     match command {
         Command::Serve => {
@@ -50,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 .serve()
                 .await?;
         }
+        Command::Probe { .. } => {}
         Command::Call {
             url,
             token,

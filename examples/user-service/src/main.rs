@@ -95,12 +95,7 @@ async fn main() -> anyhow::Result<()> {
             telemetry.shutdown().await?;
         }
         Command::PrintConfig => print!("{}", config.to_toml_redacted()),
-        Command::Probe { service } => {
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.server.addr.port()));
-            if !keel::serve::probe(addr, &service, Duration::from_secs(2)).await? {
-                anyhow::bail!("{addr} is not serving {service:?}");
-            }
-        }
+        Command::Probe { service } => keel::serve::probe_local(&config, &service).await?,
         Command::MintToken { sub, scopes, ttl } => {
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
             println!(

@@ -336,6 +336,20 @@ pub async fn probe(
         .map_err(|_| failed(format!("no answer within {timeout:?}")))?
 }
 
+/// The container health check of a service binary (`<binary> probe`):
+/// `Ok(())` when the server on `config.server.addr`'s port at 127.0.0.1
+/// reports `service` (`""`: the whole server) SERVING within 2 seconds.
+pub async fn probe_local(config: &Config, service: &str) -> Result<(), Error> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.server.addr.port()));
+    match probe(addr, service, Duration::from_secs(2)).await? {
+        true => Ok(()),
+        false => Err(Error::Probe {
+            addr,
+            reason: format!("{service:?} is not SERVING"),
+        }),
+    }
+}
+
 /// A signal stream for [`Server::serve_on`] that yields once, when
 /// `shutdown` completes: for embedding a server under your own trigger.
 pub fn shutdown_on(
