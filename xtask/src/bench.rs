@@ -44,7 +44,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -260,7 +260,6 @@ impl Sample {
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let options = Options::parse(args)?;
-    let root = super::root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
     super::run_cmd(Command::new(&cargo).args([
@@ -273,16 +272,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     ]))?;
     ensure_h2load()?;
 
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                root.join(dir)
-            }
-        })
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::target_dir();
     let server_bin = target.join("release").join("bench-server");
     let work = target.join("bench");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;

@@ -7,7 +7,6 @@
 //! Validate throughput with 16 clients. See
 //! `examples/auth-service/src/bin/auth-bench.rs`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -32,17 +31,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         "auth-bench",
     ]))?;
     let postgres = crate::postgres::ensure()?;
-    let root = crate::root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                root.join(dir)
-            }
-        })
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::target_dir();
     let bench = target.join("release").join("auth-bench");
     let (duration, logins) = if quick { ("1s", "5") } else { ("5s", "20") };
 

@@ -52,6 +52,17 @@ fn root() -> std::path::PathBuf {
         .to_owned()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace
+/// root) or `target/`.
+fn target_dir() -> std::path::PathBuf {
+    let root = root();
+    match std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 /// Runs a command in the workspace root, failing on a non-zero exit.
 fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
     let status = cmd

@@ -21,7 +21,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     crate::run_cmd(&mut build)?;
 
-    let bin = crate::root().join("target/debug");
+    let bin = crate::target_dir().join("debug");
     let mut children = Children(Vec::new());
     for service in SERVICES {
         let child = Command::new(bin.join(service))
