@@ -3,23 +3,13 @@
 use std::sync::Arc;
 
 use tower::Layer;
-use tower::layer::util::Stack;
 
 use crate::Error;
-use crate::auth::{AuthLayer, AuthService, Verifier};
+use crate::auth::Verifier;
 use crate::config::Config;
-use crate::metrics::{Metrics, MetricsLayer, MetricsService};
+use crate::metrics::Metrics;
 use crate::policy::ServicePolicy;
-use crate::recover::{Recover, RecoverLayer};
-use crate::telemetry::{TraceLayer, TraceService};
-
-/// A generated server wrapped in Keel's layers, outermost first: tracing
-/// (one span per RPC, covering everything below), metrics (so rejected and
-/// panicking calls are counted), auth, panic recovery.
-pub type KeelService<S> = TraceService<MetricsService<AuthService<Recover<S>>>>;
-
-/// The layer that makes a [`KeelService`].
-pub type KeelLayer = Stack<Stack<RecoverLayer, Stack<AuthLayer, MetricsLayer>>, TraceLayer>;
+use crate::service::{KeelLayer, KeelService};
 
 /// The shared runtime of a process's Keel services: the token verifier, the
 /// metrics of every service it serves, and the limits from configuration.
@@ -52,21 +42,19 @@ impl Keel {
         }
     }
 
-    /// The layer applying `policy`.
+    /// The layer applying `policy`: tracing (one span per RPC, covering
+    /// everything below), metrics (so rejected and panicking calls are
+    /// counted), auth, panic recovery. Fails when `policy` is not one of the
+    /// services this runtime was built for.
     pub fn layer(&self, policy: &'static ServicePolicy) -> Result<KeelLayer, Error> {
-        let service = self
+        let metrics = self
             .metrics
             .service(policy)
             .ok_or(Error::UndeclaredService(policy.name))?;
-        Ok(Stack::new(
-            Stack::new(
-                RecoverLayer::new(policy),
-                Stack::new(
-                    AuthLayer::new(policy, self.verifier.clone()),
-                    MetricsLayer::new(service).max_message_bytes(self.max_message_bytes),
-                ),
-            ),
-            TraceLayer::new(policy),
+        Ok(KeelLayer::new(
+            metrics,
+            self.verifier.clone(),
+            self.max_message_bytes,
         ))
     }
 

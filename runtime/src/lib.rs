@@ -10,10 +10,12 @@
 //! - [`Keel::new`] builds the shared runtime from it: the JWT [`Verifier`]
 //!   and the Prometheus [`Metrics`] of every served service;
 //! - the generated `user_service(handler, &keel)` wraps the tonic server in
-//!   [`TraceLayer`](telemetry::TraceLayer) (one span per RPC, continuing the
-//!   caller's W3C trace context), [`MetricsLayer`] and [`AuthLayer`]
-//!   following the policy, so the handler only ever sees authorized calls,
-//!   and can read the caller with [`RequestExt::claims`];
+//!   a [`KeelService`] following the policy: one span per RPC (continuing the
+//!   caller's W3C trace context), metrics, auth and panic recovery, so the
+//!   handler only ever sees authorized calls, and can read the caller with
+//!   [`RequestExt::claims`]. Each concern is also a tower layer of its own
+//!   ([`TraceLayer`](telemetry::TraceLayer), [`MetricsLayer`],
+//!   [`AuthLayer`], [`RecoverLayer`](recover::RecoverLayer));
 //! - the generated `user_service_client(channel, &client)` wraps the tonic
 //!   client in Keel's [`client`] layer: bearer token from a
 //!   [`TokenSource`](auth::TokenSource), trace-context injection, a default
@@ -49,13 +51,15 @@ pub mod metrics;
 mod policy;
 pub mod recover;
 pub mod serve;
+mod service;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod telemetry;
 
 pub use auth::{AuthLayer, AuthService, Claims, RequestExt, Verifier};
 pub use error::Error;
-pub use keel::{Keel, KeelLayer, KeelService};
+pub use keel::Keel;
 pub use metrics::{Metrics, MetricsLayer, MetricsService};
 pub use policy::{Access, MethodKind, MethodPolicy, ServicePolicy};
 pub use serve::Server;
+pub use service::{KeelBody, KeelCall, KeelFuture, KeelLayer, KeelService};

@@ -108,12 +108,7 @@ where
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(result)) => {
                 let path = *this.path;
-                Poll::Ready(result.map(|res| {
-                    res.map(|body| RecoverBody {
-                        body: Interruptible::new(body),
-                        path,
-                    })
-                }))
+                Poll::Ready(result.map(|res| res.map(|body| RecoverBody::new(body, path))))
             }
             Err(panic) => {
                 log_panic(*this.path, panic.as_ref());
@@ -131,6 +126,16 @@ pin_project! {
         #[pin]
         body: Interruptible<B>,
         path: Option<&'static str>,
+    }
+}
+
+impl<B> RecoverBody<B> {
+    /// Guards `body`, a response of the method at `path` (for the log).
+    pub(crate) fn new(body: B, path: Option<&'static str>) -> Self {
+        RecoverBody {
+            body: Interruptible::new(body),
+            path,
+        }
     }
 }
 
@@ -173,7 +178,8 @@ impl<B: Body<Data = Bytes>> Body for RecoverBody<B> {
     }
 }
 
-fn internal() -> tonic::Status {
+/// The status of a call whose handler panicked.
+pub(crate) fn internal() -> tonic::Status {
     tonic::Status::internal("internal error")
 }
 
@@ -182,7 +188,8 @@ fn internal_response<B>() -> Response<RecoverBody<B>> {
     internal().into_http()
 }
 
-fn log_panic(path: Option<&str>, panic: &(dyn Any + Send)) {
+/// Logs the panic of the handler of `path` (inside the current span).
+pub(crate) fn log_panic(path: Option<&str>, panic: &(dyn Any + Send)) {
     let message = panic
         .downcast_ref::<&str>()
         .copied()

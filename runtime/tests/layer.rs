@@ -193,3 +193,134 @@ fn the_cache_is_bounded() {
     );
     assert_eq!(uncached.cached_tokens(), 0);
 }
+
+/// A handler stand-in for any request body: answers OK, or panics when the
+/// request has `x-panic`.
+#[derive(Clone)]
+struct Panicky;
+
+impl<B> tower::Service<http::Request<B>> for Panicky {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        assert!(!req.headers().contains_key("x-panic"), "handler panics");
+        std::future::ready(Ok(http::Response::builder()
+            .header("grpc-status", "0")
+            .body(tonic::body::Body::empty())
+            .unwrap()))
+    }
+}
+
+/// `grpc-status` of a response, from its headers or else its trailers.
+async fn grpc_status<B>(res: http::Response<B>) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    if let Some(status) = res.headers().get("grpc-status") {
+        return status.to_str().unwrap().to_owned();
+    }
+    let trailers = res.into_body().collect().await.unwrap().trailers().cloned();
+    trailers.unwrap()["grpc-status"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The metrics text without the latency sums, which depend on timing.
+fn untimed(metrics: &keel::Metrics) -> String {
+    metrics
+        .render()
+        .lines()
+        .filter(|line| !line.contains("_seconds_sum"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn layers_stacked_by_hand_behave_like_the_keel_service() {
+    let config = keel::config::Config {
+        auth: auth_config(),
+        ..keel::config::Config::default()
+    };
+    let fused = keel::Keel::new(&config, &[&POLICY]).unwrap();
+    let by_hand = keel::Keel::new(&config, &[&POLICY]).unwrap();
+    let fused_service = fused.wrap(&POLICY, Panicky).unwrap();
+    let stacked = tower::ServiceBuilder::new()
+        .layer(keel::telemetry::TraceLayer::new(&POLICY))
+        .layer(keel::MetricsLayer::new(
+            by_hand.metrics().service(&POLICY).unwrap(),
+        ))
+        .layer(keel::AuthLayer::new(&POLICY, by_hand.verifier().clone()))
+        .layer(keel::recover::RecoverLayer::new(&POLICY))
+        .service(Panicky);
+
+    let good = token("things:read", Duration::from_secs(60));
+    let wrong_scope = token("things:write", Duration::from_secs(60));
+    let calls = [
+        ("/test.v1.Things/Read", Some(good.as_str()), false, "0"),
+        ("/test.v1.Things/Read", None, false, "16"),
+        ("/test.v1.Things/Read", Some("not-a-jwt"), false, "16"),
+        (
+            "/test.v1.Things/Read",
+            Some(wrong_scope.as_str()),
+            false,
+            "7",
+        ),
+        ("/test.v1.Things/Open", None, false, "0"),
+        ("/test.v1.Things/Open", None, true, "13"),
+        ("/test.v1.Things/Other", None, false, "0"),
+    ];
+    for (path, token, panics, expected) in calls {
+        let mut req = request(path, token);
+        if panics {
+            req.headers_mut().insert("x-panic", "1".parse().unwrap());
+        }
+        let fused_status = grpc_status(fused_service.clone().oneshot(req).await.unwrap()).await;
+        let mut req = request(path, token);
+        if panics {
+            req.headers_mut().insert("x-panic", "1".parse().unwrap());
+        }
+        let stacked_status = grpc_status(stacked.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!(fused_status, expected, "{path} {token:?}");
+        assert_eq!(stacked_status, expected, "{path} {token:?} by hand");
+    }
+
+    let metrics = untimed(fused.metrics());
+    assert!(
+        metrics.contains(
+            r#"grpc_server_handled_total{grpc_code="Internal",grpc_method="Open",grpc_service="test.v1.Things",grpc_type="unary"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert_eq!(metrics, untimed(by_hand.metrics()));
+}
+
+#[test]
+fn the_cache_compares_whole_tokens() {
+    let verifier = Verifier::from_config(&auth_config()).unwrap();
+    let good = token("things:read", Duration::from_secs(60));
+    assert!(verifier.verify(&good).is_ok());
+    // Same length and same signature (the part the cache hashes), another
+    // payload: it must be verified, not served from the cache.
+    let payload = good.find('.').unwrap() + 5;
+    let mut forged = good.clone().into_bytes();
+    forged[payload] = if forged[payload] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert!(verifier.verify(&forged).is_err());
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {forged}").parse().unwrap());
+    assert!(verifier.authenticate(&headers).is_err());
+    assert_eq!(verifier.cached_tokens(), 1);
+    assert!(verifier.verify(&good).is_ok());
+}

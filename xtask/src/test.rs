@@ -12,7 +12,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let postgres = crate::postgres::ensure()?;
     let mut cargo = Command::new(env!("CARGO"));
     cargo
-        .args(["test", "--workspace", "--locked"])
+        .args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(args)
         .env(crate::postgres::URL_VAR, postgres);
     crate::run_cmd(&mut cargo)

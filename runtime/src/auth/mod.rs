@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -90,14 +91,19 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
 }
 
 impl Claims {
-    /// The granted scopes.
+    /// The granted scopes: `scope` split at spaces (RFC 6749 §3.3).
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.split_ascii_whitespace()
+        self.scope.split(' ').filter(|s| !s.is_empty())
     }
 
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes().any(|s| s == scope)
+        // On bytes: this runs on every authorized call.
+        let scope = scope.as_bytes();
+        self.scope
+            .as_bytes()
+            .split(|b| *b == b' ')
+            .any(|s| s == scope)
     }
 }
 
@@ -173,6 +179,32 @@ pub fn authorize(access: Access, claims: &Claims) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// Applies a method's access rule to a request: a public method is let
+/// through untouched; otherwise the request's bearer token is verified (`now`
+/// being the time it arrived), its scopes checked, and its claims put in the
+/// request's extensions.
+pub(crate) fn admit<B>(
+    verifier: &Verifier,
+    access: Access,
+    req: &mut Request<B>,
+    now: Instant,
+) -> Result<(), AuthError> {
+    if access == Access::Public {
+        return Ok(());
+    }
+    let claims = verifier.authenticate_at(req.headers(), now)?;
+    authorize(access, &claims)?;
+    req.extensions_mut().insert(Caller(claims));
+    Ok(())
+}
+
+/// Logs a rejected request (at `DEBUG`: rejections are the caller's
+/// business, and metrics count them) and returns the status to answer with.
+pub(crate) fn reject(path: &str, error: &AuthError) -> tonic::Status {
+    tracing::debug!(path, %error, "request rejected");
+    error.to_status()
+}
+
 /// The verified caller of a request, as stored in its extensions.
 #[derive(Clone, Debug)]
 pub struct Caller(pub Arc<Claims>);
@@ -242,29 +274,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let access = match self.policy.method(req.uri().path()) {
-            Some((_, method)) => method.access,
-            None => return AuthFuture::inner(self.inner.call(req)),
-        };
-        if access == Access::Public {
+        let Some((_, method)) = self.policy.method(req.uri().path()) else {
             return AuthFuture::inner(self.inner.call(req));
-        }
-        let checked = self
-            .verifier
-            .authenticate(req.headers())
-            .and_then(|claims| {
-                authorize(access, &claims)?;
-                Ok(claims)
-            });
-        match checked {
-            Ok(claims) => {
-                req.extensions_mut().insert(Caller(claims));
-                AuthFuture::inner(self.inner.call(req))
-            }
-            Err(error) => {
-                tracing::debug!(path = req.uri().path(), %error, "request rejected");
-                AuthFuture::rejected(error.to_status().into_http())
-            }
+        };
+        match admit(&self.verifier, method.access, &mut req, Instant::now()) {
+            Ok(()) => AuthFuture::inner(self.inner.call(req)),
+            Err(error) => AuthFuture::rejected(reject(method.path, &error).into_http()),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! JWT verification with pinned algorithms and a bounded cache of verified tokens.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
+use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
 
 use super::{AuthError, Claims, KeySet};
@@ -76,7 +78,8 @@ pub enum SetupError {
 ///
 /// Verified tokens are kept in a bounded cache, keyed by the whole token and
 /// dropped from use once the token's `exp` has passed, so repeated calls with
-/// the same token cost one hash lookup. Replacing the keys
+/// the same token cost one hash lookup, made before the header is decoded
+/// any further than finding the token in it. Replacing the keys
 /// ([`Verifier::set_keys`]) empties the cache.
 pub struct Verifier {
     keys: RwLock<Arc<KeySet>>,
@@ -85,8 +88,51 @@ pub struct Verifier {
     generation: AtomicU64,
     /// One validation per algorithm: the same rules, pinned to that algorithm.
     validations: Vec<(Algorithm, Validation)>,
-    cache: Option<Cache<String, Arc<Claims>>>,
+    cache: Option<Cache<TokenKey, Verified>>,
     max_token_bytes: usize,
+}
+
+/// A token in the cache. It is hashed by its length and its last
+/// [`HASHED_SUFFIX`] bytes, the end of its signature, which differs from
+/// token to token (hashing all of a 300-byte token costs more than the rest
+/// of a cache hit); it is compared whole.
+#[derive(PartialEq, Eq)]
+struct TokenKey(Box<[u8]>);
+
+/// A token looked up in the cache, hashed as [`TokenKey`].
+struct TokenRef<'a>(&'a [u8]);
+
+const HASHED_SUFFIX: usize = 32;
+
+fn hash_token<H: Hasher>(token: &[u8], state: &mut H) {
+    state.write_usize(token.len());
+    state.write(&token[token.len().saturating_sub(HASHED_SUFFIX)..]);
+}
+
+impl Hash for TokenKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_token(&self.0, state);
+    }
+}
+
+impl Hash for TokenRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_token(self.0, state);
+    }
+}
+
+impl Equivalent<TokenKey> for TokenRef<'_> {
+    fn equivalent(&self, key: &TokenKey) -> bool {
+        *self.0 == *key.0
+    }
+}
+
+/// A cached verification: the claims, usable until the token's `exp`.
+#[derive(Clone)]
+struct Verified {
+    claims: Arc<Claims>,
+    /// `exp` on the monotonic clock, so a hit needs no wall-clock read.
+    valid_until: Instant,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -151,23 +197,33 @@ impl Verifier {
 
     /// Reads the bearer token from `authorization` and verifies it.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Claims>, AuthError> {
+        self.authenticate_at(headers, Instant::now())
+    }
+
+    /// [`authenticate`](Self::authenticate), with `now` read by the caller
+    /// (the time the request arrived): a cache hit then reads no clock.
+    pub fn authenticate_at(
+        &self,
+        headers: &HeaderMap,
+        now: Instant,
+    ) -> Result<Arc<Claims>, AuthError> {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let value = values.next().ok_or(AuthError::MissingToken)?;
         if values.next().is_some() {
             return Err(AuthError::MalformedHeader);
         }
-        if value.len() > self.max_token_bytes + "Bearer ".len() {
+        let token = bearer_token(value.as_bytes())?;
+        if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
-        let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(AuthError::NotBearer),
-        };
-        if token.is_empty() {
-            return Err(AuthError::MissingToken);
+        // A cached token is one that verified, so it was well-formed: the
+        // header is only decoded further on a miss.
+        if let Some(claims) = self.cached(token, now) {
+            return Ok(claims);
         }
-        self.verify(token)
+        value.to_str().map_err(|_| AuthError::MalformedHeader)?;
+        let token = std::str::from_utf8(token).map_err(|_| AuthError::MalformedHeader)?;
+        self.verify_miss(token, now)
     }
 
     /// Verifies one token, answering from the cache when it can.
@@ -175,22 +231,38 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
-        let now = now_secs();
-        if let Some(cache) = &self.cache
-            && let Some(claims) = cache.get(token)
-        {
-            if claims.exp > now {
-                return Ok(claims);
-            }
-            cache.remove(token);
+        let now = Instant::now();
+        match self.cached(token.as_bytes(), now) {
+            Some(claims) => Ok(claims),
+            None => self.verify_miss(token, now),
         }
+    }
+
+    /// The cached claims of `token`, if it verified before and its `exp` is
+    /// after `now`.
+    fn cached(&self, token: &[u8], now: Instant) -> Option<Arc<Claims>> {
+        let cache = self.cache.as_ref()?;
+        let hit = cache.get(&TokenRef(token))?;
+        if hit.valid_until > now {
+            return Some(hit.claims);
+        }
+        cache.remove(&TokenRef(token));
+        None
+    }
+
+    /// Verifies a token that is not in the cache, and caches it.
+    fn verify_miss(&self, token: &str, now: Instant) -> Result<Arc<Claims>, AuthError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let claims = self.verify_uncached(token)?;
         if let Some(cache) = &self.cache
-            && claims.exp > now
+            && let Some(valid_until) = monotonic_deadline(claims.exp, now)
             && self.generation.load(Ordering::SeqCst) == generation
         {
-            cache.insert(token.to_owned(), claims.clone());
+            let verified = Verified {
+                claims: claims.clone(),
+                valid_until,
+            };
+            cache.insert(TokenKey(token.as_bytes().into()), verified);
         }
         Ok(claims)
     }
@@ -265,9 +337,23 @@ fn map_error(kind: &ErrorKind) -> AuthError {
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
+/// The token of an `authorization` value `Bearer <token>` (scheme matched
+/// case-insensitively, surrounding whitespace trimmed), as bytes.
+fn bearer_token(value: &[u8]) -> Result<&[u8], AuthError> {
+    const SCHEME: &[u8] = b"bearer ";
+    match value.split_at_checked(SCHEME.len()) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => match token.trim_ascii() {
+            [] => Err(AuthError::MissingToken),
+            token => Ok(token),
+        },
+        _ => Err(AuthError::NotBearer),
+    }
+}
+
+/// `exp` (seconds since the Unix epoch) as an instant on the monotonic clock,
+/// `now` being the present; `None` when it has passed or is out of range.
+fn monotonic_deadline(exp: u64, now: Instant) -> Option<Instant> {
+    let exp = UNIX_EPOCH.checked_add(Duration::from_secs(exp))?;
+    let remaining = exp.duration_since(SystemTime::now()).ok()?;
+    now.checked_add(remaining)
 }

@@ -31,6 +31,7 @@ pub(crate) struct TooLarge(pub(crate) u64);
 impl MessageCounter {
     /// Feeds one chunk; returns how many messages started in it, or the
     /// length of the first message longer than `limit`.
+    #[inline]
     pub(crate) fn feed_limited(&mut self, mut chunk: &[u8], limit: u64) -> Result<u64, TooLarge> {
         let mut started = 0;
         while !chunk.is_empty() {
@@ -41,18 +42,28 @@ impl MessageCounter {
                 continue;
             }
             // Byte 0 is the compression flag; bytes 1..5 the big-endian length.
-            if self.header_len > 0 {
-                self.header[self.header_len as usize - 1] = chunk[0];
-            }
-            self.header_len += 1;
-            chunk = &chunk[1..];
-            if self.header_len == 5 {
-                started += 1;
-                self.header_len = 0;
-                self.remaining = u64::from(u32::from_be_bytes(self.header));
-                if self.remaining > limit {
-                    return Err(TooLarge(self.remaining));
+            let length = if self.header_len == 0
+                && let [_flag, a, b, c, d, ..] = *chunk
+            {
+                // The whole prefix is in this chunk: the usual case.
+                chunk = &chunk[5..];
+                [a, b, c, d]
+            } else {
+                if self.header_len > 0 {
+                    self.header[self.header_len as usize - 1] = chunk[0];
                 }
+                self.header_len += 1;
+                chunk = &chunk[1..];
+                if self.header_len < 5 {
+                    continue;
+                }
+                self.header_len = 0;
+                self.header
+            };
+            started += 1;
+            self.remaining = u64::from(u32::from_be_bytes(length));
+            if self.remaining > limit {
+                return Err(TooLarge(self.remaining));
             }
         }
         Ok(started)
@@ -190,6 +201,20 @@ pub struct Call {
 }
 
 impl Call {
+    /// Counts the start of a call of the method at `method` in `service`'s
+    /// policy, at `start`.
+    pub(crate) fn start(service: &Arc<ServiceMetrics>, method: usize, start: Instant) -> Self {
+        service.methods[method].started.inc();
+        Call {
+            service: service.clone(),
+            method,
+            start,
+            header_code: None,
+            counter: MessageCounter::default(),
+        }
+    }
+
+    /// Counts a call's end, with `code`, and its latency.
     pub(crate) fn finish(self, code: Code) {
         let m = &self.service.methods[self.method];
         m.handled[code as usize].inc();
@@ -209,6 +234,13 @@ impl Observer for Call {
 
     fn finish(self, code: Code, _carrier: Option<&http::HeaderMap>) {
         Call::finish(self, code);
+    }
+}
+
+impl<B: Default, O: Observer> Default for ObservedBody<B, O> {
+    /// An unobserved default body.
+    fn default() -> Self {
+        ObservedBody::new(B::default(), None)
     }
 }
 

@@ -12,7 +12,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::ServiceMetrics;
-use super::body::{Call, CountingBody, MessageCounter, ObservedBody};
+use super::body::{Call, CountingBody, ObservedBody};
 use super::codes::{GRPC_STATUS, parse_status};
 
 /// Records go-grpc-prometheus metrics for one service; see the [module docs](super).
@@ -84,16 +84,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = self.service.policy.route_index(req.uri().path());
-        let call = method.map(|method| {
-            self.service.methods[method].started.inc();
-            Call {
-                service: self.service.clone(),
-                method,
-                start: Instant::now(),
-                header_code: None,
-                counter: MessageCounter::default(),
-            }
-        });
+        let call = method.map(|method| Call::start(&self.service, method, Instant::now()));
         let received = method.map(|m| self.service.methods[m].msg_received.clone());
         let limit = self.max_message_bytes;
         let req = req.map(|body| CountingBody::new(body, received, limit));

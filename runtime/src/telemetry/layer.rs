@@ -219,10 +219,23 @@ fn server_span(
     parent.with_span(span)
 }
 
+/// Opens the server span of a call of `method` (see [`server_span`]), when
+/// the current `tracing` dispatcher was built by Keel's telemetry.
+pub(crate) fn start_server_span(
+    policy: &'static ServicePolicy,
+    method: &'static MethodPolicy,
+    headers: &HeaderMap,
+) -> Option<OtelContext> {
+    tracing::dispatcher::get_default(|d| {
+        let handle = d.downcast_ref::<TracerHandle>()?;
+        Some(server_span(handle, policy, method, headers))
+    })
+}
+
 /// Records how the call of the server span in `cx` ended and ends it:
 /// `rpc.grpc.status_code`, and an error status when the code says the
 /// server failed.
-fn end_server_span(cx: &OtelContext, code: Code, carrier: Option<&HeaderMap>) {
+pub(crate) fn end_server_span(cx: &OtelContext, code: Code, carrier: Option<&HeaderMap>) {
     let span = cx.span();
     if span.is_recording() {
         span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
@@ -311,26 +324,15 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let traced = self
+        let cx = self
             .policy
             .method(req.uri().path())
-            .and_then(|(_, method)| {
-                tracing::dispatcher::get_default(|d| {
-                    let handle = d.downcast_ref::<TracerHandle>()?;
-                    Some(server_span(handle, self.policy, method, req.headers()))
-                })
-            });
-        let Some(cx) = traced else {
-            return TraceFuture {
-                inner: self.inner.call(req),
-                cx: None,
-            };
-        };
+            .and_then(|(_, method)| start_server_span(self.policy, method, req.headers()));
         // The inner layers' `call` only inspects headers and builds the
         // future; the handler runs when it is polled, context attached.
         TraceFuture {
             inner: self.inner.call(req),
-            cx: Some(cx),
+            cx,
         }
     }
 }

@@ -52,7 +52,7 @@
 //! [`tracing-opentelemetry`]: https://docs.rs/tracing-opentelemetry
 
 mod format;
-mod layer;
+pub(crate) mod layer;
 pub mod propagation;
 
 use std::io;

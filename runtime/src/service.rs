@@ -1,0 +1,327 @@
+//! [`KeelService`]: what a generated server is wrapped in. Tracing, metrics,
+//! auth and panic recovery, in that order from the outside, fused into one
+//! tower [`Service`].
+//!
+//! Each concern is also a layer of its own ([`TraceLayer`], [`MetricsLayer`],
+//! [`AuthLayer`], [`RecoverLayer`]) for stacks composed by hand; stacked in
+//! that order they behave as [`KeelService`] does. Fused, a call looks its
+//! method up once and makes one future and one response-body wrapper rather
+//! than four of each: that nesting cost about as much as auth or metrics
+//! themselves (BENCHMARKS.md).
+//!
+//! Per call, for a method of the policy:
+//! 1. the server span is opened (when telemetry is on), continuing the
+//!    caller's trace, and attached while the handler runs;
+//! 2. the call is counted as started and its clock started;
+//! 3. the method's access rule is applied: a rejected call is answered
+//!    `UNAUTHENTICATED` or `PERMISSION_DENIED` without reaching the handler;
+//! 4. request messages are counted, and one longer than the limit fails with
+//!    `RESOURCE_EXHAUSTED` before it is decoded;
+//! 5. a panic of the handler, or of its response stream, is logged and
+//!    answered `INTERNAL`;
+//! 6. when the response ends (its trailers, or its headers for a
+//!    trailers-only response, or the client going away) the code and latency
+//!    are recorded and the span ended.
+//!
+//! Paths outside the policy go to the inner server untouched (it answers
+//! `UNIMPLEMENTED`), with the message size limit and panic recovery only.
+//!
+//! [`TraceLayer`]: crate::telemetry::TraceLayer
+//! [`MetricsLayer`]: crate::MetricsLayer
+//! [`AuthLayer`]: crate::AuthLayer
+//! [`RecoverLayer`]: crate::recover::RecoverLayer
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderMap, Request, Response};
+use http_body::Body;
+use opentelemetry::Context as OtelContext;
+use opentelemetry::trace::TraceContextExt as _;
+use pin_project_lite::pin_project;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::auth::{self, Verifier};
+use crate::metrics::ServiceMetrics;
+use crate::metrics::body::{Call, CountingBody, ObservedBody, Observer};
+use crate::metrics::codes::{GRPC_STATUS, parse_status};
+use crate::policy::ServicePolicy;
+use crate::recover::{RecoverBody, internal, log_panic};
+use crate::telemetry::layer::{end_server_span, start_server_span};
+
+/// The layer that makes a [`KeelService`]; built by
+/// [`Keel::layer`](crate::Keel::layer).
+#[derive(Clone, Debug)]
+pub struct KeelLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every call of one service needs, behind one `Arc` (the router clones
+/// the service for each request).
+#[derive(Debug)]
+struct Shared {
+    policy: &'static ServicePolicy,
+    verifier: Arc<Verifier>,
+    metrics: Arc<ServiceMetrics>,
+    max_message_bytes: usize,
+}
+
+impl KeelLayer {
+    pub(crate) fn new(
+        metrics: Arc<ServiceMetrics>,
+        verifier: Arc<Verifier>,
+        max_message_bytes: usize,
+    ) -> Self {
+        let shared = Shared {
+            policy: metrics.policy(),
+            verifier,
+            metrics,
+            max_message_bytes,
+        };
+        KeelLayer {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl<S> Layer<S> for KeelLayer {
+    type Service = KeelService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeelService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A generated server wrapped in Keel's tracing, metrics, auth and panic
+/// recovery; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct KeelService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for KeelService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The response body of a [`KeelService`]: the server's, guarded against
+/// panics and observed until it ends.
+pub type KeelBody<B> = ObservedBody<RecoverBody<B>, KeelCall>;
+
+impl<S, B, ResBody> Service<Request<B>> for KeelService<S>
+where
+    S: Service<Request<CountingBody<B>>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    type Response = Response<KeelBody<ResBody>>;
+    type Error = S::Error;
+    type Future = KeelFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
+        let limit = shared.max_message_bytes;
+        let Some(index) = shared.policy.route_index(req.uri().path()) else {
+            let req = req.map(|body| CountingBody::new(body, None, limit));
+            return KeelFuture::call(&mut self.inner, req, None);
+        };
+        let method = &shared.policy.methods[index];
+        let call = KeelCall {
+            span: start_server_span(shared.policy, method, req.headers()),
+            metrics: Call::start(&shared.metrics, index, Instant::now()),
+            path: method.path,
+        };
+        if let Err(error) = auth::admit(
+            &shared.verifier,
+            method.access,
+            &mut req,
+            call.metrics.start,
+        ) {
+            return KeelFuture::answer(auth::reject(method.path, &error), Some(call));
+        }
+        let received = shared.metrics.method(index).msg_received.clone();
+        let req = req.map(|body| CountingBody::new(body, Some(received), limit));
+        KeelFuture::call(&mut self.inner, req, Some(call))
+    }
+}
+
+/// A call of a method of the policy, from its start until its response ends:
+/// its metrics, its span and its path.
+pub struct KeelCall {
+    metrics: Call,
+    /// The server span's context, when telemetry is on.
+    span: Option<OtelContext>,
+    path: &'static str,
+}
+
+impl KeelCall {
+    /// The call once its handler has answered: an unsampled span records
+    /// nothing and needs no ending, so its context is let go.
+    fn handled(mut self) -> Self {
+        if self
+            .span
+            .as_ref()
+            .is_some_and(|cx| !cx.span().is_recording())
+        {
+            self.span = None;
+        }
+        self
+    }
+}
+
+impl Observer for KeelCall {
+    fn on_data(&mut self, data: &[u8]) {
+        self.metrics.on_data(data);
+    }
+
+    /// Always `None`: a trailers-only response ends its call before its body
+    /// is observed.
+    fn header_code(&self) -> Option<Code> {
+        None
+    }
+
+    fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
+        self.metrics.finish(code);
+        if let Some(span) = &self.span {
+            end_server_span(span, code, carrier);
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`KeelService`].
+    pub struct KeelFuture<F> {
+        // `None` when the call is answered without the server: rejected,
+        // or the server panicked.
+        #[pin]
+        inner: Option<F>,
+        // `None` for paths outside the policy, and once the response is out.
+        call: Option<KeelCall>,
+        // The answer when `inner` is `None` (boxed: it is rare, and large).
+        status: Option<Box<tonic::Status>>,
+    }
+
+    impl<F> PinnedDrop for KeelFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the server answered: the client went away.
+            if let Some(call) = this.project().call.take() {
+                call.finish(Code::Cancelled, None);
+            }
+        }
+    }
+}
+
+impl<F> KeelFuture<F> {
+    /// Calls `inner`, catching a panic.
+    fn call<S, R>(inner: &mut S, req: R, call: Option<KeelCall>) -> Self
+    where
+        S: Service<R, Future = F>,
+    {
+        match catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+            Ok(inner) => KeelFuture {
+                inner: Some(inner),
+                call,
+                status: None,
+            },
+            Err(panic) => {
+                log_panic(call.as_ref().map(|c| c.path), panic.as_ref());
+                KeelFuture::answer(internal(), call)
+            }
+        }
+    }
+
+    /// Answers with `status`, without the server.
+    fn answer(status: tonic::Status, call: Option<KeelCall>) -> Self {
+        KeelFuture {
+            inner: None,
+            call,
+            status: Some(Box::new(status)),
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for KeelFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: Body,
+{
+    type Output = Result<Response<KeelBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            let status = this.status.take().map_or_else(internal, |status| *status);
+            return Poll::Ready(Ok(trailers_only(status, this.call.take())));
+        };
+        let attached = this
+            .call
+            .as_ref()
+            .and_then(|call| call.span.clone())
+            .map(OtelContext::attach);
+        let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => result,
+            Err(panic) => {
+                log_panic(this.call.as_ref().map(|c| c.path), panic.as_ref());
+                drop(attached);
+                this.inner.set(None);
+                return Poll::Ready(Ok(trailers_only(internal(), this.call.take())));
+            }
+        };
+        drop(attached);
+        let call = this.call.take().map(KeelCall::handled);
+        Poll::Ready(match result {
+            Ok(response) => Ok(observe(response, call)),
+            Err(error) => {
+                if let Some(call) = call {
+                    call.finish(Code::Internal, None);
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+/// The trailers-only response of a call answered with `status` by Keel.
+fn trailers_only<B>(status: tonic::Status, call: Option<KeelCall>) -> Response<KeelBody<B>> {
+    let code = status.code();
+    let response = status.into_http();
+    if let Some(call) = call {
+        call.finish(code, Some(response.headers()));
+    }
+    response
+}
+
+/// Wraps the server's response to a call: a trailers-only response (no
+/// body, its `grpc-status` in the headers) ends the call now; otherwise the
+/// body ends it.
+fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<KeelBody<B>> {
+    let path = call.as_ref().map(|c| c.path);
+    // Only a response without a body can be trailers-only: the common
+    // response, with a body, is not searched for a `grpc-status` header.
+    let trailers_only = match response.body().is_end_stream() {
+        true => response.headers().get(&GRPC_STATUS).map(parse_status),
+        false => None,
+    };
+    let call = match trailers_only {
+        Some(code) => {
+            if let Some(call) = call {
+                call.finish(code, Some(response.headers()));
+            }
+            None
+        }
+        None => call,
+    };
+    response.map(|body| ObservedBody::new(RecoverBody::new(body, path), call))
+}
