@@ -1,5 +1,6 @@
 //! `cargo xtask bench [--quick] [--no-criterion] [--rounds N] [--requests N]
-//! [--handler fixed|users|both]`: what Keel's layers cost per call, end to end.
+//! [--handler fixed|users|both] [--traced [--sampling R]] [--instructions]`:
+//! what Keel's layers cost per call, end to end.
 //!
 //! 1. Builds `bench-server` (release), which serves the same `GetUser`
 //!    handler twice in one process: plain tonic, and the generated server
@@ -40,6 +41,13 @@
 //! and their batched encoding and export. Target: keel ≥ 0.93× plain. After
 //! the rounds it checks that the sink received about `R` of the keel calls
 //! as spans.
+//!
+//! `--instructions` counts instead of timing: the server runs under
+//! callgrind (valgrind, installed when missing), and after a warm-up each
+//! mode gets one run of 20 000 calls between `callgrind_control --zero` and
+//! `--dump`; it prints the instructions per call of each mode and Keel's
+//! difference, which, unlike CPU time on a shared VM, barely moves from run
+//! to run. Combines with `--traced` and `--handler`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,6 +87,8 @@ struct Options {
     handlers: Vec<Handler>,
     /// `--traced`: the sampling ratio of Keel's telemetry in bench-server.
     traced: Option<f64>,
+    /// `--instructions`: count instructions with callgrind instead of timing.
+    instructions: bool,
 }
 
 /// What answers `GetUser` in the bench server (`bench-server --handler`).
@@ -129,6 +139,7 @@ impl Options {
             quick: false,
             handlers: vec![Handler::Fixed, Handler::Users],
             traced: None,
+            instructions: false,
         };
         let mut rounds = None;
         let mut requests = None;
@@ -154,6 +165,7 @@ impl Options {
                     options.traced = Some(ratio);
                 }
                 "--no-criterion" => options.criterion = false,
+                "--instructions" => options.instructions = true,
                 "--rounds" => {
                     let v = value("--rounds")?;
                     rounds =
@@ -178,7 +190,7 @@ impl Options {
                 other => bail!(
                     "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
                      [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both] \
-                     [--traced [--sampling R]]"
+                     [--traced [--sampling R]] [--instructions]"
                 ),
             }
         }
@@ -186,6 +198,14 @@ impl Options {
             options.rounds = 3;
             options.requests = 10_000;
             options.warmup_requests = 5_000;
+            options.criterion = false;
+        }
+        if options.instructions {
+            // Counts do not drift: one run per mode, short because
+            // callgrind runs the server some 50 times slower.
+            options.rounds = 1;
+            options.requests = 20_000;
+            options.warmup_requests = 2_000;
             options.criterion = false;
         }
         if let Some(rounds) = rounds {
@@ -271,6 +291,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         "bench-server",
     ]))?;
     ensure_h2load()?;
+    if options.instructions {
+        crate::ensure_tool("valgrind", "valgrind")?;
+    }
 
     let target = crate::target_dir();
     let server_bin = target.join("release").join("bench-server");
@@ -304,6 +327,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         let traced = sink
             .as_ref()
             .map(|(sink, ratio)| (*ratio, format!("http://{}", sink.otlp)));
+        let callgrind_out = work.join(format!("callgrind-{}.out", handler.name()));
         let server = Server::start(
             &server_bin,
             handler,
@@ -311,6 +335,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             &body_file,
             &pinning,
             traced,
+            options.instructions.then_some(callgrind_out.as_path()),
         )?;
         let token = std::fs::read_to_string(&token_file)
             .with_context(|| format!("reading {}", token_file.display()))?;
@@ -329,6 +354,22 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 "--traced: keel runs with telemetry on: sampling ratio {ratio}, spans batched and \
                  exported over OTLP/gRPC to the sink (plain is unchanged)"
             );
+        }
+        if options.instructions {
+            let counts = count_instructions(
+                &server,
+                &options,
+                requests,
+                warmup,
+                token,
+                &body_file,
+                &pinning,
+                clk_tck,
+                &callgrind_out,
+            )?;
+            drop(server);
+            counts.print(requests);
+            continue;
         }
         let rounds = run_rounds(
             &server, &options, requests, warmup, token, &body_file, &pinning, clk_tck,
@@ -353,8 +394,8 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench layer):");
         super::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "layer"]))?;
     }
-    if options.traced.is_some() {
-        // `--traced` is about the layers' cost with telemetry on, not the auth service.
+    if options.traced.is_some() || options.instructions {
+        // `--traced` and `--instructions` are about the layers' cost, not the auth service.
         return Ok(());
     }
     println!("\nauth service (cargo xtask bench-auth):");
@@ -445,6 +486,87 @@ fn run_rounds(
 /// With `--traced`: the spans the sink received, once the batch processor
 /// has flushed (it exports at least every 5 s), must be about `ratio` of the
 /// keel calls: sampling and export really ran.
+/// Instructions per call of each mode, counted by callgrind.
+struct Instructions {
+    plain: u64,
+    keel: u64,
+}
+
+impl Instructions {
+    fn print(&self, requests: u64) {
+        let per_call = |total: u64| total as f64 / requests as f64;
+        let (plain, keel) = (per_call(self.plain), per_call(self.keel));
+        println!(
+            "\ninstructions per call (callgrind; user space, all threads of the server; \
+             {requests} calls per mode):"
+        );
+        println!("plain {plain:>9.0}");
+        println!(
+            "keel  {keel:>9.0}   ({:+.0}, {:+.1}%)",
+            keel - plain,
+            (keel / plain - 1.0) * 100.0
+        );
+    }
+}
+
+/// A warm-up run per mode, then one counted run per mode: callgrind's
+/// counters are zeroed before it and dumped after it (`callgrind_control`),
+/// and the dump's total is the run's instruction count. The runs are
+/// verified like timed rounds.
+#[allow(clippy::too_many_arguments)]
+fn count_instructions(
+    server: &Server,
+    options: &Options,
+    requests: u64,
+    warmup: u64,
+    token: &str,
+    body_file: &Path,
+    pinning: &Pinning,
+    clk_tck: u64,
+    out: &Path,
+) -> anyhow::Result<Instructions> {
+    let pid = server.pid().to_string();
+    let control = |command: &str| {
+        super::run_cmd(
+            Command::new("callgrind_control")
+                .arg(command)
+                .arg(&pid)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+    };
+    let mut counted = [0; 2];
+    for mode in [Mode::Plain, Mode::Keel] {
+        measure(
+            server, mode, warmup, options, token, body_file, pinning, clk_tck,
+        )?;
+    }
+    for (dump, mode) in [Mode::Plain, Mode::Keel].into_iter().enumerate() {
+        control("--zero")?;
+        measure(
+            server, mode, requests, options, token, body_file, pinning, clk_tck,
+        )?;
+        control(&format!("--dump={}", mode.name()))?;
+        // Dumps are numbered from 1 after the output file's name.
+        let file = format!("{}.{}", out.display(), dump + 1);
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+        counted[dump] = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("{file} has no summary line"))?;
+        println!(
+            "counted {} ({requests} calls): {} instructions",
+            mode.name(),
+            counted[dump]
+        );
+    }
+    Ok(Instructions {
+        plain: counted[0],
+        keel: counted[1],
+    })
+}
+
 fn check_exported_spans(sink: &Sink, ratio: f64, keel_calls: u64) -> anyhow::Result<()> {
     let spans = |sink: &Sink| -> anyhow::Result<u64> {
         let body = http_get(sink.http, "/counts")?;
@@ -830,11 +952,26 @@ impl Server {
         body_file: &Path,
         pinning: &Pinning,
         traced: Option<(f64, String)>,
+        callgrind_out: Option<&Path>,
     ) -> anyhow::Result<Server> {
         ensure!(bin.exists(), "{} was not built", bin.display());
         let _ = std::fs::remove_file(token_file);
         let _ = std::fs::remove_file(body_file);
-        let mut command = pinning.command(pinning.server_core, bin);
+        let mut command = match callgrind_out {
+            // Under callgrind every thread runs serialized: pinning is moot.
+            Some(out) => {
+                for dump in 1..=2 {
+                    let _ = std::fs::remove_file(format!("{}.{dump}", out.display()));
+                }
+                let mut command = Command::new("valgrind");
+                command
+                    .args(["--tool=callgrind", "--dump-instr=no"])
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(bin);
+                command
+            }
+            None => pinning.command(pinning.server_core, bin),
+        };
         command
             .args(["--handler", handler.name()])
             .arg("--token-file")
@@ -875,7 +1012,9 @@ impl Server {
                 }
             }
         });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        // Valgrind takes a while to start a 90 MB binary.
+        let startup = Duration::from_secs(if callgrind_out.is_some() { 300 } else { 60 });
+        let line = match rx.recv_timeout(startup) {
             Ok(line) => line,
             Err(_) => {
                 let status = server.child.try_wait().ok().flatten();

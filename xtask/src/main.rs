@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         ["run", rest @ ..] => run::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | gen [--check] | test [-- <cargo test args>] | bench [--quick] | bench-auth [--quick]"
+                "usage: cargo xtask run | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick]"
             );
             return ExitCode::from(2);
         }
