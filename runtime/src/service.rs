@@ -36,13 +36,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use opentelemetry::Context as OtelContext;
 use opentelemetry::trace::TraceContextExt as _;
 use pin_project_lite::pin_project;
+use quanta::Instant;
 use tonic::Code;
 use tower::{Layer, Service};
 

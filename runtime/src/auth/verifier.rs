@@ -3,11 +3,12 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
+use quanta::Instant;
 use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
 
@@ -131,7 +132,8 @@ impl Equivalent<TokenKey> for TokenRef<'_> {
 #[derive(Clone)]
 struct Verified {
     claims: Arc<Claims>,
-    /// `exp` on the monotonic clock, so a hit needs no wall-clock read.
+    /// `exp` on the monotonic clock (TSC-based where the CPU allows), so a
+    /// hit needs no wall-clock read.
     valid_until: Instant,
 }
 
@@ -202,7 +204,7 @@ impl Verifier {
 
     /// [`authenticate`](Self::authenticate), with `now` read by the caller
     /// (the time the request arrived): a cache hit then reads no clock.
-    pub fn authenticate_at(
+    pub(crate) fn authenticate_at(
         &self,
         headers: &HeaderMap,
         now: Instant,

@@ -3,12 +3,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use prometheus::IntCounter;
+use quanta::Instant;
 use tonic::Code;
 
 use super::ServiceMetrics;

@@ -4,10 +4,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use quanta::Instant;
 use tonic::Code;
 use tower::{Layer, Service};
 
