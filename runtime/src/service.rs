@@ -50,7 +50,7 @@ use crate::auth::{self, Verifier};
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{Call, CountingBody, ObservedBody, Observer};
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
-use crate::policy::ServicePolicy;
+use crate::policy::{MethodKind, ServicePolicy};
 use crate::recover::{RecoverBody, internal, log_panic};
 use crate::telemetry::layer::{end_server_span, start_server_span};
 
@@ -141,6 +141,10 @@ where
             span: start_server_span(shared.policy, method, req.headers()),
             metrics: Call::start(&shared.metrics, index, Instant::now()),
             path: method.path,
+            streams: matches!(
+                method.kind,
+                MethodKind::ServerStreaming | MethodKind::BidiStreaming
+            ),
         };
         if let Err(error) = auth::admit(
             &shared.verifier,
@@ -163,6 +167,9 @@ pub struct KeelCall {
     /// The server span's context, when telemetry is on.
     span: Option<OtelContext>,
     path: &'static str,
+    /// Whether the response is a stream the handler produces, which then
+    /// runs inside the span too.
+    streams: bool,
 }
 
 impl KeelCall {
@@ -280,7 +287,7 @@ where
             }
         };
         drop(attached);
-        let call = this.call.take().map(KeelCall::handled);
+        let call = this.call.take();
         Poll::Ready(match result {
             Ok(response) => Ok(observe(response, call)),
             Err(error) => {
@@ -308,6 +315,13 @@ fn trailers_only<B>(status: tonic::Status, call: Option<KeelCall>) -> Response<K
 /// body ends it.
 fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<KeelBody<B>> {
     let path = call.as_ref().map(|c| c.path);
+    // A streamed response runs handler code as it is polled: its logs carry
+    // the span's ids too, sampled or not.
+    let stream_span = call
+        .as_ref()
+        .filter(|c| c.streams)
+        .and_then(|c| c.span.clone());
+    let call = call.map(KeelCall::handled);
     // Only a response without a body can be trailers-only: the common
     // response, with a body, is not searched for a `grpc-status` header.
     let trailers_only = match response.body().is_end_stream() {
@@ -323,5 +337,5 @@ fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<K
         }
         None => call,
     };
-    response.map(|body| ObservedBody::new(RecoverBody::new(body, path), call))
+    response.map(|body| ObservedBody::new(RecoverBody::new(body, path).in_span(stream_span), call))
 }

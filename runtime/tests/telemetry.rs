@@ -218,20 +218,44 @@ static POLICY: ServicePolicy = ServicePolicy {
     },
 };
 
+/// Telemetry at sampling ratio 0 whose log lines, in `format`, go to memory.
+struct CapturedLogs {
+    config: Config,
+    logs: Arc<Mutex<Vec<u8>>>,
+    dispatch: tracing::Dispatch,
+    _guard: keel::telemetry::TelemetryGuard,
+}
+
+impl CapturedLogs {
+    fn new(format: &str) -> Self {
+        let config = load(&[
+            ("KEEL_TELEMETRY__LOG_FORMAT", format),
+            ("KEEL_TELEMETRY__SAMPLING_RATIO", "0"),
+        ])
+        .expect("valid");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let writer = logs.clone();
+        let (dispatch, _guard) = keel::telemetry::builder(&config)
+            .writer(move || Writer(writer.clone()))
+            .build()
+            .expect("telemetry");
+        CapturedLogs {
+            config,
+            logs,
+            dispatch,
+            _guard,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.logs.lock().unwrap().clone()).expect("UTF-8")
+    }
+}
+
 /// Log lines written by the handler of a call traced by [`TraceLayer`].
 async fn handler_logs(format: &str, traceparent: Option<&str>) -> String {
-    let config = load(&[
-        ("KEEL_TELEMETRY__LOG_FORMAT", format),
-        ("KEEL_TELEMETRY__SAMPLING_RATIO", "0"),
-    ])
-    .expect("valid");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let writer = logs.clone();
-    let (dispatch, _guard) = keel::telemetry::builder(&config)
-        .writer(move || Writer(writer.clone()))
-        .build()
-        .expect("telemetry");
-    let _default = tracing::dispatcher::set_default(&dispatch);
+    let captured = CapturedLogs::new(format);
+    let _default = tracing::dispatcher::set_default(&captured.dispatch);
 
     let service = TraceLayer::new(&POLICY).layer(tower::service_fn(
         |_: http::Request<Empty<bytes::Bytes>>| async {
@@ -251,7 +275,7 @@ async fn handler_logs(format: &str, traceparent: Option<&str>) -> String {
     let response = service.oneshot(request).await.expect("infallible");
     response.into_body().collect().await.expect("body");
     tracing::info!("outside");
-    String::from_utf8(logs.lock().unwrap().clone()).expect("UTF-8")
+    captured.text()
 }
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -350,4 +374,80 @@ async fn root_spans_are_sampled_at_the_configured_ratio() {
     // Decided once per trace: at 0.5 about half, not a quarter.
     let half = sampled_roots("0.5", 1000).await;
     assert!((400..=600).contains(&half), "{half} of 1000 sampled");
+}
+
+static STREAMING_POLICY: ServicePolicy = ServicePolicy {
+    name: "test.v1.Feed",
+    methods: &[MethodPolicy {
+        name: "Watch",
+        path: "/test.v1.Feed/Watch",
+        kind: MethodKind::ServerStreaming,
+        access: Access::Public,
+        labels: &[],
+    }],
+    route: |path| match path {
+        "/test.v1.Feed/Watch" => Some(0),
+        _ => None,
+    },
+};
+
+/// A server stream whose producer logs as it is polled: one empty message,
+/// then `grpc-status: 0` trailers.
+#[derive(Default)]
+struct LoggingStream(u8);
+
+impl http_body::Body for LoggingStream {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(match self.0 {
+            1 => {
+                tracing::info!("producing");
+                Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(&[
+                    0, 0, 0, 0, 0,
+                ]))))
+            }
+            2 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Some(Ok(http_body::Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_streamed_response_is_produced_inside_the_span_of_its_call() {
+    let captured = CapturedLogs::new("json");
+    let _default = tracing::dispatcher::set_default(&captured.dispatch);
+
+    let keel = keel::Keel::new(&captured.config, &[&STREAMING_POLICY]).expect("keel");
+    let handler = tower::service_fn(|_: http::Request<_>| async {
+        Ok::<_, Infallible>(http::Response::new(LoggingStream::default()))
+    });
+    let service = keel.wrap(&STREAMING_POLICY, handler).expect("wrap");
+    let request = http::Request::builder()
+        .uri("http://localhost/test.v1.Feed/Watch")
+        .header("traceparent", PARENT)
+        .body(tonic::body::Body::empty())
+        .expect("request");
+    let response = service.oneshot(request).await.expect("infallible");
+    // The stream is polled after the handler's future is done, as hyper does.
+    let body = response.into_body().collect().await.expect("body");
+    assert_eq!(body.trailers().expect("trailers")["grpc-status"], "0");
+
+    let text = captured.text();
+    let line: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("a log line")).expect("JSON line");
+    assert_eq!(line["message"], "producing", "{text}");
+    assert_eq!(
+        line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{text}"
+    );
 }

@@ -355,25 +355,21 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                  exported over OTLP/gRPC to the sink (plain is unchanged)"
             );
         }
+        let load = Load {
+            server: &server,
+            options: &options,
+            token,
+            body_file: &body_file,
+            pinning: &pinning,
+            clk_tck,
+        };
         if options.instructions {
-            let counts = count_instructions(
-                &server,
-                &options,
-                requests,
-                warmup,
-                token,
-                &body_file,
-                &pinning,
-                clk_tck,
-                &callgrind_out,
-            )?;
+            let counts = count_instructions(&load, requests, warmup, &callgrind_out)?;
             drop(server);
             counts.print(requests);
             continue;
         }
-        let rounds = run_rounds(
-            &server, &options, requests, warmup, token, &body_file, &pinning, clk_tck,
-        )?;
+        let rounds = run_rounds(&load, requests, warmup)?;
         if let Some((sink, ratio)) = &sink {
             let keel_calls = server.counts()?.get("keel_ok").copied().unwrap_or(0);
             check_exported_spans(sink, *ratio, keel_calls)?;
@@ -409,19 +405,23 @@ struct Rounds {
     kept_disturbed: usize,
 }
 
+/// What every h2load run against one server needs.
+struct Load<'a> {
+    server: &'a Server,
+    options: &'a Options,
+    /// The bearer token sent with every request.
+    token: &'a str,
+    /// The gRPC-framed `GetUserRequest` h2load sends.
+    body_file: &'a Path,
+    pinning: &'a Pinning,
+    /// Clock ticks per second of `/proc/stat`.
+    clk_tck: u64,
+}
+
 /// A warm-up round, then `options.rounds` measured ones, each plain then
 /// keel; a round disturbed by other work is repeated (up to [`MAX_REPEATS`]).
-#[allow(clippy::too_many_arguments)]
-fn run_rounds(
-    server: &Server,
-    options: &Options,
-    requests: u64,
-    warmup: u64,
-    token: &str,
-    body_file: &Path,
-    pinning: &Pinning,
-    clk_tck: u64,
-) -> anyhow::Result<Rounds> {
+fn run_rounds(load: &Load, requests: u64, warmup: u64) -> anyhow::Result<Rounds> {
+    let options = load.options;
     println!(
         "\n{:<6} {:<6} {:>9} {:>11} {:>13} {:>12} {:>12} {:>12} {:>8}",
         "round",
@@ -453,10 +453,8 @@ fn run_rounds(
         for attempt in 0..=repeats {
             let mut pair = Vec::new();
             for mode in [Mode::Plain, Mode::Keel] {
-                let sample = measure(
-                    server, mode, requests, options, token, body_file, pinning, clk_tck,
-                )
-                .with_context(|| format!("round {label}, {}", mode.name()))?;
+                let sample = measure(load, mode, requests)
+                    .with_context(|| format!("round {label}, {}", mode.name()))?;
                 pair.push(sample);
             }
             let disturbed = pair.iter().any(Sample::disturbed);
@@ -513,19 +511,13 @@ impl Instructions {
 /// counters are zeroed before it and dumped after it (`callgrind_control`),
 /// and the dump's total is the run's instruction count. The runs are
 /// verified like timed rounds.
-#[allow(clippy::too_many_arguments)]
 fn count_instructions(
-    server: &Server,
-    options: &Options,
+    load: &Load,
     requests: u64,
     warmup: u64,
-    token: &str,
-    body_file: &Path,
-    pinning: &Pinning,
-    clk_tck: u64,
     out: &Path,
 ) -> anyhow::Result<Instructions> {
-    let pid = server.pid().to_string();
+    let pid = load.server.pid().to_string();
     let control = |command: &str| {
         super::run_cmd(
             Command::new("callgrind_control")
@@ -537,15 +529,11 @@ fn count_instructions(
     };
     let mut counted = [0; 2];
     for mode in [Mode::Plain, Mode::Keel] {
-        measure(
-            server, mode, warmup, options, token, body_file, pinning, clk_tck,
-        )?;
+        measure(load, mode, warmup)?;
     }
     for (dump, mode) in [Mode::Plain, Mode::Keel].into_iter().enumerate() {
         control("--zero")?;
-        measure(
-            server, mode, requests, options, token, body_file, pinning, clk_tck,
-        )?;
+        measure(load, mode, requests)?;
         control(&format!("--dump={}", mode.name()))?;
         // Dumps are numbered from 1 after the output file's name.
         let file = format!("{}.{}", out.display(), dump + 1);
@@ -605,16 +593,15 @@ fn check_exported_spans(sink: &Sink, ratio: f64, keel_calls: u64) -> anyhow::Res
 
 /// One h2load run against `mode`, verified.
 #[allow(clippy::too_many_arguments)]
-fn measure(
-    server: &Server,
-    mode: Mode,
-    requests: u64,
-    options: &Options,
-    token: &str,
-    body_file: &Path,
-    pinning: &Pinning,
-    clk_tck: u64,
-) -> anyhow::Result<Sample> {
+fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
+    let Load {
+        server,
+        options,
+        token,
+        body_file,
+        pinning,
+        clk_tck,
+    } = *load;
     let addr = match mode {
         Mode::Plain => server.plain,
         Mode::Keel => server.keel,

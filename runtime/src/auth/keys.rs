@@ -187,17 +187,8 @@ fn public_pem(algorithm: Algorithm, pem: &[u8]) -> jsonwebtoken::errors::Result<
 /// an HMAC secret), for services that issue tokens.
 pub fn encoding_key(entry: &KeyConfig) -> Result<EncodingKey, SetupError> {
     let algorithm = entry.algorithm;
-    let bad_key = |e: jsonwebtoken::errors::Error| SetupError::BadKey {
-        key: "auth.keys",
-        algorithm,
-        reason: format!("kid {:?}: {e}", entry.kid),
-    };
     if algorithm.is_hmac() {
-        let secret = entry
-            .hmac_secret
-            .as_ref()
-            .ok_or(SetupError::MissingKey(algorithm))?;
-        return Ok(EncodingKey::from_secret(secret.expose().as_bytes()));
+        return Ok(EncodingKey::from_secret(hmac_secret(entry)?));
     }
     let pem = match (&entry.private_key_pem, &entry.private_key_file) {
         (Some(pem), _) => pem.expose().to_owned(),
@@ -214,7 +205,25 @@ pub fn encoding_key(entry: &KeyConfig) -> Result<EncodingKey, SetupError> {
         Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
         _ => EncodingKey::from_rsa_pem(pem),
     }
-    .map_err(bad_key)
+    .map_err(|e| bad_key(entry, e))
+}
+
+/// The secret of an `HS*` key of `[[auth.keys]]`.
+fn hmac_secret(entry: &KeyConfig) -> Result<&[u8], SetupError> {
+    entry
+        .hmac_secret
+        .as_ref()
+        .map(|secret| secret.expose().as_bytes())
+        .ok_or(SetupError::MissingKey(entry.algorithm))
+}
+
+/// A key of `[[auth.keys]]` that jsonwebtoken refused.
+fn bad_key(entry: &KeyConfig, error: jsonwebtoken::errors::Error) -> SetupError {
+    SetupError::BadKey {
+        key: "auth.keys",
+        algorithm: entry.algorithm,
+        reason: format!("kid {:?}: {error}", entry.kid),
+    }
 }
 
 /// The public JWK of a signing key: `kid`, `alg`, `use: "sig"` and the
@@ -242,17 +251,9 @@ pub fn public_jwk(
 /// The verification key of an `[[auth.keys]]` entry.
 fn decoding_key(entry: &KeyConfig) -> Result<DecodingKey, SetupError> {
     let algorithm = entry.algorithm;
-    let bad_key = |e: jsonwebtoken::errors::Error| SetupError::BadKey {
-        key: "auth.keys",
-        algorithm,
-        reason: format!("kid {:?}: {e}", entry.kid),
-    };
+    let bad_key = |e| bad_key(entry, e);
     if algorithm.is_hmac() {
-        let secret = entry
-            .hmac_secret
-            .as_ref()
-            .ok_or(SetupError::MissingKey(algorithm))?;
-        return Ok(DecodingKey::from_secret(secret.expose().as_bytes()));
+        return Ok(DecodingKey::from_secret(hmac_secret(entry)?));
     }
     let public = match (&entry.public_key_pem, &entry.public_key_file) {
         (Some(pem), _) => Some(pem.clone()),
