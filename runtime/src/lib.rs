@@ -45,6 +45,7 @@ pub mod auth;
 mod body;
 pub mod client;
 pub mod config;
+pub mod deadline;
 mod error;
 mod keel;
 pub mod metrics;

@@ -126,9 +126,6 @@ pin_project! {
         #[pin]
         body: Interruptible<B>,
         path: Option<&'static str>,
-        // Attached while the body is polled: the handler's stream runs, and
-        // its panics are logged, inside the call's span.
-        span: Option<opentelemetry::Context>,
     }
 }
 
@@ -138,14 +135,7 @@ impl<B> RecoverBody<B> {
         RecoverBody {
             body: Interruptible::new(body),
             path,
-            span: None,
         }
-    }
-
-    /// Polls the body inside `span`'s context.
-    pub(crate) fn in_span(mut self, span: Option<opentelemetry::Context>) -> Self {
-        self.span = span;
-        self
     }
 }
 
@@ -154,7 +144,6 @@ impl<B> Default for RecoverBody<B> {
         RecoverBody {
             body: Interruptible::default(),
             path: None,
-            span: None,
         }
     }
 }
@@ -171,7 +160,6 @@ impl<B: Body<Data = Bytes>> Body for RecoverBody<B> {
         let Some(inner) = this.body.as_mut().inner() else {
             return Poll::Ready(None);
         };
-        let _attached = this.span.clone().map(opentelemetry::Context::attach);
         match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
             Ok(polled) => polled,
             Err(panic) => {

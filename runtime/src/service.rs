@@ -11,7 +11,9 @@
 //!
 //! Per call, for a method of the policy:
 //! 1. the server span is opened (when telemetry is on), continuing the
-//!    caller's trace, and attached while the handler runs;
+//!    caller's trace, and attached while the handler runs, with the call's
+//!    deadline (`grpc-timeout`) for the calls the handler makes
+//!    ([`deadline`](crate::deadline));
 //! 2. the call is counted as started and its clock started;
 //! 3. the method's access rule is applied: a rejected call is answered
 //!    `UNAUTHENTICATED` or `PERMISSION_DENIED` without reaching the handler;
@@ -47,6 +49,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::auth::{self, Verifier};
+use crate::deadline::Deadline;
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{Call, CountingBody, ObservedBody, Observer};
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
@@ -137,9 +140,15 @@ where
             return KeelFuture::call(&mut self.inner, req, None);
         };
         let method = &shared.policy.methods[index];
+        let now = Instant::now();
+        let span = start_server_span(shared.policy, method, req.headers());
+        let cx = match Deadline::of_request(req.headers(), now) {
+            Some(deadline) => Some(span.unwrap_or_default().with_value(deadline)),
+            None => span,
+        };
         let call = KeelCall {
-            span: start_server_span(shared.policy, method, req.headers()),
-            metrics: Call::start(&shared.metrics, index, Instant::now()),
+            cx,
+            metrics: Call::start(&shared.metrics, index, now),
             path: method.path,
             streams: matches!(
                 method.kind,
@@ -164,8 +173,9 @@ where
 /// its metrics, its span and its path.
 pub struct KeelCall {
     metrics: Call,
-    /// The server span's context, when telemetry is on.
-    span: Option<OtelContext>,
+    /// The context the handler runs in: the server span, when telemetry is
+    /// on, and the call's deadline, when it has one.
+    cx: Option<OtelContext>,
     path: &'static str,
     /// Whether the response is a stream the handler produces, which then
     /// runs inside the span too.
@@ -173,15 +183,12 @@ pub struct KeelCall {
 }
 
 impl KeelCall {
-    /// The call once its handler has answered: an unsampled span records
-    /// nothing and needs no ending, so its context is let go.
+    /// The call once its handler has answered: an unsampled span (or none)
+    /// records nothing and needs no ending, so its context is let go, unless
+    /// the handler's stream still runs in it.
     fn handled(mut self) -> Self {
-        if self
-            .span
-            .as_ref()
-            .is_some_and(|cx| !cx.span().is_recording())
-        {
-            self.span = None;
+        if !self.streams && self.cx.as_ref().is_some_and(|cx| !cx.span().is_recording()) {
+            self.cx = None;
         }
         self
     }
@@ -198,10 +205,19 @@ impl Observer for KeelCall {
         None
     }
 
+    /// A streamed response runs handler code as it is polled: inside the
+    /// call's context, so its logs carry the span's ids, sampled or not.
+    fn enter(&self) -> Option<opentelemetry::ContextGuard> {
+        match self.streams {
+            true => self.cx.clone().map(OtelContext::attach),
+            false => None,
+        }
+    }
+
     fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
         self.metrics.finish(code);
-        if let Some(span) = &self.span {
-            end_server_span(span, code, carrier);
+        if let Some(cx) = &self.cx {
+            end_server_span(cx, code, carrier);
         }
     }
 }
@@ -274,7 +290,7 @@ where
         let attached = this
             .call
             .as_ref()
-            .and_then(|call| call.span.clone())
+            .and_then(|call| call.cx.clone())
             .map(OtelContext::attach);
         let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
@@ -315,12 +331,6 @@ fn trailers_only<B>(status: tonic::Status, call: Option<KeelCall>) -> Response<K
 /// body ends it.
 fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<KeelBody<B>> {
     let path = call.as_ref().map(|c| c.path);
-    // A streamed response runs handler code as it is polled: its logs carry
-    // the span's ids too, sampled or not.
-    let stream_span = call
-        .as_ref()
-        .filter(|c| c.streams)
-        .and_then(|c| c.span.clone());
     let call = call.map(KeelCall::handled);
     // Only a response without a body can be trailers-only: the common
     // response, with a body, is not searched for a `grpc-status` header.
@@ -337,5 +347,5 @@ fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<K
         }
         None => call,
     };
-    response.map(|body| ObservedBody::new(RecoverBody::new(body, path).in_span(stream_span), call))
+    response.map(|body| ObservedBody::new(RecoverBody::new(body, path), call))
 }

@@ -300,3 +300,86 @@ async fn an_unavailable_token_source_fails_the_call_unavailable() {
     let status = call(service, request(READ)).await.expect_err("no token");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
+
+/// The `grpc-timeout` each request the transport saw carried.
+fn sent_timeouts(seen: &Seen) -> Vec<String> {
+    seen.0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h["grpc-timeout"].to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Serves one call of `POLICY` through Keel with `grpc-timeout: timeout`
+/// (none for `None`); its handler calls `POLICY` downstream through the
+/// client layer and answers with the code of that call.
+async fn serve_and_call_downstream(timeout: Option<&str>, seen: &Seen) -> String {
+    let registry = prometheus::Registry::new();
+    let downstream = client(&registry).wrap(&POLICY, transport(seen.clone(), Duration::ZERO, "0"));
+    let config = Loader::new()
+        .defaults_toml("[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n")
+        .load()
+        .expect("config");
+    let keel = keel::Keel::new(&config, &[&POLICY]).expect("keel");
+    let handler = tower::service_fn(move |_: Request<_>| {
+        let downstream = downstream.clone();
+        async move {
+            let code = match call(downstream, request(READ)).await {
+                Ok(()) => tonic::Code::Ok,
+                Err(status) => status.code(),
+            };
+            let mut response = Response::new(Empty::<bytes::Bytes>::new());
+            response.headers_mut().insert(
+                "grpc-status",
+                HeaderValue::from_str(&(code as i32).to_string()).unwrap(),
+            );
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let server = keel.wrap(&POLICY, handler).expect("wrap");
+    let mut incoming = Request::builder().uri(READ);
+    if let Some(timeout) = timeout {
+        incoming = incoming.header("grpc-timeout", timeout);
+    }
+    let response = server
+        .oneshot(incoming.body(Body::empty()).unwrap())
+        .await
+        .expect("infallible");
+    response.headers()["grpc-status"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn calls_made_while_serving_get_no_more_than_the_time_left() {
+    let seen = Seen::default();
+    assert_eq!(serve_and_call_downstream(Some("50m"), &seen).await, "0");
+    let sent = sent_timeouts(&seen);
+    let timeout = sent[0].strip_suffix('n').expect("nanoseconds under 100 ms");
+    let nanos: u64 = timeout.parse().unwrap();
+    assert!(
+        nanos > 0 && nanos <= 50_000_000,
+        "sent {sent:?} for a call with 50 ms left"
+    );
+
+    // A caller's deadline longer than the client's default does not raise it.
+    let seen = Seen::default();
+    assert_eq!(serve_and_call_downstream(Some("10S"), &seen).await, "0");
+    assert_eq!(sent_timeouts(&seen), ["200000u"], "the default, 200 ms");
+
+    // No deadline at all: the client's default.
+    let seen = Seen::default();
+    assert_eq!(serve_and_call_downstream(None, &seen).await, "0");
+    assert_eq!(sent_timeouts(&seen), ["200000u"]);
+}
+
+#[tokio::test]
+async fn a_call_whose_deadline_has_passed_sends_nothing_downstream() {
+    let seen = Seen::default();
+    // One nanosecond: gone by the time the handler calls out.
+    let code = serve_and_call_downstream(Some("1n"), &seen).await;
+    assert_eq!(code, (tonic::Code::DeadlineExceeded as i32).to_string());
+    assert!(sent_timeouts(&seen).is_empty(), "nothing was sent");
+}

@@ -17,6 +17,7 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::TokenSource;
+use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer};
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
@@ -24,9 +25,6 @@ use crate::policy::ServicePolicy;
 use crate::telemetry::{client_span, end_client_span, propagation};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Name of the gRPC deadline header.
-const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// Applies Keel's client behaviour to calls of one service; see the
 /// [module docs](super). Made by [`Client::layer`](super::Client::layer).
@@ -135,14 +133,20 @@ where
         };
         propagation::inject(&parent, req.headers_mut());
 
-        let deadline = match req.headers().get(GRPC_TIMEOUT).and_then(decode_timeout) {
-            Some(deadline) => deadline,
-            None => {
-                req.headers_mut()
-                    .insert(GRPC_TIMEOUT, shared.deadline_header.clone());
-                shared.deadline
-            }
-        };
+        // The caller's deadline, else the default; never more than what is
+        // left of the deadline of the call being served, if any.
+        let set = req.headers().get(&GRPC_TIMEOUT).and_then(decode_timeout);
+        let mut deadline = set.unwrap_or(shared.deadline);
+        if let Some(served) = Deadline::current() {
+            deadline = deadline.min(served.remaining());
+        }
+        if set != Some(deadline) {
+            let header = match deadline == shared.deadline {
+                true => shared.deadline_header.clone(),
+                false => encode_timeout(deadline),
+            };
+            req.headers_mut().insert(&GRPC_TIMEOUT, header);
+        }
 
         let sent = method.map(|i| {
             let m = shared.metrics.method(i);
@@ -175,11 +179,20 @@ where
                 }
                 inner.call(req).await.map_err(Into::into)
             };
-            let result = match tokio::time::timeout(deadline, call).await {
-                Ok(result) => result,
-                Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
-                    "no response within the deadline of {deadline:?}"
-                ))) as BoxError),
+            let result = match deadline.is_zero() {
+                // The deadline of the call being served has passed: not sent.
+                true => {
+                    drop(call);
+                    Err(Box::new(tonic::Status::deadline_exceeded(
+                        "the deadline of the call being served has passed",
+                    )) as BoxError)
+                }
+                false => match tokio::time::timeout(deadline, call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "no response within the deadline of {deadline:?}"
+                    ))) as BoxError),
+                },
             };
             if let Some(call) = pending.0.as_mut() {
                 call.sent_token = sent_token;
@@ -275,71 +288,6 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(call) = self.0.take() {
             call.finish(Code::Cancelled, None);
-        }
-    }
-}
-
-/// `grpc-timeout` for `deadline`: the gRPC spec allows at most 8 digits, so
-/// the finest unit that fits is used.
-fn encode_timeout(deadline: Duration) -> HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let units = [
-        (deadline.as_nanos(), 'n'),
-        (deadline.as_micros(), 'u'),
-        (deadline.as_millis(), 'm'),
-        (u128::from(deadline.as_secs()), 'S'),
-        (u128::from(deadline.as_secs() / 60), 'M'),
-        (u128::from(deadline.as_secs() / 3600), 'H'),
-    ];
-    let (value, unit) = units
-        .into_iter()
-        .find(|(value, _)| *value <= MAX)
-        .unwrap_or((MAX, 'H'));
-    HeaderValue::try_from(format!("{value}{unit}")).unwrap_or(HeaderValue::from_static("99999999H"))
-}
-
-/// The deadline a `grpc-timeout` value says, if it is well-formed.
-fn decode_timeout(value: &HeaderValue) -> Option<Duration> {
-    let text = value.to_str().ok()?;
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts_round_trip_within_eight_digits() {
-        for (deadline, text) in [
-            (Duration::from_millis(1), "1000000n"),
-            (Duration::from_secs(10), "10000000u"),
-            (Duration::from_secs(3600), "3600000m"),
-            (Duration::from_secs(200_000), "200000S"),
-        ] {
-            let header = encode_timeout(deadline);
-            assert_eq!(header, text);
-            assert_eq!(decode_timeout(&header), Some(deadline));
-        }
-    }
-
-    #[test]
-    fn malformed_timeouts_are_ignored() {
-        for text in ["", "m", "10", "123456789m", "10x", "-1S", "1.5S"] {
-            let value = HeaderValue::from_str(text).unwrap();
-            assert_eq!(decode_timeout(&value), None, "{text:?}");
         }
     }
 }

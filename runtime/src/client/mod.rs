@@ -24,8 +24,11 @@
 //!   source that has no token fails the call locally with
 //!   [`TokenError::to_status`](crate::auth::TokenError::to_status);
 //! - sets `grpc-timeout` to `client.default_deadline` unless the caller set a
-//!   deadline (`tonic::Request::set_timeout`), and fails the call with
-//!   `DEADLINE_EXCEEDED` when the response headers have not arrived by then;
+//!   deadline (`tonic::Request::set_timeout`), in either case no more than
+//!   what is left of the deadline of the call being served, when a handler
+//!   calls out ([`deadline`](crate::deadline)); fails the call with
+//!   `DEADLINE_EXCEEDED` when the response headers have not arrived by then,
+//!   or at once, without sending it, when that deadline has already passed;
 //! - records the go-grpc-prometheus client metrics
 //!   ([`ClientMetrics`]).
 //!
