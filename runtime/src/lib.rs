@@ -52,7 +52,7 @@ pub mod metrics;
 mod policy;
 pub mod recover;
 pub mod serve;
-mod service;
+pub mod service;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! The PostgreSQL the store tests and benches run against: 127.0.0.1:5432,
 //! trust authentication for 127.0.0.1, database `test`.
 //!
-//! [`ensure`] makes it so on a Debian machine (as root, like CI): it starts
+//! [`ensure()`] makes it so on a Debian machine (as root, like CI): it starts
 //! the installed cluster when it is down, installs Debian's `postgresql`
 //! when it is absent, allows trust authentication from 127.0.0.1 and
 //! creates the database. It fails, with the reason, when it cannot: the
@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 /// The variable the tests read the database URL from.
 pub const URL_VAR: &str = "KEEL_TEST_POSTGRES_URL";
 
-/// The URL [`ensure`] makes work.
+/// The URL [`ensure()`] makes work.
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 const ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);

@@ -54,7 +54,7 @@ impl<S> Layer<S> for DrainLayer {
     }
 }
 
-/// The service made by [`DrainLayer`].
+/// The service made by `DrainLayer`.
 #[derive(Clone, Debug)]
 pub struct Drain<S> {
     inner: S,
