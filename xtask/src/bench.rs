@@ -976,10 +976,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = command
+        let child = command
             .spawn()
             .with_context(|| format!("starting {command:?}"))?;
-        let stdout = child.stdout.take();
         // From here on, dropping `server` kills the process.
         let mut server = Server {
             child,
@@ -987,50 +986,14 @@ impl Server {
             keel: SocketAddr::from(([0, 0, 0, 0], 0)),
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
-        let stdout = stdout.context("bench-server's stdout was not captured")?;
-
-        // Read its stdout on a thread, so a server that hangs cannot hang us.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("bench-server ") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
         // Valgrind takes a while to start a 90 MB binary.
         let startup = Duration::from_secs(if callgrind_out.is_some() { 300 } else { 60 });
-        let line = match rx.recv_timeout(startup) {
-            Ok(line) => line,
-            Err(_) => {
-                let status = server.child.try_wait().ok().flatten();
-                bail!(
-                    "bench-server did not announce its ports (exit status: {})",
-                    status.map_or("still running".into(), |s| s.to_string())
-                );
-            }
-        };
-        for part in line.split_whitespace().skip(1) {
-            let (key, value) = part
-                .split_once('=')
-                .with_context(|| format!("bad ports line {line:?}"))?;
-            let addr: SocketAddr = value
-                .parse()
-                .with_context(|| format!("bad address {value:?} in {line:?}"))?;
-            match key {
-                "plain" => server.plain = addr,
-                "keel" => server.keel = addr,
-                "http" => server.http = addr,
-                _ => {}
-            }
-        }
-        ensure!(
-            [server.plain, server.keel, server.http]
-                .iter()
-                .all(|a| a.port() != 0),
-            "ports line {line:?} lacks plain=, keel= or http="
-        );
+        [server.plain, server.keel, server.http] = announced_ports(
+            &mut server.child,
+            "bench-server",
+            ["plain", "keel", "http"],
+            startup,
+        )?;
         println!(
             "bench-server pid {}: plain {}, keel {}, http {}",
             server.pid(),
@@ -1112,46 +1075,21 @@ impl Sink {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = command
+        let child = command
             .spawn()
             .with_context(|| format!("starting {command:?}"))?;
-        let stdout = child.stdout.take();
         // From here on, dropping `sink` kills the process.
         let mut sink = Sink {
             child,
             otlp: SocketAddr::from(([0, 0, 0, 0], 0)),
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
-        let stdout = stdout.context("the sink's stdout was not captured")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("bench-sink ") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .context("the trace sink did not announce its ports")?;
-        for part in line.split_whitespace().skip(1) {
-            let (key, value) = part
-                .split_once('=')
-                .with_context(|| format!("bad sink line {line:?}"))?;
-            let addr: SocketAddr = value
-                .parse()
-                .with_context(|| format!("bad address {value:?} in {line:?}"))?;
-            match key {
-                "otlp" => sink.otlp = addr,
-                "http" => sink.http = addr,
-                _ => {}
-            }
-        }
-        ensure!(
-            sink.otlp.port() != 0 && sink.http.port() != 0,
-            "sink line {line:?} lacks otlp= or http="
-        );
+        [sink.otlp, sink.http] = announced_ports(
+            &mut sink.child,
+            "bench-sink",
+            ["otlp", "http"],
+            Duration::from_secs(60),
+        )?;
         println!(
             "trace sink pid {}: otlp {}, http {}",
             sink.child.id(),
@@ -1167,6 +1105,59 @@ impl Drop for Sink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The addresses of `keys`, in that order, from the line `<name> key=addr …`
+/// that `child` prints on its (piped) stdout once it listens; an error if it
+/// does not within `timeout`, or if the line lacks one of them.
+fn announced_ports<const N: usize>(
+    child: &mut Child,
+    name: &str,
+    keys: [&str; N],
+    timeout: Duration,
+) -> anyhow::Result<[SocketAddr; N]> {
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("{name}'s stdout was not captured"))?;
+    // Read its stdout on a thread, so a process that hangs cannot hang us.
+    let (tx, rx) = mpsc::channel();
+    let prefix = format!("{name} ");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with(&prefix) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = match rx.recv_timeout(timeout) {
+        Ok(line) => line,
+        Err(_) => {
+            let status = child.try_wait().ok().flatten();
+            bail!(
+                "{name} did not announce its ports (exit status: {})",
+                status.map_or("still running".into(), |s| s.to_string())
+            );
+        }
+    };
+    let mut found = [None; N];
+    for part in line.split_whitespace().skip(1) {
+        let (key, value) = part
+            .split_once('=')
+            .with_context(|| format!("bad ports line {line:?}"))?;
+        let addr: SocketAddr = value
+            .parse()
+            .with_context(|| format!("bad address {value:?} in {line:?}"))?;
+        if let Some(i) = keys.iter().position(|k| *k == key) {
+            found[i] = Some(addr).filter(|a| a.port() != 0);
+        }
+    }
+    let mut addrs = [SocketAddr::from(([0, 0, 0, 0], 0)); N];
+    for ((addr, found), key) in addrs.iter_mut().zip(found).zip(keys) {
+        *addr = found.with_context(|| format!("ports line {line:?} lacks {key}="))?;
+    }
+    Ok(addrs)
 }
 
 /// A minimal HTTP/1.1 GET (the server's endpoint is local and trusted).
