@@ -2,9 +2,10 @@
 //! handler makes while serving a call with a deadline (`grpc-timeout`) gets
 //! no more than the time left.
 //!
-//! [`KeelService`](crate::KeelService) reads the deadline of each request and
-//! keeps it in the OpenTelemetry context it attaches while the handler runs;
-//! the generated clients' layer reads it from there. A handler can ask how
+//! [`KeelService`](crate::KeelService) (and
+//! [`TraceLayer`](crate::telemetry::TraceLayer)) reads the deadline of each
+//! request and keeps it in the OpenTelemetry context it attaches while the
+//! handler runs; the generated clients' layer reads it from there. A handler can ask how
 //! much time it has left with [`remaining`].
 //!
 //! ```
@@ -15,6 +16,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::Context;
 use quanta::Instant;
 
 /// The gRPC deadline header.
@@ -24,12 +26,21 @@ pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeo
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Deadline(Instant);
 
+/// The context a handler runs in, `cx` (its server span, if any), with the
+/// deadline of its request added when the request has a `grpc-timeout`.
+pub(crate) fn with_deadline(cx: Option<Context>, headers: &HeaderMap) -> Option<Context> {
+    match Deadline::of_request(headers) {
+        Some(deadline) => Some(cx.unwrap_or_default().with_value(deadline)),
+        None => cx,
+    }
+}
+
 impl Deadline {
-    /// The deadline of a request that arrived at `now`, if it has a
-    /// well-formed `grpc-timeout`.
-    pub(crate) fn of_request(headers: &HeaderMap, now: Instant) -> Option<Self> {
+    /// The deadline of a request arriving now, if it has a well-formed
+    /// `grpc-timeout`.
+    fn of_request(headers: &HeaderMap) -> Option<Self> {
         let timeout = decode_timeout(headers.get(&GRPC_TIMEOUT)?)?;
-        now.checked_add(timeout).map(Deadline)
+        Instant::now().checked_add(timeout).map(Deadline)
     }
 
     /// The deadline of the call the current task serves, if it has one.

@@ -49,7 +49,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::auth::{self, Verifier};
-use crate::deadline::Deadline;
+use crate::deadline::with_deadline;
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{Call, CountingBody, ObservedBody, Observer};
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
@@ -140,15 +140,10 @@ where
             return KeelFuture::call(&mut self.inner, req, None);
         };
         let method = &shared.policy.methods[index];
-        let now = Instant::now();
         let span = start_server_span(shared.policy, method, req.headers());
-        let cx = match Deadline::of_request(req.headers(), now) {
-            Some(deadline) => Some(span.unwrap_or_default().with_value(deadline)),
-            None => span,
-        };
         let call = KeelCall {
-            cx,
-            metrics: Call::start(&shared.metrics, index, now),
+            cx: with_deadline(span, req.headers()),
+            metrics: Call::start(&shared.metrics, index, Instant::now()),
             path: method.path,
             streams: matches!(
                 method.kind,

@@ -13,7 +13,7 @@ use keel::config::Loader;
 use keel::metrics::ClientMetrics;
 use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use tonic::body::Body;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 static POLICY: ServicePolicy = ServicePolicy {
     name: "test.v1.Things",
@@ -311,18 +311,15 @@ fn sent_timeouts(seen: &Seen) -> Vec<String> {
         .collect()
 }
 
-/// Serves one call of `POLICY` through Keel with `grpc-timeout: timeout`
-/// (none for `None`); its handler calls `POLICY` downstream through the
-/// client layer and answers with the code of that call.
-async fn serve_and_call_downstream(timeout: Option<&str>, seen: &Seen) -> String {
+/// A handler that calls `POLICY` downstream through the client layer (over
+/// a transport recording into `seen`) and answers with that call's code.
+fn calling_downstream<B>(
+    seen: &Seen,
+) -> impl Service<Request<B>, Response = Response<Empty<bytes::Bytes>>, Error = Infallible> + Clone
+{
     let registry = prometheus::Registry::new();
     let downstream = client(&registry).wrap(&POLICY, transport(seen.clone(), Duration::ZERO, "0"));
-    let config = Loader::new()
-        .defaults_toml("[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n")
-        .load()
-        .expect("config");
-    let keel = keel::Keel::new(&config, &[&POLICY]).expect("keel");
-    let handler = tower::service_fn(move |_: Request<_>| {
+    tower::service_fn(move |_: Request<B>| {
         let downstream = downstream.clone();
         async move {
             let code = match call(downstream, request(READ)).await {
@@ -336,16 +333,29 @@ async fn serve_and_call_downstream(timeout: Option<&str>, seen: &Seen) -> String
             );
             Ok::<_, Infallible>(response)
         }
-    });
-    let server = keel.wrap(&POLICY, handler).expect("wrap");
+    })
+}
+
+/// A call of `POLICY` with `grpc-timeout: timeout` (none for `None`).
+fn incoming(timeout: Option<&str>) -> Request<Body> {
     let mut incoming = Request::builder().uri(READ);
     if let Some(timeout) = timeout {
         incoming = incoming.header("grpc-timeout", timeout);
     }
-    let response = server
-        .oneshot(incoming.body(Body::empty()).unwrap())
-        .await
-        .expect("infallible");
+    incoming.body(Body::empty()).unwrap()
+}
+
+/// Serves one call of `POLICY` through Keel with `grpc-timeout: timeout`
+/// (none for `None`); its handler calls `POLICY` downstream through the
+/// client layer and answers with the code of that call.
+async fn serve_and_call_downstream(timeout: Option<&str>, seen: &Seen) -> String {
+    let config = Loader::new()
+        .defaults_toml("[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n")
+        .load()
+        .expect("config");
+    let keel = keel::Keel::new(&config, &[&POLICY]).expect("keel");
+    let server = keel.wrap(&POLICY, calling_downstream(seen)).expect("wrap");
+    let response = server.oneshot(incoming(timeout)).await.expect("infallible");
     response.headers()["grpc-status"]
         .to_str()
         .unwrap()
@@ -353,16 +363,33 @@ async fn serve_and_call_downstream(timeout: Option<&str>, seen: &Seen) -> String
 }
 
 #[tokio::test]
-async fn calls_made_while_serving_get_no_more_than_the_time_left() {
+async fn the_trace_layer_alone_passes_the_deadline_on_too() {
     let seen = Seen::default();
-    assert_eq!(serve_and_call_downstream(Some("50m"), &seen).await, "0");
-    let sent = sent_timeouts(&seen);
+    let server = keel::telemetry::TraceLayer::new(&POLICY).layer(calling_downstream(&seen));
+    let response = server
+        .oneshot(incoming(Some("50m")))
+        .await
+        .expect("infallible");
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_sent_within_50ms(&seen);
+}
+
+/// The one call sent downstream carried a `grpc-timeout` in (0, 50 ms].
+fn assert_sent_within_50ms(seen: &Seen) {
+    let sent = sent_timeouts(seen);
     let timeout = sent[0].strip_suffix('n').expect("nanoseconds under 100 ms");
     let nanos: u64 = timeout.parse().unwrap();
     assert!(
         nanos > 0 && nanos <= 50_000_000,
         "sent {sent:?} for a call with 50 ms left"
     );
+}
+
+#[tokio::test]
+async fn calls_made_while_serving_get_no_more_than_the_time_left() {
+    let seen = Seen::default();
+    assert_eq!(serve_and_call_downstream(Some("50m"), &seen).await, "0");
+    assert_sent_within_50ms(&seen);
 
     // A caller's deadline longer than the client's default does not raise it.
     let seen = Seen::default();

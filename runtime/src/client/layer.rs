@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use quanta::Instant;
-
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Request, Response};
+use quanta::Instant;
 use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};

@@ -29,6 +29,7 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use super::propagation;
+use crate::deadline::with_deadline;
 use crate::metrics::body::{ObservedBody, Observer};
 use crate::metrics::code_name;
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
@@ -270,13 +271,15 @@ impl Observer for SpanEnd {
 /// call ends, `rpc.grpc.status_code`, read from the response headers or
 /// trailers. Its parent is the W3C `traceparent`/`tracestate` of the request,
 /// when it has a valid one. The handler runs inside the span's context, so
-/// its logs carry the trace id and its calls continue the trace. Paths
-/// outside the policy, and every call when the current `tracing` dispatcher
-/// was not built by [`builder`](super::builder) / [`init`](super::init), are
-/// passed through untraced.
+/// its logs carry the trace id and its calls continue the trace; the context
+/// also carries the request's deadline to the calls the handler makes
+/// ([`deadline`](crate::deadline)). Paths outside the policy, and every call
+/// when the current `tracing` dispatcher was not built by
+/// [`builder`](super::builder) / [`init`](super::init), are passed through
+/// untraced.
 ///
-/// Keel puts it outermost, so the span covers auth rejections, metrics and
-/// panics turned into `INTERNAL`.
+/// Stack it outermost, as [`KeelService`](crate::KeelService) does, so the
+/// span covers auth rejections, metrics and panics turned into `INTERNAL`.
 #[derive(Clone, Copy, Debug)]
 pub struct TraceLayer {
     policy: &'static ServicePolicy,
@@ -327,7 +330,10 @@ where
         let cx = self
             .policy
             .method(req.uri().path())
-            .and_then(|(_, method)| start_server_span(self.policy, method, req.headers()));
+            .and_then(|(_, method)| {
+                let span = start_server_span(self.policy, method, req.headers());
+                with_deadline(span, req.headers())
+            });
         // The inner layers' `call` only inspects headers and builds the
         // future; the handler runs when it is polled, context attached.
         TraceFuture {
