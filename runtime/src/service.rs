@@ -39,8 +39,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use opentelemetry::Context as OtelContext;
 use opentelemetry::trace::TraceContextExt as _;
 use pin_project_lite::pin_project;
@@ -49,12 +50,13 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::auth::{self, Verifier};
+use crate::body::Interruptible;
 use crate::deadline::with_deadline;
 use crate::metrics::ServiceMetrics;
-use crate::metrics::body::{Call, CountingBody, ObservedBody, Observer};
+use crate::metrics::body::{Call, CountingBody, Observer as _};
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
 use crate::policy::{MethodKind, ServicePolicy};
-use crate::recover::{RecoverBody, internal, log_panic};
+use crate::recover::{internal, log_panic};
 use crate::telemetry::layer::{end_server_span, start_server_span};
 
 /// The layer that makes a [`KeelService`]; built by
@@ -115,10 +117,6 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for KeelService
     const NAME: &'static str = S::NAME;
 }
 
-/// The response body of a [`KeelService`]: the server's, guarded against
-/// panics and observed until it ends.
-pub type KeelBody<B> = ObservedBody<RecoverBody<B>, KeelCall>;
-
 impl<S, B, ResBody> Service<Request<B>> for KeelService<S>
 where
     S: Service<Request<CountingBody<B>>, Response = Response<ResBody>>,
@@ -149,6 +147,7 @@ where
                 method.kind,
                 MethodKind::ServerStreaming | MethodKind::BidiStreaming
             ),
+            unary_sent: false,
         };
         if let Err(error) = auth::admit(
             &shared.verifier,
@@ -175,6 +174,9 @@ pub struct KeelCall {
     /// Whether the response is a stream the handler produces, which then
     /// runs inside the span too.
     streams: bool,
+    /// Whether a unary response's data went by: its one message, counted
+    /// when the call ends rather than parsed as it goes.
+    unary_sent: bool,
 }
 
 impl KeelCall {
@@ -187,33 +189,120 @@ impl KeelCall {
         }
         self
     }
-}
 
-impl Observer for KeelCall {
-    fn on_data(&mut self, data: &[u8]) {
-        self.metrics.on_data(data);
-    }
-
-    /// Always `None`: a trailers-only response ends its call before its body
-    /// is observed.
-    fn header_code(&self) -> Option<Code> {
-        None
-    }
-
-    /// A streamed response runs handler code as it is polled: inside the
-    /// call's context, so its logs carry the span's ids, sampled or not.
-    fn enter(&self) -> Option<opentelemetry::ContextGuard> {
-        match self.streams {
-            true => self.cx.clone().map(OtelContext::attach),
-            false => None,
-        }
-    }
-
+    /// Records how the call ended; `carrier` is the headers or trailers that
+    /// said so, when it was them.
     fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
+        if self.unary_sent {
+            self.metrics.sent_one();
+        }
         self.metrics.finish(code);
         if let Some(cx) = &self.cx {
             end_server_span(cx, code, carrier);
         }
+    }
+}
+
+pin_project! {
+    /// The response body of a [`KeelService`], observed until it ends: with
+    /// its trailers' `grpc-status` (`UNKNOWN` without one), `INTERNAL` on a
+    /// body error, or `CANCELLED` when it is dropped before (the client went
+    /// away).
+    ///
+    /// A streamed response (server or bidi streaming) is produced by handler
+    /// code as it is polled: each poll runs inside the call's context, its
+    /// messages are counted, and a panic ends it with `INTERNAL` trailers. A
+    /// unary response is tonic encoding the handler's one message, so only
+    /// its end is watched. A response with no call (answered trailers-only,
+    /// or a path outside the policy) is passed through.
+    pub struct KeelBody<B> {
+        #[pin]
+        inner: Interruptible<B>,
+        // `None` once the call has ended, or when there is none.
+        call: Option<KeelCall>,
+    }
+
+    impl<B> PinnedDrop for KeelBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.finish(Code::Cancelled, None);
+            }
+        }
+    }
+}
+
+impl<B> Default for KeelBody<B> {
+    /// An empty body, observing nothing.
+    fn default() -> Self {
+        KeelBody {
+            inner: Interruptible::default(),
+            call: None,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for KeelBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        let Some(call) = this.call.as_mut() else {
+            return this.inner.poll_frame(cx);
+        };
+        let polled = match call.streams {
+            false => this.inner.as_mut().poll_frame(cx),
+            true => {
+                let _entered = call.cx.clone().map(OtelContext::attach);
+                let Some(inner) = this.inner.as_mut().inner() else {
+                    return Poll::Ready(None);
+                };
+                match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
+                    Ok(polled) => polled,
+                    Err(panic) => {
+                        log_panic(Some(call.path), panic.as_ref());
+                        this.inner.as_mut().interrupt(&internal())
+                    }
+                }
+            }
+        };
+        let (code, carrier) = match &polled {
+            Poll::Pending => return polled,
+            Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
+                Some(trailers) => {
+                    let code = trailers
+                        .get(&GRPC_STATUS)
+                        .map_or(Code::Unknown, parse_status);
+                    (code, Some(trailers))
+                }
+                None => {
+                    if let Some(data) = frame.data_ref() {
+                        match call.streams {
+                            true => call.metrics.on_data(data),
+                            false => call.unary_sent = true,
+                        }
+                    }
+                    return polled;
+                }
+            },
+            Poll::Ready(None) => (Code::Unknown, None),
+            Poll::Ready(Some(Err(_))) => (Code::Internal, None),
+        };
+        if let Some(call) = this.call.take() {
+            call.finish(code, carrier);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -325,7 +414,6 @@ fn trailers_only<B>(status: tonic::Status, call: Option<KeelCall>) -> Response<K
 /// body, its `grpc-status` in the headers) ends the call now; otherwise the
 /// body ends it.
 fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<KeelBody<B>> {
-    let path = call.as_ref().map(|c| c.path);
     let call = call.map(KeelCall::handled);
     // Only a response without a body can be trailers-only: the common
     // response, with a body, is not searched for a `grpc-status` header.
@@ -342,5 +430,8 @@ fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<K
         }
         None => call,
     };
-    response.map(|body| ObservedBody::new(RecoverBody::new(body, path), call))
+    response.map(|body| KeelBody {
+        inner: Interruptible::new(body),
+        call,
+    })
 }

@@ -10,8 +10,9 @@
 //! 3. For each handler (`fixed`: the user from memory, so Keel's share of a
 //!    cheap call shows; `users`: the real `Users` handler and its SQLite
 //!    store), starts the server pinned to core 0 and runs h2load pinned to
-//!    core 1, alternating plain and keel: one warm-up round each, then
-//!    `--rounds` measured rounds each. Both modes get the identical request:
+//!    core 1, alternating plain and keel (odd rounds plain first, even
+//!    rounds keel first): one warm-up round each, then `--rounds` measured
+//!    rounds each. Both modes get the identical request:
 //!    gRPC headers, the same bearer token and the same body.
 //! 4. Per round it records h2load's requests/s and the server's CPU time
 //!    (sum of `/proc/<pid>/task/*/schedstat`), and verifies against the
@@ -418,8 +419,8 @@ struct Load<'a> {
     clk_tck: u64,
 }
 
-/// A warm-up round, then `options.rounds` measured ones, each plain then
-/// keel; a round disturbed by other work is repeated (up to [`MAX_REPEATS`]).
+/// A warm-up round, then `options.rounds` measured ones, each running both
+/// modes back to back (the order alternates); a round disturbed by other work is repeated (up to [`MAX_REPEATS`]).
 fn run_rounds(load: &Load, requests: u64, warmup: u64) -> anyhow::Result<Rounds> {
     let options = load.options;
     println!(
@@ -451,8 +452,16 @@ fn run_rounds(load: &Load, requests: u64, warmup: u64) -> anyhow::Result<Rounds>
             MAX_REPEATS
         };
         for attempt in 0..=repeats {
+            // Odd rounds run plain first, even rounds keel first, so that
+            // neither mode always follows the other (cache and allocator
+            // state, frequency changes, a neighbour's load).
+            let order = if round % 2 == 1 {
+                [Mode::Plain, Mode::Keel]
+            } else {
+                [Mode::Keel, Mode::Plain]
+            };
             let mut pair = Vec::new();
-            for mode in [Mode::Plain, Mode::Keel] {
+            for mode in order {
                 let sample = measure(load, mode, requests)
                     .with_context(|| format!("round {label}, {}", mode.name()))?;
                 pair.push(sample);
@@ -481,9 +490,6 @@ fn run_rounds(load: &Load, requests: u64, warmup: u64) -> anyhow::Result<Rounds>
     Ok(rounds)
 }
 
-/// With `--traced`: the spans the sink received, once the batch processor
-/// has flushed (it exports at least every 5 s), must be about `ratio` of the
-/// keel calls: sampling and export really ran.
 /// Instructions per call of each mode, counted by callgrind.
 struct Instructions {
     plain: u64,
@@ -555,6 +561,9 @@ fn count_instructions(
     })
 }
 
+/// With `--traced`: the spans the sink received, once the batch processor
+/// has flushed (it exports at least every 5 s), must be about `ratio` of the
+/// keel calls: sampling and export really ran.
 fn check_exported_spans(sink: &Sink, ratio: f64, keel_calls: u64) -> anyhow::Result<()> {
     let spans = |sink: &Sink| -> anyhow::Result<u64> {
         let body = http_get(sink.http, "/counts")?;
@@ -783,7 +792,7 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
     let (keel_rps, keel_cpu) = medians[&Mode::Keel];
     let ratio = keel_rps / plain_rps;
     let added = keel_cpu - plain_cpu;
-    // Paired per round (each keel run right after its plain run), as a noise check.
+    // Paired per round (the two runs of a round back to back), as a noise check.
     let plains: Vec<&Sample> = samples.iter().filter(|s| s.mode == Mode::Plain).collect();
     let keels: Vec<&Sample> = samples.iter().filter(|s| s.mode == Mode::Keel).collect();
     let mut paired_ratio: Vec<f64> = plains

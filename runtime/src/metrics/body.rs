@@ -157,12 +157,6 @@ pub trait Observer {
     /// The `grpc-status` of the response headers, if they had one.
     fn header_code(&self) -> Option<Code>;
 
-    /// Entered around each poll of the body (a span's context, so that
-    /// what produces the body runs inside it); nothing by default.
-    fn enter(&self) -> Option<opentelemetry::ContextGuard> {
-        None
-    }
-
     /// The call ended with `code`; `carrier` is the trailers that said so,
     /// when it was them.
     fn finish(self, code: Code, carrier: Option<&http::HeaderMap>);
@@ -220,6 +214,11 @@ impl Call {
         }
     }
 
+    /// Counts one message sent, without looking at it.
+    pub(crate) fn sent_one(&self) {
+        self.service.methods[self.method].msg_sent.inc();
+    }
+
     /// Counts a call's end, with `code`, and its latency.
     pub(crate) fn finish(self, code: Code) {
         let m = &self.service.methods[self.method];
@@ -266,9 +265,7 @@ impl<B: Body<Data = Bytes>, O: Observer> Body for ObservedBody<B, O> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let entered = this.call.as_ref().and_then(O::enter);
         let polled = this.inner.poll_frame(cx);
-        drop(entered);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
