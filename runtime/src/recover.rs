@@ -156,17 +156,8 @@ impl<B: Body<Data = Bytes>> Body for RecoverBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        let Some(inner) = this.body.as_mut().inner() else {
-            return Poll::Ready(None);
-        };
-        match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
-            Ok(polled) => polled,
-            Err(panic) => {
-                log_panic(*this.path, panic.as_ref());
-                this.body.interrupt(&internal())
-            }
-        }
+        let this = self.project();
+        poll_guarded(this.body, *this.path, cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -175,6 +166,26 @@ impl<B: Body<Data = Bytes>> Body for RecoverBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Polls `body`, catching a panic of the handler code producing it: the
+/// panic is logged (with `path`, the method's) and the body ends with
+/// `INTERNAL` trailers.
+pub(crate) fn poll_guarded<B: Body<Data = Bytes>>(
+    mut body: Pin<&mut Interruptible<B>>,
+    path: Option<&str>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    let Some(inner) = body.as_mut().inner() else {
+        return Poll::Ready(None);
+    };
+    match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
+        Ok(polled) => polled,
+        Err(panic) => {
+            log_panic(path, panic.as_ref());
+            body.interrupt(&internal())
+        }
     }
 }
 

@@ -56,7 +56,7 @@ use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{Call, CountingBody, Observer as _};
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
 use crate::policy::{MethodKind, ServicePolicy};
-use crate::recover::{internal, log_panic};
+use crate::recover::{internal, log_panic, poll_guarded};
 use crate::telemetry::layer::{end_server_span, start_server_span};
 
 /// The layer that makes a [`KeelService`]; built by
@@ -257,16 +257,7 @@ impl<B: Body<Data = Bytes>> Body for KeelBody<B> {
             false => this.inner.as_mut().poll_frame(cx),
             true => {
                 let _entered = call.cx.clone().map(OtelContext::attach);
-                let Some(inner) = this.inner.as_mut().inner() else {
-                    return Poll::Ready(None);
-                };
-                match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
-                    Ok(polled) => polled,
-                    Err(panic) => {
-                        log_panic(Some(call.path), panic.as_ref());
-                        this.inner.as_mut().interrupt(&internal())
-                    }
-                }
+                poll_guarded(this.inner.as_mut(), Some(call.path), cx)
             }
         };
         let (code, carrier) = match &polled {
