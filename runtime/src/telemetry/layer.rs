@@ -17,18 +17,17 @@ use std::task::{Context, Poll, ready};
 use http::{HeaderMap, Request, Response};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
-    Tracer as _,
+    TraceState, Tracer as _,
 };
 use opentelemetry::{Context as OtelContext, KeyValue};
-use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, ShouldSample,
-};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Span;
 
 use super::propagation;
+use super::sampler::RatioSampler;
 use crate::deadline::with_deadline;
 use crate::metrics::body::{ObservedBody, Observer};
 use crate::metrics::code_name;
@@ -48,7 +47,7 @@ pub const RPC_TARGET: &str = "keel::rpc";
 pub(crate) struct TracerHandle {
     pub(crate) tracer: SdkTracer,
     /// The provider's sampler, to decide before building anything.
-    pub(crate) sampler: Sampler,
+    pub(crate) sampler: RatioSampler,
     pub(crate) ids: RandomIdGenerator,
 }
 
@@ -169,38 +168,41 @@ pub(crate) fn end_client_span(span: Span, code: Code, carrier: Option<&HeaderMap
 /// The sampler decides first, on the trace id the span will have. An
 /// unsampled span (most of them) is only ids, which travel on to logs and
 /// outgoing calls: nothing is built or boxed. A sampled one is built by the
-/// SDK, which samples again, on the same trace id (given to it through
-/// [`KeelIdGenerator`] for a root span), so it agrees.
+/// SDK, which asks the same sampler again, on the same trace id (given to it
+/// through [`KeelIdGenerator`] for a root span), so it agrees.
 fn server_span(
     handle: &TracerHandle,
     policy: &'static ServicePolicy,
     method: &'static MethodPolicy,
     headers: &HeaderMap,
 ) -> OtelContext {
-    let parent = propagation::extract(headers).unwrap_or_default();
-    let (root, trace_id) = {
-        let remote = parent.span();
-        let remote = remote.span_context();
-        match remote.is_valid() {
-            true => (false, remote.trace_id()),
-            false => (true, handle.ids.new_trace_id()),
+    let parent = propagation::extract(headers);
+    let (trace_id, sampled, trace_state) = match &parent {
+        Some(parent) => {
+            let span = parent.span();
+            let remote = span.span_context();
+            let sampled = handle.sampler.samples(remote, remote.trace_id());
+            (remote.trace_id(), sampled, remote.trace_state().clone())
+        }
+        None => {
+            let trace_id = handle.ids.new_trace_id();
+            let sampled = handle.sampler.samples(&SpanContext::NONE, trace_id);
+            (trace_id, sampled, TraceState::NONE)
         }
     };
-    let name = span_name(method);
-    let sampling =
-        handle
-            .sampler
-            .should_sample(Some(&parent), trace_id, name, &SpanKind::Server, &[], &[]);
-    if sampling.decision == SamplingDecision::Drop {
+    let root = parent.is_none();
+    let parent = parent.unwrap_or_default();
+    if !sampled {
         let ids = SpanContext::new(
             trace_id,
             handle.ids.new_span_id(),
             TraceFlags::default(),
             false,
-            sampling.trace_state,
+            trace_state,
         );
         return parent.with_remote_span_context(ids);
     }
+    let name = span_name(method);
     let tracer = &handle.tracer;
     let builder = tracer.span_builder(name).with_kind(SpanKind::Server);
     if root {

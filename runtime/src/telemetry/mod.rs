@@ -54,6 +54,7 @@
 mod format;
 pub(crate) mod layer;
 pub mod propagation;
+mod sampler;
 
 use std::io;
 
@@ -63,7 +64,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{RandomIdGenerator, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{RandomIdGenerator, SdkTracerProvider};
 use tracing::Dispatch;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, ParseError, Targets};
 use tracing_subscriber::fmt::MakeWriter;
@@ -74,6 +75,7 @@ pub use format::current_ids;
 use layer::{KeelIdGenerator, TracerHandle};
 pub use layer::{RPC_TARGET, TraceFuture, TraceLayer, TraceService};
 pub(crate) use layer::{client_span, end_client_span};
+pub use sampler::RatioSampler;
 
 use crate::config::{Config, TelemetryConfig};
 use format::KeelFormat;
@@ -219,10 +221,8 @@ where
 
 /// The sampler of `settings`: the parent's decision when there is a parent,
 /// `sampling_ratio` of the trace ids otherwise.
-pub fn sampler(settings: &TelemetryConfig) -> Sampler {
-    Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-        settings.sampling_ratio,
-    )))
+pub fn sampler(settings: &TelemetryConfig) -> RatioSampler {
+    RatioSampler::new(settings.sampling_ratio)
 }
 
 fn tracer_provider(
