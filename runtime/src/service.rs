@@ -53,7 +53,7 @@ use crate::auth::{self, Verifier};
 use crate::body::Interruptible;
 use crate::deadline::with_deadline;
 use crate::metrics::ServiceMetrics;
-use crate::metrics::body::{Call, CountingBody, Observer as _};
+use crate::metrics::body::{Call, CountingBody, Observer as _, Progress, progress};
 use crate::metrics::codes::{GRPC_STATUS, parse_status};
 use crate::policy::{MethodKind, ServicePolicy};
 use crate::recover::{internal, log_panic, poll_guarded};
@@ -260,30 +260,15 @@ impl<B: Body<Data = Bytes>> Body for KeelBody<B> {
                 poll_guarded(this.inner.as_mut(), Some(call.path), cx)
             }
         };
-        let (code, carrier) = match &polled {
-            Poll::Pending => return polled,
-            Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
-                Some(trailers) => {
-                    let code = trailers
-                        .get(&GRPC_STATUS)
-                        .map_or(Code::Unknown, parse_status);
-                    (code, Some(trailers))
+        match progress(&polled) {
+            Progress::Data(_) if !call.streams => call.unary_sent = true,
+            Progress::Data(data) => call.metrics.on_data(data),
+            Progress::End(code, carrier) => {
+                if let Some(call) = this.call.take() {
+                    call.finish(code.unwrap_or(Code::Unknown), carrier);
                 }
-                None => {
-                    if let Some(data) = frame.data_ref() {
-                        match call.streams {
-                            true => call.metrics.on_data(data),
-                            false => call.unary_sent = true,
-                        }
-                    }
-                    return polled;
-                }
-            },
-            Poll::Ready(None) => (Code::Unknown, None),
-            Poll::Ready(Some(Err(_))) => (Code::Internal, None),
-        };
-        if let Some(call) = this.call.take() {
-            call.finish(code, carrier);
+            }
+            Progress::Nothing => {}
         }
         polled
     }

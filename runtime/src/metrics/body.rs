@@ -143,6 +143,35 @@ where
     }
 }
 
+/// What a polled response frame means for the call it answers.
+pub(crate) enum Progress<'a> {
+    /// Nothing yet, or a frame that is neither data nor trailers.
+    Nothing,
+    /// A data frame went by.
+    Data(&'a Bytes),
+    /// The response ended: with the code its trailers' `grpc-status` says
+    /// (`None` when they say none, or the body ended without trailers), or
+    /// `INTERNAL` for a body error; the trailers when it was them.
+    End(Option<Code>, Option<&'a http::HeaderMap>),
+}
+
+/// What `polled`, a response body's poll, means for its call.
+#[inline]
+pub(crate) fn progress<E>(polled: &Poll<Option<Result<Frame<Bytes>, E>>>) -> Progress<'_> {
+    match polled {
+        Poll::Pending => Progress::Nothing,
+        Poll::Ready(Some(Ok(frame))) => match (frame.data_ref(), frame.trailers_ref()) {
+            (Some(data), _) => Progress::Data(data),
+            (None, Some(trailers)) => {
+                Progress::End(trailers.get(&GRPC_STATUS).map(parse_status), Some(trailers))
+            }
+            (None, None) => Progress::Nothing,
+        },
+        Poll::Ready(None) => Progress::End(None, None),
+        Poll::Ready(Some(Err(_))) => Progress::End(Some(Code::Internal), None),
+    }
+}
+
 /// What a response body wrapper reports to: metrics, a span, or both.
 ///
 /// [`ObservedBody`] feeds it the response's data frames and, once, how the
@@ -266,35 +295,19 @@ impl<B: Body<Data = Bytes>, O: Observer> Body for ObservedBody<B, O> {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if let Some(call) = this.call.as_mut() {
-                        call.on_data(data);
-                    }
-                } else if let Some(trailers) = frame.trailers_ref()
-                    && let Some(call) = this.call.take()
-                {
-                    let code = trailers
-                        .get(&GRPC_STATUS)
-                        .map(parse_status)
-                        .or(call.header_code())
-                        .unwrap_or(Code::Unknown);
-                    call.finish(code, Some(trailers));
+        match progress(&polled) {
+            Progress::Data(data) => {
+                if let Some(call) = this.call.as_mut() {
+                    call.on_data(data);
                 }
             }
-            Poll::Ready(None) => {
+            Progress::End(code, carrier) => {
                 if let Some(call) = this.call.take() {
-                    let code = call.header_code().unwrap_or(Code::Unknown);
-                    call.finish(code, None);
+                    let code = code.or(call.header_code()).unwrap_or(Code::Unknown);
+                    call.finish(code, carrier);
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(call) = this.call.take() {
-                    call.finish(Code::Internal, None);
-                }
-            }
-            Poll::Pending => {}
+            Progress::Nothing => {}
         }
         polled
     }
