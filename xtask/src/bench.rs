@@ -130,10 +130,13 @@ impl Handler {
 
 impl Options {
     fn parse(args: &[&str]) -> anyhow::Result<Self> {
+        // Many short rounds rather than a few long ones: a VM's speed drifts
+        // (by 2× within minutes on some), and the paired figures compare
+        // rounds that ran side by side.
         let mut options = Options {
-            rounds: 5,
-            requests: 200_000,
-            warmup_requests: 100_000,
+            rounds: 15,
+            requests: 60_000,
+            warmup_requests: 60_000,
             clients: 16,
             streams: 32,
             criterion: true,
