@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 use http::{HeaderMap, Request, Response};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
-    TraceState, Tracer as _,
+    Tracer as _,
 };
 use opentelemetry::{Context as OtelContext, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer};
@@ -176,29 +176,21 @@ fn server_span(
     method: &'static MethodPolicy,
     headers: &HeaderMap,
 ) -> OtelContext {
-    let parent = propagation::extract(headers);
-    let (trace_id, sampled, trace_state) = match &parent {
-        Some(parent) => {
-            let span = parent.span();
-            let remote = span.span_context();
-            let sampled = handle.sampler.samples(remote, remote.trace_id());
-            (remote.trace_id(), sampled, remote.trace_state().clone())
-        }
-        None => {
-            let trace_id = handle.ids.new_trace_id();
-            let sampled = handle.sampler.samples(&SpanContext::NONE, trace_id);
-            (trace_id, sampled, TraceState::NONE)
-        }
+    let parent = propagation::extract(headers).unwrap_or_default();
+    let parent_span = parent.span();
+    let remote = parent_span.span_context();
+    let root = !remote.is_valid();
+    let trace_id = match root {
+        true => handle.ids.new_trace_id(),
+        false => remote.trace_id(),
     };
-    let root = parent.is_none();
-    let parent = parent.unwrap_or_default();
-    if !sampled {
+    if !handle.sampler.samples(remote, trace_id) {
         let ids = SpanContext::new(
             trace_id,
             handle.ids.new_span_id(),
             TraceFlags::default(),
             false,
-            trace_state,
+            remote.trace_state().clone(),
         );
         return parent.with_remote_span_context(ids);
     }
