@@ -251,6 +251,27 @@ fn jwt(c: &mut Criterion) {
     group.bench_function("authenticate_cached", |b| {
         b.iter(|| verifier.authenticate(black_box(&headers)).is_ok())
     });
+    // Each call with another token than the last: every hit is in the
+    // shared cache, none in the thread's last hit (which it then replaces).
+    let tokens: Vec<String> = (0..64)
+        .map(|i| {
+            keel::auth::mint_access_token(
+                &config.auth,
+                &format!("bench-{i}"),
+                &["users:read"],
+                Duration::from_secs(3600),
+            )
+            .expect("minting a bench token")
+        })
+        .collect();
+    let mut next = tokens.iter().cycle();
+    group.bench_function("verify_cached_64_tokens", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(next.next().expect("cycle")))
+                .is_ok()
+        })
+    });
     group.finish();
 }
 

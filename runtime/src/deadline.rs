@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use opentelemetry::Context;
 use quanta::Instant;
 
@@ -27,19 +27,23 @@ pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeo
 pub(crate) struct Deadline(Instant);
 
 /// The context a handler runs in, `cx` (its server span, if any), with the
-/// deadline of its request added when the request has a `grpc-timeout`.
-pub(crate) fn with_deadline(cx: Option<Context>, headers: &HeaderMap) -> Option<Context> {
-    match Deadline::of_request(headers) {
+/// deadline of its request added when the request has a well-formed
+/// `grpc-timeout`.
+pub(crate) fn with_deadline(
+    cx: Option<Context>,
+    grpc_timeout: Option<&HeaderValue>,
+) -> Option<Context> {
+    match Deadline::of_request(grpc_timeout) {
         Some(deadline) => Some(cx.unwrap_or_default().with_value(deadline)),
         None => cx,
     }
 }
 
 impl Deadline {
-    /// The deadline of a request arriving now, if it has a well-formed
-    /// `grpc-timeout`.
-    fn of_request(headers: &HeaderMap) -> Option<Self> {
-        let timeout = decode_timeout(headers.get(&GRPC_TIMEOUT)?)?;
+    /// The deadline of a request arriving now with `grpc_timeout`, if it is
+    /// well-formed.
+    fn of_request(grpc_timeout: Option<&HeaderValue>) -> Option<Self> {
+        let timeout = decode_timeout(grpc_timeout?)?;
         Instant::now().checked_add(timeout).map(Deadline)
     }
 

@@ -43,6 +43,7 @@
 
 pub mod auth;
 mod body;
+mod call_headers;
 pub mod client;
 pub mod config;
 pub mod deadline;

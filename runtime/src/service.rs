@@ -51,13 +51,13 @@ use tower::{Layer, Service};
 
 use crate::auth::{self, Verifier};
 use crate::body::Interruptible;
-use crate::deadline::with_deadline;
+use crate::call_headers::CallHeaders;
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{Call, CountingBody, Observer as _, Progress, progress};
-use crate::metrics::codes::{GRPC_STATUS, parse_status};
+use crate::metrics::codes::status_code;
 use crate::policy::{MethodKind, ServicePolicy};
 use crate::recover::{internal, log_panic, poll_guarded};
-use crate::telemetry::layer::{end_server_span, start_server_span};
+use crate::telemetry::layer::{call_context, end_server_span};
 
 /// The layer that makes a [`KeelService`]; built by
 /// [`Keel::layer`](crate::Keel::layer).
@@ -138,9 +138,9 @@ where
             return KeelFuture::call(&mut self.inner, req, None);
         };
         let method = &shared.policy.methods[index];
-        let span = start_server_span(shared.policy, method, req.headers());
+        let headers = CallHeaders::read(req.headers());
         let call = KeelCall {
-            cx: with_deadline(span, req.headers()),
+            cx: call_context(shared.policy, method, &headers),
             metrics: Call::start(&shared.metrics, index, Instant::now()),
             path: method.path,
             streams: matches!(
@@ -149,13 +149,19 @@ where
             ),
             unary_sent: false,
         };
-        if let Err(error) = auth::admit(
+        match auth::admit(
             &shared.verifier,
             method.access,
-            &mut req,
+            &headers,
             call.metrics.start,
         ) {
-            return KeelFuture::answer(auth::reject(method.path, &error), Some(call));
+            Ok(Some(caller)) => {
+                req.extensions_mut().insert(caller);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                return KeelFuture::answer(auth::reject(method.path, &error), Some(call));
+            }
         }
         let received = shared.metrics.method(index).msg_received.clone();
         let req = req.map(|body| CountingBody::new(body, Some(received), limit));
@@ -394,7 +400,7 @@ fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<K
     // Only a response without a body can be trailers-only: the common
     // response, with a body, is not searched for a `grpc-status` header.
     let trailers_only = match response.body().is_end_stream() {
-        true => response.headers().get(&GRPC_STATUS).map(parse_status),
+        true => status_code(response.headers()),
         false => None,
     };
     let call = match trailers_only {

@@ -287,6 +287,8 @@ fn replacing_the_keys_empties_the_cache() {
     let a = sign(jsonwebtoken::Algorithm::HS256, Some("a"), &hs(SECRET_A));
     assert!(verifier.verify(&a).is_ok());
     assert_eq!(verifier.cached_tokens(), 1);
+    // Found in the cache, and so kept as this thread's last hit too.
+    assert!(verifier.verify(&a).is_ok());
 
     let mut keys = KeySet::new();
     keys.insert(
@@ -306,6 +308,23 @@ fn replacing_the_keys_empties_the_cache() {
     verifier.set_keys(keys);
     assert_eq!(verifier.cached_tokens(), 0);
     assert_eq!(verifier.verify(&a).unwrap_err(), AuthError::UnknownKey);
+}
+
+#[test]
+fn a_verifier_never_answers_from_another_verifiers_cache() {
+    // Same kid, another secret: a token of the first is a forgery to the second.
+    let first = Verifier::from_config(&two_hmac_keys()).unwrap();
+    let second = Verifier::from_config(&AuthConfig {
+        keys: vec![KeyConfig::hmac("a", Algorithm::HS256, SECRET_B)],
+        ..rules()
+    })
+    .unwrap();
+    let a = sign(jsonwebtoken::Algorithm::HS256, Some("a"), &hs(SECRET_A));
+    for _ in 0..3 {
+        assert!(first.verify(&a).is_ok());
+        assert_eq!(second.verify(&a).unwrap_err(), AuthError::BadSignature);
+    }
+    assert_eq!(second.cached_tokens(), 0);
 }
 
 fn problems(toml: &str) -> Vec<String> {

@@ -32,6 +32,7 @@ pub use keys::{KeySet, encoding_key, public_jwk};
 pub use token_source::{StaticToken, TokenError, TokenFuture, TokenSource};
 pub use verifier::{SetupError, Verifier};
 
+use crate::call_headers::CallHeaders;
 use crate::policy::{Access, ServicePolicy};
 
 /// The verified claims of an access token.
@@ -179,23 +180,22 @@ pub fn authorize(access: Access, claims: &Claims) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Applies a method's access rule to a request: a public method is let
-/// through untouched; otherwise the request's bearer token is verified (`now`
-/// being the time it arrived), its scopes checked, and its claims put in the
-/// request's extensions.
-pub(crate) fn admit<B>(
+/// Applies a method's access rule to a request with headers `call`: a
+/// public method is let through with no caller; otherwise the request's
+/// bearer token is verified (`now` being the time it arrived) and its scopes
+/// checked, and the caller is returned, for the request's extensions.
+pub(crate) fn admit(
     verifier: &Verifier,
     access: Access,
-    req: &mut Request<B>,
+    call: &CallHeaders<'_>,
     now: Instant,
-) -> Result<(), AuthError> {
+) -> Result<Option<Caller>, AuthError> {
     if access == Access::Public {
-        return Ok(());
+        return Ok(None);
     }
-    let claims = verifier.authenticate_at(req.headers(), now)?;
+    let claims = verifier.authenticate_at(call.authorization()?, now)?;
     authorize(access, &claims)?;
-    req.extensions_mut().insert(Caller(claims));
-    Ok(())
+    Ok(Some(Caller(claims)))
 }
 
 /// Logs a rejected request (at `DEBUG`: rejections are the caller's
@@ -277,8 +277,14 @@ where
         let Some((_, method)) = self.policy.method(req.uri().path()) else {
             return AuthFuture::inner(self.inner.call(req));
         };
-        match admit(&self.verifier, method.access, &mut req, Instant::now()) {
-            Ok(()) => AuthFuture::inner(self.inner.call(req)),
+        let call = CallHeaders::read(req.headers());
+        match admit(&self.verifier, method.access, &call, Instant::now()) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    req.extensions_mut().insert(caller);
+                }
+                AuthFuture::inner(self.inner.call(req))
+            }
             Err(error) => AuthFuture::rejected(reject(method.path, &error).into_http()),
         }
     }

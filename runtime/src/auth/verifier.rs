@@ -1,11 +1,12 @@
 //! JWT verification with pinned algorithms and a bounded cache of verified tokens.
 
+use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 use quanta::Instant;
@@ -13,6 +14,7 @@ use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
 
 use super::{AuthError, Claims, KeySet};
+use crate::call_headers::CallHeaders;
 use crate::config::{Algorithm, AuthConfig};
 
 /// Why a [`Verifier`] (or its [`KeySet`]) could not be built.
@@ -80,12 +82,18 @@ pub enum SetupError {
 /// Verified tokens are kept in a bounded cache, keyed by the whole token and
 /// dropped from use once the token's `exp` has passed, so repeated calls with
 /// the same token cost one hash lookup, made before the header is decoded
-/// any further than finding the token in it. Replacing the keys
-/// ([`Verifier::set_keys`]) empties the cache.
+/// any further than finding the token in it. In front of it, each thread
+/// keeps the last token it found there: a thread that sees the same token
+/// call after call (one client's connection, a service calling another with
+/// its own token) compares it with that one and takes no lock, so worker
+/// threads do not take turns writing the shared cache's lock. Replacing the
+/// keys ([`Verifier::set_keys`]) empties the cache and retires both.
 pub struct Verifier {
+    /// Tells this verifier's entries in the per-thread [`RECENT`] apart.
+    id: u64,
     keys: RwLock<Arc<KeySet>>,
-    /// Bumped by every [`Verifier::set_keys`]: a verification that started
-    /// before a key change does not fill the cache.
+    /// Bumped by every [`Verifier::set_keys`]: a verification made with
+    /// earlier keys is no longer used, wherever it is kept.
     generation: AtomicU64,
     /// One validation per algorithm: the same rules, pinned to that algorithm.
     validations: Vec<(Algorithm, Validation)>,
@@ -128,14 +136,44 @@ impl Equivalent<TokenKey> for TokenRef<'_> {
     }
 }
 
-/// A cached verification: the claims, usable until the token's `exp`.
+/// A cached verification: the claims, usable until the token's `exp` while
+/// the keys it was made with are current.
 #[derive(Clone)]
 struct Verified {
     claims: Arc<Claims>,
     /// `exp` on the monotonic clock (TSC-based where the CPU allows), so a
     /// hit needs no wall-clock read.
     valid_until: Instant,
+    /// The verifier's [`generation`](Verifier::generation) when the token was
+    /// verified.
+    generation: u64,
 }
+
+impl Verified {
+    fn usable(&self, generation: u64, now: Instant) -> bool {
+        self.generation == generation && self.valid_until > now
+    }
+}
+
+/// The token this thread last found in a verifier's cache, and what it
+/// found.
+struct Recent {
+    /// The verifier's [`id`](Verifier::id); 0 when empty.
+    verifier: u64,
+    /// Reused from token to token: refilling it allocates only for a longer
+    /// token than any before.
+    token: Vec<u8>,
+    verified: Option<Verified>,
+}
+
+thread_local! {
+    static RECENT: RefCell<Recent> = const {
+        RefCell::new(Recent { verifier: 0, token: Vec::new(), verified: None })
+    };
+}
+
+/// Ids of verifiers, from 1.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,6 +205,7 @@ impl Verifier {
             .map(|algorithm| (algorithm, validation(config, algorithm)))
             .collect();
         Verifier {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             keys: RwLock::new(Arc::new(keys)),
             generation: AtomicU64::new(0),
             validations,
@@ -199,21 +238,18 @@ impl Verifier {
 
     /// Reads the bearer token from `authorization` and verifies it.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Claims>, AuthError> {
-        self.authenticate_at(headers, Instant::now())
+        let authorization = CallHeaders::read(headers).authorization()?;
+        self.authenticate_at(authorization, Instant::now())
     }
 
-    /// [`authenticate`](Self::authenticate), with `now` read by the caller
-    /// (the time the request arrived): a cache hit then reads no clock.
+    /// [`authenticate`](Self::authenticate) with the request's one
+    /// `authorization` value, and `now` read by the caller (the time the
+    /// request arrived): a cache hit then reads no clock.
     pub(crate) fn authenticate_at(
         &self,
-        headers: &HeaderMap,
+        value: &HeaderValue,
         now: Instant,
     ) -> Result<Arc<Claims>, AuthError> {
-        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-        let value = values.next().ok_or(AuthError::MissingToken)?;
-        if values.next().is_some() {
-            return Err(AuthError::MalformedHeader);
-        }
         let token = bearer_token(value.as_bytes())?;
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
@@ -240,16 +276,39 @@ impl Verifier {
         }
     }
 
-    /// The cached claims of `token`, if it verified before and its `exp` is
-    /// after `now`.
+    /// The cached claims of `token`, if it verified before with the current
+    /// keys and its `exp` is after `now`: from this thread's last hit when it
+    /// is the same token, else from the shared cache (and kept as this
+    /// thread's last hit).
     fn cached(&self, token: &[u8], now: Instant) -> Option<Arc<Claims>> {
         let cache = self.cache.as_ref()?;
-        let hit = cache.get(&TokenRef(token))?;
-        if hit.valid_until > now {
-            return Some(hit.claims);
+        let generation = self.generation.load(Ordering::SeqCst);
+        let recent = RECENT.with_borrow(|recent| match &recent.verified {
+            Some(verified)
+                if recent.verifier == self.id
+                    && *recent.token == *token
+                    && verified.usable(generation, now) =>
+            {
+                Some(verified.claims.clone())
+            }
+            _ => None,
+        });
+        if recent.is_some() {
+            return recent;
         }
-        cache.remove(&TokenRef(token));
-        None
+        let hit = cache.get(&TokenRef(token))?;
+        if !hit.usable(generation, now) {
+            cache.remove(&TokenRef(token));
+            return None;
+        }
+        let claims = hit.claims.clone();
+        RECENT.with_borrow_mut(|recent| {
+            recent.verifier = self.id;
+            recent.token.clear();
+            recent.token.extend_from_slice(token);
+            recent.verified = Some(hit);
+        });
+        Some(claims)
     }
 
     /// Verifies a token that is not in the cache, and caches it.
@@ -263,6 +322,7 @@ impl Verifier {
             let verified = Verified {
                 claims: claims.clone(),
                 valid_until,
+                generation,
             };
             cache.insert(TokenKey(token.as_bytes().into()), verified);
         }

@@ -19,7 +19,7 @@ use crate::auth::TokenSource;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer};
-use crate::metrics::codes::{GRPC_STATUS, parse_status};
+use crate::metrics::codes::status_code;
 use crate::policy::ServicePolicy;
 use crate::telemetry::{client_span, end_client_span, propagation};
 
@@ -200,7 +200,7 @@ where
                 Ok(response) => {
                     let mut call = pending.0.take();
                     if let Some(call) = call.as_mut() {
-                        call.header_code = response.headers().get(&GRPC_STATUS).map(parse_status);
+                        call.header_code = status_code(response.headers());
                     }
                     Ok(response.map(|body| ObservedBody::new(body, call)))
                 }

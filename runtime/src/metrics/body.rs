@@ -12,7 +12,7 @@ use quanta::Instant;
 use tonic::Code;
 
 use super::ServiceMetrics;
-use super::codes::{GRPC_STATUS, parse_status};
+use super::codes::status_code;
 
 /// Counts length-prefixed gRPC messages across arbitrarily split data frames.
 #[derive(Debug, Default)]
@@ -162,9 +162,7 @@ pub(crate) fn progress<E>(polled: &Poll<Option<Result<Frame<Bytes>, E>>>) -> Pro
         Poll::Pending => Progress::Nothing,
         Poll::Ready(Some(Ok(frame))) => match (frame.data_ref(), frame.trailers_ref()) {
             (Some(data), _) => Progress::Data(data),
-            (None, Some(trailers)) => {
-                Progress::End(trailers.get(&GRPC_STATUS).map(parse_status), Some(trailers))
-            }
+            (None, Some(trailers)) => Progress::End(status_code(trailers), Some(trailers)),
             (None, None) => Progress::Nothing,
         },
         Poll::Ready(None) => Progress::End(None, None),

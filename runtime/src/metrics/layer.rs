@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::ServiceMetrics;
 use super::body::{Call, CountingBody, ObservedBody};
-use super::codes::{GRPC_STATUS, parse_status};
+use super::codes::status_code;
 
 /// Records go-grpc-prometheus metrics for one service; see the [module docs](super).
 ///
@@ -126,7 +126,7 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 if let Some(call) = call.as_mut() {
-                    call.header_code = response.headers().get(&GRPC_STATUS).map(parse_status);
+                    call.header_code = status_code(response.headers());
                 }
                 Ok(response.map(|body| ObservedBody::new(body, call)))
             }

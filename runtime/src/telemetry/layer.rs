@@ -28,10 +28,11 @@ use tracing::Span;
 
 use super::propagation;
 use super::sampler::RatioSampler;
+use crate::call_headers::CallHeaders;
 use crate::deadline::with_deadline;
 use crate::metrics::body::{ObservedBody, Observer};
 use crate::metrics::code_name;
-use crate::metrics::codes::{GRPC_STATUS, parse_status};
+use crate::metrics::codes::status_code;
 use crate::policy::{MethodPolicy, ServicePolicy};
 
 /// Target of the client layer's per-call `tracing` spans. They are at
@@ -174,9 +175,9 @@ fn server_span(
     handle: &TracerHandle,
     policy: &'static ServicePolicy,
     method: &'static MethodPolicy,
-    headers: &HeaderMap,
+    call: &CallHeaders<'_>,
 ) -> OtelContext {
-    let parent = propagation::extract(headers).unwrap_or_default();
+    let parent = propagation::extract_from(call).unwrap_or_default();
     let parent_span = parent.span();
     let remote = parent_span.span_context();
     let root = !remote.is_valid();
@@ -214,17 +215,19 @@ fn server_span(
     parent.with_span(span)
 }
 
-/// Opens the server span of a call of `method` (see [`server_span`]), when
-/// the current `tracing` dispatcher was built by Keel's telemetry.
-pub(crate) fn start_server_span(
+/// The context a call of `method` runs in: its server span (see
+/// [`server_span`]), when the current `tracing` dispatcher was built by
+/// Keel's telemetry, and its deadline, when it has one.
+pub(crate) fn call_context(
     policy: &'static ServicePolicy,
     method: &'static MethodPolicy,
-    headers: &HeaderMap,
+    call: &CallHeaders<'_>,
 ) -> Option<OtelContext> {
-    tracing::dispatcher::get_default(|d| {
+    let span = tracing::dispatcher::get_default(|d| {
         let handle = d.downcast_ref::<TracerHandle>()?;
-        Some(server_span(handle, policy, method, headers))
-    })
+        Some(server_span(handle, policy, method, call))
+    });
+    with_deadline(span, call.grpc_timeout)
 }
 
 /// Records how the call of the server span in `cx` ended and ends it:
@@ -325,8 +328,7 @@ where
             .policy
             .method(req.uri().path())
             .and_then(|(_, method)| {
-                let span = start_server_span(self.policy, method, req.headers());
-                with_deadline(span, req.headers())
+                call_context(self.policy, method, &CallHeaders::read(req.headers()))
             });
         // The inner layers' `call` only inspects headers and builds the
         // future; the handler runs when it is polled, context attached.
@@ -377,7 +379,7 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 let observer = otel.and_then(|otel| {
-                    match response.headers().get(&GRPC_STATUS).map(parse_status) {
+                    match status_code(response.headers()) {
                         // Trailers-only response: the call ended here.
                         Some(code) => {
                             end_server_span(&otel, code, Some(response.headers()));

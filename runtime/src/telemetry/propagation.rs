@@ -11,6 +11,8 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
+use crate::call_headers::CallHeaders;
+
 /// Name of the W3C header that carries the trace id, parent span id and flags.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -58,15 +60,21 @@ impl Injector for HeaderInjector<'_> {
 }
 
 /// [`TRACEPARENT`] as a header name, for lookups that need not parse it.
-static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+pub(crate) static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 
 /// The remote parent a request names in `traceparent`/`tracestate`, if it
 /// carries a valid one.
 pub fn extract(headers: &HeaderMap) -> Option<Context> {
-    if !headers.contains_key(&TRACEPARENT_HEADER) {
+    extract_from(&CallHeaders::read(headers))
+}
+
+/// [`extract`] from headers already read: only a request with a
+/// `traceparent` is handed to the propagator.
+pub(crate) fn extract_from(call: &CallHeaders<'_>) -> Option<Context> {
+    if !call.traceparent {
         return None;
     }
-    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(call.all));
     cx.span().span_context().is_valid().then_some(cx)
 }
 

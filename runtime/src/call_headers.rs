@@ -1,0 +1,115 @@
+//! The request headers Keel reads on every call, found in one pass.
+//!
+//! A call's `authorization` (auth), `grpc-timeout` (its deadline) and
+//! `traceparent` (its remote parent) are read by three concerns. Looking
+//! each up in the [`HeaderMap`] hashes its name and, for the two that are not
+//! standard HTTP headers, compares it byte for byte, found or not; one walk
+//! over the few headers a gRPC request carries finds all three for less.
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
+
+use crate::auth::AuthError;
+use crate::deadline::GRPC_TIMEOUT;
+use crate::telemetry::propagation::TRACEPARENT_HEADER;
+
+/// What one call's request headers say to Keel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallHeaders<'a> {
+    /// All of them.
+    pub(crate) all: &'a HeaderMap,
+    /// The first `authorization`.
+    authorization: Option<&'a HeaderValue>,
+    /// Whether `authorization` came more than once.
+    repeated_authorization: bool,
+    /// The first `grpc-timeout`.
+    pub(crate) grpc_timeout: Option<&'a HeaderValue>,
+    /// Whether there is a `traceparent`.
+    pub(crate) traceparent: bool,
+}
+
+impl<'a> CallHeaders<'a> {
+    /// Reads `headers`.
+    pub(crate) fn read(headers: &'a HeaderMap) -> Self {
+        let mut found = CallHeaders {
+            all: headers,
+            authorization: None,
+            repeated_authorization: false,
+            grpc_timeout: None,
+            traceparent: false,
+        };
+        for (name, value) in headers {
+            if *name == AUTHORIZATION {
+                found.repeated_authorization |= found.authorization.is_some();
+                found.authorization = found.authorization.or(Some(value));
+            } else if *name == GRPC_TIMEOUT {
+                found.grpc_timeout = found.grpc_timeout.or(Some(value));
+            } else if *name == TRACEPARENT_HEADER {
+                found.traceparent = true;
+            }
+        }
+        found
+    }
+
+    /// The one `authorization` header: [`AuthError::MissingToken`] without
+    /// one, [`AuthError::MalformedHeader`] when there are several.
+    pub(crate) fn authorization(&self) -> Result<&'a HeaderValue, AuthError> {
+        match (self.authorization, self.repeated_authorization) {
+            (None, _) => Err(AuthError::MissingToken),
+            (Some(_), true) => Err(AuthError::MalformedHeader),
+            (Some(value), false) => Ok(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn finds_what_each_concern_reads_among_other_metadata() {
+        let map = headers(&[
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("x-request-id", "42"),
+            ("grpc-timeout", "5S"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("authorization", "Bearer abc"),
+            ("grpc-timeout", "1S"),
+        ]);
+        let found = CallHeaders::read(&map);
+        assert_eq!(
+            found.authorization(),
+            Ok(&HeaderValue::from_static("Bearer abc"))
+        );
+        // Like `HeaderMap::get`: the first of repeated values.
+        assert_eq!(found.grpc_timeout, Some(&HeaderValue::from_static("5S")));
+        assert!(found.traceparent);
+    }
+
+    #[test]
+    fn tells_missing_from_repeated_authorization() {
+        let empty = HeaderMap::new();
+        let found = CallHeaders::read(&empty);
+        assert_eq!(found.authorization(), Err(AuthError::MissingToken));
+        assert_eq!(found.grpc_timeout, None);
+        assert!(!found.traceparent);
+
+        let map = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(
+            CallHeaders::read(&map).authorization(),
+            Err(AuthError::MalformedHeader)
+        );
+    }
+}
