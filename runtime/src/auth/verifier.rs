@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -83,10 +84,10 @@ pub enum SetupError {
 /// dropped from use once the token's `exp` has passed, so repeated calls with
 /// the same token cost one hash lookup, made before the header is decoded
 /// any further than finding the token in it. In front of it, each thread
-/// keeps the last token it found there: a thread that sees the same token
-/// call after call (one client's connection, a service calling another with
-/// its own token) compares it with that one and takes no lock, so worker
-/// threads do not take turns writing the shared cache's lock. Replacing the
+/// keeps one token it found there: a thread that sees the same token call
+/// after call (one client's connection, a service calling another with its
+/// own token) compares it with that one and takes no lock, so worker threads
+/// do not take turns writing the shared cache's lock. Replacing the
 /// keys ([`Verifier::set_keys`]) empties the cache and retires both.
 pub struct Verifier {
     /// Tells this verifier's entries in the per-thread [`RECENT`] apart.
@@ -155,8 +156,7 @@ impl Verified {
     }
 }
 
-/// The token this thread last found in a verifier's cache, and what it
-/// found.
+/// A token this thread found in a verifier's cache, and what it found.
 struct Recent {
     /// The verifier's [`id`](Verifier::id); 0 when empty.
     verifier: u64,
@@ -164,11 +164,19 @@ struct Recent {
     /// token than any before.
     token: Vec<u8>,
     verified: Option<Verified>,
+    /// Calls since it last answered. It is replaced only after
+    /// [`REPLACE_AFTER`] of them, so a thread that serves many callers in
+    /// turn does not copy every token into it (and a caller seen now and
+    /// then between another's calls does not push that one out).
+    misses: u8,
 }
+
+/// See [`Recent::misses`].
+const REPLACE_AFTER: u8 = 8;
 
 thread_local! {
     static RECENT: RefCell<Recent> = const {
-        RefCell::new(Recent { verifier: 0, token: Vec::new(), verified: None })
+        RefCell::new(Recent { verifier: 0, token: Vec::new(), verified: None, misses: 0 })
     };
 }
 
@@ -277,37 +285,47 @@ impl Verifier {
     }
 
     /// The cached claims of `token`, if it verified before with the current
-    /// keys and its `exp` is after `now`: from this thread's last hit when it
-    /// is the same token, else from the shared cache (and kept as this
-    /// thread's last hit).
+    /// keys and its `exp` is after `now`: from this thread's [`Recent`] token
+    /// when it is the same, else from the shared cache (the hit then
+    /// replaces that token, unless it answered one of the last
+    /// [`REPLACE_AFTER`] calls).
     fn cached(&self, token: &[u8], now: Instant) -> Option<Arc<Claims>> {
         let cache = self.cache.as_ref()?;
         let generation = self.generation.load(Ordering::SeqCst);
-        let recent = RECENT.with_borrow(|recent| match &recent.verified {
+        let replace = RECENT.with_borrow_mut(|recent| match &recent.verified {
             Some(verified)
                 if recent.verifier == self.id
                     && *recent.token == *token
                     && verified.usable(generation, now) =>
             {
-                Some(verified.claims.clone())
+                recent.misses = 0;
+                ControlFlow::Break(verified.claims.clone())
             }
-            _ => None,
+            Some(_) if recent.misses < REPLACE_AFTER => {
+                recent.misses += 1;
+                ControlFlow::Continue(false)
+            }
+            _ => ControlFlow::Continue(true),
         });
-        if recent.is_some() {
-            return recent;
-        }
+        let replace = match replace {
+            ControlFlow::Break(claims) => return Some(claims),
+            ControlFlow::Continue(replace) => replace,
+        };
         let hit = cache.get(&TokenRef(token))?;
         if !hit.usable(generation, now) {
             cache.remove(&TokenRef(token));
             return None;
         }
         let claims = hit.claims.clone();
-        RECENT.with_borrow_mut(|recent| {
-            recent.verifier = self.id;
-            recent.token.clear();
-            recent.token.extend_from_slice(token);
-            recent.verified = Some(hit);
-        });
+        if replace {
+            RECENT.with_borrow_mut(|recent| {
+                recent.verifier = self.id;
+                recent.token.clear();
+                recent.token.extend_from_slice(token);
+                recent.verified = Some(hit);
+                recent.misses = 0;
+            });
+        }
         Some(claims)
     }
 
