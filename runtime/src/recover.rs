@@ -190,6 +190,7 @@ pub(crate) fn poll_guarded<B: Body<Data = Bytes>>(
 }
 
 /// The status of a call whose handler panicked.
+#[cold]
 pub(crate) fn internal() -> tonic::Status {
     tonic::Status::internal("internal error")
 }
@@ -200,6 +201,8 @@ fn internal_response<B>() -> Response<RecoverBody<B>> {
 }
 
 /// Logs the panic of the handler of `path` (inside the current span).
+#[cold]
+#[inline(never)]
 pub(crate) fn log_panic(path: Option<&str>, panic: &(dyn Any + Send)) {
     let message = panic
         .downcast_ref::<&str>()

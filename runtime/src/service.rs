@@ -132,10 +132,8 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &*self.shared;
-        let limit = shared.max_message_bytes;
         let Some(index) = shared.policy.route_index(req.uri().path()) else {
-            let req = req.map(|body| CountingBody::new(body, None, limit));
-            return KeelFuture::call(&mut self.inner, req, None);
+            return self.call_outside_policy(req);
         };
         let method = &shared.policy.methods[index];
         let headers = CallHeaders::read(req.headers());
@@ -164,8 +162,24 @@ where
             }
         }
         let received = shared.metrics.method(index).msg_received.clone();
-        let req = req.map(|body| CountingBody::new(body, Some(received), limit));
+        let req = req.map(|body| CountingBody::new(body, Some(received), shared.max_message_bytes));
         KeelFuture::call(&mut self.inner, req, Some(call))
+    }
+}
+
+impl<S> KeelService<S> {
+    /// A path outside the policy: passed to the inner server (which answers
+    /// `UNIMPLEMENTED`) with the message size limit and panic recovery only.
+    /// Out of line, as it is rare: the path of a method stays short.
+    #[cold]
+    #[inline(never)]
+    fn call_outside_policy<B, ResBody>(&mut self, req: Request<B>) -> KeelFuture<S::Future>
+    where
+        S: Service<Request<CountingBody<B>>, Response = Response<ResBody>>,
+    {
+        let limit = self.shared.max_message_bytes;
+        let req = req.map(|body| CountingBody::new(body, None, limit));
+        KeelFuture::call(&mut self.inner, req, None)
     }
 }
 
@@ -330,7 +344,8 @@ impl<F> KeelFuture<F> {
         }
     }
 
-    /// Answers with `status`, without the server.
+    /// Answers with `status`, without the server: a rejection or a panic.
+    #[cold]
     fn answer(status: tonic::Status, call: Option<KeelCall>) -> Self {
         KeelFuture {
             inner: None,
@@ -382,7 +397,10 @@ where
     }
 }
 
-/// The trailers-only response of a call answered with `status` by Keel.
+/// The trailers-only response of a call answered with `status` by Keel
+/// (a rejection or a panic: rare, so out of line).
+#[cold]
+#[inline(never)]
 fn trailers_only<B>(status: tonic::Status, call: Option<KeelCall>) -> Response<KeelBody<B>> {
     let code = status.code();
     let response = status.into_http();

@@ -23,8 +23,12 @@
 //!    reads how much of each core other processes used (`/proc/stat` minus
 //!    the server's and h2load's own time) and repeats a round that others
 //!    disturbed.
-//! 5. Prints per-mode medians, the keel/plain throughput ratio and the CPU
-//!    time keel adds per request, with PASS/MISS against the targets. A miss
+//! 5. Prints per-mode medians and, paired per round, the keel/plain
+//!    throughput ratio and the CPU time keel adds per request: their medians
+//!    over the rounds with a 95% confidence interval (distribution-free:
+//!    order statistics). The verdict against a target is PASS when the whole
+//!    interval meets it, MISS when none of it does, and UNDECIDED when the
+//!    target lies inside (too noisy a machine for that many rounds). A miss
 //!    is reported, not an error: only a failed verification exits non-zero.
 //! 6. Runs the criterion micro-benchmarks (`cargo bench -p keel --bench
 //!    layer`), unless `--quick` or `--no-criterion`.
@@ -44,11 +48,17 @@
 //! as spans.
 //!
 //! `--instructions` counts instead of timing: the server runs under
-//! callgrind (valgrind, installed when missing), and after a warm-up each
-//! mode gets one run of 20 000 calls between `callgrind_control --zero` and
-//! `--dump`; it prints the instructions per call of each mode and Keel's
-//! difference, which, unlike CPU time on a shared VM, barely moves from run
-//! to run. Combines with `--traced` and `--handler`.
+//! callgrind (valgrind, installed when missing) with its cache and branch
+//! predictor simulation, and after a warm-up each mode gets one run of
+//! 20 000 calls between `callgrind_control --zero` and `--dump`. It prints
+//! per call, for each mode and Keel's difference: instructions, first-level
+//! instruction and data cache misses, last-level misses, branch
+//! mispredictions, and KCachegrind's cycle estimate from them, which,
+//! unlike CPU time on a shared VM, barely moves from run to run. Keel's
+//! code runs once per call among much more of hyper's and h2's, so most of
+//! its lines are instruction cache misses: the estimate follows the timed
+//! ratio where the instruction count alone says half of it
+//! (BENCHMARKS.md). Combines with `--traced` and `--handler`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -131,11 +141,12 @@ impl Handler {
 impl Options {
     fn parse(args: &[&str]) -> anyhow::Result<Self> {
         // Many short rounds rather than a few long ones: a VM's speed drifts
-        // (by 2× within minutes on some), and the paired figures compare
-        // rounds that ran side by side.
+        // (by 2× within minutes on some), the paired figures compare rounds
+        // that ran side by side, and their 95% interval narrows with the
+        // number of rounds (61: from the 23rd to the 39th of them, sorted).
         let mut options = Options {
-            rounds: 15,
-            requests: 60_000,
+            rounds: 61,
+            requests: 20_000,
             warmup_requests: 60_000,
             clients: 16,
             streams: 32,
@@ -206,7 +217,7 @@ impl Options {
         }
         if options.instructions {
             // Counts do not drift: one run per mode, short because
-            // callgrind runs the server some 50 times slower.
+            // callgrind, simulating caches, runs the server some 100 times slower.
             options.rounds = 1;
             options.requests = 20_000;
             options.warmup_requests = 2_000;
@@ -368,9 +379,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             clk_tck,
         };
         if options.instructions {
-            let counts = count_instructions(&load, requests, warmup, &callgrind_out)?;
+            let (plain, keel) = count_events(&load, requests, warmup, &callgrind_out)?;
             drop(server);
-            counts.print(requests);
+            print_counted(&plain, &keel, requests);
             continue;
         }
         let rounds = run_rounds(&load, requests, warmup)?;
@@ -493,39 +504,101 @@ fn run_rounds(load: &Load, requests: u64, warmup: u64) -> anyhow::Result<Rounds>
     Ok(rounds)
 }
 
-/// Instructions per call of each mode, counted by callgrind.
-struct Instructions {
-    plain: u64,
-    keel: u64,
+/// What callgrind counted over one run: its events (`Ir`, `I1mr`, …, as
+/// its `events:` line names them) and their totals.
+#[derive(Debug, Default)]
+struct Counted(BTreeMap<String, u64>);
+
+impl Counted {
+    /// Reads a callgrind dump's `events:` and `summary:` lines.
+    fn parse(dump: &str) -> anyhow::Result<Self> {
+        let line = |prefix: &str| {
+            dump.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .with_context(|| format!("no {prefix:?} line"))
+        };
+        let names = line("events:")?.split_whitespace();
+        let values = line("summary:")?.split_whitespace();
+        ensure!(
+            names.clone().count() == values.clone().count(),
+            "events and summary differ in length"
+        );
+        let values = values
+            .map(|v| v.parse().with_context(|| format!("bad count {v:?}")))
+            .collect::<anyhow::Result<Vec<u64>>>()?;
+        Ok(Counted(names.map(str::to_owned).zip(values).collect()))
+    }
+
+    fn sum(&self, events: &[&str]) -> f64 {
+        events.iter().filter_map(|e| self.0.get(*e)).sum::<u64>() as f64
+    }
+
+    /// The figures printed, as `(heading, events summed)`.
+    const COLUMNS: [(&str, &[&str]); 5] = [
+        ("instr.", &["Ir"]),
+        ("L1i miss", &["I1mr"]),
+        ("L1d miss", &["D1mr", "D1mw"]),
+        ("LL miss", &["ILmr", "DLmr", "DLmw"]),
+        ("mispredict", &["Bcm", "Bim"]),
+    ];
+
+    /// KCachegrind's cycle estimate: `Ir + 10 Bm + 10 L1m + 100 LLm`
+    /// (branch mispredictions, first-level and last-level cache misses).
+    fn cycles(&self) -> f64 {
+        self.sum(&["Ir"])
+            + 10.0 * self.sum(&["Bcm", "Bim", "I1mr", "D1mr", "D1mw"])
+            + 100.0 * self.sum(&["ILmr", "DLmr", "DLmw"])
+    }
 }
 
-impl Instructions {
-    fn print(&self, requests: u64) {
-        let per_call = |total: u64| total as f64 / requests as f64;
-        let (plain, keel) = (per_call(self.plain), per_call(self.keel));
-        println!(
-            "\ninstructions per call (callgrind; user space, all threads of the server; \
-             {requests} calls per mode):"
-        );
-        println!("plain {plain:>9.0}");
-        println!(
-            "keel  {keel:>9.0}   ({:+.0}, {:+.1}%)",
-            keel - plain,
-            (keel / plain - 1.0) * 100.0
-        );
+/// Prints the per-call figures of both modes and Keel's difference.
+fn print_counted(plain: &Counted, keel: &Counted, requests: u64) {
+    let per_call = |total: f64| total / requests as f64;
+    println!(
+        "\nper call (callgrind with its simulated caches and branch predictor; user space, \
+         all threads of the server; {requests} calls per mode):"
+    );
+    let mut heading = format!("{:<11}", "");
+    for (name, _) in Counted::COLUMNS {
+        heading += &format!("{name:>11}");
     }
+    println!("{heading}{:>13}", "est. cycles");
+    for (mode, counted) in [("plain", plain), ("keel", keel)] {
+        let mut row = format!("{mode:<11}");
+        for (_, events) in Counted::COLUMNS {
+            row += &format!("{:>11.0}", per_call(counted.sum(events)));
+        }
+        println!("{row}{:>13.0}", per_call(counted.cycles()));
+    }
+    let mut row = format!("{:<11}", "keel-plain");
+    for (_, events) in Counted::COLUMNS {
+        row += &format!("{:>+11.0}", per_call(keel.sum(events) - plain.sum(events)));
+    }
+    let (plain_cycles, keel_cycles) = (plain.cycles(), keel.cycles());
+    println!(
+        "{row}{:>+13.0}  ({:+.1}% instructions, {:+.1}% est. cycles)",
+        per_call(keel_cycles - plain_cycles),
+        (keel.sum(&["Ir"]) / plain.sum(&["Ir"]) - 1.0) * 100.0,
+        (keel_cycles / plain_cycles - 1.0) * 100.0,
+    );
+    println!(
+        "estimated keel/plain throughput from the cycle estimate: {:.3}x \
+         (est. cycles = instr. + 10 x (L1 misses + mispredictions) + 100 x LL misses, \
+         KCachegrind's estimate; kernel time not included)",
+        plain_cycles / keel_cycles
+    );
 }
 
 /// A warm-up run per mode, then one counted run per mode: callgrind's
 /// counters are zeroed before it and dumped after it (`callgrind_control`),
-/// and the dump's total is the run's instruction count. The runs are
-/// verified like timed rounds.
-fn count_instructions(
+/// and the dump's summary is the run's counts. The runs are verified like
+/// timed rounds.
+fn count_events(
     load: &Load,
     requests: u64,
     warmup: u64,
     out: &Path,
-) -> anyhow::Result<Instructions> {
+) -> anyhow::Result<(Counted, Counted)> {
     let pid = load.server.pid().to_string();
     let control = |command: &str| {
         super::run_cmd(
@@ -536,10 +609,10 @@ fn count_instructions(
                 .stderr(Stdio::null()),
         )
     };
-    let mut counted = [0; 2];
     for mode in [Mode::Plain, Mode::Keel] {
         measure(load, mode, warmup)?;
     }
+    let mut counted = [Counted::default(), Counted::default()];
     for (dump, mode) in [Mode::Plain, Mode::Keel].into_iter().enumerate() {
         control("--zero")?;
         measure(load, mode, requests)?;
@@ -547,21 +620,15 @@ fn count_instructions(
         // Dumps are numbered from 1 after the output file's name.
         let file = format!("{}.{}", out.display(), dump + 1);
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
-        counted[dump] = text
-            .lines()
-            .find_map(|l| l.strip_prefix("summary:"))
-            .and_then(|v| v.trim().parse().ok())
-            .with_context(|| format!("{file} has no summary line"))?;
+        counted[dump] = Counted::parse(&text).with_context(|| format!("reading {file}"))?;
         println!(
             "counted {} ({requests} calls): {} instructions",
             mode.name(),
-            counted[dump]
+            counted[dump].sum(&["Ir"])
         );
     }
-    Ok(Instructions {
-        plain: counted[0],
-        keel: counted[1],
-    })
+    let [plain, keel] = counted;
+    Ok((plain, keel))
 }
 
 /// With `--traced`: the spans the sink received, once the batch processor
@@ -793,22 +860,22 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
     }
     let (plain_rps, plain_cpu) = medians[&Mode::Plain];
     let (keel_rps, keel_cpu) = medians[&Mode::Keel];
-    let ratio = keel_rps / plain_rps;
-    let added = keel_cpu - plain_cpu;
-    // Paired per round (the two runs of a round back to back), as a noise check.
+    // The verdicts use the rounds paired (a round's two runs back to back):
+    // the machine's drift, which moves both runs of a round alike, cancels.
     let plains: Vec<&Sample> = samples.iter().filter(|s| s.mode == Mode::Plain).collect();
     let keels: Vec<&Sample> = samples.iter().filter(|s| s.mode == Mode::Keel).collect();
-    let mut paired_ratio: Vec<f64> = plains
-        .iter()
-        .zip(&keels)
-        .map(|(p, k)| k.req_per_s / p.req_per_s)
-        .collect();
-    let mut paired_added: Vec<f64> = plains
-        .iter()
-        .zip(&keels)
-        .map(|(p, k)| k.cpu_us_per_req - p.cpu_us_per_req)
-        .collect();
-    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    let ratio = Paired::of(
+        plains
+            .iter()
+            .zip(&keels)
+            .map(|(p, k)| k.req_per_s / p.req_per_s),
+    );
+    let added = Paired::of(
+        plains
+            .iter()
+            .zip(&keels)
+            .map(|(p, k)| k.cpu_us_per_req - p.cpu_us_per_req),
+    );
     let target = match traced {
         Some(_) => TARGET_RATIO_TRACED,
         None => TARGET_RATIO,
@@ -820,24 +887,26 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
         );
     }
     println!(
-        "\nkeel/plain throughput: {ratio:.3}x (paired per round: median {:.3}x)   \
+        "\nkeel/plain throughput: paired median {:.3}x, {}; ratio of medians {:.3}x   \
          target >= {target}x: {}",
-        median(&mut paired_ratio),
-        verdict(ratio >= target)
+        ratio.median,
+        ratio.interval_text(|x| format!("{x:.3}x")),
+        keel_rps / plain_rps,
+        ratio.verdict(|x| x >= target),
     );
-    match traced {
-        Some(_) => println!(
-            "keel added CPU:        {added:+.2} µs/request (paired per round: median {:+.2})   \
-             (the {TARGET_ADDED_CPU_US} µs target is for keel without telemetry)",
-            median(&mut paired_added),
+    let verdict = match traced {
+        Some(_) => format!("(the {TARGET_ADDED_CPU_US} µs target is for keel without telemetry)"),
+        None => format!(
+            "target <= {TARGET_ADDED_CPU_US} µs: {}",
+            added.verdict(|x| x <= TARGET_ADDED_CPU_US)
         ),
-        None => println!(
-            "keel added CPU:        {added:+.2} µs/request (paired per round: median {:+.2})   \
-             target <= {TARGET_ADDED_CPU_US} µs: {}",
-            median(&mut paired_added),
-            verdict(added <= TARGET_ADDED_CPU_US)
-        ),
-    }
+    };
+    println!(
+        "keel added CPU:        paired median {:+.2} µs/request, {}; difference of medians {:+.2}   {verdict}",
+        added.median,
+        added.interval_text(|x| format!("{x:+.2}")),
+        keel_cpu - plain_cpu,
+    );
     println!(
         "verified: every response h2load counted as succeeded was a successful GetUser \
          (server counters; for keel also grpc_server_handled_total)"
@@ -845,6 +914,74 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
     if quick {
         println!("(--quick: too few requests for these figures to mean much)");
     }
+}
+
+/// One per-round figure of keel against plain over all rounds: its median,
+/// and a 95% confidence interval for that median.
+struct Paired {
+    median: f64,
+    /// `None` with fewer than 6 rounds, too few for a 95% interval.
+    interval: Option<(f64, f64)>,
+    rounds: usize,
+}
+
+impl Paired {
+    fn of(values: impl Iterator<Item = f64>) -> Self {
+        let mut values: Vec<f64> = values.collect();
+        values.sort_by(f64::total_cmp);
+        Paired {
+            median: median(&mut values),
+            interval: median_interval(&values, 0.95),
+            rounds: values.len(),
+        }
+    }
+
+    fn interval_text(&self, show: impl Fn(f64) -> String) -> String {
+        match self.interval {
+            Some((lo, hi)) => format!(
+                "95% interval {} .. {} ({} rounds)",
+                show(lo),
+                show(hi),
+                self.rounds
+            ),
+            None => format!("no interval from {} rounds (6 needed)", self.rounds),
+        }
+    }
+
+    /// PASS when the whole interval meets the target, MISS when none of it
+    /// does, UNDECIDED when the target lies inside it (the machine was too
+    /// noisy for this many rounds to tell) or there is no interval.
+    fn verdict(&self, meets: impl Fn(f64) -> bool) -> &'static str {
+        match self.interval.map(|(lo, hi)| (meets(lo), meets(hi))) {
+            Some((true, true)) => "PASS",
+            Some((false, false)) => "MISS",
+            _ => "UNDECIDED (more rounds, or a quieter machine)",
+        }
+    }
+}
+
+/// A distribution-free confidence interval for the median of `sorted`
+/// (ascending): the order statistics `[x_k, x_(n+1-k)]` with the largest `k`
+/// whose coverage, `1 - 2 P(B < k)` for `B ~ Binomial(n, 1/2)`, is still at
+/// least `confidence`. `None` when even `[min, max]` covers too little.
+fn median_interval(sorted: &[f64], confidence: f64) -> Option<(f64, f64)> {
+    let n = sorted.len();
+    let tail = (1.0 - confidence) / 2.0;
+    // P(B = i), in logs so that large `n` does not underflow.
+    let mut log_p = -(n as f64) * std::f64::consts::LN_2;
+    let mut below = 0.0; // P(B < k)
+    let mut k = 0;
+    while k < n / 2 {
+        let next = below + log_p.exp();
+        if next > tail {
+            break;
+        }
+        below = next;
+        log_p += ((n - k) as f64).ln() - ((k + 1) as f64).ln();
+        k += 1;
+    }
+    // `k` values may lie below the interval, and `k` above it.
+    (k >= 1).then(|| (sorted[k - 1], sorted[n - k]))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -965,6 +1102,7 @@ impl Server {
                 let mut command = Command::new("valgrind");
                 command
                     .args(["--tool=callgrind", "--dump-instr=no"])
+                    .args(["--cache-sim=yes", "--branch-sim=yes"])
                     .arg(format!("--callgrind-out-file={}", out.display()))
                     .arg(bin);
                 command
@@ -1412,6 +1550,67 @@ status codes: 199990 2xx, 0 3xx, 0 4xx, 0 5xx
             dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").expect("dechunks"),
             "hello world"
         );
+    }
+
+    #[test]
+    fn median_intervals_are_the_order_statistics_of_95_percent_coverage() {
+        let values: Vec<f64> = (1..=31).map(f64::from).collect();
+        // P(B <= 9) = 0.0147 and P(B <= 10) = 0.0354 for B ~ Binomial(31, 1/2).
+        assert_eq!(median_interval(&values, 0.95), Some((10.0, 22.0)));
+        // The default 61 rounds: the 23rd to the 39th.
+        let values: Vec<f64> = (1..=61).map(f64::from).collect();
+        assert_eq!(median_interval(&values, 0.95), Some((23.0, 39.0)));
+        // Six values: [min, max] covers 1 - 2/64 = 96.9%; five: only 93.8%.
+        assert_eq!(median_interval(&values[..6], 0.95), Some((1.0, 6.0)));
+        assert_eq!(median_interval(&values[..5], 0.95), None);
+        assert_eq!(median_interval(&[], 0.95), None);
+        // Large n: no underflow, and the interval narrows around the median.
+        let many: Vec<f64> = (1..=2001).map(f64::from).collect();
+        let (lo, hi) = median_interval(&many, 0.95).expect("an interval");
+        assert!(
+            (955.0..=960.0).contains(&lo) && hi == 2002.0 - lo,
+            "{lo} {hi}"
+        );
+    }
+
+    #[test]
+    fn a_verdict_needs_the_whole_interval_on_one_side() {
+        let paired = |values: &[f64]| Paired::of(values.iter().copied());
+        let meets = |x: f64| x >= 0.95;
+        assert_eq!(
+            paired(&[0.96, 0.97, 0.98, 0.99, 1.0, 1.01]).verdict(meets),
+            "PASS"
+        );
+        assert_eq!(
+            paired(&[0.90, 0.91, 0.92, 0.93, 0.94, 0.941]).verdict(meets),
+            "MISS"
+        );
+        assert!(
+            paired(&[0.90, 0.97, 0.98, 0.99, 1.0, 1.01])
+                .verdict(meets)
+                .starts_with("UNDECIDED")
+        );
+        // Fewer than 6 rounds tell nothing, however good they look.
+        assert!(
+            paired(&[1.0, 1.0, 1.0])
+                .verdict(meets)
+                .starts_with("UNDECIDED")
+        );
+    }
+
+    #[test]
+    fn reads_a_callgrind_summary_and_estimates_cycles() {
+        let dump = "version: 1\n\
+                    events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim\n\
+                    summary: 1000 300 200 7 2 1 0 1 0 100 4 10 2\n\
+                    totals: 1 1 1 1 1 1 1 1 1 1 1 1 1\n";
+        let counted = Counted::parse(dump).expect("parses");
+        assert_eq!(counted.sum(&["Ir"]), 1000.0);
+        assert_eq!(counted.sum(&["D1mr", "D1mw"]), 3.0);
+        // 1000 + 10 × (4 + 2 mispredictions + 7 + 2 + 1 L1 misses) + 100 × 1 LL miss.
+        assert_eq!(counted.cycles(), 1260.0);
+        assert!(Counted::parse("events: Ir Dr\nsummary: 5\n").is_err());
+        assert!(Counted::parse("events: Ir\n").is_err());
     }
 
     #[test]

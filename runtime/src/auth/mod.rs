@@ -200,6 +200,8 @@ pub(crate) fn admit(
 
 /// Logs a rejected request (at `DEBUG`: rejections are the caller's
 /// business, and metrics count them) and returns the status to answer with.
+#[cold]
+#[inline(never)]
 pub(crate) fn reject(path: &str, error: &AuthError) -> tonic::Status {
     tracing::debug!(path, %error, "request rejected");
     error.to_status()

@@ -123,11 +123,7 @@ where
                     }
                 }
                 Err(TooLarge(len)) => {
-                    let limit = *this.limit;
-                    return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
-                        "message of {len} bytes exceeds the limit of {limit} bytes"
-                    ))
-                    .into())));
+                    return Poll::Ready(Some(Err(too_large(len, *this.limit).into())));
                 }
             }
         }
@@ -141,6 +137,15 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The status of a request message of `len` bytes, above `limit`.
+#[cold]
+#[inline(never)]
+fn too_large(len: u64, limit: u64) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!(
+        "message of {len} bytes exceeds the limit of {limit} bytes"
+    ))
 }
 
 /// What a polled response frame means for the call it answers.
