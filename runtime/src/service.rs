@@ -173,9 +173,9 @@ impl<S> KeelService<S> {
     /// Out of line, as it is rare: the path of a method stays short.
     #[cold]
     #[inline(never)]
-    fn call_outside_policy<B, ResBody>(&mut self, req: Request<B>) -> KeelFuture<S::Future>
+    fn call_outside_policy<B>(&mut self, req: Request<B>) -> KeelFuture<S::Future>
     where
-        S: Service<Request<CountingBody<B>>, Response = Response<ResBody>>,
+        S: Service<Request<CountingBody<B>>>,
     {
         let limit = self.shared.max_message_bytes;
         let req = req.map(|body| CountingBody::new(body, None, limit));
