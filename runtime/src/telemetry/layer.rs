@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use http::{HeaderMap, Request, Response};
@@ -46,10 +47,27 @@ pub const RPC_TARGET: &str = "keel::rpc";
 /// does nothing but hold them.
 #[derive(Debug)]
 pub(crate) struct TracerHandle {
-    pub(crate) tracer: SdkTracer,
+    tracer: SdkTracer,
     /// The provider's sampler, to decide before building anything.
-    pub(crate) sampler: RatioSampler,
-    pub(crate) ids: RandomIdGenerator,
+    sampler: RatioSampler,
+    ids: RandomIdGenerator,
+}
+
+/// Whether a [`TracerHandle`] was ever made in this process. Until one is, no
+/// dispatcher holds one, and [`call_context`] does not look for it: the
+/// lookup (the current dispatcher, and a downcast through each of its
+/// layers) is most of what a call costs Keel's telemetry when it is off.
+static HANDLE_MADE: AtomicBool = AtomicBool::new(false);
+
+impl TracerHandle {
+    pub(crate) fn new(tracer: SdkTracer, sampler: RatioSampler) -> Self {
+        HANDLE_MADE.store(true, Ordering::Release);
+        TracerHandle {
+            tracer,
+            sampler,
+            ids: RandomIdGenerator::default(),
+        }
+    }
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TracerHandle {}
@@ -223,10 +241,15 @@ pub(crate) fn call_context(
     method: &'static MethodPolicy,
     call: &CallHeaders<'_>,
 ) -> Option<OtelContext> {
-    let span = tracing::dispatcher::get_default(|d| {
-        let handle = d.downcast_ref::<TracerHandle>()?;
-        Some(server_span(handle, policy, method, call))
-    });
+    // A call served while telemetry is being initialized on another thread
+    // may miss the new handle: it is then not traced, like the calls before.
+    let span = match HANDLE_MADE.load(Ordering::Acquire) {
+        false => None,
+        true => tracing::dispatcher::get_default(|d| {
+            let handle = d.downcast_ref::<TracerHandle>()?;
+            Some(server_span(handle, policy, method, call))
+        }),
+    };
     with_deadline(span, call.grpc_timeout)
 }
 

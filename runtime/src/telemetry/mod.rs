@@ -64,7 +64,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{RandomIdGenerator, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Dispatch;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, ParseError, Targets};
 use tracing_subscriber::fmt::MakeWriter;
@@ -169,12 +169,8 @@ where
         let provider = tracer_provider(&self.config.service.name, settings)?;
         let tracer = provider.tracer(SCOPE);
         // Holds the tracer for `TraceLayer`'s server spans; sees no event.
-        let handle = TracerHandle {
-            tracer: tracer.clone(),
-            sampler: sampler(settings),
-            ids: RandomIdGenerator::default(),
-        }
-        .with_filter(LevelFilter::OFF);
+        let handle =
+            TracerHandle::new(tracer.clone(), sampler(settings)).with_filter(LevelFilter::OFF);
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)

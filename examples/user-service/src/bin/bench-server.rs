@@ -6,11 +6,17 @@
 //! - `plain`: `UserServiceServer::new(handler)`, plain tonic, no layers;
 //! - `keel`: `user_v1::user_service(handler, &keel)`, the generated server
 //!   wrapped in Keel's layers (auth with HS256 tokens, metrics, and whatever
-//!   else the generated stack holds). No `tracing` subscriber is installed,
-//!   unless `--trace-sampling R` (`cargo xtask bench --traced`): then
-//!   `keel::telemetry::init` runs with sampling ratio `R`, logs at `warn`, and
-//!   the OTLP/gRPC exporter pointed at `--otlp-endpoint`, so `keel` is the
-//!   full stack with tracing on (plain tonic makes no spans).
+//!   else the generated stack holds). The process logs as a service does,
+//!   through a `tracing` subscriber at `warn`: a plain `fmt` one, or with
+//!   `--trace-sampling R` (`cargo xtask bench --traced`) Keel's own from
+//!   `keel::telemetry::init`, with sampling ratio `R` and the OTLP/gRPC
+//!   exporter pointed at `--otlp-endpoint`, so `keel` is then the full stack
+//!   with tracing on (plain tonic makes no spans).
+//!
+//!   Some subscriber must be installed for the comparison to be fair: without
+//!   one, the `log` feature of `tracing` (which sqlx turns on) hands every
+//!   span of h2 and hyper to the `log` crate, some 7 200 instructions per
+//!   call in both modes that no service with logging pays (BENCHMARKS.md).
 //!
 //! The handler is [`Users`] (its in-memory SQLite store) with one user
 //! created at startup; `--handler fixed` answers `GetUser` for that user from
@@ -297,7 +303,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config.validate()?;
             Some(keel::telemetry::init(&config)?)
         }
-        None => None,
+        None => {
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_writer(std::io::stderr)
+                .init();
+            None
+        }
     };
     let keel = keel::Keel::new(&config, SERVICES)?;
 
