@@ -53,7 +53,7 @@ use crate::auth::{self, Verifier};
 use crate::body::Interruptible;
 use crate::call_headers::CallHeaders;
 use crate::metrics::ServiceMetrics;
-use crate::metrics::body::{Call, CountingBody, Observer as _, Progress, progress};
+use crate::metrics::body::{Call, CountingBody, Observer as _, Progress, Tallies, progress};
 use crate::metrics::codes::status_code;
 use crate::policy::{MethodKind, ServicePolicy};
 use crate::recover::{internal, log_panic, poll_guarded};
@@ -73,7 +73,8 @@ struct Shared {
     policy: &'static ServicePolicy,
     verifier: Arc<Verifier>,
     metrics: Arc<ServiceMetrics>,
-    max_message_bytes: usize,
+    /// Where each method's request messages are counted, and their limit.
+    received: Tallies,
 }
 
 impl KeelLayer {
@@ -82,11 +83,12 @@ impl KeelLayer {
         verifier: Arc<Verifier>,
         max_message_bytes: usize,
     ) -> Self {
+        let received = metrics.methods().iter().map(|m| &m.msg_received);
         let shared = Shared {
             policy: metrics.policy(),
             verifier,
+            received: Tallies::new(received, max_message_bytes),
             metrics,
-            max_message_bytes,
         };
         KeelLayer {
             shared: Arc::new(shared),
@@ -161,8 +163,8 @@ where
                 return KeelFuture::answer(auth::reject(method.path, &error), Some(call));
             }
         }
-        let received = shared.metrics.method(index).msg_received.clone();
-        let req = req.map(|body| CountingBody::new(body, Some(received), shared.max_message_bytes));
+        let received = shared.received.get(Some(index));
+        let req = req.map(|body| CountingBody::new(body, received));
         KeelFuture::call(&mut self.inner, req, Some(call))
     }
 }
@@ -177,8 +179,8 @@ impl<S> KeelService<S> {
     where
         S: Service<Request<CountingBody<B>>>,
     {
-        let limit = self.shared.max_message_bytes;
-        let req = req.map(|body| CountingBody::new(body, None, limit));
+        let received = self.shared.received.get(None);
+        let req = req.map(|body| CountingBody::new(body, received));
         KeelFuture::call(&mut self.inner, req, None)
     }
 }

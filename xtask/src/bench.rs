@@ -50,7 +50,10 @@
 //! `--instructions` counts instead of timing: the server runs under
 //! callgrind (valgrind, installed when missing) with its cache and branch
 //! predictor simulation, and after a warm-up each mode gets one run of
-//! 20 000 calls between `callgrind_control --zero` and `--dump`. It prints
+//! 20 000 calls between `callgrind_control --zero` and `--dump`, the server
+//! answering with a constant `date` header (`bench-server --fixed-date`:
+//! hyper's changing one adds an HPACK table entry per second, so the cost
+//! of a response grew with a run's wall time). It prints
 //! per call, for each mode and Keel's difference: instructions, first-level
 //! instruction and data cache misses, last-level misses, branch
 //! mispredictions, and KCachegrind's cycle estimate from them, which moves
@@ -1119,7 +1122,10 @@ impl Server {
                     .args(["--tool=callgrind", "--dump-instr=no"])
                     .args(["--cache-sim=yes", "--branch-sim=yes"])
                     .arg(format!("--callgrind-out-file={}", out.display()))
-                    .arg(bin);
+                    .arg(bin)
+                    // A counted run lasts tens of seconds: a `date` header
+                    // changing every second would make HPACK dearer as it goes.
+                    .arg("--fixed-date");
                 command
             }
             None => pinning.command(pinning.server_core, bin),

@@ -97,14 +97,24 @@ impl Claims {
         self.scope.split(' ').filter(|s| !s.is_empty())
     }
 
-    /// Whether the token grants `scope`.
+    /// Whether the token grants `scope` (never an empty one, nor one with a
+    /// space, which would be several).
     pub fn has_scope(&self, scope: &str) -> bool {
-        // On bytes: this runs on every authorized call.
+        // This runs on every authorized call: each granted scope is compared
+        // whole, and only a mismatch looks for the next space.
         let scope = scope.as_bytes();
-        self.scope
-            .as_bytes()
-            .split(|b| *b == b' ')
-            .any(|s| s == scope)
+        let mut rest = self.scope.as_bytes();
+        loop {
+            if let Some(after) = rest.strip_prefix(scope)
+                && matches!(after, [] | [b' ', ..])
+            {
+                return !scope.is_empty() && !scope.contains(&b' ');
+            }
+            match rest.iter().position(|b| *b == b' ') {
+                Some(space) => rest = &rest[space + 1..],
+                None => return false,
+            }
+        }
     }
 }
 
@@ -339,5 +349,47 @@ where
                 })))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Claims;
+
+    fn granting(scope: &str) -> Claims {
+        Claims {
+            sub: "someone".into(),
+            scope: scope.into(),
+            exp: 0,
+            nbf: None,
+            iat: None,
+            iss: None,
+            aud: Vec::new(),
+            sid: None,
+            jti: None,
+            token_use: None,
+        }
+    }
+
+    #[test]
+    fn a_scope_is_granted_only_as_a_whole_word() {
+        let claims = granting("users:read  users:write admin");
+        for granted in ["users:read", "users:write", "admin"] {
+            assert!(claims.has_scope(granted), "{granted}");
+        }
+        for not in [
+            "users",
+            "users:rea",
+            "read",
+            "users:read users:write",
+            "dmin",
+            "",
+        ] {
+            assert!(!claims.has_scope(not), "{not:?}");
+        }
+        assert!(!granting("").has_scope(""));
+        assert!(!granting("").has_scope("users:read"));
+        assert!(granting("users:read").has_scope("users:read"));
+        assert!(!granting("users:read users:write").has_scope("users:read users:write"));
     }
 }

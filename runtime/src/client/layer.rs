@@ -18,7 +18,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::auth::TokenSource;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
 use crate::metrics::ServiceMetrics;
-use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer};
+use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer, Tallies};
 use crate::metrics::codes::status_code;
 use crate::policy::ServicePolicy;
 use crate::telemetry::{client_span, end_client_span, propagation};
@@ -40,6 +40,9 @@ struct Shared {
     /// `deadline` as a `grpc-timeout` value, formatted once.
     deadline_header: HeaderValue,
     tokens: Option<Arc<dyn TokenSource>>,
+    /// Where each method's request messages are counted (no limit: the
+    /// server enforces its own).
+    sent: Tallies,
 }
 
 impl std::fmt::Debug for ClientLayer {
@@ -59,6 +62,7 @@ impl ClientLayer {
         deadline: Duration,
         tokens: Option<Arc<dyn TokenSource>>,
     ) -> Self {
+        let sent = Tallies::new(metrics.methods().iter().map(|m| &m.msg_sent), usize::MAX);
         ClientLayer {
             shared: Arc::new(Shared {
                 policy,
@@ -66,6 +70,7 @@ impl ClientLayer {
                 deadline,
                 deadline_header: encode_timeout(deadline),
                 tokens,
+                sent,
             }),
         }
     }
@@ -147,12 +152,11 @@ where
             req.headers_mut().insert(&GRPC_TIMEOUT, header);
         }
 
-        let sent = method.map(|i| {
-            let m = shared.metrics.method(i);
-            m.started.inc();
-            m.msg_sent.clone()
-        });
-        let req = req.map(|body| Body::new(CountingBody::new(body, sent, usize::MAX)));
+        if let Some(i) = method {
+            shared.metrics.method(i).started.inc();
+        }
+        let sent = shared.sent.get(method);
+        let req = req.map(|body| Body::new(CountingBody::new(body, sent)));
         let tokens = match req.headers().contains_key(AUTHORIZATION) {
             true => None,
             false => shared.tokens.clone(),

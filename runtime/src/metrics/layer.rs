@@ -12,7 +12,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::ServiceMetrics;
-use super::body::{Call, CountingBody, ObservedBody};
+use super::body::{Call, CountingBody, ObservedBody, Tallies};
 use super::codes::status_code;
 
 /// Records go-grpc-prometheus metrics for one service; see the [module docs](super).
@@ -50,10 +50,11 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let received = self.service.methods().iter().map(|m| &m.msg_received);
         MetricsService {
             inner,
             service: self.service.clone(),
-            max_message_bytes: self.max_message_bytes,
+            received: Arc::new(Tallies::new(received, self.max_message_bytes)),
         }
     }
 }
@@ -63,7 +64,8 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     service: Arc<ServiceMetrics>,
-    max_message_bytes: usize,
+    /// Where each method's request messages are counted, and their limit.
+    received: Arc<Tallies>,
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for MetricsService<S> {
@@ -85,9 +87,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = self.service.policy.route_index(req.uri().path());
         let call = method.map(|method| Call::start(&self.service, method, Instant::now()));
-        let received = method.map(|m| self.service.methods[m].msg_received.clone());
-        let limit = self.max_message_bytes;
-        let req = req.map(|body| CountingBody::new(body, received, limit));
+        let received = self.received.get(method);
+        let req = req.map(|body| CountingBody::new(body, received));
         MetricsFuture {
             inner: self.inner.call(req),
             call,

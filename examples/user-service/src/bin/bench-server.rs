@@ -65,8 +65,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use tokio::net::TcpListener;
+use tonic::codegen::http::{self, HeaderValue};
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+use tower::util::MapResponseLayer;
 use user_service::user_v1::user_service_server::{UserService, UserServiceServer};
 use user_service::user_v1::{
     CreateUserRequest, ExportUsersRequest, GetUserRequest, HealthCheckResponse,
@@ -105,6 +108,14 @@ struct Args {
     /// `bench-sink otlp=ADDR http=ADDR`.
     #[arg(long, conflicts_with = "trace_sampling")]
     otlp_sink: bool,
+    /// Answer every response with the same `date` header (`cargo xtask bench
+    /// --instructions`). hyper otherwise writes the current second, and each
+    /// new value is a new entry in the HPACK table of every connection, whose
+    /// encoder then compares more entries per response: over a counted run of
+    /// tens of seconds under callgrind that cost up to 450 instructions per
+    /// call, more in one mode than the other. Timed rounds last under a second.
+    #[arg(long)]
+    fixed_date: bool,
 }
 
 /// The OTLP trace collector of `--otlp-sink`: accepts every export and
@@ -352,12 +363,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         counts: counts.clone(),
         keel,
     };
-    // The same tonic `Server` settings for both modes; only the service differs.
-    let plain_router =
-        tonic::transport::Server::builder().add_service(UserServiceServer::new(handler(false)));
-    let keel_router = tonic::transport::Server::builder()
-        .add_service(user_v1::user_service(handler(true), &keel)?);
-
     let (plain_listener, plain_addr) = bind(args.host, "plain").await?;
     let (keel_listener, keel_addr) = bind(args.host, "keel").await?;
     let (http_listener, http_addr) = bind(args.host, "http").await?;
@@ -376,19 +381,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("bench-server plain={plain_addr} keel={keel_addr} http={http_addr}");
 
     let incoming = |listener| TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::select! {
-        served = plain_router.serve_with_incoming(incoming(plain_listener)) => {
-            served.context("serving plain")?;
-        }
-        served = keel_router.serve_with_incoming(incoming(keel_listener)) => {
-            served.context("serving keel")?;
-        }
-        served = axum::serve(http_listener, http_app) => {
-            served.context("serving http")?;
-        }
-        _ = tokio::signal::ctrl_c() => {}
+    // The same tonic `Server` settings for both modes; only the service differs.
+    macro_rules! serve {
+        ($server:expr) => {{
+            let plain = $server.add_service(UserServiceServer::new(handler(false)));
+            let keel = $server.add_service(user_v1::user_service(handler(true), &keel)?);
+            tokio::select! {
+                served = plain.serve_with_incoming(incoming(plain_listener)) => {
+                    served.context("serving plain")?;
+                }
+                served = keel.serve_with_incoming(incoming(keel_listener)) => {
+                    served.context("serving keel")?;
+                }
+                served = axum::serve(http_listener, http_app) => {
+                    served.context("serving http")?;
+                }
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }};
+    }
+    match args.fixed_date {
+        true => serve!(Server::builder().layer(MapResponseLayer::new(fixed_date))),
+        false => serve!(Server::builder()),
     }
     Ok(())
+}
+
+/// `--fixed-date`: a response with a constant `date` header, which hyper then
+/// keeps rather than writing the current time.
+fn fixed_date(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    const DATE: HeaderValue = HeaderValue::from_static("Sat, 21 Nov 2026 00:00:00 GMT");
+    response.headers_mut().insert(http::header::DATE, DATE);
+    response
 }
 
 async fn bind(host: std::net::IpAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
