@@ -83,11 +83,10 @@ impl KeelLayer {
         verifier: Arc<Verifier>,
         max_message_bytes: usize,
     ) -> Self {
-        let received = metrics.methods().iter().map(|m| &m.msg_received);
         let shared = Shared {
             policy: metrics.policy(),
             verifier,
-            received: Tallies::new(received, max_message_bytes),
+            received: Tallies::received(&metrics, max_message_bytes),
             metrics,
         };
         KeelLayer {

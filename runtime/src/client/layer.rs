@@ -40,8 +40,7 @@ struct Shared {
     /// `deadline` as a `grpc-timeout` value, formatted once.
     deadline_header: HeaderValue,
     tokens: Option<Arc<dyn TokenSource>>,
-    /// Where each method's request messages are counted (no limit: the
-    /// server enforces its own).
+    /// Where each method's request messages are counted.
     sent: Tallies,
 }
 
@@ -62,7 +61,7 @@ impl ClientLayer {
         deadline: Duration,
         tokens: Option<Arc<dyn TokenSource>>,
     ) -> Self {
-        let sent = Tallies::new(metrics.methods().iter().map(|m| &m.msg_sent), usize::MAX);
+        let sent = Tallies::sent(&metrics);
         ClientLayer {
             shared: Arc::new(Shared {
                 policy,

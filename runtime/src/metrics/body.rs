@@ -125,11 +125,20 @@ pub(crate) struct Tallies {
 }
 
 impl Tallies {
+    /// For the requests a server receives: each method's
+    /// `grpc_server_msg_received_total`, and messages up to `limit` bytes.
+    pub(crate) fn received(service: &ServiceMetrics, limit: usize) -> Self {
+        Tallies::new(service.methods.iter().map(|m| &m.msg_received), limit)
+    }
+
+    /// For the requests a client sends: each method's
+    /// `grpc_client_msg_sent_total`, with no limit (the server has its own).
+    pub(crate) fn sent(service: &ServiceMetrics) -> Self {
+        Tallies::new(service.methods.iter().map(|m| &m.msg_sent), usize::MAX)
+    }
+
     /// One tally per counter, in policy order, each with `limit`.
-    pub(crate) fn new<'a>(
-        counters: impl IntoIterator<Item = &'a IntCounter>,
-        limit: usize,
-    ) -> Self {
+    fn new<'a>(counters: impl Iterator<Item = &'a IntCounter>, limit: usize) -> Self {
         let limit = limit as u64;
         let tally = |counter: Option<&IntCounter>| {
             Arc::new(Tally {
@@ -138,7 +147,7 @@ impl Tallies {
             })
         };
         Tallies {
-            methods: counters.into_iter().map(|c| tally(Some(c))).collect(),
+            methods: counters.map(|c| tally(Some(c))).collect(),
             outside: tally(None),
         }
     }

@@ -50,11 +50,10 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let received = self.service.methods().iter().map(|m| &m.msg_received);
         MetricsService {
             inner,
             service: self.service.clone(),
-            received: Arc::new(Tallies::new(received, self.max_message_bytes)),
+            received: Arc::new(Tallies::received(&self.service, self.max_message_bytes)),
         }
     }
 }

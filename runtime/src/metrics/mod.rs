@@ -142,11 +142,6 @@ impl ServiceMetrics {
     pub(crate) fn method(&self, index: usize) -> &MethodMetrics {
         &self.methods[index]
     }
-
-    /// The handles of every method, in policy order.
-    pub(crate) fn methods(&self) -> &[MethodMetrics] {
-        &self.methods
-    }
 }
 
 /// Which side of calls a set of metric families describes.
