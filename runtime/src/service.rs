@@ -42,8 +42,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use opentelemetry::Context as OtelContext;
 use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::{Context as OtelContext, ContextGuard};
 use pin_project_lite::pin_project;
 use quanta::Instant;
 use tonic::Code;
@@ -201,23 +201,30 @@ pub struct KeelCall {
 }
 
 impl KeelCall {
-    /// The call once its handler has answered: an unsampled span (or none)
-    /// records nothing and needs no ending, so its context is let go, unless
-    /// the handler's stream still runs in it.
-    fn handled(mut self) -> Self {
+    /// Marks the call's handler as having answered: an unsampled span (or
+    /// none) records nothing and needs no ending, so its context is let go,
+    /// unless the handler's stream still runs in it.
+    fn handled(&mut self) {
         if !self.streams && self.cx.as_ref().is_some_and(|cx| !cx.span().is_recording()) {
             self.cx = None;
         }
-        self
+    }
+
+    /// Attaches the call's context, when it has one, until the guard drops.
+    fn enter(&self) -> Option<ContextGuard> {
+        self.cx.as_ref().map(attach)
     }
 
     /// Records how the call ended; `carrier` is the headers or trailers that
-    /// said so, when it was them.
-    fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
+    /// said so, when it was them. Out of line: each call ends once, in one
+    /// of several places, and the paths that poll stay short. By reference:
+    /// a body that ends clears its call in place rather than moving it out.
+    #[inline(never)]
+    fn finish(&self, code: Code, carrier: Option<&HeaderMap>) {
         if self.unary_sent {
             self.metrics.sent_one();
         }
-        self.metrics.finish(code);
+        self.metrics.end(code);
         if let Some(cx) = &self.cx {
             end_server_span(cx, code, carrier);
         }
@@ -277,7 +284,7 @@ impl<B: Body<Data = Bytes>> Body for KeelBody<B> {
         let polled = match call.streams {
             false => this.inner.as_mut().poll_frame(cx),
             true => {
-                let _entered = call.cx.clone().map(OtelContext::attach);
+                let _entered = call.enter();
                 poll_guarded(this.inner.as_mut(), Some(call.path), cx)
             }
         };
@@ -285,9 +292,8 @@ impl<B: Body<Data = Bytes>> Body for KeelBody<B> {
             Progress::Data(_) if !call.streams => call.unary_sent = true,
             Progress::Data(data) => call.metrics.on_data(data),
             Progress::End(code, carrier) => {
-                if let Some(call) = this.call.take() {
-                    call.finish(code.unwrap_or(Code::Unknown), carrier);
-                }
+                call.finish(code.unwrap_or(Code::Unknown), carrier);
+                *this.call = None;
             }
             Progress::Nothing => {}
         }
@@ -369,11 +375,7 @@ where
             let status = this.status.take().map_or_else(internal, |status| *status);
             return Poll::Ready(Ok(trailers_only(status, this.call.take())));
         };
-        let attached = this
-            .call
-            .as_ref()
-            .and_then(|call| call.cx.clone())
-            .map(OtelContext::attach);
+        let attached = this.call.as_ref().and_then(KeelCall::enter);
         let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => result,
@@ -411,11 +413,20 @@ fn trailers_only<B>(status: tonic::Status, call: Option<KeelCall>) -> Response<K
     response
 }
 
+/// `cx` attached until the guard drops (out of line: most calls have no
+/// context to attach).
+#[inline(never)]
+fn attach(cx: &OtelContext) -> ContextGuard {
+    cx.clone().attach()
+}
+
 /// Wraps the server's response to a call: a trailers-only response (no
 /// body, its `grpc-status` in the headers) ends the call now; otherwise the
 /// body ends it.
-fn observe<B: Body>(response: Response<B>, call: Option<KeelCall>) -> Response<KeelBody<B>> {
-    let call = call.map(KeelCall::handled);
+fn observe<B: Body>(response: Response<B>, mut call: Option<KeelCall>) -> Response<KeelBody<B>> {
+    if let Some(call) = &mut call {
+        call.handled();
+    }
     // Only a response without a body can be trailers-only: the common
     // response, with a body, is not searched for a `grpc-status` header.
     let trailers_only = match response.body().is_end_stream() {

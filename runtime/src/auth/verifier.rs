@@ -422,12 +422,17 @@ fn map_error(kind: &ErrorKind) -> AuthError {
 /// The token of an `authorization` value `Bearer <token>` (scheme matched
 /// case-insensitively, surrounding whitespace trimmed), as bytes.
 fn bearer_token(value: &[u8]) -> Result<&[u8], AuthError> {
-    const SCHEME: &[u8] = b"bearer ";
-    match value.split_at_checked(SCHEME.len()) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => match token.trim_ascii() {
-            [] => Err(AuthError::MissingToken),
-            token => Ok(token),
-        },
+    // `Bearer ` as written by nearly every client is compared whole, before
+    // any other case is compared letter by letter.
+    match value.split_first_chunk::<7>() {
+        Some((scheme, token))
+            if *scheme == *b"Bearer " || scheme.eq_ignore_ascii_case(b"bearer ") =>
+        {
+            match token.trim_ascii() {
+                [] => Err(AuthError::MissingToken),
+                token => Ok(token),
+            }
+        }
         _ => Err(AuthError::NotBearer),
     }
 }
@@ -438,4 +443,37 @@ fn monotonic_deadline(exp: u64, now: Instant) -> Option<Instant> {
     let exp = UNIX_EPOCH.checked_add(Duration::from_secs(exp))?;
     let remaining = exp.duration_since(SystemTime::now()).ok()?;
     now.checked_add(remaining)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AuthError, bearer_token};
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case_and_the_token_trimmed() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR   abc  "] {
+            assert_eq!(bearer_token(value.as_bytes()), Ok(&b"abc"[..]), "{value:?}");
+        }
+        for value in ["Bearer ", "bearer    "] {
+            assert_eq!(
+                bearer_token(value.as_bytes()),
+                Err(AuthError::MissingToken),
+                "{value:?}"
+            );
+        }
+        for value in [
+            "Basic YWxpY2U6c2VjcmV0",
+            "Bearerabc",
+            "Bearer\tabc",
+            "Bearer",
+            "",
+            "Bear",
+        ] {
+            assert_eq!(
+                bearer_token(value.as_bytes()),
+                Err(AuthError::NotBearer),
+                "{value:?}"
+            );
+        }
+    }
 }

@@ -315,7 +315,7 @@ impl Call {
     }
 
     /// Counts a call's end, with `code`, and its latency.
-    pub(crate) fn finish(self, code: Code) {
+    pub(crate) fn end(&self, code: Code) {
         let m = &self.service.methods[self.method];
         m.handled[code as usize].inc();
         m.handling.observe(self.start.elapsed().as_secs_f64());
@@ -333,7 +333,7 @@ impl Observer for Call {
     }
 
     fn finish(self, code: Code, _carrier: Option<&http::HeaderMap>) {
-        Call::finish(self, code);
+        self.end(code);
     }
 }
 

@@ -107,7 +107,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before the handler answered: the client cancelled.
             if let Some(call) = this.project().call.take() {
-                call.finish(Code::Cancelled);
+                call.end(Code::Cancelled);
             }
         }
     }
@@ -132,7 +132,7 @@ where
             }
             Err(error) => {
                 if let Some(call) = call {
-                    call.finish(Code::Internal);
+                    call.end(Code::Internal);
                 }
                 Err(error)
             }
