@@ -19,6 +19,8 @@ use http::{HeaderName, HeaderValue};
 use opentelemetry::Context;
 use quanta::Instant;
 
+use crate::clock;
+
 /// The gRPC deadline header.
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
@@ -44,7 +46,7 @@ impl Deadline {
     /// well-formed.
     fn of_request(grpc_timeout: Option<&HeaderValue>) -> Option<Self> {
         let timeout = decode_timeout(grpc_timeout?)?;
-        Instant::now().checked_add(timeout).map(Deadline)
+        clock::now().checked_add(timeout).map(Deadline)
     }
 
     /// The deadline of the call the current task serves, if it has one.
@@ -54,7 +56,7 @@ impl Deadline {
 
     /// The time left; zero once it has passed.
     pub(crate) fn remaining(self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
+        self.0.saturating_duration_since(clock::now())
     }
 }
 

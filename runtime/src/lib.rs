@@ -45,6 +45,7 @@ pub mod auth;
 mod body;
 mod call_headers;
 pub mod client;
+mod clock;
 pub mod config;
 pub mod deadline;
 mod error;

@@ -45,13 +45,13 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context as OtelContext, ContextGuard};
 use pin_project_lite::pin_project;
-use quanta::Instant;
 use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::auth::{self, Verifier};
 use crate::body::Interruptible;
 use crate::call_headers::CallHeaders;
+use crate::clock;
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{Call, CountingBody, Observer as _, Progress, Tallies, progress};
 use crate::metrics::codes::status_code;
@@ -140,7 +140,7 @@ where
         let headers = CallHeaders::read(req.headers());
         let call = KeelCall {
             cx: call_context(shared.policy, method, &headers),
-            metrics: Call::start(&shared.metrics, index, Instant::now()),
+            metrics: Call::start(&shared.metrics, index, clock::now()),
             path: method.path,
             streams: matches!(
                 method.kind,
@@ -221,10 +221,7 @@ impl KeelCall {
     /// a body that ends clears its call in place rather than moving it out.
     #[inline(never)]
     fn finish(&self, code: Code, carrier: Option<&HeaderMap>) {
-        if self.unary_sent {
-            self.metrics.sent_one();
-        }
-        self.metrics.end(code);
+        self.metrics.end(code, self.unary_sent.into());
         if let Some(cx) = &self.cx {
             end_server_span(cx, code, carrier);
         }

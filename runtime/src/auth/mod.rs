@@ -33,6 +33,7 @@ pub use token_source::{StaticToken, TokenError, TokenFuture, TokenSource};
 pub use verifier::{SetupError, Verifier};
 
 use crate::call_headers::CallHeaders;
+use crate::clock;
 use crate::policy::{Access, ServicePolicy};
 
 /// The verified claims of an access token.
@@ -290,7 +291,7 @@ where
             return AuthFuture::inner(self.inner.call(req));
         };
         let call = CallHeaders::read(req.headers());
-        match admit(&self.verifier, method.access, &call, Instant::now()) {
+        match admit(&self.verifier, method.access, &call, clock::now()) {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     req.extensions_mut().insert(caller);

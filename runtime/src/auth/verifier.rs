@@ -16,6 +16,7 @@ use quick_cache::sync::Cache;
 
 use super::{AuthError, Claims, KeySet};
 use crate::call_headers::CallHeaders;
+use crate::clock;
 use crate::config::{Algorithm, AuthConfig};
 
 /// Why a [`Verifier`] (or its [`KeySet`]) could not be built.
@@ -247,7 +248,7 @@ impl Verifier {
     /// Reads the bearer token from `authorization` and verifies it.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Claims>, AuthError> {
         let authorization = CallHeaders::read(headers).authorization()?;
-        self.authenticate_at(authorization, Instant::now())
+        self.authenticate_at(authorization, clock::now())
     }
 
     /// [`authenticate`](Self::authenticate) with the request's one
@@ -277,7 +278,7 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
-        let now = Instant::now();
+        let now = clock::now();
         match self.cached(token.as_bytes(), now) {
             Some(claims) => Ok(claims),
             None => self.verify_miss(token, now),

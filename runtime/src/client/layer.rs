@@ -16,6 +16,7 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::TokenSource;
+use crate::clock;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer, Tallies};
@@ -152,7 +153,7 @@ where
         }
 
         if let Some(i) = method {
-            shared.metrics.method(i).started.inc();
+            shared.metrics.method(i).started();
         }
         let sent = shared.sent.get(method);
         let req = req.map(|body| Body::new(CountingBody::new(body, sent)));
@@ -163,7 +164,7 @@ where
         let mut pending = Pending(Some(ClientCall {
             metrics: method.map(|i| (shared.metrics.clone(), i)),
             span,
-            start: Instant::now(),
+            start: clock::now(),
             header_code: None,
             counter: MessageCounter::default(),
             sent_token: None,
@@ -256,7 +257,7 @@ impl Observer for ClientCall {
     fn on_data(&mut self, data: &[u8]) {
         if let Some((metrics, method)) = &self.metrics {
             let received = self.counter.feed(data);
-            metrics.method(*method).msg_received.inc_by(received);
+            metrics.method(*method).received(received);
         }
     }
 
@@ -272,9 +273,8 @@ impl Observer for ClientCall {
             tokens.invalidate();
         }
         if let Some((metrics, method)) = &self.metrics {
-            let m = metrics.method(*method);
-            m.handled[code as usize].inc();
-            m.handling.observe(self.start.elapsed().as_secs_f64());
+            let seconds = clock::since(self.start).as_secs_f64();
+            metrics.method(*method).handled(code, seconds);
         }
         if let Some(span) = self.span {
             end_client_span(span, code, carrier);

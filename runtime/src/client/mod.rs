@@ -56,8 +56,8 @@
 //! A service that calls another on behalf of its caller derives a client
 //! per request with the caller's token: [`Client::with_token_source`] with a
 //! [`StaticToken`](crate::auth::StaticToken) of the incoming bearer token.
-//! That is cheap (reference-counted clones; the metric handles are bound once
-//! per called service). The `gateway-service` example does this.
+//! That is cheap (reference-counted clones; a called service's metrics are
+//! made once, on first use). The `gateway-service` example does this.
 
 mod layer;
 

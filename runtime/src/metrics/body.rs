@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use prometheus::IntCounter;
 use quanta::Instant;
 use tonic::Code;
 
 use super::ServiceMetrics;
 use super::codes::status_code;
+use crate::clock;
 
 /// Counts length-prefixed gRPC messages across arbitrarily split data frames.
 ///
@@ -112,7 +112,11 @@ const _: () = assert!(std::mem::size_of::<CountingBody<tonic::body::Body>>() == 
 /// with the layer, so that a call clones one `Arc` for both.
 #[derive(Debug)]
 pub(crate) struct Tally {
-    counter: Option<IntCounter>,
+    /// The service and the index of the method in its policy.
+    method: Option<(Arc<ServiceMetrics>, usize)>,
+    /// Whether the messages are the ones the method's calls send, rather
+    /// than receive.
+    sent: bool,
     limit: u64,
 }
 
@@ -127,27 +131,30 @@ pub(crate) struct Tallies {
 impl Tallies {
     /// For the requests a server receives: each method's
     /// `grpc_server_msg_received_total`, and messages up to `limit` bytes.
-    pub(crate) fn received(service: &ServiceMetrics, limit: usize) -> Self {
-        Tallies::new(service.methods.iter().map(|m| &m.msg_received), limit)
+    pub(crate) fn received(service: &Arc<ServiceMetrics>, limit: usize) -> Self {
+        Tallies::new(service, false, limit)
     }
 
     /// For the requests a client sends: each method's
     /// `grpc_client_msg_sent_total`, with no limit (the server has its own).
-    pub(crate) fn sent(service: &ServiceMetrics) -> Self {
-        Tallies::new(service.methods.iter().map(|m| &m.msg_sent), usize::MAX)
+    pub(crate) fn sent(service: &Arc<ServiceMetrics>) -> Self {
+        Tallies::new(service, true, usize::MAX)
     }
 
-    /// One tally per counter, in policy order, each with `limit`.
-    fn new<'a>(counters: impl Iterator<Item = &'a IntCounter>, limit: usize) -> Self {
-        let limit = limit as u64;
-        let tally = |counter: Option<&IntCounter>| {
+    /// One tally per method of `service`, in policy order, each counting
+    /// messages `sent` (else received), with `limit`.
+    fn new(service: &Arc<ServiceMetrics>, sent: bool, limit: usize) -> Self {
+        let tally = |method: Option<usize>| {
             Arc::new(Tally {
-                counter: counter.cloned(),
-                limit,
+                method: method.map(|index| (service.clone(), index)),
+                sent,
+                limit: limit as u64,
             })
         };
         Tallies {
-            methods: counters.map(|c| tally(Some(c))).collect(),
+            methods: (0..service.policy.methods.len())
+                .map(|index| tally(Some(index)))
+                .collect(),
             outside: tally(None),
         }
     }
@@ -181,8 +188,12 @@ where
             let tally = &**this.tally;
             match this.counter.feed_limited(data, tally.limit) {
                 Ok(started) => {
-                    if let Some(counter) = &tally.counter {
-                        counter.inc_by(started);
+                    if let Some((service, index)) = &tally.method {
+                        let counts = service.method(*index);
+                        match tally.sent {
+                            true => counts.sent(started),
+                            false => counts.received(started),
+                        }
                     }
                 }
                 Err(TooLarge(len)) => {
@@ -298,8 +309,9 @@ pub struct Call {
 impl Call {
     /// Counts the start of a call of the method at `method` in `service`'s
     /// policy, at `start`.
+    #[inline]
     pub(crate) fn start(service: &Arc<ServiceMetrics>, method: usize, start: Instant) -> Self {
-        service.methods[method].started.inc();
+        service.method(method).started();
         Call {
             service: service.clone(),
             method,
@@ -309,23 +321,20 @@ impl Call {
         }
     }
 
-    /// Counts one message sent, without looking at it.
-    pub(crate) fn sent_one(&self) {
-        self.service.methods[self.method].msg_sent.inc();
-    }
-
-    /// Counts a call's end, with `code`, and its latency.
-    pub(crate) fn end(&self, code: Code) {
-        let m = &self.service.methods[self.method];
-        m.handled[code as usize].inc();
-        m.handling.observe(self.start.elapsed().as_secs_f64());
+    /// Counts a call's end, with `code`, its latency, and `sent` messages
+    /// not counted as they went.
+    pub(crate) fn end(&self, code: Code, sent: u64) {
+        let seconds = clock::since(self.start).as_secs_f64();
+        let counts = self.service.method(self.method);
+        counts.sent(sent);
+        counts.handled(code, seconds);
     }
 }
 
 impl Observer for Call {
     fn on_data(&mut self, data: &[u8]) {
         let sent = self.counter.feed(data);
-        self.service.methods[self.method].msg_sent.inc_by(sent);
+        self.service.method(self.method).sent(sent);
     }
 
     fn header_code(&self) -> Option<Code> {
@@ -333,7 +342,7 @@ impl Observer for Call {
     }
 
     fn finish(self, code: Code, _carrier: Option<&http::HeaderMap>) {
-        self.end(code);
+        self.end(code, 0);
     }
 }
 

@@ -7,13 +7,13 @@ use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use quanta::Instant;
 use tonic::Code;
 use tower::{Layer, Service};
 
 use super::ServiceMetrics;
 use super::body::{Call, CountingBody, ObservedBody, Tallies};
 use super::codes::status_code;
+use crate::clock;
 
 /// Records go-grpc-prometheus metrics for one service; see the [module docs](super).
 ///
@@ -30,7 +30,7 @@ pub struct MetricsLayer {
 }
 
 impl MetricsLayer {
-    /// A layer recording into `service`'s pre-bound metrics, with tonic's
+    /// A layer recording into `service`'s metrics, with tonic's
     /// default 4 MiB message limit.
     pub fn new(service: Arc<ServiceMetrics>) -> Self {
         MetricsLayer {
@@ -85,7 +85,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = self.service.policy.route_index(req.uri().path());
-        let call = method.map(|method| Call::start(&self.service, method, Instant::now()));
+        let call = method.map(|method| Call::start(&self.service, method, clock::now()));
         let received = self.received.get(method);
         let req = req.map(|body| CountingBody::new(body, received));
         MetricsFuture {
@@ -107,7 +107,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before the handler answered: the client cancelled.
             if let Some(call) = this.project().call.take() {
-                call.end(Code::Cancelled);
+                call.end(Code::Cancelled, 0);
             }
         }
     }
@@ -132,7 +132,7 @@ where
             }
             Err(error) => {
                 if let Some(call) = call {
-                    call.end(Code::Internal);
+                    call.end(Code::Internal, 0);
                 }
                 Err(error)
             }

@@ -14,30 +14,35 @@
 //! union of the annotation keys of all services given to [`Metrics::new`]; a
 //! method without a key has it empty, which Prometheus treats as absent.
 //!
-//! Each method's label handles are bound once, at construction, and every
-//! series starts at zero (for every code), as go-grpc-prometheus initializes
-//! them. [`MetricsLayer`] records a request's code whether it arrives in the
-//! response headers (errors, including auth rejections) or in the trailers
-//! (OK and streaming responses).
+//! Every method's series start at zero (for every code), as
+//! go-grpc-prometheus initializes them. A call updates counts of its own
+//! thread, found with no lookup by label and no lock, and a scrape adds up
+//! every thread's. [`MetricsLayer`] records a request's code
+//! whether it arrives in the response headers (errors, including auth
+//! rejections) or in the trailers (OK and streaming responses).
 //!
 //! [`ClientMetrics`] are the client-side families (`grpc_client_*`), which the
 //! layer of generated clients records into.
 
 pub(crate) mod body;
 pub(crate) mod codes;
+mod counts;
 mod endpoint;
 mod layer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-};
+use prometheus::Registry;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
 pub use codes::code_name;
 pub use endpoint::{CONTENT_TYPE, router};
 pub use layer::{MetricsLayer, MetricsService};
+
+pub(crate) use counts::Counts;
+use counts::{BOUNDS, ServiceCounts, Total};
 
 use crate::policy::{MethodPolicy, ServicePolicy};
 
@@ -48,22 +53,11 @@ pub struct Metrics {
     services: Vec<Arc<ServiceMetrics>>,
 }
 
-/// Pre-bound metric handles of one service's methods.
+/// The counts of one service's calls, which its families report.
 #[derive(Debug)]
 pub struct ServiceMetrics {
     policy: &'static ServicePolicy,
-    methods: Box<[MethodMetrics]>,
-}
-
-/// Pre-bound metric handles of one method.
-#[derive(Debug)]
-pub(crate) struct MethodMetrics {
-    pub(crate) started: IntCounter,
-    /// Indexed by gRPC code number (0..=16).
-    pub(crate) handled: [IntCounter; 17],
-    pub(crate) handling: Histogram,
-    pub(crate) msg_received: IntCounter,
-    pub(crate) msg_sent: IntCounter,
+    counts: ServiceCounts,
 }
 
 /// Why metrics could not be set up.
@@ -103,11 +97,11 @@ impl Metrics {
             .into_iter()
             .collect();
         let families = Families::new(Side::Server, extra)?;
-        families.register(&registry)?;
         let services = services
             .iter()
-            .map(|policy| families.bind(policy))
+            .map(|policy| families.service(policy))
             .collect();
+        registry.register(Box::new(families))?;
         Ok(Metrics { registry, services })
     }
 
@@ -116,7 +110,7 @@ impl Metrics {
         &self.registry
     }
 
-    /// The bound metrics of one service, if it was given to [`Metrics::new`].
+    /// The metrics of one service, if it was given to [`Metrics::new`].
     pub fn service(&self, policy: &'static ServicePolicy) -> Option<Arc<ServiceMetrics>> {
         self.services.iter().find(|s| s.policy == policy).cloned()
     }
@@ -138,9 +132,10 @@ impl ServiceMetrics {
         self.policy
     }
 
-    /// The handles of the method at `index` in the policy.
-    pub(crate) fn method(&self, index: usize) -> &MethodMetrics {
-        &self.methods[index]
+    /// This thread's counts of the method at `index` in the policy.
+    #[inline]
+    pub(crate) fn method(&self, index: usize) -> &Counts {
+        self.counts.method(index)
     }
 }
 
@@ -153,16 +148,16 @@ enum Side {
     Client,
 }
 
-/// The five go-grpc-prometheus metric families of one side.
+/// The five go-grpc-prometheus metric families of one side, as one
+/// Prometheus collector of the services given to it: every method's series,
+/// for every code, exist (at zero) from the moment its service is.
 #[derive(Clone, Debug)]
 struct Families {
     /// Annotation label keys every sample carries after the standard ones.
-    extra: Vec<&'static str>,
-    started: IntCounterVec,
-    handled: IntCounterVec,
-    handling: HistogramVec,
-    msg_received: IntCounterVec,
-    msg_sent: IntCounterVec,
+    extra: Arc<[&'static str]>,
+    /// `started`, `handled`, `handling`, `msg_received`, `msg_sent`.
+    descs: Arc<[Desc; 5]>,
+    services: Arc<Mutex<Vec<Arc<ServiceMetrics>>>>,
 }
 
 impl Families {
@@ -174,7 +169,7 @@ impl Families {
                 names.push("grpc_code");
             }
             names.extend(&extra);
-            names
+            names.into_iter().map(String::from).collect()
         };
         let help = match side {
             Side::Server => [
@@ -222,56 +217,127 @@ impl Families {
                 ),
             ],
         };
-        let [started, handled, handling, msg_received, msg_sent] = help;
+        let [started, handled, handling, received, sent] = help;
+        let desc = |(name, help): (&str, &str), with_code| {
+            Desc::new(name.into(), help.into(), names(with_code), HashMap::new())
+        };
+        let descs = [
+            desc(started, false)?,
+            desc(handled, true)?,
+            desc(handling, false)?,
+            desc(received, false)?,
+            desc(sent, false)?,
+        ];
         Ok(Families {
-            started: IntCounterVec::new(Opts::new(started.0, started.1), &names(false))?,
-            handled: IntCounterVec::new(Opts::new(handled.0, handled.1), &names(true))?,
-            handling: HistogramVec::new(HistogramOpts::new(handling.0, handling.1), &names(false))?,
-            msg_received: IntCounterVec::new(
-                Opts::new(msg_received.0, msg_received.1),
-                &names(false),
-            )?,
-            msg_sent: IntCounterVec::new(Opts::new(msg_sent.0, msg_sent.1), &names(false))?,
-            extra,
+            extra: extra.into(),
+            descs: Arc::new(descs),
+            services: Arc::default(),
         })
     }
 
-    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.started.clone()))?;
-        registry.register(Box::new(self.handled.clone()))?;
-        registry.register(Box::new(self.handling.clone()))?;
-        registry.register(Box::new(self.msg_received.clone()))?;
-        registry.register(Box::new(self.msg_sent.clone()))?;
-        Ok(())
+    /// The metrics of `policy`'s calls, made (with every series at zero) the
+    /// first time it is asked for.
+    fn service(&self, policy: &'static ServicePolicy) -> Arc<ServiceMetrics> {
+        let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(service) = services.iter().find(|s| s.policy == policy) {
+            return service.clone();
+        }
+        let service = Arc::new(ServiceMetrics {
+            policy,
+            counts: ServiceCounts::new(policy.methods.len()),
+        });
+        services.push(service.clone());
+        service
+    }
+}
+
+impl Collector for Families {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
     }
 
-    /// Binds (and zeroes, for every code) the handles of `policy`'s methods.
-    fn bind(&self, policy: &'static ServicePolicy) -> Arc<ServiceMetrics> {
-        let methods = policy
-            .methods
-            .iter()
-            .map(|method| {
-                let mut values = label_values(policy, method, &self.extra);
-                let started = self.started.with_label_values(&values);
-                let handling = self.handling.with_label_values(&values);
-                let msg_received = self.msg_received.with_label_values(&values);
-                let msg_sent = self.msg_sent.with_label_values(&values);
-                values.insert(3, "");
-                let handled = std::array::from_fn(|code| {
-                    values[3] = code_name(tonic::Code::from_i32(code as i32));
-                    self.handled.with_label_values(&values)
-                });
-                MethodMetrics {
-                    started,
-                    handled,
-                    handling,
-                    msg_received,
-                    msg_sent,
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = (*self.descs).clone().map(|desc| {
+            let mut family = MetricFamily::default();
+            family.set_name(desc.fq_name);
+            family.set_help(desc.help);
+            family
+        });
+        let [started, handled, handling, received, sent] = &mut families;
+        handling.set_field_type(MetricType::HISTOGRAM);
+        let services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        for service in services.iter() {
+            let policy = service.policy;
+            for (index, method) in policy.methods.iter().enumerate() {
+                let total = service.counts.total(index);
+                let labels = label_pairs(policy, method, &self.extra);
+                started
+                    .mut_metric()
+                    .push(counter(labels.clone(), total.started));
+                received
+                    .mut_metric()
+                    .push(counter(labels.clone(), total.msg_received));
+                sent.mut_metric()
+                    .push(counter(labels.clone(), total.msg_sent));
+                handling
+                    .mut_metric()
+                    .push(histogram(labels.clone(), &total));
+                for (code, &count) in total.handled.iter().enumerate() {
+                    let mut labels = labels.clone();
+                    let name = code_name(tonic::Code::from_i32(code as i32));
+                    labels.push(label_pair("grpc_code", name));
+                    handled.mut_metric().push(counter(labels, count));
                 }
-            })
-            .collect();
-        Arc::new(ServiceMetrics { policy, methods })
+            }
+        }
+        families.into()
     }
+}
+
+/// A counter sample of `value`, with `labels`.
+fn counter(labels: Vec<LabelPair>, value: u64) -> proto::Metric {
+    let mut metric = metric(labels);
+    let mut counter = proto::Counter::default();
+    counter.set_value(value as f64);
+    metric.set_counter(counter);
+    metric
+}
+
+/// The latency histogram of `total`, with `labels`.
+fn histogram(labels: Vec<LabelPair>, total: &Total) -> proto::Metric {
+    let mut cumulative = 0;
+    let buckets = BOUNDS
+        .iter()
+        .zip(total.buckets)
+        .map(|(&bound, count)| {
+            cumulative += count;
+            let mut bucket = proto::Bucket::default();
+            bucket.set_upper_bound(bound);
+            bucket.set_cumulative_count(cumulative);
+            bucket
+        })
+        .collect();
+    let mut histogram = proto::Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_count(total.buckets.iter().sum());
+    histogram.set_sample_sum(total.seconds);
+    let mut metric = metric(labels);
+    metric.set_histogram(histogram);
+    metric
+}
+
+/// A sample with `labels`, sorted by name as Prometheus' own metrics have them.
+fn metric(mut labels: Vec<LabelPair>) -> proto::Metric {
+    labels.sort();
+    proto::Metric::from_label(labels)
+}
+
+/// The label `name="value"`.
+fn label_pair(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.into());
+    pair.set_value(value.into());
+    pair
 }
 
 /// Keel's client metrics, the go-grpc-prometheus client families:
@@ -284,15 +350,14 @@ impl Families {
 /// | `grpc_client_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_client_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 ///
-/// The services called are not known up front: a service's handles are bound
-/// (and its series zeroed) the first time a client of it is built, then
-/// shared by every later client of it, so a call only increments pre-bound
-/// atomics. Annotation labels are the server's business and are not added.
-/// Cheap to clone; register it once per registry.
+/// The services called are not known up front: a service's series appear
+/// (at zero) the first time a client of it is built, and its counts are
+/// shared by every later client of it. Annotation labels are the server's
+/// business and are not added. Cheap to clone; register it once per
+/// registry.
 #[derive(Clone, Debug)]
 pub struct ClientMetrics {
-    families: Arc<Families>,
-    bound: Arc<Mutex<Vec<Arc<ServiceMetrics>>>>,
+    families: Families,
 }
 
 impl ClientMetrics {
@@ -300,38 +365,31 @@ impl ClientMetrics {
     /// server's [`Metrics`], so one `/metrics` shows both sides).
     pub fn new(registry: &Registry) -> Result<Self, MetricsError> {
         let families = Families::new(Side::Client, Vec::new())?;
-        families.register(registry)?;
-        Ok(ClientMetrics {
-            families: Arc::new(families),
-            bound: Arc::default(),
-        })
+        registry.register(Box::new(families.clone()))?;
+        Ok(ClientMetrics { families })
     }
 
-    /// The handles of calls to `policy`'s methods, bound on first use.
+    /// The metrics of calls to `policy`'s methods, made on first use.
     pub fn service(&self, policy: &'static ServicePolicy) -> Arc<ServiceMetrics> {
-        let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(service) = bound.iter().find(|s| s.policy == policy) {
-            return service.clone();
-        }
-        let service = self.families.bind(policy);
-        bound.push(service.clone());
-        service
+        self.families.service(policy)
     }
 }
 
-/// `grpc_type`, `grpc_service`, `grpc_method`, then one value per extra label.
-fn label_values<'a>(
-    policy: &'a ServicePolicy,
-    method: &'a MethodPolicy,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut values = vec![method.kind.as_str(), policy.name, method.name];
-    values.extend(extra.iter().map(|key| {
-        method
+/// `grpc_type`, `grpc_service`, `grpc_method`, then one pair per extra
+/// label (empty where the method has no such label).
+fn label_pairs(policy: &ServicePolicy, method: &MethodPolicy, extra: &[&str]) -> Vec<LabelPair> {
+    let mut pairs = vec![
+        label_pair("grpc_type", method.kind.as_str()),
+        label_pair("grpc_service", policy.name),
+        label_pair("grpc_method", method.name),
+    ];
+    pairs.extend(extra.iter().map(|key| {
+        let value = method
             .labels
             .iter()
             .find(|(k, _)| k == key)
-            .map_or("", |(_, v)| *v)
+            .map_or("", |(_, v)| *v);
+        label_pair(key, value)
     }));
-    values
+    pairs
 }

@@ -1,0 +1,198 @@
+//! Per-thread call counts: each thread adds to its own, and a scrape sums
+//! them.
+//!
+//! A unary call is counted at its start, for its request and its response
+//! message, and at its end (its code, its latency's bucket and sum). With
+//! `prometheus`' shared counters and histogram that was eight locked
+//! read-modify-writes per call, each waiting for the core's pending stores,
+//! on counters that every core serving the method writes. Here each thread
+//! has its own counts of every method of a service ([`ThreadLocal`]), which
+//! only it writes, so an update is a plain load and store; a scrape reads
+//! every thread's counts and adds them up. A thread's counts outlive it: the
+//! next thread given its id goes on adding to them, so nothing counted is
+//! lost.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus::DEFAULT_BUCKETS;
+use thread_local::ThreadLocal;
+use tonic::Code;
+
+/// The latency histogram's upper bounds, in seconds: Prometheus' default
+/// buckets, as go-grpc-prometheus uses.
+pub(crate) const BOUNDS: [f64; 11] = *DEFAULT_BUCKETS;
+
+/// One counter, written only by the thread that owns it and read by
+/// scrapes: relaxed loads and stores make an update a plain load and store,
+/// not a locked read-modify-write.
+#[derive(Debug, Default)]
+struct Cell(AtomicU64);
+
+impl Cell {
+    #[inline]
+    fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// What one thread counted of one method's calls.
+///
+/// The fields a call updates every time come first, so that a call touches
+/// two cache lines of it.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+pub(crate) struct Counts {
+    started: Cell,
+    msg_received: Cell,
+    msg_sent: Cell,
+    /// The latencies' sum in seconds, as `f64` bits.
+    seconds: Cell,
+    /// Latencies by bucket, not cumulated: one per bound, then one for those
+    /// above the last. Their sum is the histogram's count.
+    buckets: [Cell; BOUNDS.len() + 1],
+    /// Ended calls, by code number (0..=16).
+    handled: [Cell; 17],
+}
+
+impl Counts {
+    /// A call started.
+    #[inline]
+    pub(crate) fn started(&self) {
+        self.started.add(1);
+    }
+
+    /// `n` messages were received.
+    #[inline]
+    pub(crate) fn received(&self, n: u64) {
+        self.msg_received.add(n);
+    }
+
+    /// `n` messages were sent.
+    #[inline]
+    pub(crate) fn sent(&self, n: u64) {
+        self.msg_sent.add(n);
+    }
+
+    /// A call ended with `code` after `seconds`.
+    #[inline]
+    pub(crate) fn handled(&self, code: Code, seconds: f64) {
+        self.handled[code as usize].add(1);
+        let bucket = BOUNDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BOUNDS.len());
+        self.buckets[bucket].add(1);
+        let sum = f64::from_bits(self.seconds.get()) + seconds;
+        self.seconds.0.store(sum.to_bits(), Relaxed);
+    }
+}
+
+/// A service's counts: per thread, one [`Counts`] per method of its policy.
+#[derive(Debug)]
+pub(crate) struct ServiceCounts {
+    methods: usize,
+    threads: ThreadLocal<Box<[Counts]>>,
+}
+
+impl ServiceCounts {
+    /// No counts yet, for a service of `methods` methods.
+    pub(crate) fn new(methods: usize) -> Self {
+        ServiceCounts {
+            methods,
+            threads: ThreadLocal::new(),
+        }
+    }
+
+    /// This thread's counts of the method at `index` in the policy.
+    #[inline]
+    pub(crate) fn method(&self, index: usize) -> &Counts {
+        &self.threads.get_or(|| self.fresh())[index]
+    }
+
+    /// A thread's counts, all zero (out of line: once per thread).
+    #[cold]
+    #[inline(never)]
+    fn fresh(&self) -> Box<[Counts]> {
+        (0..self.methods).map(|_| Counts::default()).collect()
+    }
+
+    /// The method at `index`, summed over every thread.
+    pub(crate) fn total(&self, index: usize) -> Total {
+        let mut total = Total::default();
+        for thread in self.threads.iter() {
+            let counts = &thread[index];
+            total.started += counts.started.get();
+            total.msg_received += counts.msg_received.get();
+            total.msg_sent += counts.msg_sent.get();
+            total.seconds += f64::from_bits(counts.seconds.get());
+            for (sum, cell) in total.buckets.iter_mut().zip(&counts.buckets) {
+                *sum += cell.get();
+            }
+            for (sum, cell) in total.handled.iter_mut().zip(&counts.handled) {
+                *sum += cell.get();
+            }
+        }
+        total
+    }
+}
+
+/// One method's counts summed over every thread, as a scrape reports them.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Total {
+    pub(crate) started: u64,
+    pub(crate) msg_received: u64,
+    pub(crate) msg_sent: u64,
+    pub(crate) seconds: f64,
+    /// Not cumulated; the last is above every bound.
+    pub(crate) buckets: [u64; BOUNDS.len() + 1],
+    pub(crate) handled: [u64; 17],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_threads_counts_even_after_the_thread_ends() {
+        let counts = ServiceCounts::new(2);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let method = counts.method(1);
+                    method.started();
+                    method.received(2);
+                    method.sent(3);
+                    method.handled(Code::Ok, 0.004);
+                    method.handled(Code::NotFound, 0.3);
+                    method.handled(Code::Internal, 60.0);
+                });
+            }
+        });
+        counts.method(1).started();
+
+        let total = counts.total(1);
+        assert_eq!(total.started, 5);
+        assert_eq!(total.msg_received, 8);
+        assert_eq!(total.msg_sent, 12);
+        assert_eq!(total.handled[Code::Ok as usize], 4);
+        assert_eq!(total.handled[Code::NotFound as usize], 4);
+        assert_eq!(total.handled[Code::Internal as usize], 4);
+        // 0.004 ≤ 0.005, the first bound; 0.3 ≤ 0.5, the seventh; 60 is
+        // above the last.
+        let mut buckets = [0; 12];
+        buckets[0] = 4;
+        buckets[6] = 4;
+        buckets[11] = 4;
+        assert_eq!(total.buckets, buckets);
+        assert!(
+            (total.seconds - 4.0 * 60.304).abs() < 1e-9,
+            "{}",
+            total.seconds
+        );
+        assert_eq!(counts.total(0), Total::default());
+    }
+}
