@@ -22,7 +22,7 @@ use tonic::Code;
 /// buckets, as go-grpc-prometheus uses.
 pub(crate) const BOUNDS: [f64; 11] = *DEFAULT_BUCKETS;
 
-/// One counter, written only by the thread that owns it and read by
+/// One count (or sum), written only by the thread that owns it and read by
 /// scrapes: relaxed loads and stores make an update a plain load and store,
 /// not a locked read-modify-write.
 #[derive(Debug, Default)]
@@ -31,18 +31,29 @@ struct Cell(AtomicU64);
 impl Cell {
     #[inline]
     fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+        self.0.store(self.get().wrapping_add(n), Relaxed);
+    }
+
+    /// Adds `x` to the `f64` the cell holds as bits.
+    #[inline]
+    fn add_f64(&self, x: f64) {
+        self.0.store((self.get_f64() + x).to_bits(), Relaxed);
     }
 
     fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+
+    fn get_f64(&self) -> f64 {
+        f64::from_bits(self.get())
+    }
 }
 
 /// What one thread counted of one method's calls.
 ///
-/// The fields a call updates every time come first, so that a call touches
-/// two cache lines of it.
+/// A call's start, messages and latency sum share the first cache line with
+/// the shortest latencies' buckets, so a fast call touches two lines: that
+/// one and its code's.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 pub(crate) struct Counts {
@@ -86,8 +97,7 @@ impl Counts {
             .position(|bound| seconds <= *bound)
             .unwrap_or(BOUNDS.len());
         self.buckets[bucket].add(1);
-        let sum = f64::from_bits(self.seconds.get()) + seconds;
-        self.seconds.0.store(sum.to_bits(), Relaxed);
+        self.seconds.add_f64(seconds);
     }
 }
 
@@ -128,7 +138,7 @@ impl ServiceCounts {
             total.started += counts.started.get();
             total.msg_received += counts.msg_received.get();
             total.msg_sent += counts.msg_sent.get();
-            total.seconds += f64::from_bits(counts.seconds.get());
+            total.seconds += counts.seconds.get_f64();
             for (sum, cell) in total.buckets.iter_mut().zip(&counts.buckets) {
                 *sum += cell.get();
             }
