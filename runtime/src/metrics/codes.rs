@@ -42,10 +42,18 @@ pub(crate) fn status_code(headers: &HeaderMap) -> Option<Code> {
     let value = match headers.len() {
         0..=WALKED => headers
             .iter()
-            .find_map(|(name, value)| (*name == GRPC_STATUS).then_some(value)),
+            .find_map(|(name, value)| is_grpc_status(name).then_some(value)),
         _ => headers.get(&GRPC_STATUS),
     };
     value.map(parse_status)
+}
+
+/// Whether `name` is `grpc-status`. Compared as bytes against a constant of
+/// known length, which compiles to a length check and two loads, where
+/// `HeaderName`'s `==` calls `memcmp` whenever the lengths agree, as they do
+/// on every call that finds it.
+fn is_grpc_status(name: &HeaderName) -> bool {
+    name.as_str().as_bytes() == b"grpc-status"
 }
 
 /// The code in a `grpc-status` value; `Unknown` for anything unparsable, as
@@ -83,6 +91,10 @@ mod tests {
             }
             assert_eq!(status_code(&headers), None, "{headers:?}");
         }
+        // A name of the same length is not it.
+        let mut lookalike = HeaderMap::new();
+        lookalike.insert("grpc-statux", HeaderValue::from_static("5"));
+        assert_eq!(status_code(&lookalike), None);
         let mut garbage = HeaderMap::new();
         garbage.insert(&GRPC_STATUS, HeaderValue::from_static("ok"));
         assert_eq!(status_code(&garbage), Some(Code::Unknown));
