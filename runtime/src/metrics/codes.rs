@@ -49,9 +49,9 @@ pub(crate) fn status_code(headers: &HeaderMap) -> Option<Code> {
 }
 
 /// Whether `name` is `grpc-status`. Compared as bytes against a constant of
-/// known length, which compiles to a length check and two loads, where
-/// `HeaderName`'s `==` calls `memcmp` whenever the lengths agree, as they do
-/// on every call that finds it.
+/// known length, which the compiler inlines, where `HeaderName`'s `==` calls
+/// `memcmp` whenever the lengths agree, as they do on every call that finds
+/// it (BENCHMARKS.md: −35 instructions per call).
 fn is_grpc_status(name: &HeaderName) -> bool {
     name.as_str().as_bytes() == b"grpc-status"
 }
