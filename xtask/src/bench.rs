@@ -30,6 +30,10 @@
 //!    interval meets it, MISS when none of it does, and UNDECIDED when the
 //!    target lies inside (too noisy a machine for that many rounds). A miss
 //!    is reported, not an error: only a failed verification exits non-zero.
+//!    Last, the keel/plain ratio of CPU per request, paired the same way:
+//!    Keel's share of a call, which moves far less between fast and slow
+//!    machines than the µs it adds, beside what the 0.5 µs target allows at
+//!    the run's speed.
 //! 6. Runs the criterion micro-benchmarks (`cargo bench -p keel --bench
 //!    layer`), unless `--quick` or `--no-criterion`.
 //!
@@ -894,6 +898,14 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
             .zip(&keels)
             .map(|(p, k)| k.cpu_us_per_req - p.cpu_us_per_req),
     );
+    // Keel's CPU as a share of a plain call: it moves far less between fast
+    // and slow machines than the µs Keel adds (BENCHMARKS.md).
+    let cpu_ratio = Paired::of(
+        plains
+            .iter()
+            .zip(&keels)
+            .map(|(p, k)| k.cpu_us_per_req / p.cpu_us_per_req),
+    );
     let target = match traced {
         Some(_) => TARGET_RATIO_TRACED,
         None => TARGET_RATIO,
@@ -924,6 +936,13 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
         added.median,
         added.interval_text(|x| format!("{x:+.2}")),
         keel_cpu - plain_cpu,
+    );
+    println!(
+        "keel/plain CPU:        paired median {:.3}x, {}; +{TARGET_ADDED_CPU_US} µs on this \
+         run's plain median ({plain_cpu:.2} µs) is {:.3}x",
+        cpu_ratio.median,
+        cpu_ratio.interval_text(|x| format!("{x:.3}x")),
+        1.0 + TARGET_ADDED_CPU_US / plain_cpu,
     );
     println!(
         "verified: every response h2load counted as succeeded was a successful GetUser \
