@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use quanta::Instant;
 use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -19,7 +18,7 @@ use crate::auth::TokenSource;
 use crate::clock;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
 use crate::metrics::ServiceMetrics;
-use crate::metrics::body::{CountingBody, MessageCounter, ObservedBody, Observer, Tallies};
+use crate::metrics::body::{Call, CountingBody, ObservedBody, Observer, Tallies};
 use crate::metrics::codes::status_code;
 use crate::policy::ServicePolicy;
 use crate::telemetry::{client_span, end_client_span, propagation};
@@ -152,9 +151,6 @@ where
             req.headers_mut().insert(&GRPC_TIMEOUT, header);
         }
 
-        if let Some(i) = method {
-            shared.metrics.method(i).started();
-        }
         let sent = shared.sent.get(method);
         let req = req.map(|body| Body::new(CountingBody::new(body, sent)));
         let tokens = match req.headers().contains_key(AUTHORIZATION) {
@@ -162,11 +158,9 @@ where
             false => shared.tokens.clone(),
         };
         let mut pending = Pending(Some(ClientCall {
-            metrics: method.map(|i| (shared.metrics.clone(), i)),
+            metrics: method.map(|i| Call::start(&shared.metrics, i, clock::now())),
             span,
-            start: clock::now(),
             header_code: None,
-            counter: MessageCounter::default(),
             sent_token: None,
         }));
 
@@ -242,22 +236,20 @@ fn error_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
         .map_or(Code::Unavailable, tonic::Status::code)
 }
 
-/// What is known of a call in flight: its metrics, its span, its start, and
-/// the token source whose token it sent.
+/// What is known of a call in flight: its metrics (with its start), its
+/// span, and the token source whose token it sent.
 pub struct ClientCall {
-    metrics: Option<(Arc<ServiceMetrics>, usize)>,
+    metrics: Option<Call>,
     span: Option<Span>,
-    start: Instant,
     header_code: Option<Code>,
-    counter: MessageCounter,
     sent_token: Option<Arc<dyn TokenSource>>,
 }
 
 impl Observer for ClientCall {
     fn on_data(&mut self, data: &[u8]) {
-        if let Some((metrics, method)) = &self.metrics {
-            let received = self.counter.feed(data);
-            metrics.method(*method).received(received);
+        if let Some(call) = &mut self.metrics {
+            let received = call.counter.feed(data);
+            call.service.method(call.method).received(received);
         }
     }
 
@@ -272,9 +264,9 @@ impl Observer for ClientCall {
         {
             tokens.invalidate();
         }
-        if let Some((metrics, method)) = &self.metrics {
-            let seconds = clock::since(self.start).as_secs_f64();
-            metrics.method(*method).handled(code, seconds);
+        if let Some(call) = &self.metrics {
+            // A client's sent messages are all counted as they go.
+            call.end(code, 0);
         }
         if let Some(span) = self.span {
             end_client_span(span, code, carrier);

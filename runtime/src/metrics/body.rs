@@ -296,7 +296,8 @@ pin_project! {
     }
 }
 
-/// What is known of a call whose response is still streaming.
+/// What the metrics know of a call in flight, from its start to its end (a
+/// server's, and the generated clients' too).
 pub struct Call {
     pub(crate) service: Arc<ServiceMetrics>,
     pub(crate) method: usize,
