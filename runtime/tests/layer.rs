@@ -325,3 +325,26 @@ fn the_cache_compares_whole_tokens() {
     assert_eq!(verifier.cached_tokens(), 1);
     assert!(verifier.verify(&good).is_ok());
 }
+
+/// A service no runtime below was built for.
+static UNDECLARED: ServicePolicy = ServicePolicy {
+    name: "test.v1.Undeclared",
+    methods: &[],
+    route: |_| None,
+};
+
+#[test]
+fn only_services_given_to_the_runtime_can_be_wrapped() {
+    let metrics = keel::Metrics::new(&[&POLICY]).unwrap();
+    assert!(metrics.service(&POLICY).is_some());
+    assert!(metrics.service(&UNDECLARED).is_none());
+
+    let verifier = Arc::new(Verifier::from_config(&auth_config()).unwrap());
+    let keel = keel::Keel::from_parts(verifier, metrics, 4 << 20);
+    assert!(keel.layer(&POLICY).is_ok());
+    let error = keel.layer(&UNDECLARED).unwrap_err();
+    assert!(
+        matches!(error, keel::Error::UndeclaredService("test.v1.Undeclared")),
+        "{error}"
+    );
+}

@@ -50,7 +50,7 @@ use crate::policy::{MethodPolicy, ServicePolicy};
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
-    services: Vec<Arc<ServiceMetrics>>,
+    families: Families,
 }
 
 /// The counts of one service's calls, which its families report.
@@ -97,12 +97,11 @@ impl Metrics {
             .into_iter()
             .collect();
         let families = Families::new(Side::Server, extra)?;
-        let services = services
-            .iter()
-            .map(|policy| families.service(policy))
-            .collect();
-        registry.register(Box::new(families))?;
-        Ok(Metrics { registry, services })
+        for policy in services {
+            families.service(policy);
+        }
+        registry.register(Box::new(families.clone()))?;
+        Ok(Metrics { registry, families })
     }
 
     /// The registry holding the metrics.
@@ -112,7 +111,7 @@ impl Metrics {
 
     /// The metrics of one service, if it was given to [`Metrics::new`].
     pub fn service(&self, policy: &'static ServicePolicy) -> Option<Arc<ServiceMetrics>> {
-        self.services.iter().find(|s| s.policy == policy).cloned()
+        self.families.find(policy)
     }
 
     /// The registry's metrics in the Prometheus text exposition format.
@@ -233,6 +232,12 @@ impl Families {
             descs: Arc::new(descs),
             services: Arc::default(),
         })
+    }
+
+    /// The metrics of `policy`'s calls, if they were made.
+    fn find(&self, policy: &'static ServicePolicy) -> Option<Arc<ServiceMetrics>> {
+        let services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        services.iter().find(|s| s.policy == policy).cloned()
     }
 
     /// The metrics of `policy`'s calls, made (with every series at zero) the
