@@ -28,6 +28,13 @@ impl Keel {
         // The per-call clock (quanta's, on the TSC where the CPU allows)
         // calibrates on first use, for up to 200 ms: here, not on a request.
         crate::clock::now();
+        if config.service.environment.is_development() {
+            tracing::warn!(
+                service = %config.service.name,
+                "service.environment is \"development\": development credentials may be in use; \
+                 never deploy this configuration"
+            );
+        }
         Ok(Keel {
             verifier: Arc::new(Verifier::from_config(&config.auth)?),
             metrics: Metrics::new(services)?,

@@ -683,3 +683,158 @@ fn malformed_env_names_are_reported() {
     assert!(problems[0].contains("KEEL_AUTH__"), "{problems:?}");
     assert!(problems[0].contains("malformed"), "{problems:?}");
 }
+
+// ===== environment and development credentials =====
+
+/// An application's production defaults (no credential) and its development credentials.
+const APP_DEFAULTS: &str = "[service]\nname = \"app\"\n[auth]\nissuer = \"keel-dev\"\n";
+const DEV_SECRET: &str = "a-development-secret-everyone-has-read";
+const DEV_LAYER: &str =
+    "[auth]\nhmac_secret = \"a-development-secret-everyone-has-read\"\n[app]\nkid = \"dev\"\n";
+
+fn app_loader() -> Loader {
+    Loader::new()
+        .defaults_toml(APP_DEFAULTS)
+        .development_toml(DEV_LAYER)
+        .allow_section("app")
+}
+
+#[test]
+fn the_environment_is_production_unless_development_is_asked_for() {
+    assert_eq!(
+        Config::default().service.environment,
+        Environment::Production
+    );
+
+    // Production: the development layer is not there, so the service has no key.
+    let problems = problems_of(app_loader().load());
+    assert!(
+        problem_for(&problems, "auth.hmac_secret").contains("missing"),
+        "{problems:?}"
+    );
+
+    // Asked for in any layer: the environment, a file, or code.
+    let by_env = app_loader()
+        .env_from([("KEEL_SERVICE__ENVIRONMENT", "development")])
+        .load()
+        .expect("development configuration");
+    assert_eq!(by_env.service.environment, Environment::Development);
+    assert_eq!(
+        by_env.auth.hmac_secret.as_ref().map(Secret::expose),
+        Some(DEV_SECRET)
+    );
+    let file = toml_file("[service]\nenvironment = \"development\"\n");
+    let by_file = app_loader().file(file.path()).load().expect("development");
+    assert!(by_file.auth.hmac_secret.is_some());
+    let by_code = app_loader()
+        .environment(Environment::Development)
+        .load()
+        .expect("development");
+    assert!(by_code.auth.hmac_secret.is_some());
+
+    // The environment and files stay above the development layer.
+    let own = app_loader()
+        .env_from([
+            ("KEEL_SERVICE__ENVIRONMENT", "development"),
+            ("KEEL_AUTH__HMAC_SECRET", SECRET),
+        ])
+        .load()
+        .expect("development");
+    assert_eq!(
+        own.auth.hmac_secret.as_ref().map(Secret::expose),
+        Some(SECRET)
+    );
+
+    // A misspelt environment is an error, and the development layer stays out.
+    let problems = problems_of(
+        app_loader()
+            .env_from([("KEEL_SERVICE__ENVIRONMENT", "Development")])
+            .load(),
+    );
+    let problem = problem_for(&problems, "service.environment");
+    assert!(
+        problem.contains("did you mean \"development\""),
+        "{problem}"
+    );
+    assert!(problem.contains("KEEL_SERVICE__ENVIRONMENT"), "{problem}");
+    problem_for(&problems, "auth.hmac_secret");
+}
+
+#[test]
+fn a_development_credential_is_refused_in_production_wherever_it_is_configured() {
+    let file = toml_file(&format!(
+        "[[auth.keys]]\nkid = \"prod\"\nalgorithm = \"HS256\"\nhmac_secret = \"{DEV_SECRET}\"\n"
+    ));
+    let problems = problems_of(
+        app_loader()
+            .file(file.path())
+            .env_from([("KEEL_AUTH__HMAC_SECRET", DEV_SECRET)])
+            .load(),
+    );
+    let from_env = problem_for(&problems, "auth.hmac_secret");
+    assert!(from_env.contains("development credential"), "{from_env}");
+    assert!(from_env.contains("KEEL_AUTH__HMAC_SECRET"), "{from_env}");
+    let from_file = problem_for(&problems, "auth.keys.0.hmac_secret");
+    assert!(
+        from_file.contains(&format!("file {}", file.path().display())),
+        "{from_file}"
+    );
+    for problem in &problems {
+        assert!(
+            !problem.contains(DEV_SECRET),
+            "the secret is never printed: {problem}"
+        );
+    }
+    // Short names of the development layer (`kid = "dev"`) are not credentials.
+    let config = app_loader()
+        .env_from([("KEEL_AUTH__HMAC_SECRET", SECRET), ("KEEL_APP__KID", "dev")])
+        .load()
+        .expect("production with its own secret");
+    assert_eq!(config.service.environment, Environment::Production);
+}
+
+#[test]
+fn a_layer_that_defines_the_keys_replaces_the_keys_of_the_layers_below() {
+    let rs256 =
+        "[auth]\nalgorithm = \"RS256\"\npublic_key_pem = \"-----BEGIN PUBLIC KEY-----\\n\"\n";
+    let file = toml_file(rs256);
+    let config = app_loader()
+        .environment(Environment::Development)
+        .file(file.path())
+        .load()
+        .expect("the file's RS256 key alone");
+    assert_eq!(config.auth.algorithm, Algorithm::RS256);
+    assert!(
+        config.auth.hmac_secret.is_none(),
+        "no development secret left behind"
+    );
+    assert_eq!(
+        config.auth.issuer.as_deref(),
+        Some("keel-dev"),
+        "other keys stay"
+    );
+
+    // A JWKS set in the environment replaces the file's and the defaults' keys alike.
+    let jwks = r#"{"keys":[]}"#;
+    let config = app_loader()
+        .environment(Environment::Development)
+        .file(file.path())
+        .env_from([("KEEL_AUTH__JWKS", jwks)])
+        .load()
+        .expect("the JWKS alone");
+    assert!(config.auth.hmac_secret.is_none() && config.auth.public_key_pem.is_none());
+    assert_eq!(config.auth.jwks.as_deref(), Some(jwks));
+
+    // A layer that only sets a secret keeps the lower layers' algorithm and keys list.
+    let keys = toml_file(&format!(
+        "[auth]\nalgorithm = \"HS512\"\n[[auth.keys]]\nkid = \"a\"\nalgorithm = \"HS256\"\nhmac_secret = \"{SECRET}\"\n"
+    ));
+    let config = Loader::new()
+        .file(keys.path())
+        .env_from([("KEEL_AUTH__HMAC_SECRET", SECRET)])
+        .load()
+        .expect("keys and a default key");
+    assert_eq!(config.auth.algorithm, Algorithm::HS512);
+    assert_eq!(config.auth.keys.len(), 1);
+    assert!(config.auth.hmac_secret.is_some());
+}

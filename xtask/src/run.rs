@@ -1,6 +1,7 @@
 //! `cargo xtask run`: the README's main job. Builds the example services and
-//! runs them together on their embedded defaults until Ctrl-C, SIGINT or
-//! SIGTERM, or until one of them ends.
+//! runs them together on their embedded defaults, in development
+//! (`KEEL_SERVICE__ENVIRONMENT=development`: their development credentials
+//! are layered in), until Ctrl-C, SIGINT or SIGTERM, or until one of them ends.
 //!
 //! The services run in their own process group, so a terminal's Ctrl-C
 //! reaches only this process, which passes one SIGTERM to each service: each
@@ -39,12 +40,15 @@ pub fn run(args: &[&str]) -> Result<()> {
     let bin = crate::target_dir().join("debug");
     let commands = SERVICES.iter().map(|service| {
         let mut command = Command::new(bin.join(service));
-        command.current_dir(crate::root());
+        command
+            .current_dir(crate::root())
+            .env("KEEL_SERVICE__ENVIRONMENT", "development");
         (*service, command)
     });
     let children = Children::spawn(commands)?;
     println!(
-        "xtask: running {}; Ctrl-C stops them all (auth :50053, users :50051, gateway :50052)",
+        "xtask: running {} in development; Ctrl-C stops them all (auth :50053, users :50051, \
+         gateway :50052)",
         SERVICES.join(", ")
     );
     supervise(children, || signals.pending().count() > 0)

@@ -66,15 +66,21 @@ pub mod auth_v1 {
     include!("gen/keel.auth.v1.rs");
 }
 
-/// The embedded default configuration (`keel.toml` beside `Cargo.toml`).
+/// The embedded default configuration (`keel.toml` beside `Cargo.toml`): a
+/// production one, with no credential.
 pub const DEFAULT_CONFIG: &str = include_str!("../keel.toml");
 
-/// The development HMAC secret of [`DEFAULT_CONFIG`] (shared with the user
-/// service's defaults); the service warns while it is in use.
+/// The development credentials (`development.toml`: a signing key, the
+/// bootstrap administrator's password), layered in only when
+/// `service.environment = "development"`.
+pub const DEVELOPMENT_CONFIG: &str = include_str!("../development.toml");
+
+/// The development HMAC secret of [`DEVELOPMENT_CONFIG`] (shared with the
+/// user service's development credentials), for tests.
 pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
 
 /// The development password of the bootstrap administrator in
-/// [`DEFAULT_CONFIG`]; the service warns while it is in use.
+/// [`DEVELOPMENT_CONFIG`], for tests.
 pub const DEV_ADMIN_PASSWORD: &str = "keel-dev-admin-password";
 
 /// Every service this crate serves, for [`keel::Keel::new`].

@@ -12,7 +12,7 @@ use auth_service::auth_v1::auth_service_client::AuthServiceClient;
 use auth_service::auth_v1::{
     CreateCredentialRequest, GetJwksRequest, LoginRequest, RevokeAllRequest, ValidateRequest,
 };
-use auth_service::{App, DEV_ADMIN_PASSWORD, DEV_SECRET, Settings};
+use auth_service::{App, Settings};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -178,29 +178,6 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = Settings::load(auth_service::DEFAULT_CONFIG, config.as_deref())?;
     // Logs and tracing as `[telemetry]` says; flushed after draining.
     let mut telemetry = keel::telemetry::init(&settings.keel)?;
-    let dev_key = settings
-        .keel
-        .auth
-        .keys
-        .iter()
-        .any(|key| key.hmac_secret.as_ref().map(|s| s.expose()) == Some(DEV_SECRET));
-    if dev_key {
-        tracing::warn!(
-            "auth.keys holds the development secret; configure your own keys with --config"
-        );
-    }
-    if settings
-        .bootstrap
-        .admin_password
-        .as_ref()
-        .map(|s| s.expose())
-        == Some(DEV_ADMIN_PASSWORD)
-    {
-        tracing::warn!(
-            "bootstrap.admin_password is the development password; set \
-             KEEL_BOOTSTRAP__ADMIN_PASSWORD"
-        );
-    }
     tracing::info!(
         store = %settings.keel.store.url,
         argon2_memory_kib = settings.passwords.memory_kib,

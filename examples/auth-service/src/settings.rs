@@ -125,7 +125,7 @@ impl Default for ThrottleConfig {
 
 /// `[bootstrap]`: an administrator created at startup when absent, so that
 /// a fresh deployment is usable. Nothing happens when `admin_username` is
-/// unset, and an existing credential is never changed.
+/// unset or empty, and an existing credential is never changed.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BootstrapConfig {
@@ -139,10 +139,13 @@ pub struct BootstrapConfig {
 }
 
 impl Settings {
-    /// Loads every section: built-in defaults < `defaults_toml` < `file` <
-    /// `KEEL_*` environment variables, reporting every problem at once.
+    /// Loads every section: built-in defaults < `defaults_toml` < in
+    /// development [`DEVELOPMENT_CONFIG`](crate::DEVELOPMENT_CONFIG) < `file`
+    /// < `KEEL_*` environment variables, reporting every problem at once.
     pub fn load(defaults_toml: &str, file: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut loader = Loader::new().defaults_toml(defaults_toml);
+        let mut loader = Loader::new()
+            .defaults_toml(defaults_toml)
+            .development_toml(crate::DEVELOPMENT_CONFIG);
         if let Some(file) = file {
             loader = loader.file(file);
         }
@@ -171,6 +174,8 @@ impl Settings {
         take(loader.extract_section("throttle").map(|v| throttle = v));
         let mut bootstrap = BootstrapConfig::default();
         take(loader.extract_section("bootstrap").map(|v| bootstrap = v));
+        // `admin_username = ""` takes back a lower layer's administrator.
+        bootstrap.admin_username = bootstrap.admin_username.filter(|name| !name.is_empty());
         let mut deduplicated: Vec<String> = Vec::new();
         for problem in problems {
             if !deduplicated.contains(&problem) {

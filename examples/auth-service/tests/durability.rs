@@ -61,6 +61,7 @@ impl Process {
         }
         command
             .current_dir(dir)
+            .env("KEEL_SERVICE__ENVIRONMENT", "development")
             .env("KEEL_SERVER__ADDR", addr.to_string())
             .env("KEEL_METRICS__ENABLED", "false")
             .env("KEEL_STORE__URL", store_url)

@@ -10,7 +10,7 @@ use auth_service::RefreshingTokenSource;
 use auth_service::auth_v1::CreateCredentialRequest;
 use common::*;
 use keel::auth::TokenSource;
-use keel::config::Loader;
+use keel::config::{Environment, Loader};
 use tokio::net::TcpListener;
 use tonic::Code;
 use user_service::user_v1::user_service_client::UserServiceClient;
@@ -20,7 +20,9 @@ use user_service::user_v1::{CreateUserRequest, GetUserRequest};
 /// ephemeral port, until the returned sender sends (or is dropped).
 async fn user_service() -> (std::net::SocketAddr, tokio::sync::mpsc::Sender<()>) {
     let mut config = Loader::new()
+        .environment(Environment::Development)
         .defaults_toml(user_service::DEFAULT_CONFIG)
+        .development_toml(user_service::DEVELOPMENT_CONFIG)
         .load()
         .expect("user-service defaults");
     config.server.lame_duck = Duration::ZERO;
@@ -137,7 +139,9 @@ async fn the_generated_client_takes_its_token_from_the_refreshing_source() {
     let (users_addr, stop_users) = user_service().await;
 
     let config = Loader::new()
+        .environment(Environment::Development)
         .defaults_toml(user_service::DEFAULT_CONFIG)
+        .development_toml(user_service::DEVELOPMENT_CONFIG)
         .load()
         .expect("defaults");
     let metrics = keel::Metrics::new(&[]).expect("metrics");

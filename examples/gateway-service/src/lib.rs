@@ -23,8 +23,13 @@ pub mod gateway_v1 {
     include!("gen/gateway.v1.rs");
 }
 
-/// The embedded default configuration (`keel.toml` beside `Cargo.toml`).
+/// The embedded default configuration (`keel.toml` beside `Cargo.toml`): a
+/// production one, with no credential.
 pub const DEFAULT_CONFIG: &str = include_str!("../keel.toml");
+
+/// The development credentials (`development.toml`), layered in only when
+/// `service.environment = "development"`.
+pub const DEVELOPMENT_CONFIG: &str = include_str!("../development.toml");
 
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&gateway_v1::PROFILE_SERVICE_POLICY];
@@ -47,11 +52,12 @@ impl Default for Upstream {
 }
 
 /// Loads Keel's configuration and `[upstream]` from the embedded defaults,
-/// `file` when given, then `KEEL_*` variables, reporting every problem of
-/// both at once.
+/// in development [`DEVELOPMENT_CONFIG`], `file` when given, then `KEEL_*`
+/// variables, reporting every problem of both at once.
 pub fn load_config(file: Option<&Path>) -> Result<(Config, Upstream), ConfigError> {
     let mut loader = Loader::new()
         .defaults_toml(DEFAULT_CONFIG)
+        .development_toml(DEVELOPMENT_CONFIG)
         .allow_section("upstream");
     if let Some(file) = file {
         loader = loader.file(file);

@@ -64,9 +64,16 @@ async fn scenario() {
     let collector = Collector::start().await;
 
     // user-service, exporting to the collector.
-    let users_config = loader(user_service::DEFAULT_CONFIG, &collector.endpoint(), &[])
-        .load()
-        .expect("valid configuration");
+    let users_config = loader(
+        (
+            user_service::DEFAULT_CONFIG,
+            user_service::DEVELOPMENT_CONFIG,
+        ),
+        &collector.endpoint(),
+        &[],
+    )
+    .load()
+    .expect("valid configuration");
     let token = keel::auth::mint_access_token(
         &users_config.auth,
         "ada",
@@ -92,7 +99,10 @@ async fn scenario() {
     let upstream = format!("http://{}", users.addr);
     let (gateway_config, upstream) = gateway_service::load_with(
         &loader(
-            gateway_service::DEFAULT_CONFIG,
+            (
+                gateway_service::DEFAULT_CONFIG,
+                gateway_service::DEVELOPMENT_CONFIG,
+            ),
             &collector.endpoint(),
             &[
                 ("KEEL_UPSTREAM__USER_SERVICE", upstream.as_str()),
@@ -571,10 +581,12 @@ fn services(config: &Config) -> Vec<&'static keel::ServicePolicy> {
     }
 }
 
-/// An example's configuration, exporting to `endpoint`, sampling only what a
-/// caller samples, shutting down at once.
-fn loader(defaults: &str, endpoint: &str, extra: &[(&str, &str)]) -> Loader {
+/// An example's configuration (its embedded defaults and development
+/// credentials, in development), exporting to `endpoint`, sampling only what
+/// a caller samples, shutting down at once.
+fn loader((defaults, development): (&str, &str), endpoint: &str, extra: &[(&str, &str)]) -> Loader {
     let mut vars = vec![
+        ("KEEL_SERVICE__ENVIRONMENT", "development"),
         ("KEEL_TELEMETRY__OTLP_ENDPOINT", endpoint),
         ("KEEL_TELEMETRY__SAMPLING_RATIO", "0"),
         ("KEEL_TELEMETRY__LOG_FILTER", "info"),
@@ -583,7 +595,10 @@ fn loader(defaults: &str, endpoint: &str, extra: &[(&str, &str)]) -> Loader {
         ("KEEL_METRICS__ENABLED", "false"),
     ];
     vars.extend_from_slice(extra);
-    Loader::new().defaults_toml(defaults).env_from(vars)
+    Loader::new()
+        .defaults_toml(defaults)
+        .development_toml(development)
+        .env_from(vars)
 }
 
 async fn channel(addr: SocketAddr) -> tonic::transport::Channel {

@@ -16,12 +16,29 @@ pub mod user_v1 {
     include!("gen/user.v1.rs");
 }
 
-/// The embedded default configuration (`keel.toml` beside `Cargo.toml`).
+/// The embedded default configuration (`keel.toml` beside `Cargo.toml`): a
+/// production one, with no credential.
 pub const DEFAULT_CONFIG: &str = include_str!("../keel.toml");
 
-/// The development HMAC secret of [`DEFAULT_CONFIG`]; the service warns while
-/// it is in use.
+/// The development credentials (`development.toml`), layered in only when
+/// `service.environment = "development"`.
+pub const DEVELOPMENT_CONFIG: &str = include_str!("../development.toml");
+
+/// The development HMAC secret of [`DEVELOPMENT_CONFIG`] (for tests).
 pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
+
+/// The service's configuration layers: [`DEFAULT_CONFIG`], in development
+/// [`DEVELOPMENT_CONFIG`], `file` when given, then the process's `KEEL_*`
+/// variables.
+pub fn loader(file: Option<&std::path::Path>) -> keel::config::Loader {
+    let mut loader = keel::config::Loader::new()
+        .defaults_toml(DEFAULT_CONFIG)
+        .development_toml(DEVELOPMENT_CONFIG);
+    if let Some(file) = file {
+        loader = loader.file(file);
+    }
+    loader.env()
+}
 
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];

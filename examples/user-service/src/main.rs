@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use keel::config::Config;
 use user_service::user_v1::user_service_client::UserServiceClient;
 use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};
-use user_service::{DEFAULT_CONFIG, DEV_SECRET, SERVICES, Users};
+use user_service::{SERVICES, Users};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -79,28 +78,25 @@ enum Rpc {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
+    // Loaded by the commands that need it (not `call`, a client).
+    let config = || user_service::loader(args.config.as_deref()).load();
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let config = config()?;
             // Logs and tracing as `[telemetry]` says; flushed after draining.
             let mut telemetry = keel::telemetry::init(&config)?;
-            if config.auth.hmac_secret.as_ref().map(|s| s.expose()) == Some(DEV_SECRET) {
-                tracing::warn!(
-                    "auth.hmac_secret is the development secret; set KEEL_AUTH__HMAC_SECRET"
-                );
-            }
             let keel = keel::Keel::new(&config, SERVICES)?;
             let users = Users::connect(&config.store).await?;
             user_service::server(&keel, &config, users)?.serve().await?;
             telemetry.shutdown().await?;
         }
-        Command::PrintConfig => print!("{}", config.to_toml_redacted()),
-        Command::Probe { service } => keel::serve::probe_local(&config, &service).await?,
+        Command::PrintConfig => print!("{}", config()?.to_toml_redacted()),
+        Command::Probe { service } => keel::serve::probe_local(&config()?, &service).await?,
         Command::MintToken { sub, scopes, ttl } => {
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
             println!(
                 "{}",
-                keel::auth::mint_access_token(&config.auth, &sub, &scopes, ttl)?
+                keel::auth::mint_access_token(&config()?.auth, &sub, &scopes, ttl)?
             );
         }
         Command::Call { url, token, rpc } => call(url, token, rpc).await?,

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use jsonwebtoken::Algorithm;
-use keel::config::Algorithm as ConfigAlgorithm;
+use keel::config::{Algorithm as ConfigAlgorithm, Loader};
 use serde_json::json;
 use tonic::Code;
 use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};
@@ -138,6 +138,47 @@ async fn time_claims_are_enforced_with_leeway() {
         &server,
         &sign_hs(Algorithm::HS256, &no_exp),
         "missing claim exp",
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_or_for_nobody_is_unauthenticated() {
+    let server = Server::start(config()).await;
+    let now = now();
+    // Ten years ahead, as a forger with a stolen key might write it.
+    let mut future = claims("users:read");
+    future["iat"] = json!(now + 10 * 365 * 24 * 3600);
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS256, &future),
+        "token issued in the future",
+    )
+    .await;
+
+    // Within the 30 s leeway: a clock a little ahead is tolerated.
+    let mut slightly_ahead = claims("users:read");
+    slightly_ahead["iat"] = json!(now + 10);
+    let (code, _) = get_user_status(&server, &sign_hs(Algorithm::HS256, &slightly_ahead)).await;
+    assert_eq!(code, Code::NotFound);
+
+    for sub in ["", "   ", "\t"] {
+        let mut nobody = claims("users:read");
+        nobody["sub"] = json!(sub);
+        assert_rejected(
+            &server,
+            &sign_hs(Algorithm::HS256, &nobody),
+            "token subject is empty",
+        )
+        .await;
+    }
+    let mut no_sub = claims("users:read");
+    no_sub.as_object_mut().unwrap().remove("sub");
+    assert_rejected(
+        &server,
+        &sign_hs(Algorithm::HS256, &no_sub),
+        "missing claim sub",
     )
     .await;
     server.stop().await;
@@ -328,4 +369,79 @@ async fn standard_health_service_is_public() {
         );
     }
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_config_file_switching_to_rs256_leaves_no_development_secret_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_key = dir.path().join("rsa_public.pem");
+    std::fs::write(&public_key, fixture("rsa_public.pem")).unwrap();
+    let file = dir.path().join("rs256.toml");
+    let toml = format!(
+        "[auth]\nalgorithm = \"RS256\"\npublic_key_file = {:?}\n",
+        public_key.display().to_string()
+    );
+    std::fs::write(&file, toml).unwrap();
+    let private = fixture("rsa_private.pem");
+    let rsa = jsonwebtoken::EncodingKey::from_rsa_pem(private.as_bytes()).unwrap();
+
+    // In development (the development secret is layered in below the file)
+    // and in production (where it is not there at all) alike.
+    let production = user_service_loader_with_env(&[]);
+    for (name, loader) in [("development", development()), ("production", production)] {
+        let mut config = loader.file(&file).load().expect(name);
+        assert_eq!(config.auth.algorithm, ConfigAlgorithm::RS256, "{name}");
+        assert!(config.auth.hmac_secret.is_none(), "{name}");
+        config.server.lame_duck = std::time::Duration::ZERO;
+        let server = Server::start(config).await;
+
+        let token = sign_with(Algorithm::RS256, &claims("users:read"), &rsa);
+        let (code, message) = get_user_status(&server, &token).await;
+        assert_eq!(
+            code,
+            Code::NotFound,
+            "{name}: the RS256 token is accepted: {message}"
+        );
+        let development_token = sign_hs(Algorithm::HS256, &claims("users:read"));
+        assert_rejected(&server, &development_token, "algorithm not allowed").await;
+        server.stop().await;
+    }
+}
+
+#[test]
+fn production_refuses_to_start_without_a_key_or_with_the_development_secret() {
+    let error = user_service_loader_with_env(&[])
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error
+            .contains("auth.hmac_secret: missing; required for HS256 (set KEEL_AUTH__HMAC_SECRET)"),
+        "{error}"
+    );
+
+    let error =
+        user_service_loader_with_env(&[("KEEL_AUTH__HMAC_SECRET", user_service::DEV_SECRET)])
+            .load()
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("auth.hmac_secret: is a development credential, not allowed in production"),
+        "{error}"
+    );
+    assert!(error.contains("KEEL_AUTH__HMAC_SECRET"), "{error}");
+
+    let own = "a-secret-of-this-deployment-0123456789";
+    let config = user_service_loader_with_env(&[("KEEL_AUTH__HMAC_SECRET", own)])
+        .load()
+        .expect("production with its own secret");
+    assert!(!config.service.environment.is_development());
+}
+
+/// The example's layers as its binary builds them, with `vars` as the environment.
+fn user_service_loader_with_env(vars: &[(&str, &str)]) -> Loader {
+    Loader::new()
+        .defaults_toml(user_service::DEFAULT_CONFIG)
+        .development_toml(user_service::DEVELOPMENT_CONFIG)
+        .env_from(vars.iter().copied())
 }

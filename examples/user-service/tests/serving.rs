@@ -458,11 +458,52 @@ async fn reflection_v1_and_v1alpha_serve_descriptors_with_custom_options() {
 }
 
 #[test]
+fn the_binary_refuses_to_start_in_production_without_a_key_of_its_own() {
+    use std::process::Command;
+    let start = |vars: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
+        for (key, _) in std::env::vars_os() {
+            if key
+                .to_string_lossy()
+                .to_ascii_uppercase()
+                .starts_with("KEEL_")
+            {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("KEEL_SERVER__ADDR", "127.0.0.1:0")
+            .env("KEEL_METRICS__ENABLED", "false")
+            .envs(vars.iter().copied());
+        let output = command.output().expect("run user-service");
+        assert!(!output.status.success(), "{vars:?}: it started");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = start(&[]);
+    assert!(
+        stderr
+            .contains("auth.hmac_secret: missing; required for HS256 (set KEEL_AUTH__HMAC_SECRET)"),
+        "{stderr}"
+    );
+    let stderr = start(&[("KEEL_AUTH__HMAC_SECRET", user_service::DEV_SECRET)]);
+    assert!(
+        stderr.contains(
+            "auth.hmac_secret: is a development credential, not allowed in production; \
+             configure one of your own (or set service.environment = \"development\") \
+             (from environment variable KEEL_AUTH__HMAC_SECRET)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(user_service::DEV_SECRET), "{stderr}");
+}
+
+#[test]
 fn the_binary_exits_0_on_sigterm_and_at_once_on_a_second() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let spawn = || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
+            .env("KEEL_SERVICE__ENVIRONMENT", "development")
             .env("KEEL_SERVER__ADDR", "127.0.0.1:0")
             .env("KEEL_METRICS__ENABLED", "false")
             .env("KEEL_SERVER__LAME_DUCK", "300ms")

@@ -163,6 +163,13 @@ pub enum AuthError {
     /// The token is a refresh token (or names no kind).
     #[error("not an access token")]
     NotAccessToken,
+    /// `sub` is empty or only whitespace: the token names nobody (RFC 7519 §4.1.2).
+    #[error("token subject is empty")]
+    EmptySubject,
+    /// `iat` is later than now plus the leeway: no issuer signs tokens in the future, so the
+    /// token was forged or its issuer's clock is wrong (RFC 8725 §3.10 asks for such checks).
+    #[error("token issued in the future")]
+    IssuedInFuture,
     /// Not a decodable JWT.
     #[error("malformed token")]
     Malformed,

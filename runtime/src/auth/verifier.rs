@@ -78,8 +78,8 @@ pub enum SetupError {
 
 /// Verifies bearer tokens: signature with the key the token's `kid` header
 /// selects (or the default key), with the algorithm that key pins (never the
-/// one the token names), `exp`/`nbf` with leeway, `iss`/`aud` when
-/// configured, and `token_use == "access"`.
+/// one the token names), `exp`/`nbf`/`iat` with leeway, `iss`/`aud` when
+/// configured, a non-empty `sub`, and `token_use == "access"`.
 ///
 /// Verified tokens are kept in a bounded cache, keyed by the whole token and
 /// dropped from use once the token's `exp` has passed, so repeated calls with
@@ -101,6 +101,8 @@ pub struct Verifier {
     validations: Vec<(Algorithm, Validation)>,
     cache: Option<Cache<TokenKey, Verified>>,
     max_token_bytes: usize,
+    /// `auth.leeway` in seconds, for the `iat` check (jsonwebtoken checks only `exp`/`nbf`).
+    leeway: u64,
 }
 
 /// A token in the cache. It is hashed by its length and its last
@@ -220,6 +222,7 @@ impl Verifier {
             validations,
             cache: (config.cache_capacity > 0).then(|| Cache::new(config.cache_capacity)),
             max_token_bytes: config.max_token_bytes,
+            leeway: config.leeway.as_secs(),
         }
     }
 
@@ -368,10 +371,20 @@ impl Verifier {
             .ok_or(AuthError::Algorithm)?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation)
             .map_err(|e| map_error(e.kind()))?;
-        if data.claims.token_use.as_deref() != Some("access") {
+        let claims = data.claims;
+        if claims.token_use.as_deref() != Some("access") {
             return Err(AuthError::NotAccessToken);
         }
-        Ok(Arc::new(data.claims))
+        if claims.sub.trim().is_empty() {
+            return Err(AuthError::EmptySubject);
+        }
+        if claims
+            .iat
+            .is_some_and(|iat| iat > jsonwebtoken::get_current_timestamp() + self.leeway)
+        {
+            return Err(AuthError::IssuedInFuture);
+        }
+        Ok(Arc::new(claims))
     }
 
     /// Number of tokens in the cache.

@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::error::{Actual, Kind};
-use figment::value::{Dict, Value};
+use figment::value::{Dict, Tag, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::de::DeserializeOwned;
 
 use super::env::{ENV_LAYER_NAME, env_separator_hint};
 use super::secret::REDACTED;
-use super::{Algorithm, Config, ConfigError, DatabaseUrl, KeyConfig, LogFormat, SECTIONS, Secret};
+use super::{
+    Algorithm, Config, ConfigError, DatabaseUrl, Environment, KeyConfig, LogFormat, SECTIONS,
+    Secret,
+};
 
 /// A key of a section and how to decode it on its own (for complete error reports).
 struct Field {
@@ -34,7 +37,7 @@ const fn field<T: DeserializeOwned>(name: &'static str) -> Field {
 }
 
 // These tables mirror the structs of `Config`; a unit test keeps them in sync with serde's view.
-const SERVICE_FIELDS: &[Field] = &[field::<String>("name")];
+const SERVICE_FIELDS: &[Field] = &[field::<String>("name"), field::<Environment>("environment")];
 const SERVER_FIELDS: &[Field] = &[
     field::<SocketAddr>("addr"),
     field::<humantime_serde::Serde<Duration>>("lame_duck"),
@@ -103,6 +106,15 @@ impl<'a> Decoder<'a> {
     pub fn report(&mut self, key: &str, problem: impl std::fmt::Display) {
         let problem = format!("{problem}{}", from_source(self.source_of(key)));
         self.problems.push(problem);
+    }
+
+    /// Reports `problem` about the value at `key` tagged `tag`, naming the layer it came from
+    /// (for keys `figment` cannot find by name, such as entries of arrays).
+    pub fn report_tagged(&mut self, key: &str, tag: Tag, problem: impl std::fmt::Display) {
+        let source = (self.figment.get_metadata(tag))
+            .map(|metadata| describe_source(metadata, self.figment.profile(), key));
+        self.problems
+            .push(format!("{problem}{}", from_source(source)));
     }
 
     /// Whether `key` decoded (neither it nor its section failed).

@@ -40,7 +40,7 @@ const STRING_KEYS: [&str; 11] = [
 pub(super) struct EnvLayer {
     /// The variable names (`Debug` of the loader shows them; the values may be secrets).
     pub names: Vec<String>,
-    dict: Dict,
+    pub dict: Dict,
     /// Problems of the variables themselves: non-UTF-8 values, malformed names, conflicts.
     pub problems: Vec<String>,
 }

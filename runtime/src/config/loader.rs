@@ -5,29 +5,38 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Format, Toml};
-use figment::value::{Dict, Map};
+use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 
 use super::diagnose::Decoder;
 use super::env::EnvLayer;
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Environment, environment, key_set};
 
 /// Metadata name of the `defaults_toml` layers.
 const DEFAULTS_LAYER_NAME: &str = "application defaults (defaults_toml)";
 
+/// Metadata name of the `development_toml` layers.
+const DEVELOPMENT_LAYER_NAME: &str = "development defaults (development_toml)";
+
 /// Builder that layers configuration sources and loads a [`Config`].
 ///
 /// Precedence is fixed whatever the call order: built-in defaults < [`defaults_toml`] <
-/// [`file`] (in call order) < environment ([`env`] / [`env_from`]).
+/// [`development_toml`] (only in development) < [`file`] (in call order) < environment
+/// ([`env`] / [`env_from`]). A layer that defines the verification keys replaces those of the
+/// layers below it (see the [module docs](super)).
 ///
 /// [`defaults_toml`]: Loader::defaults_toml
+/// [`development_toml`]: Loader::development_toml
 /// [`file`]: Loader::file
 /// [`env`]: Loader::env
 /// [`env_from`]: Loader::env_from
 #[derive(Default)]
 pub struct Loader {
+    /// Set by [`Loader::environment`]: `service.environment` below every layer.
+    environment: Option<Environment>,
     defaults: Vec<String>,
+    development: Vec<String>,
     files: Vec<PathBuf>,
     env: Option<EnvLayer>,
     extra_sections: BTreeSet<String>,
@@ -36,6 +45,9 @@ pub struct Loader {
     /// Problems of the TOML layers (unreadable file, bad TOML), found by `rebuild`. When there
     /// are any, decoding the rest would only mislead.
     toml_problems: Vec<String>,
+    /// In production, the development layers' credentials, which no key may hold (found by
+    /// `rebuild`; empty in development).
+    development_credentials: Vec<String>,
 }
 
 impl fmt::Debug for Loader {
@@ -44,6 +56,7 @@ impl fmt::Debug for Loader {
         let env_names = self.env.as_ref().map(|env| &env.names);
         f.debug_struct("Loader")
             .field("defaults_toml_layers", &self.defaults.len())
+            .field("development_toml_layers", &self.development.len())
             .field("files", &self.files)
             .field("env", &env_names)
             .field("extra_sections", &self.extra_sections)
@@ -61,6 +74,41 @@ impl Loader {
     /// the layer just above the built-in defaults. Several calls layer in call order.
     pub fn defaults_toml(mut self, toml: &str) -> Self {
         self.defaults.push(toml.to_owned());
+        self.rebuild();
+        self
+    }
+
+    /// Sets `service.environment` below every layer (any layer may still say otherwise), for
+    /// tests and tools that run a service in development without touching the process
+    /// environment. Default is production.
+    ///
+    /// ```
+    /// use keel::config::{Environment, Loader};
+    ///
+    /// let config = Loader::new()
+    ///     .environment(Environment::Development)
+    ///     .development_toml("[auth]\nhmac_secret = \"a-development-secret-everyone-knows\"\n")
+    ///     .load()?;
+    /// assert!(config.service.environment.is_development());
+    /// # Ok::<(), keel::config::ConfigError>(())
+    /// ```
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self.rebuild();
+        self
+    }
+
+    /// Adds the application's development credentials and conveniences (a known HMAC secret, a
+    /// bootstrap password), merged above [`defaults_toml`](Loader::defaults_toml) and below
+    /// files and the environment **only** when `service.environment = "development"` (set by any
+    /// other layer, typically `KEEL_SERVICE__ENVIRONMENT=development`).
+    ///
+    /// In production the layer is left out, and a configured value equal to one of its strings
+    /// of 16 bytes or more is an error naming the key: a development secret copied into a
+    /// production file or variable is refused, not warned about. Several calls layer in call
+    /// order. See [`Environment`] for an example.
+    pub fn development_toml(mut self, toml: &str) -> Self {
+        self.development.push(toml.to_owned());
         self.rebuild();
         self
     }
@@ -114,6 +162,20 @@ impl Loader {
     pub fn load(&self) -> Result<Config, ConfigError> {
         let mut decoder = self.decoder()?;
         decoder.unknown_sections(&self.extra_sections);
+        if let Ok(data) = self.figment.data()
+            && let Some(data) = data.get(&Profile::Default)
+        {
+            for (key, tag) in environment::keys_holding(data, &self.development_credentials) {
+                decoder.report_tagged(
+                    &key,
+                    tag,
+                    format!(
+                        "{key}: is a development credential, not allowed in production; \
+                         configure one of your own (or set service.environment = \"development\")"
+                    ),
+                );
+            }
+        }
         let config = decoder.config();
         for problem in config.semantic_problems() {
             if problem.keys().all(|key| decoder.decoded(key)) {
@@ -152,35 +214,119 @@ impl Loader {
         }
     }
 
-    /// Recomputes `figment` and `toml_problems` from the layers, in precedence order.
+    /// Recomputes `figment`, `toml_problems` and `development_credentials` from the layers, in
+    /// precedence order.
     fn rebuild(&mut self) {
-        let defaults = self.defaults.iter().map(|text| {
-            let metadata = Metadata::named(DEFAULTS_LAYER_NAME);
-            (metadata, DEFAULTS_LAYER_NAME.to_owned(), parse_toml(text))
-        });
-        let files = self.files.iter().map(|path| {
+        let toml = |name: &'static str, text: &str| Layer {
+            metadata: Metadata::named(name),
+            name: name.to_owned(),
+            dict: parse_toml(text),
+        };
+        let defaults = self.defaults.iter().map(|t| toml(DEFAULTS_LAYER_NAME, t));
+        let development: Vec<Layer> = (self.development.iter())
+            .map(|t| toml(DEVELOPMENT_LAYER_NAME, t))
+            .collect();
+        let files = self.files.iter().map(|path| Layer {
             // "TOML file" with `Source::File(path)`, so figment's errors name it.
-            let metadata = Toml::file_exact(path).metadata();
+            metadata: Toml::file_exact(path).metadata(),
+            name: format!("config file {}", path.display()),
             // figment's `Toml::file` silently skips a missing file: read it ourselves.
-            let dict = std::fs::read_to_string(path)
+            dict: std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot be read: {e}"))
-                .and_then(|text| parse_toml(&text));
-            (metadata, format!("config file {}", path.display()), dict)
+                .and_then(|text| parse_toml(&text)),
         });
+        let chosen = self.environment.map(|environment| {
+            let name = "Loader::environment";
+            let service =
+                Dict::from([("environment".to_owned(), Value::from(environment.as_str()))]);
+            let dict = Dict::from([("service".to_owned(), Value::from(service))]);
+            Layer {
+                metadata: Metadata::named(name),
+                name: name.to_owned(),
+                dict: Ok(dict),
+            }
+        });
+        let mut layers: Vec<Layer> = chosen.into_iter().chain(defaults).collect();
+        let below_development = layers.len();
+        layers.extend(files);
 
+        // Any layer but the development one may ask for development.
+        let (without_development, _) = self.merge(&layers);
+        let environment: Environment = without_development
+            .extract_inner("service.environment")
+            .unwrap_or_default();
+        let dicts = development
+            .iter()
+            .filter_map(|layer| layer.dict.as_ref().ok());
+        self.development_credentials = match environment {
+            Environment::Development => Vec::new(),
+            Environment::Production => environment::credentials(dicts),
+        };
+        let mut problems: Vec<String> = Vec::new();
+        if environment.is_development() {
+            layers.splice(below_development..below_development, development);
+        } else {
+            // Left out, but a malformed one is still the application's mistake to hear of.
+            problems.extend(development.iter().filter_map(Layer::problem));
+        }
+
+        // Every layer below the highest that defines the verification keys loses its own.
+        let env_defines_keys =
+            (self.env.as_ref()).is_some_and(|env| key_set::defines_keys(&env.dict));
+        let top = if env_defines_keys {
+            Some(layers.len())
+        } else {
+            layers.iter().rposition(Layer::defines_keys)
+        };
+        for layer in &mut layers[..top.unwrap_or(0)] {
+            if let Ok(dict) = &mut layer.dict {
+                key_set::remove_keys(dict);
+            }
+        }
+        let (figment, merge_problems) = self.merge(&layers);
+        problems.extend(merge_problems);
+        self.figment = figment;
+        self.toml_problems = problems;
+    }
+
+    /// `layers` and the environment merged, and the problems of the layers that failed.
+    fn merge(&self, layers: &[Layer]) -> (Figment, Vec<String>) {
         let mut figment = Figment::new();
         let mut problems = Vec::new();
-        for (metadata, name, dict) in defaults.chain(files) {
-            match dict {
-                Ok(dict) => figment = figment.merge(TomlLayer { metadata, dict }),
-                Err(e) => problems.push(format!("{name}: {e}")),
+        for layer in layers {
+            match &layer.dict {
+                Ok(dict) => {
+                    figment = figment.merge(TomlLayer {
+                        metadata: layer.metadata.clone(),
+                        dict: dict.clone(),
+                    })
+                }
+                Err(_) => problems.extend(layer.problem()),
             }
         }
         if let Some(env) = &self.env {
             figment = figment.merge(env);
         }
-        self.figment = figment;
-        self.toml_problems = problems;
+        (figment, problems)
+    }
+}
+
+/// A TOML layer as read: where it came from, and its table or what was wrong with it.
+struct Layer {
+    metadata: Metadata,
+    /// How problems name it (`config file keel.toml`).
+    name: String,
+    dict: Result<Dict, String>,
+}
+
+impl Layer {
+    fn defines_keys(&self) -> bool {
+        self.dict.as_ref().is_ok_and(key_set::defines_keys)
+    }
+
+    fn problem(&self) -> Option<String> {
+        let error = self.dict.as_ref().err()?;
+        Some(format!("{}: {error}", self.name))
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! 1. the built-in defaults (the [`Default`] impls of the types below),
 //! 2. the application's embedded defaults ([`Loader::defaults_toml`]),
-//! 3. a TOML file that must exist ([`Loader::file`]),
-//! 4. environment variables prefixed with `KEEL_` ([`Loader::env`]), with nested keys separated
+//! 3. only when `service.environment = "development"`, the application's development
+//!    credentials ([`Loader::development_toml`]),
+//! 4. a TOML file that must exist ([`Loader::file`]),
+//! 5. environment variables prefixed with `KEEL_` ([`Loader::env`]), with nested keys separated
 //!    by a double underscore: `KEEL_AUTH__HMAC_SECRET` sets `auth.hmac_secret`. Variables
 //!    prefixed with `KEEL_TEST_` belong to test harnesses and are ignored.
 //!
@@ -47,6 +49,7 @@
 //! | key | default | environment variable | notes |
 //! |---|---|---|---|
 //! | `service.name` | `"keel-service"` | `KEEL_SERVICE__NAME` | must not be empty |
+//! | `service.environment` | `"production"` | `KEEL_SERVICE__ENVIRONMENT` | `production` or `development`; development credentials exist only in development ([`Environment`]) |
 //! | `server.addr` | `"0.0.0.0:50051"` | `KEEL_SERVER__ADDR` | gRPC listen address |
 //! | `server.lame_duck` | `"5s"` | `KEEL_SERVER__LAME_DUCK` | after a shutdown signal: NOT_SERVING but still serving; at most `5m` |
 //! | `server.drain_timeout` | `"20s"` | `KEEL_SERVER__DRAIN_TIMEOUT` | then: in-flight calls may finish this long; more than 0, at most `10m` |
@@ -78,6 +81,11 @@
 //! | `store.acquire_timeout` | `"10s"` | `KEEL_STORE__ACQUIRE_TIMEOUT` | waiting for a free connection; more than 0 |
 //! | `store.busy_timeout` | `"5s"` | `KEEL_STORE__BUSY_TIMEOUT` | SQLite: waiting for the write lock |
 //!
+//! A layer that sets `auth.algorithm`, `auth.keys`, `auth.jwks` or `auth.jwks_file` replaces the
+//! verification keys as a whole: no key of a lower layer (`auth.hmac_secret`,
+//! `auth.public_key_*`, `auth.keys`, `auth.jwks*`) stays active, so a file that switches a
+//! service to RS256 leaves no HMAC secret of the embedded defaults behind.
+//!
 //! A token is verified with the key its `kid` header names (from `auth.keys` or the JWKS), and
 //! otherwise with the default key (`auth.algorithm` and `auth.hmac_secret` /
 //! `auth.public_key_*`), which is required only when no other key is configured. Each key pins
@@ -100,7 +108,9 @@
 mod algorithm;
 mod diagnose;
 mod env;
+mod environment;
 mod error;
+mod key_set;
 mod loader;
 mod log_format;
 mod secret;
@@ -116,6 +126,7 @@ use serde::{Deserialize, Serialize};
 
 pub use algorithm::Algorithm;
 pub use env::{ENV_PREFIX, ENV_SEPARATOR, ENV_TEST_PREFIX};
+pub use environment::Environment;
 pub use error::ConfigError;
 pub use loader::Loader;
 pub use log_format::LogFormat;
@@ -192,12 +203,16 @@ impl Config {
 pub struct ServiceConfig {
     /// Service name, used in logs and metrics. Default `"keel-service"`; must not be empty.
     pub name: String,
+    /// Production or development. Default [`Environment::Production`]: development
+    /// credentials exist only when this says `"development"`.
+    pub environment: Environment,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             name: "keel-service".to_owned(),
+            environment: Environment::Production,
         }
     }
 }

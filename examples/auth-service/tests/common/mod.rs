@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use auth_service::auth_v1::auth_service_client::AuthServiceClient;
 use auth_service::auth_v1::{LoginRequest, TokenResponse};
-use auth_service::{App, AuthStore, DEFAULT_CONFIG, Settings};
-use keel::config::{Loader, StoreConfig};
+use auth_service::{App, AuthStore, DEFAULT_CONFIG, DEVELOPMENT_CONFIG, Settings};
+use keel::config::{Environment, Loader, StoreConfig};
 use keel::store::Store;
 use keel::store::sqlx;
 use tokio::net::TcpListener;
@@ -156,9 +156,12 @@ impl Drop for TestDb {
 /// `store`, plus `extra` TOML over them.
 pub fn settings_with(store: &StoreConfig, extra: &str) -> Settings {
     let loader = Loader::new()
+        .environment(Environment::Development)
         .defaults_toml(DEFAULT_CONFIG)
-        .defaults_toml(TEST_OVERRIDES)
-        .defaults_toml(extra);
+        .development_toml(DEVELOPMENT_CONFIG)
+        // Above the development credentials, as a developer's own would be.
+        .development_toml(TEST_OVERRIDES)
+        .development_toml(extra);
     let mut settings = Settings::from_loader(loader).expect("test settings are valid");
     settings.keel.store = store.clone();
     settings

@@ -56,7 +56,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use keel::config::Config;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -75,7 +74,7 @@ use user_service::user_v1::{
     CreateUserRequest, ExportUsersRequest, GetUserRequest, HealthCheckResponse,
     ImportUsersResponse, ListUsersRequest, ListUsersResponse, User,
 };
-use user_service::{DEFAULT_CONFIG, SERVICES, Users, user_v1};
+use user_service::{SERVICES, Users, user_v1};
 
 #[derive(Parser)]
 #[command(about = "Serves the user service plain and Keel-wrapped, for `cargo xtask bench`")]
@@ -304,7 +303,10 @@ async fn sink(host: std::net::IpAddr) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = Config::load(DEFAULT_CONFIG, args.config.as_deref())?;
+    // A bench, not a deployment: the development key signs its token.
+    let mut config = user_service::loader(args.config.as_deref())
+        .defaults_toml("[service]\nenvironment = \"development\"\n")
+        .load()?;
     // `--trace-sampling`: the full stack, telemetry on, exporting.
     let _telemetry = match args.trace_sampling {
         Some(ratio) => {

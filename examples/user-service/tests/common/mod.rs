@@ -5,20 +5,26 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel::config::{Config, Loader, StoreConfig};
+use keel::config::{Config, Environment, Loader, StoreConfig};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use user_service::user_v1::user_service_client::UserServiceClient;
-use user_service::{DEFAULT_CONFIG, DEV_SECRET, SERVICES, Users};
+use user_service::{DEFAULT_CONFIG, DEV_SECRET, DEVELOPMENT_CONFIG, SERVICES, Users};
 
-/// The example's embedded defaults, without the process environment, and
-/// with no lame-duck period so servers stop at once.
-pub fn config() -> Config {
-    let mut config = Loader::new()
+/// The example's embedded layers in development (its development secret
+/// verifies tokens), without the process environment.
+pub fn development() -> Loader {
+    Loader::new()
+        .environment(Environment::Development)
         .defaults_toml(DEFAULT_CONFIG)
-        .load()
-        .expect("embedded defaults are valid");
+        .development_toml(DEVELOPMENT_CONFIG)
+}
+
+/// [`development`]'s configuration, with no lame-duck period so servers stop
+/// at once.
+pub fn config() -> Config {
+    let mut config = development().load().expect("embedded defaults are valid");
     config.server.lame_duck = Duration::ZERO;
     config.server.drain_timeout = Duration::from_secs(5);
     config
