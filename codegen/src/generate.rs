@@ -81,7 +81,7 @@ pub fn service(
         let client_mod = ident(&format!("{snake}_client"));
         let client_ident = ident(&format!("{rust_name}Client"));
         let doc = doc_lines(&format!(
-            " A client of `{full_name}` over `channel` (a `Channel`, an `Endpoint` or a URL such as\n `\"http://127.0.0.1:50051\"`), wrapped in Keel's client layer: a bearer token from\n `client`'s token source, W3C trace-context propagation, a default deadline and the\n `grpc_client_*` metrics. Fails when the channel cannot be made."
+            " A client of `{full_name}` over `channel` (a `Channel`, an `Endpoint` or a URL such as\n `\"http://127.0.0.1:50051\"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from\n `client`'s token source, W3C trace-context propagation, a default deadline and the\n `grpc_client_*` metrics. Fails when the channel cannot be made."
         ));
         quote! {
             #(#[doc = #doc])*
@@ -89,7 +89,7 @@ pub fn service(
                 channel: impl #runtime::client::IntoChannel,
                 client: &#runtime::client::Client,
             ) -> ::core::result::Result<#client_mod::#client_ident<#runtime::client::KeelChannel>, #runtime::Error> {
-                let channel = #runtime::client::IntoChannel::into_channel(channel)?;
+                let channel = client.connect(channel)?;
                 ::core::result::Result::Ok(#client_mod::#client_ident::new(client.wrap(&#policy_ident, channel)))
             }
         }

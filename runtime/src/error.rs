@@ -16,6 +16,9 @@ pub enum Error {
     /// Telemetry could not be set up or flushed.
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    /// `server.tls` or `client.tls` names files that do not make a usable certificate or key.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A generated client could not be built.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),

@@ -58,6 +58,7 @@ pub mod service;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use auth::{AuthLayer, AuthService, Claims, RequestExt, Verifier};
 pub use error::Error;

@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig as TonicTls, Endpoint};
 
 pub use layer::{ClientFuture, ClientLayer, ClientService};
 
@@ -92,6 +92,12 @@ pub enum ClientError {
     /// A lazy channel needs a Tokio runtime to run its connection on.
     #[error("connecting to {0}: no Tokio runtime is running; build the client inside one")]
     NoRuntime(String),
+    /// The client metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// `client.tls` names files that do not load.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The shared client runtime of a process: the default deadline, the client
@@ -102,6 +108,9 @@ pub struct Client {
     default_deadline: Duration,
     metrics: ClientMetrics,
     tokens: Option<Arc<dyn TokenSource>>,
+    /// The TLS of `https://` URLs given to [`connect`](Self::connect); `None`: the system's
+    /// trust store.
+    tls: Option<TonicTls>,
 }
 
 impl std::fmt::Debug for Client {
@@ -117,12 +126,17 @@ impl Client {
     /// The client runtime configured by `config.client`, with its metrics
     /// registered in `registry` (once per registry: pass
     /// `keel.metrics().registry()` so one `/metrics` shows both sides).
-    /// Calls carry no token until one is given.
-    pub fn new(config: &Config, registry: &Registry) -> Result<Self, MetricsError> {
-        Ok(Self::from_parts(
+    /// Calls carry no token until one is given. `https://` URLs are called
+    /// with `config.client.tls`, whose files are read now.
+    pub fn new(config: &Config, registry: &Registry) -> Result<Self, ClientError> {
+        let client = Self::from_parts(
             config.client.default_deadline,
             ClientMetrics::new(registry)?,
-        ))
+        );
+        Ok(Client {
+            tls: Some(crate::tls::client_tls(&config.client.tls)?),
+            ..client
+        })
     }
 
     /// A client runtime from parts built elsewhere.
@@ -131,6 +145,7 @@ impl Client {
             default_deadline,
             metrics,
             tokens: None,
+            tls: None,
         }
     }
 
@@ -185,30 +200,40 @@ impl Client {
         tower::Layer::layer(&self.layer(policy), inner)
     }
 
-    /// A channel to `endpoint` that connects on first use (and reconnects):
-    /// shorthand for [`IntoChannel::into_channel`].
+    /// A channel to `endpoint` that connects on first use (and reconnects);
+    /// an `https://` URL is called over TLS as `client.tls` says (see
+    /// [`IntoChannel`]). The generated `*_client` constructors call this.
     pub fn connect(&self, endpoint: impl IntoChannel) -> Result<Channel, ClientError> {
-        endpoint.into_channel()
+        endpoint.into_channel(self)
+    }
+
+    /// The TLS of calls to `https://` URLs.
+    fn tls(&self) -> TonicTls {
+        self.tls
+            .clone()
+            .unwrap_or_else(|| TonicTls::new().with_native_roots())
     }
 }
 
 /// What a generated client constructor accepts as its transport: a
 /// [`Channel`], an [`Endpoint`] or a URL (`"http://127.0.0.1:50051"`).
 /// Endpoints and URLs give a lazy channel, which connects on first use and
-/// needs a Tokio runtime.
+/// needs a Tokio runtime. A URL starting with `https://` is called over TLS
+/// with the [`Client`]'s `client.tls`; a `Channel` or `Endpoint` is used as
+/// it was built.
 pub trait IntoChannel {
-    /// The channel.
-    fn into_channel(self) -> Result<Channel, ClientError>;
+    /// The channel, for calls made through `client`.
+    fn into_channel(self, client: &Client) -> Result<Channel, ClientError>;
 }
 
 impl IntoChannel for Channel {
-    fn into_channel(self) -> Result<Channel, ClientError> {
+    fn into_channel(self, _: &Client) -> Result<Channel, ClientError> {
         Ok(self)
     }
 }
 
 impl IntoChannel for Endpoint {
-    fn into_channel(self) -> Result<Channel, ClientError> {
+    fn into_channel(self, _: &Client) -> Result<Channel, ClientError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ClientError::NoRuntime(self.uri().to_string()));
         }
@@ -217,25 +242,27 @@ impl IntoChannel for Endpoint {
 }
 
 impl IntoChannel for &Endpoint {
-    fn into_channel(self) -> Result<Channel, ClientError> {
-        self.clone().into_channel()
+    fn into_channel(self, client: &Client) -> Result<Channel, ClientError> {
+        self.clone().into_channel(client)
     }
 }
 
 impl IntoChannel for &str {
-    fn into_channel(self) -> Result<Channel, ClientError> {
-        self.to_owned().into_channel()
+    fn into_channel(self, client: &Client) -> Result<Channel, ClientError> {
+        self.to_owned().into_channel(client)
     }
 }
 
 impl IntoChannel for String {
-    fn into_channel(self) -> Result<Channel, ClientError> {
-        match Endpoint::from_shared(self.clone()) {
-            Ok(endpoint) => endpoint.into_channel(),
-            Err(source) => Err(ClientError::InvalidEndpoint {
-                endpoint: self,
-                source,
-            }),
+    fn into_channel(self, client: &Client) -> Result<Channel, ClientError> {
+        let invalid = |source| ClientError::InvalidEndpoint {
+            endpoint: self.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(self.clone()).map_err(invalid)?;
+        if endpoint.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+            endpoint = endpoint.tls_config(client.tls()).map_err(invalid)?;
         }
+        endpoint.into_channel(client)
     }
 }

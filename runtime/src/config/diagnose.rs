@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use super::env::{ENV_LAYER_NAME, env_separator_hint};
 use super::secret::REDACTED;
 use super::{
-    Algorithm, Config, ConfigError, DatabaseUrl, Environment, KeyConfig, LogFormat, SECTIONS,
-    Secret,
+    Algorithm, ClientTlsConfig, Config, ConfigError, DatabaseUrl, Environment, KeyConfig,
+    LogFormat, SECTIONS, Secret, ServerTlsConfig,
 };
 
 /// A key of a section and how to decode it on its own (for complete error reports).
@@ -44,6 +44,7 @@ const SERVER_FIELDS: &[Field] = &[
     field::<humantime_serde::Serde<Duration>>("drain_timeout"),
     field::<usize>("max_message_bytes"),
     field::<u32>("max_concurrent_streams"),
+    field::<ServerTlsConfig>("tls"),
 ];
 const METRICS_FIELDS: &[Field] = &[field::<bool>("enabled"), field::<SocketAddr>("addr")];
 const AUTH_FIELDS: &[Field] = &[
@@ -74,9 +75,10 @@ const TELEMETRY_FIELDS: &[Field] = &[
     field::<String>("log_filter"),
     field::<BTreeMap<String, String>>("resource"),
 ];
-const CLIENT_FIELDS: &[Field] = &[field::<humantime_serde::Serde<Duration>>(
-    "default_deadline",
-)];
+const CLIENT_FIELDS: &[Field] = &[
+    field::<humantime_serde::Serde<Duration>>("default_deadline"),
+    field::<ClientTlsConfig>("tls"),
+];
 
 /// Decodes sections of a figment, collecting every problem as a sentence that starts with the
 /// key it concerns.

@@ -55,6 +55,9 @@
 //! | `server.drain_timeout` | `"20s"` | `KEEL_SERVER__DRAIN_TIMEOUT` | then: in-flight calls may finish this long; more than 0, at most `10m` |
 //! | `server.max_message_bytes` | `4194304` | `KEEL_SERVER__MAX_MESSAGE_BYTES` | largest message received or sent (RESOURCE_EXHAUSTED above); 1 KiB to 1 GiB |
 //! | `server.max_concurrent_streams` | `256` | `KEEL_SERVER__MAX_CONCURRENT_STREAMS` | HTTP/2 streams per connection; at least 1 |
+//! | `server.tls.cert_file`, `server.tls.key_file` | none | `KEEL_SERVER__TLS__CERT_FILE`, `KEEL_SERVER__TLS__KEY_FILE` | PEM certificate chain and key: the gRPC port serves TLS (both required, must exist); re-read when they change |
+//! | `server.tls.client_ca_file` | none | `KEEL_SERVER__TLS__CLIENT_CA_FILE` | PEM CAs of accepted client certificates: mTLS |
+//! | `server.tls.client_auth` | `"required"` | `KEEL_SERVER__TLS__CLIENT_AUTH` | `required` or `optional`; only with `client_ca_file` |
 //! | `metrics.enabled` | `true` | `KEEL_METRICS__ENABLED` | `true` or `false` |
 //! | `metrics.addr` | `"0.0.0.0:9090"` | `KEEL_METRICS__ADDR` | must differ from `server.addr` when enabled |
 //! | `auth.algorithm` | `"HS256"` | `KEEL_AUTH__ALGORITHM` | `HS256` `HS384` `HS512` `RS256` `RS384` `RS512` `PS256` `PS384` `PS512` `ES256` `ES384` `EdDSA` (case-sensitive) |
@@ -75,6 +78,9 @@
 //! | `telemetry.log_format` | `"human"` | `KEEL_TELEMETRY__LOG_FORMAT` | `human` or `json` |
 //! | `telemetry.log_filter` | `"info"` | `KEEL_TELEMETRY__LOG_FILTER` | `EnvFilter` directives (`info,keel=debug`) |
 //! | `telemetry.resource` | empty table | `KEEL_TELEMETRY__RESOURCE__<NAME>` | extra resource attributes; dotted names (`deployment.environment`) need TOML |
+//! | `client.tls.ca_file` | none (system roots) | `KEEL_CLIENT__TLS__CA_FILE` | PEM CAs for `https://` endpoints |
+//! | `client.tls.cert_file`, `client.tls.key_file` | none | `KEEL_CLIENT__TLS__CERT_FILE`, `KEEL_CLIENT__TLS__KEY_FILE` | client certificate for mTLS; both or neither |
+//! | `client.tls.server_name` | none | `KEEL_CLIENT__TLS__SERVER_NAME` | name the server certificate must carry, instead of the URL's host |
 //! | `client.default_deadline` | `"10s"` | `KEEL_CLIENT__DEFAULT_DEADLINE` | humantime; deadline of calls that set none; more than 0, at most `1h` |
 //! | `store.url` | `"sqlite://keel.db?mode=rwc"` | `KEEL_STORE__URL` | `sqlite://PATH?mode=rwc`, `sqlite::memory:` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`; the password is redacted when printed |
 //! | `store.max_connections` | `8` | `KEEL_STORE__MAX_CONNECTIONS` | pool size, at least 1 |
@@ -239,6 +245,42 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams per connection. Default 256; at least 1.
     pub max_concurrent_streams: u32,
+    /// TLS of the gRPC port (`[server.tls]`). Default none: plaintext HTTP/2 (h2c), for a
+    /// service behind a mesh or a terminating proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// TLS of the gRPC server (`[server.tls]`), with rustls. The certificate and key files are
+/// read again when they change (cert-manager and Vault rotate them in place): new connections
+/// get the new certificate, open ones keep theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM file of the server's certificate chain, leaf first. Required.
+    pub cert_file: PathBuf,
+    /// PEM file of its private key (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key_file: PathBuf,
+    /// PEM file of the CAs whose client certificates are accepted: setting it turns on client
+    /// certificate verification (mTLS). Default none: no client certificate is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: whether a client must present a certificate. Default
+    /// [`ClientAuth::Required`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Whether clients must present a certificate (`server.tls.client_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// `"required"`, the default: a handshake without a certificate from `client_ca_file`'s
+    /// CAs fails.
+    #[default]
+    Required,
+    /// `"optional"`: a client may present none; one it presents must verify.
+    Optional,
 }
 
 impl Default for ServerConfig {
@@ -249,6 +291,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(20),
             max_message_bytes: 4 * 1024 * 1024,
             max_concurrent_streams: 256,
+            tls: None,
         }
     }
 }
@@ -453,12 +496,37 @@ pub struct ClientConfig {
     /// written like `10s`. Default 10 s; at most [`MAX_DEFAULT_DEADLINE`].
     #[serde(with = "humantime_serde")]
     pub default_deadline: Duration,
+    /// TLS of calls to `https://` endpoints (`[client.tls]`).
+    pub tls: ClientTlsConfig,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             default_deadline: Duration::from_secs(10),
+            tls: ClientTlsConfig::default(),
         }
     }
+}
+
+/// TLS of generated clients' calls to `https://` endpoints (`[client.tls]`); `http://`
+/// endpoints stay plaintext whatever this says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM file of the CAs that server certificates must chain to. Default none: the system's
+    /// trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client's certificate chain, for servers that ask for one (mTLS); needs
+    /// `key_file`. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key; needs `cert_file`. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (and SNI), instead of the
+    /// endpoint's host. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }

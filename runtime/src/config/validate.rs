@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 
-use super::{AuthConfig, ClientConfig, Config, ServerConfig, StoreConfig, TelemetryConfig};
+use super::{
+    AuthConfig, ClientConfig, Config, ServerConfig, ServerTlsConfig, StoreConfig, TelemetryConfig,
+};
 
 /// Minimum length in bytes of `auth.hmac_secret`.
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
@@ -126,6 +129,39 @@ impl ServerConfig {
                 "0 would refuse every call; at least 1",
             ));
         }
+        if let Some(tls) = &self.tls {
+            tls.problems(problems);
+        }
+    }
+}
+
+impl ServerTlsConfig {
+    /// Files that exist; `client_auth` only with the CAs it is about.
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        let files = [
+            ("server.tls.cert_file", Some(&self.cert_file)),
+            ("server.tls.key_file", Some(&self.key_file)),
+            ("server.tls.client_ca_file", self.client_ca_file.as_ref()),
+        ];
+        file_problems(&files, problems);
+        if self.client_auth.is_some() && self.client_ca_file.is_none() {
+            problems.push(Problem::new(
+                "server.tls.client_auth",
+                "needs server.tls.client_ca_file, the CAs client certificates are checked against",
+            ));
+        }
+    }
+}
+
+/// A problem for each of `files` that is set but is no file.
+fn file_problems(files: &[(&'static str, Option<&PathBuf>)], problems: &mut Vec<Problem>) {
+    for (key, path) in files {
+        if let Some(path) = path.filter(|path| !path.is_file()) {
+            problems.push(Problem::new(
+                key,
+                format!("{} does not exist or is not a file", path.display()),
+            ));
+        }
     }
 }
 
@@ -196,8 +232,8 @@ fn endpoint_problem(endpoint: &str) -> Option<String> {
         Some("http") if uri.host().is_some_and(|h| !h.is_empty()) => None,
         Some("http") => Some(format!("{endpoint:?} has no host")),
         Some("https") => Some(format!(
-            "{endpoint:?}: https is not supported (Keel is built without TLS); export to a \
-             collector or sidecar over http://"
+            "{endpoint:?}: OTLP export over https is not supported yet; export to a collector \
+             or sidecar over http://"
         )),
         _ => Some(format!(
             "{endpoint:?} must start with http:// (like http://localhost:4317)"
@@ -207,6 +243,34 @@ fn endpoint_problem(endpoint: &str) -> Option<String> {
 
 impl ClientConfig {
     fn problems(&self, problems: &mut Vec<Problem>) {
+        let tls = &self.tls;
+        let files = [
+            ("client.tls.ca_file", tls.ca_file.as_ref()),
+            ("client.tls.cert_file", tls.cert_file.as_ref()),
+            ("client.tls.key_file", tls.key_file.as_ref()),
+        ];
+        file_problems(&files, problems);
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => problems.push(Problem::new(
+                "client.tls.key_file",
+                "missing; client.tls.cert_file needs its private key",
+            )),
+            (None, Some(_)) => problems.push(Problem::new(
+                "client.tls.cert_file",
+                "missing; client.tls.key_file needs its certificate",
+            )),
+            _ => {}
+        }
+        if tls
+            .server_name
+            .as_deref()
+            .is_some_and(|name| name.trim().is_empty())
+        {
+            problems.push(Problem::new(
+                "client.tls.server_name",
+                "is empty; remove the key to check the endpoint's host",
+            ));
+        }
         if self.default_deadline.is_zero() || self.default_deadline > MAX_DEFAULT_DEADLINE {
             problems.push(Problem::new(
                 "client.default_deadline",

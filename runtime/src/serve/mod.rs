@@ -149,18 +149,26 @@ impl Server {
             draining: CancellationToken::new(),
             deadline: CancellationToken::new(),
         };
+        // Before anything is served: a certificate that does not load fails `serve`.
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
         let incoming = Incoming::new(listeners.grpc, phases.draining.clone());
-        let draining = phases.draining.clone();
+        let drained = phases.draining.clone().cancelled_owned();
         let router = tonic::transport::Server::builder()
             .max_concurrent_streams(settings.max_concurrent_streams)
             .layer(DrainLayer::new(phases.clone()))
             .add_routes(routes.routes());
-        let grpc = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, draining.cancelled_owned())
-                .await
-        });
+        let grpc = match tls {
+            None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained)),
+            Some(tls) => {
+                let incoming = crate::tls::TlsIncoming::new(incoming, tls);
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained))
+            }
+        };
 
         let metrics_stop = CancellationToken::new();
         let metrics = listeners.metrics.map(|listener| {
@@ -175,7 +183,7 @@ impl Server {
         });
 
         set_health(&health, &names, ServingStatus::Serving).await;
-        tracing::info!(addr = ?grpc_addr, services = ?names, "serving gRPC");
+        tracing::info!(addr = ?grpc_addr, services = ?names, tls = settings.tls.is_some(), "serving gRPC");
 
         let result = lifecycle(
             grpc,

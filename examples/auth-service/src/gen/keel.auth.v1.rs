@@ -901,7 +901,7 @@ pub fn auth_service<T: auth_service_server::AuthService>(
     keel.wrap(&AUTH_SERVICE_POLICY, server)
 }
 /// A client of `keel.auth.v1.AuthService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
-/// `"http://127.0.0.1:50051"`), wrapped in Keel's client layer: a bearer token from
+/// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
 pub fn auth_service_client(
@@ -911,7 +911,7 @@ pub fn auth_service_client(
     auth_service_client::AuthServiceClient<::keel::client::KeelChannel>,
     ::keel::Error,
 > {
-    let channel = ::keel::client::IntoChannel::into_channel(channel)?;
+    let channel = client.connect(channel)?;
     ::core::result::Result::Ok(auth_service_client::AuthServiceClient::new(
         client.wrap(&AUTH_SERVICE_POLICY, channel),
     ))

@@ -334,7 +334,7 @@ pub fn profile_service<T: profile_service_server::ProfileService>(
     keel.wrap(&PROFILE_SERVICE_POLICY, server)
 }
 /// A client of `gateway.v1.ProfileService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
-/// `"http://127.0.0.1:50051"`), wrapped in Keel's client layer: a bearer token from
+/// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
 pub fn profile_service_client(
@@ -344,7 +344,7 @@ pub fn profile_service_client(
     profile_service_client::ProfileServiceClient<::keel::client::KeelChannel>,
     ::keel::Error,
 > {
-    let channel = ::keel::client::IntoChannel::into_channel(channel)?;
+    let channel = client.connect(channel)?;
     ::core::result::Result::Ok(profile_service_client::ProfileServiceClient::new(
         client.wrap(&PROFILE_SERVICE_POLICY, channel),
     ))

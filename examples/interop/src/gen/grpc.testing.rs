@@ -1396,7 +1396,7 @@ pub fn test_service<T: test_service_server::TestService>(
     keel.wrap(&TEST_SERVICE_POLICY, server)
 }
 /// A client of `grpc.testing.TestService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
-/// `"http://127.0.0.1:50051"`), wrapped in Keel's client layer: a bearer token from
+/// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
 pub fn test_service_client(
@@ -1406,7 +1406,7 @@ pub fn test_service_client(
     test_service_client::TestServiceClient<::keel::client::KeelChannel>,
     ::keel::Error,
 > {
-    let channel = ::keel::client::IntoChannel::into_channel(channel)?;
+    let channel = client.connect(channel)?;
     ::core::result::Result::Ok(test_service_client::TestServiceClient::new(
         client.wrap(&TEST_SERVICE_POLICY, channel),
     ))
@@ -1730,7 +1730,7 @@ pub fn unimplemented_service<T: unimplemented_service_server::UnimplementedServi
     keel.wrap(&UNIMPLEMENTED_SERVICE_POLICY, server)
 }
 /// A client of `grpc.testing.UnimplementedService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
-/// `"http://127.0.0.1:50051"`), wrapped in Keel's client layer: a bearer token from
+/// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
 pub fn unimplemented_service_client(
@@ -1740,7 +1740,7 @@ pub fn unimplemented_service_client(
     unimplemented_service_client::UnimplementedServiceClient<::keel::client::KeelChannel>,
     ::keel::Error,
 > {
-    let channel = ::keel::client::IntoChannel::into_channel(channel)?;
+    let channel = client.connect(channel)?;
     ::core::result::Result::Ok(
         unimplemented_service_client::UnimplementedServiceClient::new(
             client.wrap(&UNIMPLEMENTED_SERVICE_POLICY, channel),
@@ -2122,7 +2122,7 @@ pub fn reconnect_service<T: reconnect_service_server::ReconnectService>(
     keel.wrap(&RECONNECT_SERVICE_POLICY, server)
 }
 /// A client of `grpc.testing.ReconnectService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
-/// `"http://127.0.0.1:50051"`), wrapped in Keel's client layer: a bearer token from
+/// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
 pub fn reconnect_service_client(
@@ -2132,7 +2132,7 @@ pub fn reconnect_service_client(
     reconnect_service_client::ReconnectServiceClient<::keel::client::KeelChannel>,
     ::keel::Error,
 > {
-    let channel = ::keel::client::IntoChannel::into_channel(channel)?;
+    let channel = client.connect(channel)?;
     ::core::result::Result::Ok(reconnect_service_client::ReconnectServiceClient::new(
         client.wrap(&RECONNECT_SERVICE_POLICY, channel),
     ))

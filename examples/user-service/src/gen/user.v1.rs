@@ -768,7 +768,7 @@ pub fn user_service<T: user_service_server::UserService>(
     keel.wrap(&USER_SERVICE_POLICY, server)
 }
 /// A client of `user.v1.UserService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
-/// `"http://127.0.0.1:50051"`), wrapped in Keel's client layer: a bearer token from
+/// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
 pub fn user_service_client(
@@ -778,7 +778,7 @@ pub fn user_service_client(
     user_service_client::UserServiceClient<::keel::client::KeelChannel>,
     ::keel::Error,
 > {
-    let channel = ::keel::client::IntoChannel::into_channel(channel)?;
+    let channel = client.connect(channel)?;
     ::core::result::Result::Ok(user_service_client::UserServiceClient::new(
         client.wrap(&USER_SERVICE_POLICY, channel),
     ))

@@ -1,0 +1,292 @@
+//! TLS and mTLS on the gRPC port, with certificates made here (rcgen), through
+//! the generated client over real sockets on 127.0.0.1.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use keel::config::{ClientAuth, Config, ServerTlsConfig};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tonic::Code;
+use user_service::user_v1::CreateUserRequest;
+
+/// A CA that issues certificates.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP addresses): (cert PEM, key PEM).
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = CertificateParams::new(names).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+}
+
+/// Writes `contents` to `dir/name` the way Kubernetes updates a Secret
+/// volume: a new file renamed over the old one.
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    let staged = dir.join(format!(".{name}.new"));
+    std::fs::write(&staged, contents).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    path
+}
+
+/// The example's configuration serving TLS with a certificate of `ca` for
+/// 127.0.0.1, its files in `dir`.
+fn tls_config(dir: &Path, ca: &Ca) -> Config {
+    let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
+    let mut config = config();
+    config.server.tls = Some(ServerTlsConfig {
+        cert_file: write(dir, "tls.crt", &cert),
+        key_file: write(dir, "tls.key", &key),
+        client_ca_file: None,
+        client_auth: None,
+    });
+    config
+}
+
+/// A Keel client runtime trusting `ca`, with a client certificate when given.
+fn client(
+    dir: &Path,
+    name: &str,
+    ca: &Ca,
+    identity: Option<(String, String)>,
+) -> keel::client::Client {
+    let mut config = config();
+    config.client.tls.ca_file = Some(write(dir, &format!("{name}-ca.crt"), &ca.pem()));
+    if let Some((cert, key)) = identity {
+        config.client.tls.cert_file = Some(write(dir, &format!("{name}.crt"), &cert));
+        config.client.tls.key_file = Some(write(dir, &format!("{name}.key"), &key));
+    }
+    let metrics = keel::Metrics::new(&[]).unwrap();
+    keel::client::Client::new(&config, metrics.registry()).expect("client runtime")
+}
+
+/// HealthCheck (a public method) over `https://127.0.0.1:port` with `client`.
+async fn health(server: &Server, client: &keel::client::Client) -> Result<(), tonic::Status> {
+    let url = format!("https://127.0.0.1:{}", server.grpc.port());
+    let mut users = user_service::user_v1::user_service_client(url, client).unwrap();
+    users.health_check(()).await.map(drop)
+}
+
+#[tokio::test]
+async fn a_tls_call_succeeds_and_a_plaintext_one_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let server = Server::start(tls_config(dir.path(), &ca)).await;
+
+    health(&server, &client(dir.path(), "c", &ca, None))
+        .await
+        .expect("TLS call");
+
+    // Plaintext HTTP/2 to the TLS port: no answer a gRPC client can read.
+    let status = server.client().await.health_check(()).await;
+    assert!(status.is_err(), "a plaintext call succeeded: {status:?}");
+
+    // A client that does not trust the server's CA refuses it.
+    let other = Ca::new("another CA");
+    let status = health(&server, &client(dir.path(), "o", &other, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mtls_needs_a_client_certificate_of_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("client CA");
+    let stranger = Ca::new("stranger CA");
+    let mut config = tls_config(dir.path(), &ca);
+    let tls = config.server.tls.as_mut().unwrap();
+    tls.client_ca_file = Some(write(dir.path(), "clients-ca.crt", &clients.pem()));
+    let server = Server::start(config).await;
+
+    let gateway = clients.issue(&["gateway.example.org"]);
+    health(&server, &client(dir.path(), "gw", &ca, Some(gateway)))
+        .await
+        .expect("a client certificate of the client CA");
+
+    // TLS 1.3 clients learn of the refusal from the server's alert, on their
+    // first read.
+    for (name, identity, alert) in [
+        ("none", None, "CertificateRequired"),
+        (
+            "stranger",
+            Some(stranger.issue(&["gateway.example.org"])),
+            "UnknownCA",
+        ),
+    ] {
+        let status = health(&server, &client(dir.path(), name, &ca, identity))
+            .await
+            .unwrap_err();
+        let shown = format!("{status:?}");
+        assert!(
+            shown.contains(&format!("fatal alert: {alert}")),
+            "{name}: {shown}"
+        );
+    }
+    server.stop().await;
+
+    // `client_auth = "optional"`: no certificate is fine, a stranger's is not.
+    let mut config = tls_config(dir.path(), &ca);
+    let tls = config.server.tls.as_mut().unwrap();
+    tls.client_ca_file = Some(write(dir.path(), "clients-ca.crt", &clients.pem()));
+    tls.client_auth = Some(ClientAuth::Optional);
+    let server = Server::start(config).await;
+    health(&server, &client(dir.path(), "none", &ca, None))
+        .await
+        .expect("optional: no certificate");
+    let identity = Some(stranger.issue(&["x"]));
+    let status = health(&server, &client(dir.path(), "s2", &ca, identity))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{status:?}").contains("fatal alert: UnknownCA"),
+        "{status:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_reaches_new_connections_and_open_streams_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let server = Server::start(tls_config(dir.path(), &old_ca)).await;
+    let trusts_old = client(dir.path(), "old", &old_ca, None);
+    let trusts_new = client(dir.path(), "new", &new_ca, None);
+    health(&server, &trusts_old)
+        .await
+        .expect("the first certificate");
+    assert!(health(&server, &trusts_new).await.is_err());
+
+    // A client stream opened before the rotation, one message sent.
+    let url = format!("https://127.0.0.1:{}", server.grpc.port());
+    let mut users = user_service::user_v1::user_service_client(url, &trusts_old).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let user = |n: u32| CreateUserRequest {
+        name: format!("User {n}"),
+        email: format!("user{n}@example.com"),
+    };
+    tx.send(user(1)).await.unwrap();
+    let token = sign_hs(
+        jsonwebtoken::Algorithm::HS256,
+        &claims("users:read users:write"),
+    );
+    let import = tokio::spawn(async move {
+        users
+            .import_users(with_token(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+                &token,
+            ))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // cert-manager replaces both files.
+    let (cert, key) = new_ca.issue(&["127.0.0.1"]);
+    write(dir.path(), "tls.key", &key);
+    write(dir.path(), "tls.crt", &cert);
+
+    health(&server, &trusts_new)
+        .await
+        .expect("new connections get the new certificate");
+    let status = health(&server, &trusts_old).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // The stream opened on the old certificate goes on and completes.
+    tx.send(user(2)).await.unwrap();
+    drop(tx);
+    let imported = tokio::time::timeout(Duration::from_secs(10), import)
+        .await
+        .expect("the import finishes")
+        .unwrap()
+        .expect("the open stream was not cut");
+    assert_eq!(imported.get_ref().users.len(), 2, "{imported:?}");
+
+    // A half-written rotation (a key that is not the certificate's) keeps
+    // the certificate in use.
+    let (_, wrong_key) = new_ca.issue(&["127.0.0.1"]);
+    write(dir.path(), "tls.key", &wrong_key);
+    health(&server, &trusts_new)
+        .await
+        .expect("the previous certificate still serves");
+    server.stop().await;
+}
+
+#[test]
+fn certificate_files_that_do_not_load_are_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let mut config = tls_config(dir.path(), &ca);
+    let tls = config.server.tls.as_mut().unwrap();
+    tls.key_file = write(dir.path(), "tls.key", "not a key");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime.block_on(async {
+        let keel = keel::Keel::new(&config, user_service::SERVICES).unwrap();
+        let users = user_service::Users::in_memory().await.unwrap();
+        let server = user_service::server(&keel, &config, users).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listeners = keel::serve::Listeners {
+            grpc: listener,
+            metrics: None,
+        };
+        server
+            .serve_on(listeners, tokio_stream::pending())
+            .await
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(error.starts_with("server.tls.key_file: "), "{error}");
+    assert!(error.contains("tls.key"), "{error}");
+
+    // A missing file is a configuration error, with the others.
+    let problems = keel::config::Loader::new()
+        .env_from([
+            (
+                "KEEL_AUTH__HMAC_SECRET",
+                "a-secret-of-this-test-0123456789abcdef",
+            ),
+            ("KEEL_SERVER__TLS__CERT_FILE", "/nonexistent/tls.crt"),
+            ("KEEL_SERVER__TLS__KEY_FILE", "/nonexistent/tls.key"),
+            ("KEEL_CLIENT__TLS__CERT_FILE", "/nonexistent/client.crt"),
+        ])
+        .load()
+        .unwrap_err()
+        .problems()
+        .to_vec();
+    for start in [
+        "server.tls.cert_file: /nonexistent/tls.crt does not exist",
+        "server.tls.key_file: /nonexistent/tls.key does not exist",
+        "client.tls.cert_file: /nonexistent/client.crt does not exist",
+        "client.tls.key_file: missing; client.tls.cert_file needs its private key",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(start)),
+            "{start}: {problems:#?}"
+        );
+    }
+}

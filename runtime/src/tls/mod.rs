@@ -1,0 +1,36 @@
+//! TLS with rustls (the `ring` provider, no OpenSSL): the gRPC server's certificate, re-read
+//! when its files change; client certificate verification (mTLS); and the TLS of generated
+//! clients' calls to `https://` endpoints.
+//!
+//! The server side is Keel's own rather than tonic's `ServerTlsConfig`, which fixes the
+//! certificate when the server is built: certificates rotated in place by cert-manager or Vault
+//! must reach new connections without a restart. Connections are accepted as before
+//! ([`serve`](crate::serve)'s listener), then each handshake runs in a task of its own
+//! ([`TlsIncoming`]), so a slow or silent client holds up no other. tonic serves the
+//! handshaken streams as it would its own: `tonic::Request::peer_certs` gives a handler the
+//! client's verified certificate chain.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), keel::Error> {
+//! // keel.toml (or KEEL_SERVER__TLS__CERT_FILE=… and so on):
+//! //   [server.tls]
+//! //   cert_file = "/etc/tls/tls.crt"
+//! //   key_file = "/etc/tls/tls.key"
+//! //   client_ca_file = "/etc/tls/ca.crt"   # mTLS: clients need a certificate of this CA
+//! let config = keel::config::Config::load("", None)?;
+//! let keel = keel::Keel::new(&config, &[])?;
+//! keel.server(&config).serve().await?; // TLS on server.addr when [server.tls] is set
+//! # Ok(()) }
+//! ```
+
+mod accept;
+mod certificate;
+mod client;
+mod error;
+mod pem;
+mod server;
+
+pub(crate) use accept::TlsIncoming;
+pub(crate) use client::client_tls;
+pub use error::TlsError;
+pub(crate) use server::server_config;
