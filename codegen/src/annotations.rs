@@ -31,6 +31,12 @@ pub enum Access {
     Public,
     /// Needs a valid access token carrying every listed scope.
     Token(Vec<String>),
+    /// Needs a verified client certificate naming one of `peers`, and, when `scopes` is not
+    /// empty, a valid access token carrying them.
+    Peer {
+        peers: Vec<String>,
+        scopes: Vec<String>,
+    },
 }
 
 /// The resolved policy of one method.
@@ -142,6 +148,41 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
     }
 }
 
+/// What is wrong with a workload identity of `auth.peers`, if anything: it must be `dns:` and a
+/// DNS name, or an absolute URI with an authority (`spiffe://trust-domain/path`), as a
+/// certificate's SAN would carry it.
+fn peer_problem(peer: &str) -> Option<&'static str> {
+    if let Some(name) = peer.strip_prefix("dns:") {
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        return (!(name.len() <= 253 && name.split('.').all(label_ok)))
+            .then_some("is not a DNS name (dns:host.example.org)");
+    }
+    let Some((scheme, rest)) = peer.split_once("://") else {
+        return Some("must be a URI SAN (spiffe://trust-domain/path) or dns:name");
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    let authority = rest.split('/').next().unwrap_or_default();
+    if !scheme_ok {
+        Some("has an invalid URI scheme")
+    } else if authority.is_empty() {
+        Some("has no authority (the trust domain of spiffe://trust-domain/path)")
+    } else if peer.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+        Some("must not contain whitespace, a query or a fragment")
+    } else if scheme == "spiffe" && (peer.ends_with('/') || rest.contains("//")) {
+        Some("is not a SPIFFE ID (no empty path segment, no trailing '/')")
+    } else {
+        None
+    }
+}
+
 /// Reads and checks one `keel.v1.ServiceOptions` / `keel.v1.MethodOptions` block.
 fn read_block(
     options: &DynamicMessage,
@@ -173,6 +214,17 @@ fn read_block(
                 );
             }
         }
+        let peers = string_list(&auth, "peers");
+        for (i, peer) in peers.iter().enumerate() {
+            if let Some(problem) = peer_problem(peer) {
+                report(path.to_vec(), format!("auth: peer {peer:?} {problem}"));
+            } else if peers[..i].contains(peer) {
+                report(
+                    path.to_vec(),
+                    format!("auth: peer {peer:?} is listed twice"),
+                );
+            }
+        }
         out.auth = Some(if public {
             if !scopes.is_empty() {
                 report(
@@ -183,9 +235,18 @@ fn read_block(
                     ),
                 );
             }
+            if !peers.is_empty() {
+                report(
+                    path.to_vec(),
+                    "auth: a public method cannot require peers; drop `public` or the peers"
+                        .to_owned(),
+                );
+            }
             Access::Public
-        } else {
+        } else if peers.is_empty() {
             Access::Token(scopes)
+        } else {
+            Access::Peer { peers, scopes }
         });
     }
     if let Some(Value::List(labels)) = block.get_field_by_name("labels").as_deref() {

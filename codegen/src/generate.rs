@@ -33,6 +33,13 @@ pub fn service(
         let access = match &m.access {
             Access::Public => quote!(#runtime::Access::Public),
             Access::Token(scopes) => quote!(#runtime::Access::Token { scopes: &[#(#scopes),*] }),
+            Access::Peer { peers, scopes } if scopes.is_empty() => {
+                quote!(#runtime::Access::Peer { peers: &[#(#peers),*], scopes: None })
+            }
+            Access::Peer { peers, scopes } => quote!(#runtime::Access::Peer {
+                peers: &[#(#peers),*],
+                scopes: Some(&[#(#scopes),*]),
+            }),
         };
         let labels = m.labels.iter().map(|(k, v)| quote!((#k, #v)));
         quote! {
@@ -139,6 +146,14 @@ fn policy_doc(spec: &ServiceSpec) -> String {
             Access::Public => "public".to_owned(),
             Access::Token(s) if s.is_empty() => "token".to_owned(),
             Access::Token(s) => format!("token with `{}`", s.join("`, `")),
+            Access::Peer { peers, scopes } if scopes.is_empty() => {
+                format!("peer `{}`", peers.join("` or `"))
+            }
+            Access::Peer { peers, scopes } => format!(
+                "peer `{}` and token with `{}`",
+                peers.join("` or `"),
+                scopes.join("`, `")
+            ),
         };
         let labels = m
             .labels

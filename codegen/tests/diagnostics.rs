@@ -120,6 +120,73 @@ fn scopes_on_a_public_method() {
 }
 
 #[test]
+fn malformed_peer_identities() {
+    for (peer, needle) in [
+        (
+            "gateway",
+            "must be a URI SAN (spiffe://trust-domain/path) or dns:name",
+        ),
+        ("spiffe:///ns/prod", "has no authority"),
+        ("spiffe://example.org/ns//sa", "is not a SPIFFE ID"),
+        (
+            "spiffe://example.org/sa?x=1",
+            "must not contain whitespace, a query or a fragment",
+        ),
+        ("Spiffe://example.org/sa", "has an invalid URI scheme"),
+        ("dns:-bad-.example.org", "is not a DNS name"),
+        ("dns:", "is not a DNS name"),
+    ] {
+        assert_diagnostic(
+            &with_method_option(&format!(
+                r#"option (keel.v1.method) = {{ auth: {{ peers: ["{peer}"] }} }};"#
+            )),
+            9,
+            5,
+            needle,
+        );
+    }
+    assert_diagnostic(
+        &with_method_option(
+            r#"option (keel.v1.method) = { auth: { peers: ["dns:a.example", "dns:a.example"] } };"#,
+        ),
+        9,
+        5,
+        "listed twice",
+    );
+    assert_diagnostic(
+        &with_method_option(
+            r#"option (keel.v1.method) = { auth: { public: true peers: ["dns:a.example"] } };"#,
+        ),
+        9,
+        5,
+        "public method cannot require peers",
+    );
+}
+
+#[test]
+fn peer_identities_resolve_with_and_without_scopes() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Internal {
+  rpc Sync(Req) returns (Req) {
+    option (keel.v1.method) = { auth: { peers: ["spiffe://example.org/ns/prod/sa/gateway", "dns:batch.example.org"] } };
+  }
+  rpc Purge(Req) returns (Req) {
+    option (keel.v1.method) = { auth: { peers: ["spiffe://example.org/ns/prod/sa/ops"] scopes: ["admin"] } };
+  }
+}
+"#;
+    let (_dir, result) = compile(source);
+    let generated = result.unwrap();
+    let code = std::fs::read_to_string(&generated.files[0]).unwrap();
+    let compact: String = code.split_whitespace().collect();
+    assert!(compact.contains(r#"access:::keel::Access::Peer{peers:&["spiffe://example.org/ns/prod/sa/gateway","dns:batch.example.org",],scopes:None,}"#), "{code}");
+    assert!(compact.contains(r#"access:::keel::Access::Peer{peers:&["spiffe://example.org/ns/prod/sa/ops"],scopes:Some(&["admin"]),}"#), "{code}");
+}
+
+#[test]
 fn unknown_option_field() {
     let (_dir, result) = compile(&with_method_option(
         r#"option (keel.v1.method) = { auht: { public: true } };"#,

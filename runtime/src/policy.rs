@@ -36,6 +36,14 @@ pub enum Access {
         /// Scopes that must all be present in the token's `scope` claim.
         scopes: &'static [&'static str],
     },
+    /// A verified client certificate (mTLS) naming one of `peers` (`spiffe://…` URI SANs,
+    /// `dns:name` DNS SANs); with `scopes`, a valid access token carrying them as well.
+    Peer {
+        /// Workload identities allowed to call.
+        peers: &'static [&'static str],
+        /// Scopes of the access token also required; `None`: no token is read.
+        scopes: Option<&'static [&'static str]>,
+    },
 }
 
 /// The resolved policy of one method.

@@ -152,12 +152,10 @@ where
             &shared.verifier,
             method.access,
             &headers,
+            req.extensions(),
             call.metrics.start,
         ) {
-            Ok(Some(caller)) => {
-                req.extensions_mut().insert(caller);
-            }
-            Ok(None) => {}
+            Ok(admitted) => admitted.insert_into(req.extensions_mut()),
             Err(error) => {
                 return KeelFuture::answer(auth::reject(method.path, &error), Some(call));
             }

@@ -59,6 +59,12 @@ impl UserService for Slow {
     ) -> Result<Response<Self::ExportUsersStream>, Status> {
         self.0.export_users(r).await
     }
+    async fn count_users(
+        &self,
+        r: Request<CountUsersRequest>,
+    ) -> Result<Response<CountUsersResponse>, Status> {
+        self.0.count_users(r).await
+    }
     async fn health_check(&self, r: Request<()>) -> Result<Response<HealthCheckResponse>, Status> {
         self.0.health_check(r).await
     }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use keel::config::{ClientAuth, Config, ServerTlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use tonic::Code;
-use user_service::user_v1::CreateUserRequest;
+use user_service::user_v1::{CountUsersRequest, CreateUserRequest};
 
 /// A CA that issues certificates.
 struct Ca {
@@ -32,6 +32,15 @@ impl Ca {
     fn issue(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let params = CertificateParams::new(names).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A leaf certificate whose only SAN is the URI `uri` (a SPIFFE ID).
+    fn issue_uri(&self, uri: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
@@ -289,4 +298,76 @@ fn certificate_files_that_do_not_load_are_errors_naming_the_key() {
             "{start}: {problems:#?}"
         );
     }
+}
+
+const GATEWAY: &str = "spiffe://keel.example/ns/default/sa/gateway-service";
+
+#[tokio::test]
+async fn an_internal_method_admits_the_gateway_s_certificate_and_nobody_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let workloads = Ca::new("workload CA");
+    let mut config = tls_config(dir.path(), &ca);
+    let tls = config.server.tls.as_mut().unwrap();
+    tls.client_ca_file = Some(write(dir.path(), "workloads.crt", &workloads.pem()));
+    // Optional, so that callers without a certificate reach the method's rule.
+    tls.client_auth = Some(ClientAuth::Optional);
+    let server = Server::start(config).await;
+    let count = |client: keel::client::Client, token: Option<String>| {
+        let url = format!("https://127.0.0.1:{}", server.grpc.port());
+        async move {
+            let mut users = user_service::user_v1::user_service_client(url, &client).unwrap();
+            let request = match token {
+                Some(token) => with_token(CountUsersRequest {}, &token),
+                None => tonic::Request::new(CountUsersRequest {}),
+            };
+            users
+                .count_users(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+
+    let gateway = client(dir.path(), "gw", &ca, Some(workloads.issue_uri(GATEWAY)));
+    let reply = count(gateway, None).await.expect("the gateway may count");
+    assert_eq!(
+        (reply.count, reply.peer.as_str()),
+        (0, GATEWAY),
+        "the handler reads the peer"
+    );
+
+    let other = workloads.issue_uri("spiffe://keel.example/ns/default/sa/other");
+    let status = count(client(dir.path(), "other", &ca, Some(other)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "peer spiffe://keel.example/ns/default/sa/other is not allowed"
+    );
+
+    // No certificate: a valid token does not stand in for one.
+    let token = sign_hs(
+        jsonwebtoken::Algorithm::HS256,
+        &claims("users:read users:write"),
+    );
+    for token in [None, Some(token)] {
+        let status = count(client(dir.path(), "anon", &ca, None), token)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert_eq!(status.message(), "no verified client certificate");
+    }
+    server.stop().await;
+
+    // Without TLS there is no peer at all.
+    let plain = Server::start(common::config()).await;
+    let status = plain
+        .client()
+        .await
+        .count_users(CountUsersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    plain.stop().await;
 }

@@ -5,13 +5,17 @@
 //! - Other methods need `authorization: Bearer <JWT>`, verified by a
 //!   [`Verifier`]. No token, or a bad one, is `UNAUTHENTICATED` with a short
 //!   reason; a missing scope is `PERMISSION_DENIED` naming the scope.
-//! - The verified [`Claims`] are placed in the request extensions; handlers
-//!   read them with [`RequestExt::claims`].
+//! - `Peer` methods need a verified client certificate (mTLS) naming one of their
+//!   workload identities ([`Peer`]): none is `UNAUTHENTICATED`, another identity
+//!   `PERMISSION_DENIED`; with scopes, a token is needed as well.
+//! - The verified [`Claims`] and [`Peer`] are placed in the request extensions;
+//!   handlers read them with [`RequestExt::claims`] and [`RequestExt::peer`].
 //! - Paths the policy does not know are passed through: the generated server
 //!   answers them with `UNIMPLEMENTED` without calling any handler.
 
 mod issue;
 mod keys;
+mod peer;
 mod token_source;
 mod verifier;
 
@@ -29,6 +33,7 @@ use tower::{Layer, Service};
 
 pub use issue::{IssueError, mint_access_token};
 pub use keys::{KeySet, encoding_key, public_jwk};
+pub use peer::Peer;
 pub use token_source::{StaticToken, TokenError, TokenFuture, TokenSource};
 pub use verifier::{SetupError, Verifier};
 
@@ -176,13 +181,22 @@ pub enum AuthError {
     /// The token is valid but lacks a scope the method requires.
     #[error("missing scope {0}")]
     MissingScope(&'static str),
+    /// The method needs a workload identity, and the connection has no verified client
+    /// certificate (no TLS, or no certificate sent).
+    #[error("no verified client certificate")]
+    NoPeerCertificate,
+    /// The client certificate names none of the method's workload identities.
+    #[error("peer {0} is not allowed")]
+    PeerNotAllowed(String),
 }
 
 impl AuthError {
     /// The gRPC status a caller receives for this error.
     pub fn to_status(&self) -> tonic::Status {
         match self {
-            AuthError::MissingScope(_) => tonic::Status::permission_denied(self.to_string()),
+            AuthError::MissingScope(_) | AuthError::PeerNotAllowed(_) => {
+                tonic::Status::permission_denied(self.to_string())
+            }
             _ => tonic::Status::unauthenticated(self.to_string()),
         }
     }
@@ -190,31 +204,102 @@ impl AuthError {
 
 /// Checks a token's claims against a method's access rule.
 pub fn authorize(access: Access, claims: &Claims) -> Result<(), AuthError> {
-    if let Access::Token { scopes } = access
-        && let Some(missing) = scopes.iter().find(|s| !claims.has_scope(s))
-    {
-        return Err(AuthError::MissingScope(missing));
+    let scopes = match access {
+        Access::Token { scopes }
+        | Access::Peer {
+            scopes: Some(scopes),
+            ..
+        } => scopes,
+        Access::Public | Access::Peer { scopes: None, .. } => &[],
+    };
+    match scopes.iter().find(|s| !claims.has_scope(s)) {
+        Some(missing) => Err(AuthError::MissingScope(missing)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Applies a method's access rule to a request with headers `call`: a
-/// public method is let through with no caller; otherwise the request's
-/// bearer token is verified (`now` being the time it arrived) and its scopes
-/// checked, and the caller is returned, for the request's extensions.
+/// Applies a method's access rule to a request with headers `call` and
+/// extensions `extensions` (where tonic puts the connection's TLS
+/// certificates): a public method is let through with no caller; a token
+/// method's bearer token is verified (`now` being the time the request
+/// arrived) and its scopes checked; a peer method's client certificate must
+/// name one of its identities. What was verified is returned, for the
+/// request's extensions.
 pub(crate) fn admit(
     verifier: &Verifier,
     access: Access,
     call: &CallHeaders<'_>,
+    extensions: &http::Extensions,
     now: Instant,
-) -> Result<Option<Caller>, AuthError> {
-    if access == Access::Public {
-        return Ok(None);
+) -> Result<Admitted, AuthError> {
+    match access {
+        Access::Public => Ok(Admitted::default()),
+        Access::Token { .. } => {
+            let claims = verifier.authenticate_at(call.authorization()?, now)?;
+            authorize(access, &claims)?;
+            Ok(Admitted {
+                caller: Some(Caller(claims)),
+                peer: None,
+            })
+        }
+        Access::Peer { peers, scopes } => {
+            admit_peer(verifier, access, peers, scopes, call, extensions, now)
+        }
     }
-    let claims = verifier.authenticate_at(call.authorization()?, now)?;
-    authorize(access, &claims)?;
-    Ok(Some(Caller(claims)))
 }
+
+/// [`admit`] for a method with workload identities: out of line, so the
+/// token path stays as short as it was.
+#[inline(never)]
+fn admit_peer(
+    verifier: &Verifier,
+    access: Access,
+    peers: &[&str],
+    scopes: Option<&[&str]>,
+    call: &CallHeaders<'_>,
+    extensions: &http::Extensions,
+    now: Instant,
+) -> Result<Admitted, AuthError> {
+    let peer = Peer::of_request(extensions).ok_or(AuthError::NoPeerCertificate)?;
+    if !peers.iter().any(|identity| peer.is(identity)) {
+        return Err(AuthError::PeerNotAllowed(peer.to_string()));
+    }
+    let caller = match scopes {
+        None => None,
+        Some(_) => {
+            let claims = verifier.authenticate_at(call.authorization()?, now)?;
+            authorize(access, &claims)?;
+            Some(Caller(claims))
+        }
+    };
+    Ok(Admitted {
+        caller,
+        peer: Some(PeerOf(peer)),
+    })
+}
+
+/// What [`admit`] verified of a request.
+#[derive(Default)]
+pub(crate) struct Admitted {
+    caller: Option<Caller>,
+    peer: Option<PeerOf>,
+}
+
+impl Admitted {
+    /// Puts what was verified where [`RequestExt`] finds it.
+    pub(crate) fn insert_into(self, extensions: &mut http::Extensions) {
+        if let Some(caller) = self.caller {
+            extensions.insert(caller);
+        }
+        if let Some(peer) = self.peer {
+            extensions.insert(peer);
+        }
+    }
+}
+
+/// The verified workload identity of a request, as stored in its extensions.
+#[derive(Clone, Debug)]
+struct PeerOf(Arc<Peer>);
 
 /// Logs a rejected request (at `DEBUG`: rejections are the caller's
 /// business, and metrics count them) and returns the status to answer with.
@@ -234,11 +319,19 @@ pub trait RequestExt {
     /// The verified claims, for methods that require a token; `None` for
     /// public methods.
     fn claims(&self) -> Option<&Claims>;
+
+    /// The verified workload identity (mTLS client certificate), for methods
+    /// annotated with `auth.peers`; `None` for others.
+    fn peer(&self) -> Option<&Peer>;
 }
 
 impl<T> RequestExt for tonic::Request<T> {
     fn claims(&self) -> Option<&Claims> {
         self.extensions().get::<Caller>().map(|c| &*c.0)
+    }
+
+    fn peer(&self) -> Option<&Peer> {
+        self.extensions().get::<PeerOf>().map(|p| &*p.0)
     }
 }
 
@@ -298,11 +391,15 @@ where
             return AuthFuture::inner(self.inner.call(req));
         };
         let call = CallHeaders::read(req.headers());
-        match admit(&self.verifier, method.access, &call, clock::now()) {
-            Ok(caller) => {
-                if let Some(caller) = caller {
-                    req.extensions_mut().insert(caller);
-                }
+        match admit(
+            &self.verifier,
+            method.access,
+            &call,
+            req.extensions(),
+            clock::now(),
+        ) {
+            Ok(admitted) => {
+                admitted.insert_into(req.extensions_mut());
                 AuthFuture::inner(self.inner.call(req))
             }
             Err(error) => AuthFuture::rejected(reject(method.path, &error).into_http()),

@@ -6,7 +6,7 @@
 //! certificate when the server is built: certificates rotated in place by cert-manager or Vault
 //! must reach new connections without a restart. Connections are accepted as before
 //! ([`serve`](crate::serve)'s listener), then each handshake runs in a task of its own
-//! ([`TlsIncoming`]), so a slow or silent client holds up no other. tonic serves the
+//! (`TlsIncoming`), so a slow or silent client holds up no other. tonic serves the
 //! handshaken streams as it would its own: `tonic::Request::peer_certs` gives a handler the
 //! client's verified certificate chain.
 //!

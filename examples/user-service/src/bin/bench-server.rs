@@ -71,8 +71,8 @@ use tonic::{Request, Response, Status};
 use tower::util::MapResponseLayer;
 use user_service::user_v1::user_service_server::{UserService, UserServiceServer};
 use user_service::user_v1::{
-    CreateUserRequest, ExportUsersRequest, GetUserRequest, HealthCheckResponse,
-    ImportUsersResponse, ListUsersRequest, ListUsersResponse, User,
+    CountUsersRequest, CountUsersResponse, CreateUserRequest, ExportUsersRequest, GetUserRequest,
+    HealthCheckResponse, ImportUsersResponse, ListUsersRequest, ListUsersResponse, User,
 };
 use user_service::{SERVICES, Users, user_v1};
 
@@ -246,6 +246,13 @@ impl UserService for Counting {
         request: Request<ExportUsersRequest>,
     ) -> Result<Response<Self::ExportUsersStream>, Status> {
         self.users.export_users(request).await
+    }
+
+    async fn count_users(
+        &self,
+        request: Request<CountUsersRequest>,
+    ) -> Result<Response<CountUsersResponse>, Status> {
+        self.users.count_users(request).await
     }
 
     async fn health_check(

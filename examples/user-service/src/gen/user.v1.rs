@@ -51,6 +51,16 @@ pub struct ImportUsersResponse {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExportUsersRequest {}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CountUsersRequest {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CountUsersResponse {
+    #[prost(int64, tag = "1")]
+    pub count: i64,
+    /// The workload identity that asked (from its certificate).
+    #[prost(string, tag = "2")]
+    pub peer: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HealthCheckResponse {
     #[prost(enumeration = "health_check_response::Status", tag = "1")]
     pub status: i32,
@@ -258,6 +268,24 @@ pub mod user_service_client {
                 .insert(GrpcMethod::new("user.v1.UserService", "ExportUsers"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// How many users there are. Internal: callable only by the gateway's
+        /// workload identity, proven with its client certificate over mTLS
+        /// (`server.tls.client_ca_file`); no token is read.
+        pub async fn count_users(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CountUsersRequest>,
+        ) -> std::result::Result<tonic::Response<super::CountUsersResponse>, tonic::Status>
+        {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/user.v1.UserService/CountUsers");
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("user.v1.UserService", "CountUsers"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Liveness of the service itself; callable without a token.
         pub async fn health_check(
             &mut self,
@@ -321,6 +349,13 @@ pub mod user_service_server {
             &self,
             request: tonic::Request<super::ExportUsersRequest>,
         ) -> std::result::Result<tonic::Response<Self::ExportUsersStream>, tonic::Status>;
+        /// How many users there are. Internal: callable only by the gateway's
+        /// workload identity, proven with its client certificate over mTLS
+        /// (`server.tls.client_ca_file`); no token is read.
+        async fn count_users(
+            &self,
+            request: tonic::Request<super::CountUsersRequest>,
+        ) -> std::result::Result<tonic::Response<super::CountUsersResponse>, tonic::Status>;
         /// Liveness of the service itself; callable without a token.
         async fn health_check(
             &self,
@@ -602,6 +637,45 @@ pub mod user_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/user.v1.UserService/CountUsers" => {
+                    #[allow(non_camel_case_types)]
+                    struct CountUsersSvc<T: UserService>(pub Arc<T>);
+                    impl<T: UserService> tonic::server::UnaryService<super::CountUsersRequest> for CountUsersSvc<T> {
+                        type Response = super::CountUsersResponse;
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CountUsersRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as UserService>::count_users(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CountUsersSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/user.v1.UserService/HealthCheck" => {
                     #[allow(non_camel_case_types)]
                     struct HealthCheckSvc<T: UserService>(pub Arc<T>);
@@ -681,6 +755,7 @@ pub mod user_service_server {
 /// | `ListUsers` | token with `users:read` | `team=identity`, `tier=batch` |
 /// | `ImportUsers` | token with `users:write` | `team=identity`, `tier=batch` |
 /// | `ExportUsers` | token with `users:read` | `team=identity`, `tier=batch` |
+/// | `CountUsers` | peer `spiffe://keel.example/ns/default/sa/gateway-service` | `team=identity`, `tier=batch` |
 /// | `HealthCheck` | public | `team=identity` |
 pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
     name: "user.v1.UserService",
@@ -731,6 +806,16 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "batch")],
         },
         ::keel::MethodPolicy {
+            name: "CountUsers",
+            path: "/user.v1.UserService/CountUsers",
+            kind: ::keel::MethodKind::Unary,
+            access: ::keel::Access::Peer {
+                peers: &["spiffe://keel.example/ns/default/sa/gateway-service"],
+                scopes: None,
+            },
+            labels: &[("team", "identity"), ("tier", "batch")],
+        },
+        ::keel::MethodPolicy {
             name: "HealthCheck",
             path: "/user.v1.UserService/HealthCheck",
             kind: ::keel::MethodKind::Unary,
@@ -748,7 +833,8 @@ fn user_service_route(path: &str) -> ::core::option::Option<usize> {
         "/user.v1.UserService/ListUsers" => Some(2),
         "/user.v1.UserService/ImportUsers" => Some(3),
         "/user.v1.UserService/ExportUsers" => Some(4),
-        "/user.v1.UserService/HealthCheck" => Some(5),
+        "/user.v1.UserService/CountUsers" => Some(5),
+        "/user.v1.UserService/HealthCheck" => Some(6),
         _ => None,
     }
 }
