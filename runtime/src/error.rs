@@ -19,6 +19,9 @@ pub enum Error {
     /// `server.tls` or `client.tls` names files that do not make a usable certificate or key.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// `auth.jwks_url` could not be set up or fetched at startup.
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::JwksError),
     /// A generated client could not be built.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tower::Layer;
 
 use crate::Error;
-use crate::auth::Verifier;
+use crate::auth::{RemoteKeys, Verifier};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::ServicePolicy;
@@ -19,6 +19,8 @@ pub struct Keel {
     verifier: Arc<Verifier>,
     metrics: Metrics,
     max_message_bytes: usize,
+    /// The keys of `auth.jwks_url`, which [`Keel::server`]'s `serve` fetches and refreshes.
+    remote_keys: Option<Arc<RemoteKeys>>,
 }
 
 impl Keel {
@@ -35,10 +37,14 @@ impl Keel {
                  never deploy this configuration"
             );
         }
+        let verifier = Arc::new(Verifier::from_config(&config.auth)?);
+        let metrics = Metrics::new(services)?;
+        let remote_keys = RemoteKeys::new(config, verifier.clone(), metrics.registry())?;
         Ok(Keel {
-            verifier: Arc::new(Verifier::from_config(&config.auth)?),
-            metrics: Metrics::new(services)?,
+            verifier,
+            metrics,
             max_message_bytes: config.server.max_message_bytes,
+            remote_keys: remote_keys.map(Arc::new),
         })
     }
 
@@ -49,6 +55,7 @@ impl Keel {
             verifier,
             metrics,
             max_message_bytes,
+            remote_keys: None,
         }
     }
 
@@ -81,6 +88,11 @@ impl Keel {
     /// The token verifier.
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// The keys of `auth.jwks_url`, when it is set.
+    pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
+        self.remote_keys.as_ref()
     }
 
     /// The metrics.

@@ -86,6 +86,10 @@ pub const DEV_ADMIN_PASSWORD: &str = "keel-dev-admin-password";
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&auth_v1::AUTH_SERVICE_POLICY];
 
+/// Where the HTTP port serves the public keys of the asymmetric signing keys,
+/// as a JWKS (RFC 7517; the same document as `GetJwks`).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 /// How often ended sessions are purged from the store.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -161,14 +165,30 @@ impl App {
     }
 
     /// The service, ready to serve: `AuthService` wrapped in Keel's layers,
-    /// plus the standard health and reflection services (public) and
-    /// `/metrics`, as `config` says.
+    /// plus the standard health and reflection services (public), and on the
+    /// HTTP port `/metrics` and the JWKS at [`JWKS_PATH`] (for verifiers'
+    /// `auth.jwks_url`), as `config` says.
     pub fn server(&self, config: &keel::config::Config) -> Result<keel::Server, keel::Error> {
+        let jwks = jwks_json(self.handler.jwks());
+        let document = axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move {
+                use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+                // Verifiers refresh on their own schedule; a minute of caching
+                // in between only delays a rotation they wait for anyway.
+                let headers = [
+                    (CONTENT_TYPE, "application/json"),
+                    (CACHE_CONTROL, "max-age=60"),
+                ];
+                (headers, jwks)
+            }
+        });
         Ok(self
             .keel
             .server(config)
             .add_service(auth_v1::auth_service(self.handler.clone(), &self.keel)?)
-            .reflection(auth_v1::FILE_DESCRIPTOR_SET))
+            .reflection(auth_v1::FILE_DESCRIPTOR_SET)
+            .http_routes(axum::Router::new().route(JWKS_PATH, document)))
     }
 
     /// Purges ended sessions every [`PURGE_INTERVAL`] until the returned task

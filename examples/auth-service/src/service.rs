@@ -224,6 +224,11 @@ impl AuthHandler {
         &self.inner.store
     }
 
+    /// The public keys of the asymmetric signing keys, as `GetJwks` answers.
+    pub fn jwks(&self) -> &crate::auth_v1::Jwks {
+        self.inner.signer.jwks()
+    }
+
     /// The password hasher.
     pub fn passwords(&self) -> &Passwords {
         &self.inner.passwords

@@ -16,6 +16,7 @@
 mod issue;
 mod keys;
 mod peer;
+mod remote;
 mod token_source;
 mod verifier;
 
@@ -34,6 +35,7 @@ use tower::{Layer, Service};
 pub use issue::{IssueError, mint_access_token};
 pub use keys::{KeySet, encoding_key, public_jwk};
 pub use peer::Peer;
+pub use remote::{JwksError, RemoteKeys};
 pub use token_source::{StaticToken, TokenError, TokenFuture, TokenSource};
 pub use verifier::{SetupError, Verifier};
 

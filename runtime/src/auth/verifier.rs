@@ -103,6 +103,9 @@ pub struct Verifier {
     max_token_bytes: usize,
     /// `auth.leeway` in seconds, for the `iat` check (jsonwebtoken checks only `exp`/`nbf`).
     leeway: u64,
+    /// Notified when a token names a `kid` no key has: [`RemoteKeys`](super::RemoteKeys)
+    /// then fetches its key set again.
+    pub(super) unknown_kid: tokio::sync::Notify,
 }
 
 /// A token in the cache. It is hashed by its length and its last
@@ -201,7 +204,8 @@ impl Verifier {
     /// the keys of [`KeySet::from_config`].
     pub fn from_config(config: &AuthConfig) -> Result<Self, SetupError> {
         let keys = KeySet::from_config(config)?;
-        if keys.is_empty() {
+        // The keys of `jwks_url` come when the server starts (`RemoteKeys::fetch`).
+        if keys.is_empty() && config.jwks_url.is_none() {
             return Err(SetupError::MissingKey(config.algorithm));
         }
         Ok(Verifier::with_keys(config, keys))
@@ -223,6 +227,7 @@ impl Verifier {
             cache: (config.cache_capacity > 0).then(|| Cache::new(config.cache_capacity)),
             max_token_bytes: config.max_token_bytes,
             leeway: config.leeway.as_secs(),
+            unknown_kid: tokio::sync::Notify::new(),
         }
     }
 
@@ -360,9 +365,12 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| map_error(e.kind()))?;
         let keys = self.keys();
-        let key = keys
-            .select(header.kid.as_deref())
-            .ok_or(AuthError::UnknownKey)?;
+        let Some(key) = keys.select(header.kid.as_deref()) else {
+            if header.kid.is_some() {
+                self.unknown_kid.notify_one();
+            }
+            return Err(AuthError::UnknownKey);
+        };
         let validation = self
             .validations
             .iter()

@@ -60,6 +60,9 @@ const AUTH_FIELDS: &[Field] = &[
     field::<Vec<KeyConfig>>("keys"),
     field::<String>("jwks"),
     field::<PathBuf>("jwks_file"),
+    field::<String>("jwks_url"),
+    field::<humantime_serde::Serde<Duration>>("jwks_refresh"),
+    field::<humantime_serde::Serde<Duration>>("jwks_min_refresh"),
 ];
 const STORE_FIELDS: &[Field] = &[
     field::<DatabaseUrl>("url"),

@@ -22,7 +22,7 @@ pub const ENV_SEPARATOR: &str = "__";
 pub(super) const ENV_LAYER_NAME: &str = "environment variable";
 
 /// Keys whose environment values are taken verbatim as strings (never parsed as numbers etc.).
-const STRING_KEYS: [&str; 18] = [
+const STRING_KEYS: [&str; 19] = [
     "service.name",
     "auth.hmac_secret",
     "auth.public_key_pem",
@@ -33,6 +33,7 @@ const STRING_KEYS: [&str; 18] = [
     "telemetry.log_filter",
     "auth.jwks",
     "auth.jwks_file",
+    "auth.jwks_url",
     "store.url",
     "server.tls.cert_file",
     "server.tls.key_file",

@@ -8,16 +8,17 @@ use figment::value::{Dict, Value};
 
 /// `auth` keys that say what the verification keys are: a layer setting any of them replaces
 /// the key material of every layer below it.
-const DEFINING: [&str; 4] = ["algorithm", "keys", "jwks", "jwks_file"];
+const DEFINING: [&str; 5] = ["algorithm", "keys", "jwks", "jwks_file", "jwks_url"];
 
 /// `auth` keys that hold verification keys, removed from the layers below one that defines them.
-const MATERIAL: [&str; 6] = [
+const MATERIAL: [&str; 7] = [
     "hmac_secret",
     "public_key_pem",
     "public_key_file",
     "keys",
     "jwks",
     "jwks_file",
+    "jwks_url",
 ];
 
 /// Whether the layer `dict` defines the verification keys.

@@ -72,6 +72,9 @@
 //! | `auth.keys` | `[]` | (use a file) | `[[auth.keys]]` tables: `kid`, `algorithm`, and `hmac_secret` or one of `public_key_pem`, `public_key_file`, `private_key_pem`, `private_key_file`; see [`KeyConfig`] |
 //! | `auth.jwks` | none | `KEEL_AUTH__JWKS` | JWKS JSON text of asymmetric keys, each with a `kid` |
 //! | `auth.jwks_file` | none | `KEEL_AUTH__JWKS_FILE` | path to a JWKS document (must exist); not with `auth.jwks` |
+//! | `auth.jwks_url` | none | `KEEL_AUTH__JWKS_URL` | `http(s)://` URL of a JWKS document, fetched at startup and refreshed |
+//! | `auth.jwks_refresh` | `"5m"` | `KEEL_AUTH__JWKS_REFRESH` | how often `jwks_url` is fetched; at least `1s` |
+//! | `auth.jwks_min_refresh` | `"30s"` | `KEEL_AUTH__JWKS_MIN_REFRESH` | least time between fetches on an unknown `kid`; at most `jwks_refresh` |
 //! | `telemetry.otlp_endpoint` | none | `KEEL_TELEMETRY__OTLP_ENDPOINT` | OTLP/gRPC collector, `http://host:port`; no export when absent |
 //! | `telemetry.sampling_ratio` | `1.0` | `KEEL_TELEMETRY__SAMPLING_RATIO` | between `0` and `1`; for traces started here (a request's parent decides otherwise) |
 //! | `telemetry.export_timeout` | `"10s"` | `KEEL_TELEMETRY__EXPORT_TIMEOUT` | humantime; more than 0, at most `5m` |
@@ -87,7 +90,7 @@
 //! | `store.acquire_timeout` | `"10s"` | `KEEL_STORE__ACQUIRE_TIMEOUT` | waiting for a free connection; more than 0 |
 //! | `store.busy_timeout` | `"5s"` | `KEEL_STORE__BUSY_TIMEOUT` | SQLite: waiting for the write lock |
 //!
-//! A layer that sets `auth.algorithm`, `auth.keys`, `auth.jwks` or `auth.jwks_file` replaces the
+//! A layer that sets `auth.algorithm`, `auth.keys`, `auth.jwks`, `auth.jwks_file` or `auth.jwks_url` replaces the
 //! verification keys as a whole: no key of a lower layer (`auth.hmac_secret`,
 //! `auth.public_key_*`, `auth.keys`, `auth.jwks*`) stays active, so a file that switches a
 //! service to RS256 leaves no HMAC secret of the embedded defaults behind.
@@ -353,6 +356,19 @@ pub struct AuthConfig {
     pub jwks: Option<String>,
     /// Path to a JWKS document (see `jwks`); at most one of `jwks` and `jwks_file`.
     pub jwks_file: Option<PathBuf>,
+    /// URL of a JWKS document (`http://auth:9092/.well-known/jwks.json`, the auth service's),
+    /// fetched when the server starts (a failure is a startup error), then every
+    /// `jwks_refresh` and soon after a token names an unknown `kid`. A failed refresh keeps the
+    /// last good keys. `https://` URLs are checked against `client.tls.ca_file` (default: the
+    /// system's trust store). Its keys add to `keys` and `jwks`/`jwks_file`.
+    pub jwks_url: Option<String>,
+    /// How often `jwks_url` is fetched again. Default 5 min; at least 1 s.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// After a token names an unknown `kid`, `jwks_url` is fetched again, but at most this
+    /// often. Default 30 s; at most `jwks_refresh`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
 }
 
 /// One verification key of `[[auth.keys]]`, selected by the `kid` header of a token.
@@ -446,6 +462,9 @@ impl Default for AuthConfig {
             keys: Vec::new(),
             jwks: None,
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(5 * 60),
+            jwks_min_refresh: Duration::from_secs(30),
         }
     }
 }

@@ -301,8 +301,10 @@ impl AuthConfig {
         let has_default_key = self.hmac_secret.is_some()
             || self.public_key_pem.is_some()
             || self.public_key_file.is_some();
-        let has_other_keys =
-            !self.keys.is_empty() || self.jwks.is_some() || self.jwks_file.is_some();
+        let has_other_keys = !self.keys.is_empty()
+            || self.jwks.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some();
         if has_other_keys && !has_default_key {
             // The default key is optional when keys come from `auth.keys` or a JWKS.
             return;
@@ -479,6 +481,41 @@ impl AuthConfig {
 
     /// Bounds of the leeway and the token size, and no empty `iss` / `aud` expectations.
     fn value_problems(&self, problems: &mut Vec<Problem>) {
+        if let Some(url) = &self.jwks_url {
+            let uri = url.parse::<http::Uri>();
+            let usable = uri.as_ref().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some_and(|h| !h.is_empty())
+            });
+            if !usable {
+                problems.push(Problem::new(
+                    "auth.jwks_url",
+                    format!("{url:?} is not an http:// or https:// URL with a host"),
+                ));
+            }
+        }
+        if self.jwks_refresh < Duration::from_secs(1) {
+            problems.push(Problem::new(
+                "auth.jwks_refresh",
+                format!(
+                    "{} is too short; at least 1s",
+                    format_duration(self.jwks_refresh)
+                ),
+            ));
+        }
+        if self.jwks_min_refresh > self.jwks_refresh {
+            problems.push(
+                Problem::new(
+                    "auth.jwks_min_refresh",
+                    format!(
+                        "{} is longer than auth.jwks_refresh ({}); at most that",
+                        format_duration(self.jwks_min_refresh),
+                        format_duration(self.jwks_refresh)
+                    ),
+                )
+                .depends(&["auth.jwks_refresh"]),
+            );
+        }
         if self.leeway > MAX_LEEWAY {
             problems.push(Problem::new(
                 "auth.leeway",

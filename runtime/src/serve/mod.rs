@@ -59,6 +59,8 @@ pub struct Server {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
+    /// Routes of the HTTP port besides `/metrics`.
+    http: axum::Router,
 }
 
 impl std::fmt::Debug for Server {
@@ -77,6 +79,7 @@ impl Server {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             descriptor_sets: Vec::new(),
+            http: axum::Router::new(),
         }
     }
 
@@ -108,6 +111,20 @@ impl Server {
         self
     }
 
+    /// Adds routes to the service's HTTP port (`metrics.addr`, beside `/metrics`), such as
+    /// the auth service's `GET /.well-known/jwks.json`. Served only while `metrics.enabled`.
+    ///
+    /// ```no_run
+    /// # async fn run(keel: keel::Keel, config: keel::config::Config) -> Result<(), keel::Error> {
+    /// let about = axum::Router::new().route("/about", axum::routing::get(|| async { "keel" }));
+    /// keel.server(&config).http_routes(about).serve().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn http_routes(mut self, routes: axum::Router) -> Self {
+        self.http = self.http.merge(routes);
+        self
+    }
+
     /// Binds `server.addr` (and `metrics.addr` when enabled) and serves until
     /// SIGINT or SIGTERM, then shuts down gracefully. A second signal exits
     /// the process at once.
@@ -135,8 +152,16 @@ impl Server {
             mut routes,
             names,
             descriptor_sets,
+            http,
         } = self;
         let settings = &config.server;
+
+        // The keys of `auth.jwks_url` before the first call: a failure is a startup error.
+        let background = CancellationToken::new();
+        if let Some(remote) = keel.remote_keys() {
+            remote.fetch().await?;
+            tokio::spawn(remote.clone().run(background.clone()));
+        }
 
         let (health, health_service) = tonic_health::server::health_reporter();
         routes.add_service(health_service);
@@ -173,7 +198,7 @@ impl Server {
         let metrics_stop = CancellationToken::new();
         let metrics = listeners.metrics.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
-            let app = crate::metrics::router(keel.metrics().clone());
+            let app = crate::metrics::router(keel.metrics().clone()).merge(http);
             let stop = metrics_stop.clone();
             tokio::spawn(async move {
                 axum::serve(listener, app)
@@ -195,6 +220,7 @@ impl Server {
             settings.drain_timeout,
         )
         .await;
+        background.cancel();
         metrics_stop.cancel();
         if let Some(metrics) = metrics {
             match metrics.await {

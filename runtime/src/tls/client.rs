@@ -34,3 +34,36 @@ pub(crate) fn client_tls(config: &ClientTlsConfig) -> Result<TonicTls, TlsError>
     }
     Ok(tls)
 }
+
+/// A rustls client configuration trusting `ca_file`'s CAs (else the system's trust store),
+/// for HTTPS requests Keel makes itself (`auth.jwks_url`).
+pub(crate) fn https_roots(
+    config: &ClientTlsConfig,
+) -> Result<tokio_rustls::rustls::ClientConfig, TlsError> {
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            for ca in pem::certificates("client.tls.ca_file", path)? {
+                roots.add(ca).map_err(|e| TlsError::Unusable {
+                    key: "client.tls.ca_file",
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Unusable {
+            key: "client.tls",
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tls)
+}

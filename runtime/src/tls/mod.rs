@@ -31,6 +31,6 @@ mod pem;
 mod server;
 
 pub(crate) use accept::TlsIncoming;
-pub(crate) use client::client_tls;
+pub(crate) use client::{client_tls, https_roots};
 pub use error::TlsError;
 pub(crate) use server::server_config;

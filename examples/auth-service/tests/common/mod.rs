@@ -183,6 +183,12 @@ pub struct Server {
 impl Server {
     /// Serves the auth service with `settings` until stopped (or dropped).
     pub async fn start(settings: &Settings) -> Server {
+        Server::start_with_http(settings, None).await
+    }
+
+    /// [`Server::start`], serving its HTTP port (`/metrics`, the JWKS) on
+    /// `http` too.
+    pub async fn start_with_http(settings: &Settings, http: Option<TcpListener>) -> Server {
         let mut config = settings.keel.clone();
         config.server.lame_duck = Duration::ZERO;
         config.server.drain_timeout = Duration::from_secs(5);
@@ -193,7 +199,7 @@ impl Server {
         let (signals, received) = tokio::sync::mpsc::channel(2);
         let listeners = keel::serve::Listeners {
             grpc: listener,
-            metrics: None,
+            metrics: http,
         };
         let task = tokio::spawn(server.serve_on(
             listeners,
