@@ -114,7 +114,7 @@ fn sampling_ratio_must_be_a_probability() {
 #[test]
 fn every_telemetry_and_client_problem_is_reported_at_once() {
     let all = problems(&[
-        ("KEEL_TELEMETRY__OTLP_ENDPOINT", "https://collector:4317"),
+        ("KEEL_TELEMETRY__OTLP_ENDPOINT", "ftp://collector:4317"),
         ("KEEL_TELEMETRY__SAMPLING_RATIO", "3"),
         ("KEEL_TELEMETRY__EXPORT_TIMEOUT", "0s"),
         ("KEEL_TELEMETRY__LOG_FORMAT", "xml"),

@@ -425,13 +425,26 @@ impl TraceService for Sink {
 
 impl Collector {
     async fn start() -> Collector {
+        Collector::start_with(tonic::transport::Server::builder()).await
+    }
+
+    /// A collector serving TLS with `identity` (tonic's own TLS).
+    async fn start_tls(identity: tonic::transport::Identity) -> Collector {
+        let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        let builder = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("TLS");
+        Collector::start_with(builder).await
+    }
+
+    async fn start_with(mut builder: tonic::transport::Server) -> Collector {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let sink = Sink::default();
         let received = sink.0.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(TraceServiceServer::new(sink))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = stopped.await;
@@ -622,4 +635,71 @@ fn authorized<T>(message: T, token: &str, parent: Option<(&str, &str)>) -> Reque
         request.metadata_mut().insert("traceparent", traceparent);
     }
     request
+}
+
+/// `telemetry.otlp_endpoint = "https://…"`: spans go to the collector over
+/// TLS, its certificate checked against `client.tls.ca_file`; a collector
+/// whose certificate that CA did not issue gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_tls_to_a_collector_the_configured_ca_vouches_for() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let identity = |ca: &CertifiedIssuer<'_, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, ca)
+            .unwrap();
+        tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem())
+    };
+    let trusted = ca("collector CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, trusted.pem()).unwrap();
+
+    let export = |collector: &Collector, span: &'static str| {
+        let endpoint = format!("https://{}", collector.addr);
+        let ca_file = ca_file.display().to_string();
+        async move {
+            let config = Loader::new()
+                .defaults_toml("[service]\nname = \"tls-export\"\n")
+                .env_from([
+                    (
+                        "KEEL_AUTH__HMAC_SECRET",
+                        "a-secret-of-this-test-0123456789abcdef",
+                    ),
+                    ("KEEL_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+                    ("KEEL_TELEMETRY__EXPORT_TIMEOUT", "3s"),
+                    ("KEEL_CLIENT__TLS__CA_FILE", ca_file.as_str()),
+                ])
+                .load()
+                .expect("configuration");
+            let (dispatch, guard) = keel::telemetry::builder(&config)
+                .build()
+                .expect("telemetry");
+            tracing::dispatcher::with_default(&dispatch, || {
+                let _span = tracing::info_span!("exported", name = span).entered();
+            });
+            let _ = guard.flush().await;
+        }
+    };
+    let collector = Collector::start_tls(identity(&trusted)).await;
+    export(&collector, "over-tls").await;
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0].service, "tls-export");
+
+    let impostor = Collector::start_tls(identity(&ca("another CA"))).await;
+    export(&impostor, "refused").await;
+    assert!(
+        impostor.spans().is_empty(),
+        "an untrusted collector got spans"
+    );
 }

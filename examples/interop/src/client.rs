@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataMap};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::echo::{ECHO_INITIAL, ECHO_TRAILING_BIN};
@@ -223,17 +223,31 @@ pub struct Client {
 impl Client {
     /// Connects over plaintext HTTP/2 to `host:port`.
     pub async fn connect(host: &str, port: u16) -> Result<Client, ClientError> {
+        Client::connect_with(host, port, None).await
+    }
+
+    /// Connects to `host:port`, over TLS when `tls` is given (the interop
+    /// client's `--use_tls`, `--ca_file`, `--server_host_override`).
+    pub async fn connect_with(
+        host: &str,
+        port: u16,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Client, ClientError> {
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]") // an IPv6 literal
         } else {
             host.to_owned()
         };
-        let uri = format!("http://{host}:{port}");
-        let endpoint =
-            Endpoint::from_shared(uri.clone()).map_err(|source| ClientError::Address {
-                uri: uri.clone(),
-                source,
-            })?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let uri = format!("{scheme}://{host}:{port}");
+        let address = |source| ClientError::Address {
+            uri: uri.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(address)?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(address)?;
+        }
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()

@@ -93,8 +93,18 @@ impl InteropServer {
     /// Builds the Keel configuration (server address `addr`, metrics endpoint
     /// off, a development HMAC secret) and the runtime.
     pub fn new(addr: SocketAddr) -> Result<Self, ServerError> {
+        InteropServer::with_tls(addr, None)
+    }
+
+    /// [`InteropServer::new`], serving TLS with `tls` when given (the
+    /// interop server's `--use_tls`).
+    pub fn with_tls(
+        addr: SocketAddr,
+        tls: Option<keel::config::ServerTlsConfig>,
+    ) -> Result<Self, ServerError> {
         let mut config = Loader::new().defaults_toml(CONFIG_TOML).load()?;
         config.server.addr = addr;
+        config.server.tls = tls;
         let keel = Keel::new(&config, SERVICES)?;
         Ok(InteropServer { config, keel })
     }

@@ -227,3 +227,75 @@ on_both_backends!(
     concurrent_creates_get_distinct_ids,
     listing_exporting_and_all_or_nothing_imports,
 );
+
+/// `store.url` with `sslmode` and `sslrootcert`, against the test's
+/// PostgreSQL: with TLS on there, the connection is encrypted and the
+/// server's certificate is checked against the given CA; with TLS off there,
+/// `sslmode=require` refuses to fall back to plaintext.
+#[tokio::test]
+async fn postgres_connections_use_tls_as_the_url_says() {
+    use keel::config::StoreConfig;
+    use keel::store::{Store, sqlx};
+    let base = std::env::var(POSTGRES_ENV).expect("the PostgreSQL URL of the tests");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let with = |params: &str| {
+        let mut config = StoreConfig::with_url(format!("{base}{separator}{params}"));
+        config.max_connections = 1;
+        config.acquire_timeout = std::time::Duration::from_secs(3);
+        config
+    };
+    let show = |store: Store, setting: &'static str| async move {
+        let value: String = keel::with_store!(&store, pool => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                .fetch_one(pool)
+                .await
+                .expect("SHOW")
+        });
+        store.close().await;
+        value
+    };
+    let plain = Store::connect_url(&base).await.expect("PostgreSQL");
+    let ssl = show(plain, "ssl").await;
+    if ssl != "on" {
+        let refused = Store::connect(&with("sslmode=require")).await;
+        let error = refused.expect_err("no plaintext fallback").to_string();
+        assert!(
+            error.to_lowercase().contains("tls") || error.contains("SSL"),
+            "{error}"
+        );
+        return;
+    }
+
+    let plain = Store::connect_url(&base).await.expect("PostgreSQL");
+    let cert_file = show(plain, "ssl_cert_file").await;
+    let store = Store::connect(&with(&format!("sslmode=verify-ca&sslrootcert={cert_file}")))
+        .await
+        .expect("TLS with the server's certificate as the CA");
+    let encrypted: bool = keel::with_store!(&store, pool => {
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(pool)
+            .await
+            .expect("pg_stat_ssl")
+    });
+    assert!(encrypted, "the connection is encrypted");
+    store.close().await;
+
+    // A CA that did not issue the server's certificate: no connection.
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, other.pem()).unwrap();
+    let refused = Store::connect(&with(&format!(
+        "sslmode=verify-ca&sslrootcert={}",
+        other_ca.display()
+    )))
+    .await;
+    assert!(
+        refused.is_err(),
+        "a server certificate of another CA was accepted"
+    );
+}

@@ -371,3 +371,59 @@ async fn an_internal_method_admits_the_gateway_s_certificate_and_nobody_else() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     plain.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_tls_serves_the_http_port_over_https_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    let mut config = common::config();
+    config.metrics.tls = Some(ServerTlsConfig {
+        cert_file: write(dir.path(), "metrics.crt", &cert),
+        key_file: write(dir.path(), "metrics.key", &key),
+        client_ca_file: None,
+        client_auth: None,
+    });
+    let server = Server::start(config).await;
+    let get = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let tls = ClientConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(server.metrics)
+        .await
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    stream.write_all(get).await.unwrap();
+    let mut response = Vec::new();
+    // The server may close without close_notify after `Connection: close`.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("grpc_server_handled_total"), "{response}");
+
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(server.metrics)
+        .await
+        .unwrap();
+    plain.write_all(get).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    server.stop().await;
+}

@@ -46,7 +46,11 @@ const SERVER_FIELDS: &[Field] = &[
     field::<u32>("max_concurrent_streams"),
     field::<ServerTlsConfig>("tls"),
 ];
-const METRICS_FIELDS: &[Field] = &[field::<bool>("enabled"), field::<SocketAddr>("addr")];
+const METRICS_FIELDS: &[Field] = &[
+    field::<bool>("enabled"),
+    field::<SocketAddr>("addr"),
+    field::<ServerTlsConfig>("tls"),
+];
 const AUTH_FIELDS: &[Field] = &[
     field::<Algorithm>("algorithm"),
     field::<Secret>("hmac_secret"),

@@ -22,7 +22,7 @@ pub const ENV_SEPARATOR: &str = "__";
 pub(super) const ENV_LAYER_NAME: &str = "environment variable";
 
 /// Keys whose environment values are taken verbatim as strings (never parsed as numbers etc.).
-const STRING_KEYS: [&str; 19] = [
+const STRING_KEYS: [&str; 22] = [
     "service.name",
     "auth.hmac_secret",
     "auth.public_key_pem",
@@ -38,6 +38,9 @@ const STRING_KEYS: [&str; 19] = [
     "server.tls.cert_file",
     "server.tls.key_file",
     "server.tls.client_ca_file",
+    "metrics.tls.cert_file",
+    "metrics.tls.key_file",
+    "metrics.tls.client_ca_file",
     "client.tls.ca_file",
     "client.tls.cert_file",
     "client.tls.key_file",

@@ -60,6 +60,7 @@
 //! | `server.tls.client_auth` | `"required"` | `KEEL_SERVER__TLS__CLIENT_AUTH` | `required` or `optional`; only with `client_ca_file` |
 //! | `metrics.enabled` | `true` | `KEEL_METRICS__ENABLED` | `true` or `false` |
 //! | `metrics.addr` | `"0.0.0.0:9090"` | `KEEL_METRICS__ADDR` | must differ from `server.addr` when enabled |
+//! | `metrics.tls.*` | none | `KEEL_METRICS__TLS__CERT_FILE`, … | as `server.tls.*`: the HTTP port (`/metrics`, the application's routes) serves HTTPS |
 //! | `auth.algorithm` | `"HS256"` | `KEEL_AUTH__ALGORITHM` | `HS256` `HS384` `HS512` `RS256` `RS384` `RS512` `PS256` `PS384` `PS512` `ES256` `ES384` `EdDSA` (case-sensitive) |
 //! | `auth.hmac_secret` | none | `KEEL_AUTH__HMAC_SECRET` | required for `HS*`, at least 32 bytes; not allowed otherwise |
 //! | `auth.public_key_pem` | none | `KEEL_AUTH__PUBLIC_KEY_PEM` | PEM verification key; asymmetric algorithms need exactly one of this and `public_key_file` |
@@ -75,7 +76,7 @@
 //! | `auth.jwks_url` | none | `KEEL_AUTH__JWKS_URL` | `http(s)://` URL of a JWKS document, fetched at startup and refreshed |
 //! | `auth.jwks_refresh` | `"5m"` | `KEEL_AUTH__JWKS_REFRESH` | how often `jwks_url` is fetched; at least `1s` |
 //! | `auth.jwks_min_refresh` | `"30s"` | `KEEL_AUTH__JWKS_MIN_REFRESH` | least time between fetches on an unknown `kid`; at most `jwks_refresh` |
-//! | `telemetry.otlp_endpoint` | none | `KEEL_TELEMETRY__OTLP_ENDPOINT` | OTLP/gRPC collector, `http://host:port`; no export when absent |
+//! | `telemetry.otlp_endpoint` | none | `KEEL_TELEMETRY__OTLP_ENDPOINT` | OTLP/gRPC collector, `http://host:port` or `https://` (checked as `client.tls` says); no export when absent |
 //! | `telemetry.sampling_ratio` | `1.0` | `KEEL_TELEMETRY__SAMPLING_RATIO` | between `0` and `1`; for traces started here (a request's parent decides otherwise) |
 //! | `telemetry.export_timeout` | `"10s"` | `KEEL_TELEMETRY__EXPORT_TIMEOUT` | humantime; more than 0, at most `5m` |
 //! | `telemetry.log_format` | `"human"` | `KEEL_TELEMETRY__LOG_FORMAT` | `human` or `json` |
@@ -85,7 +86,7 @@
 //! | `client.tls.cert_file`, `client.tls.key_file` | none | `KEEL_CLIENT__TLS__CERT_FILE`, `KEEL_CLIENT__TLS__KEY_FILE` | client certificate for mTLS; both or neither |
 //! | `client.tls.server_name` | none | `KEEL_CLIENT__TLS__SERVER_NAME` | name the server certificate must carry, instead of the URL's host |
 //! | `client.default_deadline` | `"10s"` | `KEEL_CLIENT__DEFAULT_DEADLINE` | humantime; deadline of calls that set none; more than 0, at most `1h` |
-//! | `store.url` | `"sqlite://keel.db?mode=rwc"` | `KEEL_STORE__URL` | `sqlite://PATH?mode=rwc`, `sqlite::memory:` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`; the password is redacted when printed |
+//! | `store.url` | `"sqlite://keel.db?mode=rwc"` | `KEEL_STORE__URL` | `sqlite://PATH?mode=rwc`, `sqlite::memory:` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (TLS: `?sslmode=verify-full&sslrootcert=CA.pem`); the password is redacted when printed |
 //! | `store.max_connections` | `8` | `KEEL_STORE__MAX_CONNECTIONS` | pool size, at least 1 |
 //! | `store.acquire_timeout` | `"10s"` | `KEEL_STORE__ACQUIRE_TIMEOUT` | waiting for a free connection; more than 0 |
 //! | `store.busy_timeout` | `"5s"` | `KEEL_STORE__BUSY_TIMEOUT` | SQLite: waiting for the write lock |
@@ -274,6 +275,37 @@ pub struct ServerTlsConfig {
     pub client_auth: Option<ClientAuth>,
 }
 
+/// The configuration keys of one [`ServerTlsConfig`] (`server.tls.*` or `metrics.tls.*`), so
+/// that every problem names the key it is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TlsKeys {
+    pub section: &'static str,
+    pub cert_file: &'static str,
+    pub key_file: &'static str,
+    pub client_ca_file: &'static str,
+    pub client_auth: &'static str,
+}
+
+impl TlsKeys {
+    /// The keys of `[server.tls]`.
+    pub const SERVER: TlsKeys = TlsKeys {
+        section: "server.tls",
+        cert_file: "server.tls.cert_file",
+        key_file: "server.tls.key_file",
+        client_ca_file: "server.tls.client_ca_file",
+        client_auth: "server.tls.client_auth",
+    };
+
+    /// The keys of `[metrics.tls]`.
+    pub const METRICS: TlsKeys = TlsKeys {
+        section: "metrics.tls",
+        cert_file: "metrics.tls.cert_file",
+        key_file: "metrics.tls.key_file",
+        client_ca_file: "metrics.tls.client_ca_file",
+        client_auth: "metrics.tls.client_auth",
+    };
+}
+
 /// Whether clients must present a certificate (`server.tls.client_auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -308,6 +340,10 @@ pub struct MetricsConfig {
     /// Listen address of the metrics endpoint. Default `0.0.0.0:9090`; must not collide with
     /// `server.addr` when enabled.
     pub addr: SocketAddr,
+    /// TLS of the HTTP port (`[metrics.tls]`, the same keys as `[server.tls]`). Default none:
+    /// plain HTTP, as Prometheus scrapes inside a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for MetricsConfig {
@@ -315,6 +351,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9090)),
+            tls: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use humantime_serde::re::humantime::format_duration;
 
 use super::{
     AuthConfig, ClientConfig, Config, ServerConfig, ServerTlsConfig, StoreConfig, TelemetryConfig,
+    TlsKeys,
 };
 
 /// Minimum length in bytes of `auth.hmac_secret`.
@@ -84,6 +85,9 @@ impl Config {
             );
         }
         self.server.problems(&mut problems);
+        if let Some(tls) = self.metrics.tls.as_ref().filter(|_| self.metrics.enabled) {
+            tls.problems(&TlsKeys::METRICS, &mut problems);
+        }
         self.auth.key_material_problems(&mut problems);
         self.auth.value_problems(&mut problems);
         self.telemetry.problems(&mut problems);
@@ -130,24 +134,27 @@ impl ServerConfig {
             ));
         }
         if let Some(tls) = &self.tls {
-            tls.problems(problems);
+            tls.problems(&TlsKeys::SERVER, problems);
         }
     }
 }
 
 impl ServerTlsConfig {
     /// Files that exist; `client_auth` only with the CAs it is about.
-    fn problems(&self, problems: &mut Vec<Problem>) {
+    fn problems(&self, keys: &TlsKeys, problems: &mut Vec<Problem>) {
         let files = [
-            ("server.tls.cert_file", Some(&self.cert_file)),
-            ("server.tls.key_file", Some(&self.key_file)),
-            ("server.tls.client_ca_file", self.client_ca_file.as_ref()),
+            (keys.cert_file, Some(&self.cert_file)),
+            (keys.key_file, Some(&self.key_file)),
+            (keys.client_ca_file, self.client_ca_file.as_ref()),
         ];
         file_problems(&files, problems);
         if self.client_auth.is_some() && self.client_ca_file.is_none() {
             problems.push(Problem::new(
-                "server.tls.client_auth",
-                "needs server.tls.client_ca_file, the CAs client certificates are checked against",
+                keys.client_auth,
+                format!(
+                    "needs {}, the CAs client certificates are checked against",
+                    keys.client_ca_file
+                ),
             ));
         }
     }
@@ -229,14 +236,10 @@ fn endpoint_problem(endpoint: &str) -> Option<String> {
         Err(e) => return Some(format!("{endpoint:?} is not a URL: {e}")),
     };
     match uri.scheme_str() {
-        Some("http") if uri.host().is_some_and(|h| !h.is_empty()) => None,
-        Some("http") => Some(format!("{endpoint:?} has no host")),
-        Some("https") => Some(format!(
-            "{endpoint:?}: OTLP export over https is not supported yet; export to a collector \
-             or sidecar over http://"
-        )),
+        Some("http" | "https") if uri.host().is_some_and(|h| !h.is_empty()) => None,
+        Some("http" | "https") => Some(format!("{endpoint:?} has no host")),
         _ => Some(format!(
-            "{endpoint:?} must start with http:// (like http://localhost:4317)"
+            "{endpoint:?} must start with http:// or https:// (like http://localhost:4317)"
         )),
     }
 }

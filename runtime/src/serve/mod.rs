@@ -31,7 +31,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::Error;
-use crate::config::Config;
+use crate::config::{Config, TlsKeys};
 use crate::keel::Keel;
 use drain::{DrainLayer, Phases};
 use incoming::Incoming;
@@ -175,10 +175,11 @@ impl Server {
             deadline: CancellationToken::new(),
         };
         // Before anything is served: a certificate that does not load fails `serve`.
-        let tls = settings
-            .tls
-            .as_ref()
-            .map(crate::tls::server_config)
+        let tls = (settings.tls.as_ref())
+            .map(|tls| crate::tls::server_config(tls, &TlsKeys::SERVER, crate::tls::ALPN_GRPC))
+            .transpose()?;
+        let metrics_tls = (config.metrics.tls.as_ref())
+            .map(|tls| crate::tls::server_config(tls, &TlsKeys::METRICS, crate::tls::ALPN_HTTP))
             .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
         let incoming = Incoming::new(listeners.grpc, phases.draining.clone());
@@ -199,16 +200,25 @@ impl Server {
         let metrics = listeners.metrics.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
             let app = crate::metrics::router(keel.metrics().clone()).merge(http);
-            let stop = metrics_stop.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            })
+            let stop = metrics_stop.clone().cancelled_owned();
+            match metrics_tls {
+                None => tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }),
+                Some(tls) => tokio::spawn(async move {
+                    let listener = crate::tls::TlsListener::new(listener, tls)?;
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }),
+            }
         });
 
         set_health(&health, &names, ServingStatus::Serving).await;
-        tracing::info!(addr = ?grpc_addr, services = ?names, tls = settings.tls.is_some(), "serving gRPC");
+        let tls = settings.tls.is_some();
+        tracing::info!(addr = ?grpc_addr, services = ?names, tls, "serving gRPC");
 
         let result = lifecycle(
             grpc,

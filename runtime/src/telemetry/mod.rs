@@ -98,6 +98,9 @@ pub enum TelemetryError {
         /// What the exporter said.
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// `client.tls`, which an `https://` endpoint is called with, does not load.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// An endpoint is configured but there is no Tokio runtime to run the
     /// exporter's gRPC channel on.
     #[error(
@@ -166,7 +169,8 @@ where
     /// several services in one process, each with its own service name.
     pub fn build(self) -> Result<(Dispatch, TelemetryGuard), TelemetryError> {
         let settings = &self.config.telemetry;
-        let provider = tracer_provider(&self.config.service.name, settings)?;
+        let provider =
+            tracer_provider(&self.config.service.name, settings, &self.config.client.tls)?;
         let tracer = provider.tracer(SCOPE);
         // Holds the tracer for `TraceLayer`'s server spans; sees no event.
         let handle =
@@ -224,6 +228,7 @@ pub fn sampler(settings: &TelemetryConfig) -> RatioSampler {
 fn tracer_provider(
     service_name: &str,
     settings: &TelemetryConfig,
+    tls: &crate::config::ClientTlsConfig,
 ) -> Result<SdkTracerProvider, TelemetryError> {
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
@@ -242,10 +247,16 @@ fn tracer_provider(
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(TelemetryError::NoRuntime);
         }
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
-            .with_timeout(settings.export_timeout)
+            .with_timeout(settings.export_timeout);
+        if endpoint.starts_with("https://") {
+            // The collector's certificate is checked as generated clients check theirs.
+            use opentelemetry_otlp::WithTonicConfig as _;
+            exporter = exporter.with_tls_config(crate::tls::client_tls(tls)?);
+        }
+        let exporter = exporter
             .build()
             .map_err(|source| TelemetryError::Exporter {
                 endpoint: endpoint.clone(),

@@ -9,6 +9,7 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
 use super::{TlsError, pem};
+use crate::config::TlsKeys;
 
 /// Gives every handshake the certificate and key of two PEM files, loading them again when
 /// either file has changed since the last load.
@@ -22,6 +23,7 @@ use super::{TlsError, pem};
 pub(super) struct ReloadingCertificate {
     cert_file: PathBuf,
     key_file: PathBuf,
+    keys: TlsKeys,
     provider: Arc<CryptoProvider>,
     loaded: RwLock<Loaded>,
 }
@@ -58,13 +60,15 @@ impl ReloadingCertificate {
     pub(super) fn load(
         cert_file: &Path,
         key_file: &Path,
+        keys: &TlsKeys,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, TlsError> {
         let stamps = [stamp(cert_file), stamp(key_file)];
-        let key = certified_key(cert_file, key_file, &provider)?;
+        let key = certified_key(cert_file, key_file, keys, &provider)?;
         Ok(ReloadingCertificate {
             cert_file: cert_file.to_owned(),
             key_file: key_file.to_owned(),
+            keys: *keys,
             provider,
             loaded: RwLock::new(Loaded { stamps, key }),
         })
@@ -83,14 +87,17 @@ impl ReloadingCertificate {
         // Another handshake may have reloaded meanwhile.
         if loaded.stamps != stamps {
             loaded.stamps = stamps;
-            match certified_key(&self.cert_file, &self.key_file, &self.provider) {
+            let section = self.keys.section;
+            match certified_key(&self.cert_file, &self.key_file, &self.keys, &self.provider) {
                 Ok(key) => {
                     loaded.key = key;
-                    tracing::info!(cert_file = %self.cert_file.display(), "server.tls: certificate reloaded");
+                    let cert_file = self.cert_file.display();
+                    tracing::info!(%cert_file, "{section}: certificate reloaded");
                 }
                 Err(error) => tracing::warn!(
                     %error,
-                    "server.tls: the changed certificate files do not load; serving the previous certificate"
+                    "{section}: the changed certificate files do not load; serving the previous \
+                     certificate"
                 ),
             }
         }
@@ -108,16 +115,18 @@ impl ResolvesServerCert for ReloadingCertificate {
 fn certified_key(
     cert_file: &Path,
     key_file: &Path,
+    keys: &TlsKeys,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = pem::certificates("server.tls.cert_file", cert_file)?;
-    let key = pem::private_key("server.tls.key_file", key_file)?;
+    let chain = pem::certificates(keys.cert_file, cert_file)?;
+    let key = pem::private_key(keys.key_file, key_file)?;
     let certified =
         CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Unusable {
-            key: "server.tls.key_file",
+            key: keys.key_file,
             reason: format!(
-                "{}: not a usable key of server.tls.cert_file: {e}",
-                key_file.display()
+                "{}: not a usable key of {}: {e}",
+                key_file.display(),
+                keys.cert_file
             ),
         })?;
     Ok(Arc::new(certified))

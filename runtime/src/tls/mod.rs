@@ -27,10 +27,12 @@ mod accept;
 mod certificate;
 mod client;
 mod error;
+mod listener;
 mod pem;
 mod server;
 
 pub(crate) use accept::TlsIncoming;
 pub(crate) use client::{client_tls, https_roots};
 pub use error::TlsError;
-pub(crate) use server::server_config;
+pub(crate) use listener::TlsListener;
+pub(crate) use server::{ALPN_GRPC, ALPN_HTTP, server_config};

@@ -1,4 +1,4 @@
-//! The rustls configuration of the gRPC server, from `[server.tls]`.
+//! The rustls configuration of a server port, from `[server.tls]` or `[metrics.tls]`.
 
 use std::sync::Arc;
 
@@ -7,15 +7,22 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 
 use super::certificate::ReloadingCertificate;
 use super::{TlsError, pem};
-use crate::config::{ClientAuth, ServerTlsConfig};
+use crate::config::{ClientAuth, ServerTlsConfig, TlsKeys};
 
 /// gRPC needs HTTP/2, which TLS clients ask for with ALPN (grpc-go refuses a server that does
 /// not answer `h2`).
-const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_GRPC: &[&[u8]] = &[b"h2"];
 
-/// The server's rustls configuration: its reloading certificate, and client certificate
-/// verification against `client_ca_file` when that is set.
-pub(crate) fn server_config(tls: &ServerTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// The HTTP port speaks HTTP/1.1 (Prometheus, curl).
+pub(crate) const ALPN_HTTP: &[&[u8]] = &[b"http/1.1"];
+
+/// A port's rustls configuration: its reloading certificate, and client certificate
+/// verification against `client_ca_file` when that is set; problems name the keys `keys`.
+pub(crate) fn server_config(
+    tls: &ServerTlsConfig,
+    keys: &TlsKeys,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let unusable = |key: &'static str| {
         move |e: tokio_rustls::rustls::Error| TlsError::Unusable {
@@ -25,14 +32,14 @@ pub(crate) fn server_config(tls: &ServerTlsConfig) -> Result<Arc<ServerConfig>, 
     };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(unusable("server.tls"))?;
+        .map_err(unusable(keys.section))?;
     let builder = match &tls.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            const KEY: &str = "server.tls.client_ca_file";
+            let key = keys.client_ca_file;
             let mut roots = RootCertStore::empty();
-            for ca in pem::certificates(KEY, path)? {
-                roots.add(ca).map_err(unusable(KEY))?;
+            for ca in pem::certificates(key, path)? {
+                roots.add(ca).map_err(unusable(key))?;
             }
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
@@ -41,14 +48,14 @@ pub(crate) fn server_config(tls: &ServerTlsConfig) -> Result<Arc<ServerConfig>, 
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
             };
             let verifier = verifier.build().map_err(|e| TlsError::Unusable {
-                key: KEY,
+                key,
                 reason: e.to_string(),
             })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let certificate = ReloadingCertificate::load(&tls.cert_file, &tls.key_file, provider)?;
+    let certificate = ReloadingCertificate::load(&tls.cert_file, &tls.key_file, keys, provider)?;
     let mut config = builder.with_cert_resolver(Arc::new(certificate));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Arc::new(config))
 }

@@ -25,7 +25,8 @@ struct Args {
         value_parser = |s: &str| parse_test_cases(s).map(Cases),
     )]
     test_case: Cases,
-    /// Whether to connect with TLS. Only `false` is supported.
+    /// Whether to connect with TLS (the server's certificate checked
+    /// against `--ca_file`, else the system's trust store).
     #[arg(
         long = "use_tls",
         value_name = "BOOL",
@@ -36,6 +37,13 @@ struct Args {
         value_parser = interop::parse_bool_flag,
     )]
     use_tls: bool,
+    /// PEM CAs the server's certificate must chain to, with `--use_tls`.
+    #[arg(long = "ca_file", value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (and SNI), with
+    /// `--use_tls`, instead of `--server_host`.
+    #[arg(long = "server_host_override", value_name = "NAME")]
+    server_host_override: Option<String>,
 }
 
 /// The cases named by `--test_case`.
@@ -45,11 +53,14 @@ struct Cases(Vec<TestCase>);
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if args.use_tls {
-        eprintln!("interop-client: TLS is not supported; run with --use_tls=false (the default)");
-        return ExitCode::from(2);
-    }
-    let client = match Client::connect(&args.server_host, args.server_port).await {
+    let tls = match tls(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("interop-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match Client::connect_with(&args.server_host, args.server_port, tls).await {
         Ok(client) => client,
         Err(e) => {
             eprintln!("interop-client: {e}");
@@ -76,4 +87,27 @@ async fn main() -> ExitCode {
         );
         ExitCode::FAILURE
     }
+}
+
+/// The TLS of `--use_tls`, `--ca_file` and `--server_host_override`.
+fn tls(args: &Args) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    if !args.use_tls {
+        if args.ca_file.is_some() || args.server_host_override.is_some() {
+            return Err("--ca_file and --server_host_override need --use_tls".to_owned());
+        }
+        return Ok(None);
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    tls = match &args.ca_file {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("--ca_file {}: {e}", path.display()))?;
+            tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        }
+        None => tls.with_native_roots(),
+    };
+    if let Some(name) = &args.server_host_override {
+        tls = tls.domain_name(name);
+    }
+    Ok(Some(tls))
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use interop::server::{DEFAULT_PORT, InteropServer, bind};
 
 /// Serves the gRPC interop `grpc.testing.TestService` through Keel's
-/// generated, wrapped server (plaintext HTTP/2).
+/// generated, wrapped server (plaintext HTTP/2, or TLS with `--use_tls`).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -18,7 +18,7 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     host: IpAddr,
-    /// Whether to serve TLS. Only `false` is supported.
+    /// Whether to serve TLS, with `--tls_cert_file` and `--tls_key_file`.
     #[arg(
         long = "use_tls",
         value_name = "BOOL",
@@ -29,6 +29,12 @@ struct Args {
         value_parser = interop::parse_bool_flag,
     )]
     use_tls: bool,
+    /// PEM certificate chain served with `--use_tls`.
+    #[arg(long = "tls_cert_file", value_name = "FILE")]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls_cert_file`.
+    #[arg(long = "tls_key_file", value_name = "FILE")]
+    tls_key_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -39,15 +45,25 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    if args.use_tls {
-        eprintln!(
-            "interop-server: TLS is not supported; run with --use_tls=false (the default) \
-             and put a TLS-terminating proxy in front if you need it"
-        );
-        return ExitCode::from(2);
-    }
+    let tls = match (args.use_tls, args.tls_cert_file, args.tls_key_file) {
+        (false, None, None) => None,
+        (true, Some(cert_file), Some(key_file)) => Some(keel::config::ServerTlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file: None,
+            client_auth: None,
+        }),
+        (true, _, _) => {
+            eprintln!("interop-server: --use_tls needs --tls_cert_file and --tls_key_file");
+            return ExitCode::from(2);
+        }
+        (false, _, _) => {
+            eprintln!("interop-server: --tls_cert_file and --tls_key_file need --use_tls");
+            return ExitCode::from(2);
+        }
+    };
     let addr = SocketAddr::new(args.host, args.port);
-    match run(addr).await {
+    match run(addr, tls).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("interop-server: {e}");
@@ -56,8 +72,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(addr: SocketAddr) -> Result<(), interop::server::ServerError> {
-    let server = InteropServer::new(addr)?;
+async fn run(
+    addr: SocketAddr,
+    tls: Option<keel::config::ServerTlsConfig>,
+) -> Result<(), interop::server::ServerError> {
+    let server = InteropServer::with_tls(addr, tls)?;
     let listener = bind(addr).await?;
     if let Ok(local) = listener.local_addr() {
         println!("interop-server listening on {local}");
