@@ -427,3 +427,29 @@ async fn metrics_tls_serves_the_http_port_over_https_only() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_probe_speaks_tls_and_wants_the_service_s_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let mut config = tls_config(dir.path(), &ca);
+    let server = Server::start(config.clone()).await;
+    config.server.addr = server.grpc;
+    keel::serve::probe_local(&config, "")
+        .await
+        .expect("the probe over TLS");
+    keel::serve::probe_local(&config, "user.v1.UserService")
+        .await
+        .expect("the service's own status");
+
+    // Another certificate, even of the same CA, is not this service's.
+    let (cert, _) = ca.issue(&["127.0.0.1"]);
+    let tls = config.server.tls.as_mut().unwrap();
+    tls.cert_file = write(dir.path(), "other.crt", &cert);
+    let error = keel::serve::probe_local(&config, "").await.unwrap_err();
+    assert!(
+        error.to_string().starts_with("health probe of 127.0.0.1:"),
+        "{error}"
+    );
+    server.stop().await;
+}

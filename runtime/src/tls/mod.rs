@@ -29,10 +29,12 @@ mod client;
 mod error;
 mod listener;
 mod pem;
+mod pinned;
 mod server;
 
 pub(crate) use accept::TlsIncoming;
 pub(crate) use client::{client_tls, https_roots};
 pub use error::TlsError;
 pub(crate) use listener::TlsListener;
+pub(crate) use pinned::PinnedCertificate;
 pub(crate) use server::{ALPN_GRPC, ALPN_HTTP, server_config};
