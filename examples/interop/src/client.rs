@@ -346,15 +346,25 @@ impl Client {
 
     async fn ping_pong(&self) -> Result {
         let (tx, rx) = mpsc::channel(1);
+        let pairs: Vec<(usize, i32)> = CLIENT_STREAMING_SIZES
+            .iter()
+            .copied()
+            .zip(SERVER_STREAMING_SIZES)
+            .collect();
+        let request = |i: usize| duplex_request(pairs[i].1, pairs[i].0);
+        // The first request goes into the stream before the call is awaited:
+        // a server may send its response headers only with its first
+        // response (grpc-go's does), so awaiting them first would wait forever.
+        send(&tx, request(0)).await?;
         let mut responses = self
             .test()
             .full_duplex_call(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        for (request_size, response_size) in
-            CLIENT_STREAMING_SIZES.iter().zip(SERVER_STREAMING_SIZES)
-        {
-            send(&tx, duplex_request(response_size, *request_size)).await?;
+        for (i, &(_, response_size)) in pairs.iter().enumerate() {
+            if i > 0 {
+                send(&tx, request(i)).await?;
+            }
             let response = responses.message().await?.ok_or_else(|| {
                 CaseError::Mismatch(format!(
                     "stream ended before the response of size {response_size}"
@@ -464,16 +474,17 @@ impl Client {
 
     async fn cancel_after_first_response(&self) -> Result {
         let (tx, rx) = mpsc::channel(1);
-        let mut responses = self
-            .test()
-            .full_duplex_call(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        // Sent before the call is awaited, as in `ping_pong`.
         send(
             &tx,
             duplex_request(SERVER_STREAMING_SIZES[0], CLIENT_STREAMING_SIZES[0]),
         )
         .await?;
+        let mut responses = self
+            .test()
+            .full_duplex_call(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
         let first = responses.message().await?.ok_or_else(|| {
             CaseError::Mismatch("stream ended before the first response".to_owned())
         })?;

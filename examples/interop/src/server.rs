@@ -250,7 +250,12 @@ impl TestService for Interop {
         request: Request<Streaming<StreamingOutputCallRequest>>,
     ) -> Result<Response<Self::FullDuplexCallStream>, Status> {
         let metadata = request.metadata().clone();
-        let stream = full_duplex(request.into_inner());
+        let mut inbound = request.into_inner();
+        // Answered (the response headers sent) only once the first request
+        // has arrived, as grpc-go's interop server does: a client must not
+        // wait for the headers before it sends that request.
+        let first = inbound.message().await?;
+        let stream = full_duplex(first, inbound);
         Ok(echo_initial(&metadata, Box::pin(stream) as _))
     }
 
@@ -280,30 +285,40 @@ impl TestService for Interop {
     }
 }
 
-/// FullDuplexCall: answers each request's parameters as soon as it arrives;
-/// ends with OK after the client half-closes, or with the echoed status.
+/// FullDuplexCall: answers each request's parameters (`first`, then those
+/// of `inbound`) as soon as it arrives; ends with OK after the client
+/// half-closes, or with the echoed status.
 fn full_duplex(
+    first: Option<StreamingOutputCallRequest>,
     inbound: Streaming<StreamingOutputCallRequest>,
 ) -> impl Stream<Item = Result<StreamingOutputCallResponse, Status>> + Send + 'static {
     struct State {
+        first: Option<StreamingOutputCallRequest>,
         inbound: Streaming<StreamingOutputCallRequest>,
         pending: VecDeque<ResponseParameters>,
     }
+    let ended = first.is_none();
     let state = State {
+        first,
         inbound,
         pending: VecDeque::new(),
     };
-    futures_util::stream::unfold(Some(state), |state| async move {
+    // No first request: the client half-closed at once.
+    let state = (!ended).then_some(state);
+    futures_util::stream::unfold(state, |state| async move {
         let mut state = state?;
         loop {
             if let Some(params) = state.pending.pop_front() {
                 let response = respond(params).await;
                 return Some((response, Some(state)));
             }
-            let message = match state.inbound.message().await {
-                Ok(Some(message)) => message,
-                Ok(None) => return None,
-                Err(status) => return Some((Err(status), None)),
+            let message = match state.first.take() {
+                Some(message) => message,
+                None => match state.inbound.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => return None,
+                    Err(status) => return Some((Err(status), None)),
+                },
             };
             let checked = check_echo_status(message.response_status.as_ref())
                 .and_then(|()| check_payload_type(message.response_type))
