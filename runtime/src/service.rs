@@ -52,6 +52,7 @@ use crate::auth::{self, Verifier};
 use crate::body::Interruptible;
 use crate::call_headers::CallHeaders;
 use crate::clock;
+use crate::deadline::Deadline;
 use crate::metrics::ServiceMetrics;
 use crate::metrics::body::{Call, CountingBody, Observer as _, Progress, Tallies, progress};
 use crate::metrics::codes::status_code;
@@ -213,6 +214,25 @@ impl KeelCall {
         self.cx.as_ref().map(attach)
     }
 
+    /// Ends a call that stopped before its answer did: `DEADLINE_EXCEEDED`
+    /// when its deadline has passed (tonic's timer dropped it, and answers
+    /// the client `CANCELLED`; go-grpc-prometheus counts such calls as
+    /// `DeadlineExceeded`), else `CANCELLED` (the client went away). Out of
+    /// line: it is the rare end of a call.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&self) {
+        let expired = (self.cx.as_ref())
+            .and_then(|cx| cx.get::<Deadline>())
+            .is_some_and(|deadline| deadline.remaining().is_zero());
+        let code = if expired {
+            Code::DeadlineExceeded
+        } else {
+            Code::Cancelled
+        };
+        self.finish(code, None);
+    }
+
     /// Records how the call ended; `carrier` is the headers or trailers that
     /// said so, when it was them. Out of line: each call ends once, in one
     /// of several places, and the paths that poll stay short. By reference:
@@ -248,7 +268,7 @@ pin_project! {
     impl<B> PinnedDrop for KeelBody<B> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(call) = this.project().call.take() {
-                call.finish(Code::Cancelled, None);
+                call.abandon();
             }
         }
     }
@@ -319,9 +339,10 @@ pin_project! {
 
     impl<F> PinnedDrop for KeelFuture<F> {
         fn drop(this: Pin<&mut Self>) {
-            // Dropped before the server answered: the client went away.
+            // Dropped before the server answered: the client went away, or
+            // the deadline passed.
             if let Some(call) = this.project().call.take() {
-                call.finish(Code::Cancelled, None);
+                call.abandon();
             }
         }
     }

@@ -565,3 +565,59 @@ fn the_binary_exits_0_on_sigterm_and_at_once_on_a_second() {
     let status = wait(&mut child, Duration::from_millis(250));
     assert_eq!(status.code(), Some(130));
 }
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_counted_deadline_exceeded_and_a_cancelled_one_canceled() {
+    let mut config = config();
+    config.server.lame_duck = Duration::ZERO;
+    let server = start(config).await;
+    let ch = channel(server.addr).await;
+    let count = |code: &str| {
+        let text = server.keel.metrics().render();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("grpc_server_handled_total")
+                    && l.contains(&format!("grpc_code=\"{code}\""))
+                    && l.contains("\"GetUser\"")
+            })
+            .map(str::to_owned);
+        line.and_then(|l| l.rsplit(' ').next().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let ended = |code: &'static str| {
+        let count = &count;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while count(code) != "1" {
+                assert!(Instant::now() < deadline, "{code}: {}", count(code));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // The handler sleeps 2 s; the caller's deadline is 100 ms.
+    let mut request = with_token(
+        GetUserRequest {
+            id: "sleep-2000".into(),
+        },
+        &reader(),
+    );
+    request.set_timeout(Duration::from_millis(100));
+    let mut client = user_v1::user_service_client::UserServiceClient::new(ch.clone());
+    let status = client.get_user(request).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    ended("DeadlineExceeded").await;
+    assert_eq!(count("Canceled"), "0");
+
+    // A caller that gives up without a deadline: Canceled.
+    let call = tokio::spawn(get(ch.clone(), "sleep-2000".into()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call.abort();
+    ended("Canceled").await;
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
