@@ -838,3 +838,25 @@ fn a_layer_that_defines_the_keys_replaces_the_keys_of_the_layers_below() {
     assert_eq!(config.auth.keys.len(), 1);
     assert!(config.auth.hmac_secret.is_some());
 }
+
+#[test]
+fn a_jwks_url_must_be_an_http_url_with_a_host_and_its_refreshes_sane() {
+    let problems = problems_of(
+        Loader::new()
+            .env_from([
+                ("KEEL_AUTH__JWKS_URL", "ftp://auth/jwks.json"),
+                ("KEEL_AUTH__JWKS_REFRESH", "10s"),
+                ("KEEL_AUTH__JWKS_MIN_REFRESH", "1m"),
+            ])
+            .load(),
+    );
+    let url = problem_for(&problems, "auth.jwks_url");
+    assert!(url.contains("must start with http:// or https://"), "{url}");
+    let min = problem_for(&problems, "auth.jwks_min_refresh");
+    assert!(min.contains("longer than auth.jwks_refresh"), "{min}");
+    let problems = problems_of(Loader::new().env_from([("KEEL_AUTH__JWKS_URL", "")]).load());
+    assert!(
+        problem_for(&problems, "auth.jwks_url").contains("is empty"),
+        "{problems:?}"
+    );
+}

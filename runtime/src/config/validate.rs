@@ -176,7 +176,7 @@ impl TelemetryConfig {
     /// A usable endpoint, a ratio that is a probability, a sane timeout, a filter that parses.
     fn problems(&self, problems: &mut Vec<Problem>) {
         if let Some(endpoint) = &self.otlp_endpoint
-            && let Some(message) = endpoint_problem(endpoint)
+            && let Some(message) = url_problem(endpoint, "to disable export", "localhost:4317")
         {
             problems.push(Problem::new("telemetry.otlp_endpoint", message));
         }
@@ -226,10 +226,12 @@ impl TelemetryConfig {
     }
 }
 
-/// What is wrong with an OTLP/gRPC endpoint, if anything.
-fn endpoint_problem(endpoint: &str) -> Option<String> {
+/// What is wrong with the `http://` or `https://` URL `endpoint` of a key (the OTLP
+/// collector, `auth.jwks_url`), if anything; `unset` says what removing the key does, and
+/// `example` is a host and port for the message.
+fn url_problem(endpoint: &str, unset: &str, example: &str) -> Option<String> {
     if endpoint.trim().is_empty() {
-        return Some("is empty; remove the key to disable export".to_owned());
+        return Some(format!("is empty; remove the key {unset}"));
     }
     let uri = match endpoint.parse::<http::Uri>() {
         Ok(uri) => uri,
@@ -239,7 +241,7 @@ fn endpoint_problem(endpoint: &str) -> Option<String> {
         Some("http" | "https") if uri.host().is_some_and(|h| !h.is_empty()) => None,
         Some("http" | "https") => Some(format!("{endpoint:?} has no host")),
         _ => Some(format!(
-            "{endpoint:?} must start with http:// or https:// (like http://localhost:4317)"
+            "{endpoint:?} must start with http:// or https:// (like http://{example})"
         )),
     }
 }
@@ -484,18 +486,10 @@ impl AuthConfig {
 
     /// Bounds of the leeway and the token size, and no empty `iss` / `aud` expectations.
     fn value_problems(&self, problems: &mut Vec<Problem>) {
-        if let Some(url) = &self.jwks_url {
-            let uri = url.parse::<http::Uri>();
-            let usable = uri.as_ref().is_ok_and(|uri| {
-                matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri.host().is_some_and(|h| !h.is_empty())
-            });
-            if !usable {
-                problems.push(Problem::new(
-                    "auth.jwks_url",
-                    format!("{url:?} is not an http:// or https:// URL with a host"),
-                ));
-            }
+        if let Some(url) = &self.jwks_url
+            && let Some(message) = url_problem(url, "to fetch no key set", "auth:9092")
+        {
+            problems.push(Problem::new("auth.jwks_url", message));
         }
         if self.jwks_refresh < Duration::from_secs(1) {
             problems.push(Problem::new(

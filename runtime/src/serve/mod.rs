@@ -156,8 +156,9 @@ impl Server {
         } = self;
         let settings = &config.server;
 
-        // The keys of `auth.jwks_url` before the first call: a failure is a startup error.
+        // What runs beside the gRPC server (the key refresher, `/metrics`) stops with it.
         let background = CancellationToken::new();
+        // The keys of `auth.jwks_url` before the first call: a failure is a startup error.
         if let Some(remote) = keel.remote_keys() {
             remote.fetch().await?;
             tokio::spawn(remote.clone().run(background.clone()));
@@ -196,11 +197,10 @@ impl Server {
             }
         };
 
-        let metrics_stop = CancellationToken::new();
         let metrics = listeners.metrics.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
             let app = crate::metrics::router(keel.metrics().clone()).merge(http);
-            let stop = metrics_stop.clone().cancelled_owned();
+            let stop = background.clone().cancelled_owned();
             match metrics_tls {
                 None => tokio::spawn(async move {
                     axum::serve(listener, app)
@@ -231,7 +231,6 @@ impl Server {
         )
         .await;
         background.cancel();
-        metrics_stop.cancel();
         if let Some(metrics) = metrics {
             match metrics.await {
                 Ok(Ok(())) => {}

@@ -11,21 +11,16 @@ use crate::config::ClientTlsConfig;
 pub(crate) fn client_tls(config: &ClientTlsConfig) -> Result<TonicTls, TlsError> {
     let mut tls = TonicTls::new();
     tls = match &config.ca_file {
-        Some(path) => {
-            pem::certificates("client.tls.ca_file", path)?;
-            tls.ca_certificate(Certificate::from_pem(pem::read(
-                "client.tls.ca_file",
-                path,
-            )?))
-        }
+        Some(path) => tls.ca_certificate(Certificate::from_pem(pem::certificates_text(
+            "client.tls.ca_file",
+            path,
+        )?)),
         None => tls.with_native_roots(),
     };
     if let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) {
-        pem::certificates("client.tls.cert_file", cert_file)?;
-        pem::private_key("client.tls.key_file", key_file)?;
         let identity = Identity::from_pem(
-            pem::read("client.tls.cert_file", cert_file)?,
-            pem::read("client.tls.key_file", key_file)?,
+            pem::certificates_text("client.tls.cert_file", cert_file)?,
+            pem::private_key_text("client.tls.key_file", key_file)?,
         );
         tls = tls.identity(identity);
     }
@@ -41,21 +36,14 @@ pub(crate) fn https_roots(
     config: &ClientTlsConfig,
 ) -> Result<tokio_rustls::rustls::ClientConfig, TlsError> {
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-    let mut roots = RootCertStore::empty();
-    match &config.ca_file {
-        Some(path) => {
-            for ca in pem::certificates("client.tls.ca_file", path)? {
-                roots.add(ca).map_err(|e| TlsError::Unusable {
-                    key: "client.tls.ca_file",
-                    reason: e.to_string(),
-                })?;
-            }
-        }
+    let roots = match &config.ca_file {
+        Some(path) => pem::roots("client.tls.ca_file", path)?,
         None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
         }
-    }
+    };
     let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let tls = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 
 use super::certificate::ReloadingCertificate;
 use super::{TlsError, pem};
@@ -37,10 +37,7 @@ pub(crate) fn server_config(
         None => builder.with_no_client_auth(),
         Some(path) => {
             let key = keys.client_ca_file;
-            let mut roots = RootCertStore::empty();
-            for ca in pem::certificates(key, path)? {
-                roots.add(ca).map_err(unusable(key))?;
-            }
+            let roots = pem::roots(key, path)?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = match tls.client_auth.unwrap_or_default() {
