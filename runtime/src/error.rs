@@ -38,9 +38,9 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The reflection service could not read a descriptor set.
-    #[error("reflection: {0}")]
-    Reflection(#[source] tonic_reflection::server::Error),
+    /// A descriptor set given to reflection does not decode.
+    #[error("reflection: a file descriptor set does not decode: {0}")]
+    Reflection(#[source] prost::DecodeError),
     /// A health probe got no usable answer.
     #[error("health probe of {addr}: {reason}")]
     Probe {

@@ -157,6 +157,62 @@ async fn a_late_answer_is_deadline_exceeded_and_counted() {
     }
 }
 
+/// A response body that ends, after `delay`, with `grpc-status` `code` in
+/// its trailers: a server's answer to a call it ends mid-stream.
+struct LateTrailers {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    code: Option<&'static str>,
+}
+
+impl http_body::Body for LateTrailers {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        std::task::Poll::Ready(self.code.take().map(|code| {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static(code));
+            Ok(http_body::Frame::trailers(trailers))
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_call_the_server_cancels_past_its_deadline_is_deadline_exceeded() {
+    // tonic's server ends a call at its deadline with `CANCELLED`; the
+    // response headers had come in time, so the client's own timer did not fire.
+    let registry = prometheus::Registry::new();
+    let answer = |after: Duration| {
+        tower::service_fn(move |_: Request<Body>| async move {
+            let sleep = Box::pin(tokio::time::sleep(after));
+            Ok::<_, Infallible>(Response::new(LateTrailers {
+                sleep,
+                code: Some("1"),
+            }))
+        })
+    };
+    let client = client(&registry);
+    let late = client.wrap(&POLICY, answer(Duration::from_millis(300)));
+    let status = call(late, request(READ)).await;
+    assert!(status.is_ok(), "the code is in the trailers: {status:?}");
+    // Before the deadline, `CANCELLED` is the caller's or the server's own choice.
+    let early = client.wrap(&POLICY, answer(Duration::ZERO));
+    call(early, request(READ)).await.expect("trailers only");
+
+    let metrics = render(&registry);
+    let labels = r#"grpc_method="Read",grpc_service="test.v1.Things",grpc_type="unary""#;
+    for line in [
+        format!("grpc_client_handled_total{{grpc_code=\"DeadlineExceeded\",{labels}}} 1"),
+        format!("grpc_client_handled_total{{grpc_code=\"Canceled\",{labels}}} 1"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+}
+
 #[tokio::test]
 async fn codes_from_headers_are_counted_and_unknown_paths_are_not() {
     let registry = prometheus::Registry::new();

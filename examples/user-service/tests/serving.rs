@@ -73,6 +73,7 @@ impl UserService for Slow {
 struct Running {
     addr: std::net::SocketAddr,
     keel: keel::Keel,
+    health: keel::serve::Health,
     signals: tokio::sync::mpsc::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), keel::Error>>,
 }
@@ -83,6 +84,7 @@ async fn start(config: Config) -> Running {
         .server(&config)
         .add_service(user_v1::user_service(Slow(Users::in_memory().await.unwrap()), &keel).unwrap())
         .reflection(user_v1::FILE_DESCRIPTOR_SET);
+    let health = server.health();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();
     let (signals, rx) = tokio::sync::mpsc::channel(4);
@@ -95,6 +97,7 @@ async fn start(config: Config) -> Running {
     Running {
         addr,
         keel,
+        health,
         signals,
         task,
     }
@@ -219,6 +222,115 @@ async fn calls_still_running_at_the_drain_deadline_get_unavailable() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn watch_of_an_unknown_service_sends_service_unknown_and_stays_open() {
+    let server = start(timings(0, 1000)).await;
+    let mut health = HealthClient::new(channel(server.addr).await);
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "later.v1.Cache".into(),
+        })
+        .await
+        .expect_err("Check of an unknown service");
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "later.v1.Cache".into(),
+        })
+        .await
+        .expect("Watch of an unknown service is not an error")
+        .into_inner();
+    let first = watch.message().await.expect("a message, not a status");
+    assert_eq!(first.unwrap().status(), ServingStatus::ServiceUnknown);
+    // The process reports the name later: the open stream hears of it.
+    server.health.set("later.v1.Cache", ServingStatus::Serving);
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the status change arrives")
+        .expect("a message");
+    assert_eq!(next.unwrap().status(), ServingStatus::Serving);
+    assert_eq!(
+        health_status(server.addr, "later.v1.Cache").await,
+        ServingStatus::Serving
+    );
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn reflection_answers_an_unknown_symbol_on_the_stream_and_keeps_serving_it() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = start(timings(0, 1000)).await;
+    let mut client = ServerReflectionClient::new(channel(server.addr).await);
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    let ask = |request: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    // The first request goes in before the call is awaited: a server may
+    // send its headers only with its first answer.
+    requests
+        .send(ask(MessageRequest::FileContainingSymbol(
+            "no.such.Thing".into(),
+        )))
+        .await
+        .unwrap();
+    let mut replies = client
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = replies.message().await.expect("a message, not a status");
+    let Some(MessageResponse::ErrorResponse(error)) = answer.unwrap().message_response else {
+        panic!("not an error_response");
+    };
+    assert_eq!(error.error_code, Code::NotFound as i32);
+    assert!(error.error_message.contains("no.such.Thing"), "{error:?}");
+    for question in [
+        MessageRequest::FileByFilename("no/such.proto".into()),
+        MessageRequest::FileContainingSymbol("user.v1.UserService.GetUser".into()),
+    ] {
+        requests.send(ask(question)).await.unwrap();
+    }
+    let answer = replies.message().await.unwrap().unwrap().message_response;
+    assert!(
+        matches!(&answer, Some(MessageResponse::ErrorResponse(e)) if e.error_code == Code::NotFound as i32),
+        "{answer:?}"
+    );
+    let answer = replies.message().await.unwrap().unwrap().message_response;
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer else {
+        panic!("the stream still serves: {answer:?}");
+    };
+    let names: Vec<String> = (files.file_descriptor_proto.iter())
+        .map(|f| {
+            <prost_types::FileDescriptorProto as prost::Message>::decode(f.as_slice())
+                .unwrap()
+                .name()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("user/v1/user.proto"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "keel/v1/options.proto"),
+        "its imports come with it: {names:?}"
+    );
+    drop(requests);
+    assert!(
+        replies.message().await.unwrap().is_none(),
+        "ends with the client's stream"
+    );
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
 }
 
 #[tokio::test]

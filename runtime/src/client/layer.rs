@@ -14,6 +14,8 @@ use tower::{Layer, Service};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use quanta::Instant;
+
 use crate::auth::TokenSource;
 use crate::clock;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
@@ -157,8 +159,10 @@ where
             true => None,
             false => shared.tokens.clone(),
         };
+        let start = clock::now();
         let mut pending = Pending(Some(ClientCall {
-            metrics: method.map(|i| Call::start(&shared.metrics, i, clock::now())),
+            metrics: method.map(|i| Call::start(&shared.metrics, i, start)),
+            expires: start + deadline,
             span,
             header_code: None,
             sent_token: None,
@@ -240,6 +244,8 @@ fn error_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
 /// span, and the token source whose token it sent.
 pub struct ClientCall {
     metrics: Option<Call>,
+    /// When the call's deadline passes.
+    expires: Instant,
     span: Option<Span>,
     header_code: Option<Code>,
     sent_token: Option<Arc<dyn TokenSource>>,
@@ -258,6 +264,13 @@ impl Observer for ClientCall {
     }
 
     fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
+        // A server that drops a call at its deadline answers `CANCELLED`
+        // (tonic: "Timeout expired"), and a caller that gives up at it drops
+        // the call: both are the deadline, as go-grpc-prometheus counts them.
+        let code = match code {
+            Code::Cancelled if clock::now() >= self.expires => Code::DeadlineExceeded,
+            code => code,
+        };
         // The server refused the source's token: the next call gets a new one.
         if code == Code::Unauthenticated
             && let Some(tokens) = &self.sent_token

@@ -18,7 +18,9 @@
 //! A second signal at any point exits the process at once.
 
 mod drain;
+mod health;
 mod incoming;
+mod reflection;
 
 use std::time::Duration;
 
@@ -27,16 +29,17 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::Error;
 use crate::config::{Config, TlsKeys};
 use crate::keel::Keel;
 use drain::{DrainLayer, Phases};
 use incoming::Incoming;
+use reflection::Reflection;
 
 pub use drain::{Drain, DrainBody, DrainFuture};
+pub use health::Health;
 
 /// How long [`Server::serve_on`] waits for connections to close after
 /// ending the remaining calls.
@@ -59,6 +62,7 @@ pub struct Server {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
+    health: Health,
     /// Routes of the HTTP port besides `/metrics`.
     http: axum::Router,
 }
@@ -79,6 +83,7 @@ impl Server {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             descriptor_sets: Vec::new(),
+            health: Health::default(),
             http: axum::Router::new(),
         }
     }
@@ -109,6 +114,29 @@ impl Server {
     pub fn reflection(mut self, encoded_file_descriptor_set: &'static [u8]) -> Self {
         self.descriptor_sets.push(encoded_file_descriptor_set);
         self
+    }
+
+    /// The statuses the standard health service (`grpc.health.v1.Health`)
+    /// reports. The server sets its own services' and `""` (the whole
+    /// server): `SERVING` once it serves, `NOT_SERVING` from the first
+    /// shutdown signal on. Other names are the caller's to set, such as a
+    /// dependency's readiness; `Watch` of a name nobody set answers
+    /// `SERVICE_UNKNOWN` and stays open until it is.
+    ///
+    /// ```no_run
+    /// # async fn run(keel: keel::Keel, config: keel::config::Config) -> Result<(), keel::Error> {
+    /// use tonic_health::pb::health_check_response::ServingStatus;
+    /// let server = keel.server(&config);
+    /// let health = server.health();
+    /// tokio::spawn(async move {
+    ///     // … once the cache is warm:
+    ///     health.set("cache", ServingStatus::Serving);
+    /// });
+    /// server.serve().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Adds routes to the service's HTTP port (`metrics.addr`, beside `/metrics`), such as
@@ -152,6 +180,7 @@ impl Server {
             mut routes,
             names,
             descriptor_sets,
+            health,
             http,
         } = self;
         let settings = &config.server;
@@ -164,11 +193,12 @@ impl Server {
             tokio::spawn(remote.clone().run(background.clone()));
         }
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        routes.add_service(health_service);
+        routes.add_service(health.service());
         if !descriptor_sets.is_empty() {
-            let (v1, v1alpha) = reflection(&descriptor_sets)?;
-            routes.add_service(v1).add_service(v1alpha);
+            let reflection = Reflection::new(&descriptor_sets)?;
+            routes
+                .add_service(reflection.v1())
+                .add_service(reflection.v1alpha());
         }
 
         let phases = Phases {
@@ -216,7 +246,7 @@ impl Server {
             }
         });
 
-        set_health(&health, &names, ServingStatus::Serving).await;
+        set_health(&health, &names, ServingStatus::Serving);
         let tls = settings.tls.is_some();
         tracing::info!(addr = ?grpc_addr, services = ?names, tls, "serving gRPC");
 
@@ -255,7 +285,7 @@ async fn lifecycle(
     mut grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     mut signals: impl Stream<Item = ()> + Unpin,
     phases: &Phases,
-    health: &HealthReporter,
+    health: &Health,
     names: &[&'static str],
     lame_duck: Duration,
     drain_timeout: Duration,
@@ -273,7 +303,7 @@ async fn lifecycle(
     }
 
     tracing::info!(?lame_duck, "shutdown: NOT_SERVING, lame duck");
-    set_health(health, names, ServingStatus::NotServing).await;
+    set_health(health, names, ServingStatus::NotServing);
     let aborted = tokio::select! {
         _ = tokio::time::sleep(lame_duck) => false,
         _ = signals.next() => true,
@@ -301,38 +331,11 @@ async fn lifecycle(
     }
 }
 
-async fn set_health(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {
-    health.set_service_status("", status).await;
+fn set_health(health: &Health, names: &[&'static str], status: ServingStatus) {
+    health.set("", status);
     for name in names {
-        health.set_service_status(*name, status).await;
+        health.set(name, status);
     }
-}
-
-/// The reflection services (v1, v1alpha) over the given descriptor sets and
-/// the standard services' own.
-fn reflection(
-    sets: &[&'static [u8]],
-) -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    Error,
-> {
-    let builder = || {
-        sets.iter().fold(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-            |b, set| b.register_encoded_file_descriptor_set(set),
-        )
-    };
-    let v1 = builder().build_v1().map_err(Error::Reflection)?;
-    let v1alpha = builder().build_v1alpha().map_err(Error::Reflection)?;
-    Ok((v1, v1alpha))
 }
 
 async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
