@@ -1,22 +1,23 @@
 //! `bench-server`: the server side of `cargo xtask bench`.
 //!
-//! Serves the same handler twice in one process, so the only difference
-//! between the two ports is Keel:
+//! One process per mode, so that each pays only for what its own kind of
+//! service pays (a `tracing` subscriber's filters run on every h2 and hyper
+//! callsite, for instance):
 //!
-//! - `plain`: `UserServiceServer::new(handler)`, plain tonic, no layers;
-//! - `keel`: `user_v1::user_service(handler, &keel)`, the generated server
-//!   wrapped in Keel's layers (auth with HS256 tokens, metrics, and whatever
-//!   else the generated stack holds). The process logs as a service does,
-//!   through a `tracing` subscriber at `warn`: a plain `fmt` one, or with
-//!   `--trace-sampling R` (`cargo xtask bench --traced`) Keel's own from
-//!   `keel::telemetry::init`, with sampling ratio `R` and the OTLP/gRPC
-//!   exporter pointed at `--otlp-endpoint`, so `keel` is then the full stack
-//!   with tracing on (plain tonic makes no spans).
-//!
-//!   Some subscriber must be installed for the comparison to be fair: without
-//!   one, the `log` feature of `tracing` (which sqlx turns on) hands every
-//!   span of h2 and hyper to the `log` crate, some 7 200 instructions per
-//!   call in both modes that no service with logging pays (BENCHMARKS.md).
+//! - `--serve plain`: plain tonic, `Server::builder().add_service(
+//!   UserServiceServer::new(handler))`, logging through a `fmt` subscriber at
+//!   `warn`. Some subscriber must be installed for the comparison to be
+//!   fair: without one, the `log` feature of `tracing` (which sqlx turns on)
+//!   hands every span of h2 and hyper to the `log` crate, a cost no service
+//!   with logging pays (BENCHMARKS.md).
+//! - `--serve keel`: the service as README's "Serving" section builds it:
+//!   `keel::telemetry::init(&config)`, `Keel::new`, `keel.server(&config)`
+//!   with the generated `user_service(handler, &keel)`, reflection, the
+//!   standard health service, `/metrics` and the graceful shutdown, all at
+//!   the default configuration except the addresses (ephemeral ports) and the
+//!   development key that signs the bench's token. With `--trace-sampling R
+//!   --otlp-endpoint E` telemetry samples `R` of the calls and exports them
+//!   over OTLP/gRPC (`cargo xtask bench --traced`).
 //!
 //! The handler is [`Users`] (its in-memory SQLite store) with one user
 //! created at startup; `--handler fixed` answers `GetUser` for that user from
@@ -24,28 +25,27 @@
 //! costs little besides the gRPC stack and Keel's share is measurable.
 //!
 //! The handler is wrapped in [`Counting`], which counts the `GetUser` calls
-//! that returned `Ok` per port, so the benchmark can check that every response
-//! the load generator counted as a success was a successful gRPC call (h2load
-//! counts any HTTP 200, whatever the `grpc-status`). A small HTTP server
-//! answers `GET /counts` with those counters and `GET /metrics` with Keel's
-//! Prometheus metrics.
+//! that returned `Ok`, so the benchmark can check that every response the
+//! load generator counted as a success was a successful gRPC call (h2load
+//! counts any HTTP 200, whatever the `grpc-status`). An HTTP port answers
+//! `GET /counts` with those counters (for keel, beside `/metrics` on the
+//! service's own metrics port).
 //!
 //! At startup it mints an access token (`users:read`, valid 1 h) and the
 //! gRPC-framed `GetUserRequest` body, writes them to `--token-file` and
 //! `--body-file` (or prints them), then prints one line
-//! `bench-server plain=ADDR keel=ADDR http=ADDR` and serves until killed.
+//! `bench-server grpc=ADDR http=ADDR` and serves until killed.
 //!
 //! `bench-server --otlp-sink` is the collector of `--traced`: it only serves
 //! an OTLP trace service that counts the exports and spans it receives
 //! (`GET /counts` on its HTTP port) and prints
 //! `bench-sink otlp=ADDR http=ADDR`.
 //!
-//! Runtime: one tokio runtime for all three servers, multi-threaded with a
-//! single worker thread. The benchmark pins the process to one core, so one
-//! worker is what that core can run; the multi-thread scheduler is the one a
-//! `#[tokio::main]` service uses in production (a `current_thread` runtime
-//! would be a different, slightly cheaper scheduler). Both modes share this
-//! runtime, the same tonic `Server` settings and the same listener options
+//! Runtime: multi-threaded with a single worker thread. The benchmark pins
+//! the process to one core, so one worker is what that core can run; the
+//! multi-thread scheduler is the one a `#[tokio::main]` service uses in
+//! production (a `current_thread` runtime would be a different, slightly
+//! cheaper scheduler). Both modes use the same runtime and listener options
 //! (`TCP_NODELAY`), and are measured one at a time.
 
 use std::net::SocketAddr;
@@ -56,6 +56,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use futures_util::TryFutureExt as _;
+use futures_util::future::MapOk;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -63,12 +65,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use std::task::Poll;
 use tokio::net::TcpListener;
 use tonic::codegen::http::{self, HeaderValue};
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use tower::util::MapResponseLayer;
 use user_service::user_v1::user_service_server::{UserService, UserServiceServer};
 use user_service::user_v1::{
     CountUsersRequest, CountUsersResponse, CreateUserRequest, ExportUsersRequest, GetUserRequest,
@@ -77,8 +80,11 @@ use user_service::user_v1::{
 use user_service::{SERVICES, Users, user_v1};
 
 #[derive(Parser)]
-#[command(about = "Serves the user service plain and Keel-wrapped, for `cargo xtask bench`")]
+#[command(about = "Serves the user service plain or as a Keel service, for `cargo xtask bench`")]
 struct Args {
+    /// Which server to run (required unless `--otlp-sink`).
+    #[arg(long, value_enum, required_unless_present = "otlp_sink")]
+    serve: Option<Mode>,
     /// TOML file layered over the embedded defaults (KEEL_* variables override both).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -88,14 +94,14 @@ struct Args {
     /// Where to write the gRPC-framed GetUser request body (printed as hex when absent).
     #[arg(long)]
     body_file: Option<PathBuf>,
-    /// Address to bind the three listeners to (ports are chosen by the OS).
+    /// Address to bind the listeners to (ports are chosen by the OS).
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
     /// `users`: GetUser reads the user from the store; `fixed`: GetUser
     /// answers the startup user from memory.
     #[arg(long, value_enum, default_value_t = HandlerKind::Users)]
     handler: HandlerKind,
-    /// Turn Keel's telemetry on with this sampling ratio (`cargo xtask bench
+    /// Keel's telemetry samples this ratio of the calls (`cargo xtask bench
     /// --traced`), exporting spans over OTLP/gRPC, batched, to `--otlp-endpoint`.
     #[arg(long, requires = "otlp_endpoint")]
     trace_sampling: Option<f64>,
@@ -146,6 +152,15 @@ impl TraceService for OtlpSink {
     }
 }
 
+/// The server of `--serve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Plain tonic.
+    Plain,
+    /// A Keel service as README builds it.
+    Keel,
+}
+
 /// What answers `GetUser`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum HandlerKind {
@@ -155,51 +170,26 @@ enum HandlerKind {
     Fixed,
 }
 
-/// Successful and failed `GetUser` calls of one mode.
-#[derive(Debug, Default)]
-struct Counter {
-    ok: AtomicU64,
-    err: AtomicU64,
-}
-
-/// The counters of both modes.
+/// Successful and failed `GetUser` calls.
 #[derive(Debug, Default)]
 struct Counts {
-    plain: Counter,
-    keel: Counter,
+    ok: AtomicU64,
+    err: AtomicU64,
 }
 
 impl Counts {
     fn render(&self) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "plain_ok {}\nplain_err {}\nkeel_ok {}\nkeel_err {}\n",
-            get(&self.plain.ok),
-            get(&self.plain.err),
-            get(&self.keel.ok),
-            get(&self.keel.err),
-        )
+        format!("ok {}\nerr {}\n", get(&self.ok), get(&self.err))
     }
 }
 
-/// [`Users`] with `GetUser` outcomes counted: the same handler for both modes,
-/// one counter each.
+/// [`Users`] with `GetUser` outcomes counted.
 struct Counting {
     users: Users,
     /// With `--handler fixed`: the user GetUser answers from memory.
     fixed: Option<Arc<User>>,
     counts: Arc<Counts>,
-    keel: bool,
-}
-
-impl Counting {
-    fn counter(&self) -> &Counter {
-        if self.keel {
-            &self.counts.keel
-        } else {
-            &self.counts.plain
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -210,10 +200,9 @@ impl UserService for Counting {
             Some(_) => Err(Status::not_found("no such user")),
             None => self.users.get_user(request).await,
         };
-        let counter = self.counter();
         match &result {
-            Ok(_) => counter.ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => counter.err.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.counts.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counts.err.fetch_add(1, Ordering::Relaxed),
         };
         result
     }
@@ -310,20 +299,21 @@ async fn sink(host: std::net::IpAddr) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let mode = args.serve.context("--serve plain|keel is required")?;
     // A bench, not a deployment: the development key signs its token.
     let mut config = user_service::loader(args.config.as_deref())
         .defaults_toml("[service]\nenvironment = \"development\"\n")
         .load()?;
-    // `--trace-sampling`: the full stack, telemetry on, exporting.
-    let _telemetry = match args.trace_sampling {
-        Some(ratio) => {
-            config.telemetry.otlp_endpoint = args.otlp_endpoint.clone();
-            config.telemetry.sampling_ratio = ratio;
-            config.telemetry.log_filter = "warn".to_owned();
-            config.validate()?;
-            Some(keel::telemetry::init(&config)?)
-        }
-        None => {
+    if let Some(ratio) = args.trace_sampling {
+        config.telemetry.otlp_endpoint = args.otlp_endpoint.clone();
+        config.telemetry.sampling_ratio = ratio;
+        config.validate()?;
+    }
+    // Plain tonic logs through a `warn` fmt subscriber; Keel as its
+    // telemetry configuration says (by default: `info`, no exporter).
+    let telemetry = match mode {
+        Mode::Keel => Some(keel::telemetry::init(&config)?),
+        Mode::Plain => {
             tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::WARN)
                 .with_writer(std::io::stderr)
@@ -331,7 +321,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None
         }
     };
-    let keel = keel::Keel::new(&config, SERVICES)?;
 
     let users = Users::in_memory().await?;
     let user = users
@@ -366,61 +355,103 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let counts = Arc::new(Counts::default());
-    let handler = |keel| Counting {
-        users: users.clone(),
-        fixed: fixed.clone(),
+    let handler = Counting {
+        users,
+        fixed,
         counts: counts.clone(),
-        keel,
     };
-    let (plain_listener, plain_addr) = bind(args.host, "plain").await?;
-    let (keel_listener, keel_addr) = bind(args.host, "keel").await?;
-    let (http_listener, http_addr) = bind(args.host, "http").await?;
-
-    let http_app = keel::metrics::router(keel.metrics().clone()).route(
+    let counts_route = axum::Router::new().route(
         "/counts",
-        axum::routing::get({
+        axum::routing::get(move || {
             let counts = counts.clone();
-            move || {
-                let counts = counts.clone();
-                async move { counts.render() }
-            }
+            async move { counts.render() }
         }),
     );
+    let (grpc_listener, grpc_addr) = bind(args.host, "grpc").await?;
+    let (http_listener, http_addr) = bind(args.host, "http").await?;
+    println!("bench-server grpc={grpc_addr} http={http_addr}");
 
-    println!("bench-server plain={plain_addr} keel={keel_addr} http={http_addr}");
-
-    let incoming = |listener| TcpIncoming::from(listener).with_nodelay(Some(true));
-    // The same tonic `Server` settings for both modes; only the service differs.
-    macro_rules! serve {
-        ($server:expr) => {{
-            let plain = $server.add_service(UserServiceServer::new(handler(false)));
-            let keel = $server.add_service(user_v1::user_service(handler(true), &keel)?);
+    match mode {
+        Mode::Plain => {
+            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            let plain = UserServiceServer::new(handler);
+            let grpc = async {
+                match args.fixed_date {
+                    true => {
+                        Server::builder()
+                            .add_service(FixedDate(plain))
+                            .serve_with_incoming(incoming)
+                            .await
+                    }
+                    false => {
+                        Server::builder()
+                            .add_service(plain)
+                            .serve_with_incoming(incoming)
+                            .await
+                    }
+                }
+            };
             tokio::select! {
-                served = plain.serve_with_incoming(incoming(plain_listener)) => {
-                    served.context("serving plain")?;
-                }
-                served = keel.serve_with_incoming(incoming(keel_listener)) => {
-                    served.context("serving keel")?;
-                }
-                served = axum::serve(http_listener, http_app) => {
-                    served.context("serving http")?;
-                }
+                served = grpc => served.context("serving plain")?,
+                served = axum::serve(http_listener, counts_route) => served.context("serving http")?,
                 _ = tokio::signal::ctrl_c() => {}
             }
-        }};
+        }
+        Mode::Keel => {
+            let keel = keel::Keel::new(&config, SERVICES)?;
+            let service = user_v1::user_service(handler, &keel)?;
+            let server = match args.fixed_date {
+                true => keel.server(&config).add_service(FixedDate(service)),
+                false => keel.server(&config).add_service(service),
+            };
+            let listeners = keel::serve::Listeners {
+                grpc: grpc_listener,
+                metrics: Some(http_listener),
+            };
+            let stop = keel::serve::shutdown_on(async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            server
+                .reflection(user_v1::FILE_DESCRIPTOR_SET)
+                .http_routes(counts_route)
+                .serve_on(listeners, stop)
+                .await?;
+        }
     }
-    match args.fixed_date {
-        true => serve!(Server::builder().layer(MapResponseLayer::new(fixed_date))),
-        false => serve!(Server::builder()),
+    if let Some(mut telemetry) = telemetry {
+        telemetry.shutdown().await?;
     }
     Ok(())
 }
 
-/// `--fixed-date`: a response with a constant `date` header, which hyper then
-/// keeps rather than writing the current time.
-fn fixed_date(
-    mut response: http::Response<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
+/// `--fixed-date`: every response gets a constant `date` header, which hyper
+/// then keeps rather than writing the current time. The same wrapper, in the
+/// same place (around the service), for both modes.
+#[derive(Clone)]
+struct FixedDate<S>(S);
+
+impl<S: NamedService> NamedService for FixedDate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for FixedDate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = MapOk<S::Future, fn(http::Response<R>) -> http::Response<R>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.0.call(request).map_ok(fixed_date::<R>)
+    }
+}
+
+fn fixed_date<B>(mut response: http::Response<B>) -> http::Response<B> {
     const DATE: HeaderValue = HeaderValue::from_static("Sat, 21 Nov 2026 00:00:00 GMT");
     response.headers_mut().insert(http::header::DATE, DATE);
     response
