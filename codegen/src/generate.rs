@@ -1,5 +1,5 @@
 //! Emits the Keel part of a service's generated module: its policy table and
-//! the function that returns the tonic server already wrapped in Keel's layer.
+//! the function that returns the tonic server already behind Keel's server pipeline.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
@@ -66,14 +66,14 @@ pub fn service(
         let trait_ident = ident(rust_name);
         let server_ident = ident(&format!("{rust_name}Server"));
         let doc = doc_lines(&format!(
-            " Serves `handler` as `{full_name}`, wrapped in Keel's layers (tracing, metrics,\n auth) as [`{policy_ident}`] says. Fails when `keel` was not built with that policy."
+            " Serves `handler` as `{full_name}`, behind Keel's pipeline (tracing, metrics,\n auth, panic recovery) as [`{policy_ident}`] says. Fails when `keel` was not built with that policy."
         ));
         quote! {
             #(#[doc = #doc])*
             pub fn #fn_ident<T: #server_mod::#trait_ident>(
                 handler: T,
                 keel: &#runtime::Keel,
-            ) -> ::core::result::Result<#runtime::KeelService<#server_mod::#server_ident<T>>, #runtime::Error> {
+            ) -> ::core::result::Result<#runtime::Pipeline<#server_mod::#server_ident<T>>, #runtime::Error> {
                 let limit = keel.max_message_bytes();
                 let server = #server_mod::#server_ident::new(handler)
                     .max_decoding_message_size(limit)
@@ -95,7 +95,7 @@ pub fn service(
             pub fn #fn_ident(
                 channel: impl #runtime::client::IntoChannel,
                 client: &#runtime::client::Client,
-            ) -> ::core::result::Result<#client_mod::#client_ident<#runtime::client::KeelChannel>, #runtime::Error> {
+            ) -> ::core::result::Result<#client_mod::#client_ident<#runtime::client::Channel>, #runtime::Error> {
                 let channel = client.connect(channel)?;
                 ::core::result::Result::Ok(#client_mod::#client_ident::new(client.wrap(&#policy_ident, channel)))
             }

@@ -11,8 +11,8 @@
 //!   method's resolved auth rule and metric labels, with a `match` on the
 //!   request path to find a method's entry without allocating;
 //! - per service, a constructor (`user_service(handler, &keel)`) that returns
-//!   the tonic server already wrapped in Keel's layers (tracing, metrics,
-//!   auth);
+//!   the tonic server already behind Keel's server pipeline (tracing,
+//!   metrics, auth, panic recovery);
 //! - per service, a client constructor (`user_service_client(channel,
 //!   &client)`) that returns the tonic client over Keel's client layer
 //!   (bearer token, trace context, default deadline, client metrics).

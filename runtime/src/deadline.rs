@@ -2,8 +2,7 @@
 //! handler makes while serving a call with a deadline (`grpc-timeout`) gets
 //! no more than the time left.
 //!
-//! [`KeelService`](crate::KeelService) (and
-//! [`TraceLayer`](crate::telemetry::TraceLayer)) reads the deadline of each
+//! The server [pipeline](crate::pipeline) reads the deadline of each
 //! request and keeps it in the OpenTelemetry context it attaches while the
 //! handler runs; the generated clients' layer reads it from there. A handler can ask how
 //! much time it has left with [`remaining`].

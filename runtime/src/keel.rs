@@ -8,8 +8,8 @@ use crate::Error;
 use crate::auth::{RemoteKeys, Verifier};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineLayer};
 use crate::policy::ServicePolicy;
-use crate::service::{KeelLayer, KeelService};
 
 /// The shared runtime of a process's Keel services: the token verifier, the
 /// metrics of every service it serves, and the limits from configuration.
@@ -59,29 +59,25 @@ impl Keel {
         }
     }
 
-    /// The layer applying `policy`: tracing (one span per RPC, covering
-    /// everything below), metrics (so rejected and panicking calls are
-    /// counted), auth, panic recovery. Fails when `policy` is not one of the
-    /// services this runtime was built for.
-    pub fn layer(&self, policy: &'static ServicePolicy) -> Result<KeelLayer, Error> {
+    /// The layer putting a server behind the [pipeline](crate::pipeline) of
+    /// `policy`'s methods: the server span, metrics (so rejected and
+    /// panicking calls are counted), auth, panic recovery. Fails when
+    /// `policy` is not one of the services this runtime was built for.
+    pub fn layer(&self, policy: &'static ServicePolicy) -> Result<PipelineLayer, Error> {
         let metrics = self
             .metrics
             .service(policy)
             .ok_or(Error::UndeclaredService(policy.name))?;
-        Ok(KeelLayer::new(
+        Ok(PipelineLayer::new(
             metrics,
             self.verifier.clone(),
             self.max_message_bytes,
         ))
     }
 
-    /// Wraps a generated tonic server in the layer applying `policy`. The
+    /// Puts a generated tonic server behind the pipeline of `policy`. The
     /// generated `user_service(handler, &keel)` functions call this.
-    pub fn wrap<S>(
-        &self,
-        policy: &'static ServicePolicy,
-        server: S,
-    ) -> Result<KeelService<S>, Error> {
+    pub fn wrap<S>(&self, policy: &'static ServicePolicy, server: S) -> Result<Pipeline<S>, Error> {
         Ok(self.layer(policy)?.layer(server))
     }
 

@@ -9,13 +9,11 @@
 //!   OpenTelemetry tracing exported over OTLP;
 //! - [`Keel::new`] builds the shared runtime from it: the JWT [`Verifier`]
 //!   and the Prometheus [`Metrics`] of every served service;
-//! - the generated `user_service(handler, &keel)` wraps the tonic server in
-//!   a [`KeelService`] following the policy: one span per RPC (continuing the
-//!   caller's W3C trace context), metrics, auth and panic recovery, so the
-//!   handler only ever sees authorized calls, and can read the caller with
-//!   [`RequestExt::claims`]. Each concern is also a tower layer of its own
-//!   ([`TraceLayer`](telemetry::TraceLayer), [`MetricsLayer`],
-//!   [`AuthLayer`], [`RecoverLayer`](recover::RecoverLayer));
+//! - the generated `user_service(handler, &keel)` puts the tonic server
+//!   behind the [`pipeline`] of per-method steps its policy asks for: one
+//!   span per RPC (continuing the caller's W3C trace context), metrics, auth
+//!   and panic recovery, so the handler only ever sees authorized calls, and
+//!   can read the caller with [`RequestExt::claims`];
 //! - the generated `user_service_client(channel, &client)` wraps the tonic
 //!   client in Keel's [`client`] layer: bearer token from a
 //!   [`TokenSource`](auth::TokenSource), trace-context injection, a default
@@ -42,28 +40,28 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-mod body;
 mod call_headers;
 pub mod client;
 mod clock;
 pub mod config;
 pub mod deadline;
 mod error;
+mod interruptible;
 mod keel;
 pub mod metrics;
+mod observe;
+pub mod pipeline;
 mod policy;
-pub mod recover;
 pub mod serve;
-pub mod service;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 
-pub use auth::{AuthLayer, AuthService, Claims, RequestExt, Verifier};
+pub use auth::{Claims, RequestExt, Verifier};
 pub use error::Error;
 pub use keel::Keel;
-pub use metrics::{Metrics, MetricsLayer, MetricsService};
+pub use metrics::Metrics;
+pub use pipeline::Pipeline;
 pub use policy::{Access, MethodKind, MethodPolicy, ServicePolicy};
 pub use serve::Server;
-pub use service::{KeelBody, KeelCall, KeelFuture, KeelLayer, KeelService};

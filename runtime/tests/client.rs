@@ -13,7 +13,7 @@ use keel::config::Loader;
 use keel::metrics::ClientMetrics;
 use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use tonic::body::Body;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 static POLICY: ServicePolicy = ServicePolicy {
     name: "test.v1.Things",
@@ -416,18 +416,6 @@ async fn serve_and_call_downstream(timeout: Option<&str>, seen: &Seen) -> String
         .to_str()
         .unwrap()
         .to_owned()
-}
-
-#[tokio::test]
-async fn the_trace_layer_alone_passes_the_deadline_on_too() {
-    let seen = Seen::default();
-    let server = keel::telemetry::TraceLayer::new(&POLICY).layer(calling_downstream(&seen));
-    let response = server
-        .oneshot(incoming(Some("50m")))
-        .await
-        .expect("infallible");
-    assert_eq!(response.headers()["grpc-status"], "0");
-    assert_sent_within_50ms(&seen);
 }
 
 /// The one call sent downstream carried a `grpc-timeout` in (0, 50 ms].

@@ -1,5 +1,5 @@
 //! `[telemetry]` and `[client]` configuration, the sampler it builds, and the
-//! trace layer's span and log lines, without a network.
+//! server span and log lines of calls through the pipeline, without a network.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use keel::config::{Config, Loader, LogFormat, TelemetryConfig};
-use keel::telemetry::TraceLayer;
 use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
 /// The built-in defaults plus the secret they lack.
 const BASE: &str = "[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n";
@@ -252,21 +251,29 @@ impl CapturedLogs {
     }
 }
 
-/// Log lines written by the handler of a call traced by [`TraceLayer`].
+/// The request body the pipeline hands the server.
+type Counted = keel::pipeline::CountingBody<Empty<bytes::Bytes>>;
+
+/// `server` behind the pipeline of `POLICY` (a public method).
+fn pipeline<S>(server: S) -> keel::Pipeline<S> {
+    let config = load(&[]).expect("valid");
+    let keel = keel::Keel::new(&config, &[&POLICY]).expect("runtime");
+    keel.wrap(&POLICY, server).expect("declared")
+}
+
+/// Log lines written by the handler of a call through the pipeline.
 async fn handler_logs(format: &str, traceparent: Option<&str>) -> String {
     let captured = CapturedLogs::new(format);
     let _default = tracing::dispatcher::set_default(&captured.dispatch);
 
-    let service = TraceLayer::new(&POLICY).layer(tower::service_fn(
-        |_: http::Request<Empty<bytes::Bytes>>| async {
-            tracing::info!(answer = 42, "handling");
-            let mut response = http::Response::new(Empty::<bytes::Bytes>::new());
-            response
-                .headers_mut()
-                .insert("grpc-status", http::HeaderValue::from_static("0"));
-            Ok::<_, Infallible>(response)
-        },
-    ));
+    let service = pipeline(tower::service_fn(|_: http::Request<Counted>| async {
+        tracing::info!(answer = 42, "handling");
+        let mut response = http::Response::new(Empty::<bytes::Bytes>::new());
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("0"));
+        Ok::<_, Infallible>(response)
+    }));
     let mut request = http::Request::builder().uri("http://localhost/test.v1.Things/Read");
     if let Some(traceparent) = traceparent {
         request = request.header("traceparent", traceparent);
@@ -339,22 +346,24 @@ async fn sampled_roots(ratio: &str, calls: usize) -> usize {
         .build()
         .expect("telemetry");
     let _default = tracing::dispatcher::set_default(&dispatch);
-    let service = TraceLayer::new(&POLICY).layer(tower::service_fn(
-        |_: http::Request<Empty<bytes::Bytes>>| async {
-            let sc = opentelemetry::Context::map_current(|cx| cx.span().span_context().clone());
-            assert!(sc.is_valid() && !sc.is_remote(), "{sc:?}");
-            let mut response = http::Response::new(Empty::<bytes::Bytes>::new());
-            if sc.is_sampled() {
-                response
-                    .headers_mut()
-                    .insert("x-sampled", http::HeaderValue::from_static("1"));
-            }
+    let service = pipeline(tower::service_fn(|_: http::Request<Counted>| async {
+        let (sc, recording) = opentelemetry::Context::map_current(|cx| {
+            (cx.span().span_context().clone(), cx.span().is_recording())
+        });
+        assert!(sc.is_valid() && !sc.is_remote(), "{sc:?}");
+        // No exporter is configured: nothing is recorded, sampled or not.
+        assert!(!recording, "a span recorded for no exporter");
+        let mut response = http::Response::new(Empty::<bytes::Bytes>::new());
+        if sc.is_sampled() {
             response
                 .headers_mut()
-                .insert("grpc-status", http::HeaderValue::from_static("0"));
-            Ok::<_, Infallible>(response)
-        },
-    ));
+                .insert("x-sampled", http::HeaderValue::from_static("1"));
+        }
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("0"));
+        Ok::<_, Infallible>(response)
+    }));
     let mut sampled = 0;
     for _ in 0..calls {
         let request = http::Request::builder()
@@ -368,7 +377,7 @@ async fn sampled_roots(ratio: &str, calls: usize) -> usize {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn root_spans_are_sampled_at_the_configured_ratio() {
+async fn root_spans_are_sampled_at_the_configured_ratio_and_recorded_only_for_an_exporter() {
     assert_eq!(sampled_roots("0", 200).await, 0);
     assert_eq!(sampled_roots("1", 200).await, 200);
     // Decided once per trace: at 0.5 about half, not a quarter.

@@ -7,23 +7,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};
-use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use quanta::Instant;
-
+use super::body::ResponseBody;
+use super::call::ClientCall;
 use crate::auth::TokenSource;
 use crate::clock;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
-use crate::metrics::ServiceMetrics;
-use crate::metrics::body::{Call, CountingBody, ObservedBody, Observer, Tallies};
 use crate::metrics::codes::status_code;
+use crate::metrics::{CallRecord, ServiceMetrics};
+use crate::observe::{CountingBody, Tallies};
 use crate::policy::ServicePolicy;
-use crate::telemetry::{client_span, end_client_span, propagation};
+use crate::telemetry::{client_span, propagation};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,7 +104,7 @@ impl<S> std::fmt::Debug for ClientService<S> {
 
 /// Response future of [`ClientService`].
 pub type ClientFuture<B> =
-    Pin<Box<dyn Future<Output = Result<Response<ObservedBody<B, ClientCall>>, BoxError>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, BoxError>> + Send>>;
 
 impl<S, ResBody> Service<Request<Body>> for ClientService<S>
 where
@@ -114,7 +113,7 @@ where
     S::Error: Into<BoxError>,
     ResBody: Send + 'static,
 {
-    type Response = Response<ObservedBody<ResBody, ClientCall>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = BoxError;
     type Future = ClientFuture<ResBody>;
 
@@ -161,7 +160,7 @@ where
         };
         let start = clock::now();
         let mut pending = Pending(Some(ClientCall {
-            metrics: method.map(|i| Call::start(&shared.metrics, i, start)),
+            metrics: method.map(|i| CallRecord::start(&shared.metrics, i, start)),
             expires: start + deadline,
             span,
             header_code: None,
@@ -204,7 +203,7 @@ where
                     if let Some(call) = call.as_mut() {
                         call.header_code = status_code(response.headers());
                     }
-                    Ok(response.map(|body| ObservedBody::new(body, call)))
+                    Ok(response.map(|body| ResponseBody::new(body, call)))
                 }
                 Err(error) => {
                     if let Some(call) = pending.0.take() {
@@ -238,53 +237,6 @@ fn error_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
     error
         .downcast_ref::<tonic::Status>()
         .map_or(Code::Unavailable, tonic::Status::code)
-}
-
-/// What is known of a call in flight: its metrics (with its start), its
-/// span, and the token source whose token it sent.
-pub struct ClientCall {
-    metrics: Option<Call>,
-    /// When the call's deadline passes.
-    expires: Instant,
-    span: Option<Span>,
-    header_code: Option<Code>,
-    sent_token: Option<Arc<dyn TokenSource>>,
-}
-
-impl Observer for ClientCall {
-    fn on_data(&mut self, data: &[u8]) {
-        if let Some(call) = &mut self.metrics {
-            let received = call.counter.feed(data);
-            call.service.method(call.method).received(received);
-        }
-    }
-
-    fn header_code(&self) -> Option<Code> {
-        self.header_code
-    }
-
-    fn finish(self, code: Code, carrier: Option<&HeaderMap>) {
-        // A server that drops a call at its deadline answers `CANCELLED`
-        // (tonic: "Timeout expired"), and a caller that gives up at it drops
-        // the call: both are the deadline, as go-grpc-prometheus counts them.
-        let code = match code {
-            Code::Cancelled if clock::now() >= self.expires => Code::DeadlineExceeded,
-            code => code,
-        };
-        // The server refused the source's token: the next call gets a new one.
-        if code == Code::Unauthenticated
-            && let Some(tokens) = &self.sent_token
-        {
-            tokens.invalidate();
-        }
-        if let Some(call) = &self.metrics {
-            // A client's sent messages are all counted as they go.
-            call.end(code, 0);
-        }
-        if let Some(span) = self.span {
-            end_client_span(span, code, carrier);
-        }
-    }
 }
 
 /// A call whose response has not arrived: dropping it (the caller gave up)

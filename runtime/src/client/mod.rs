@@ -7,7 +7,7 @@
 //! pub fn user_service_client(
 //!     channel: impl keel::client::IntoChannel,
 //!     client: &keel::client::Client,
-//! ) -> Result<UserServiceClient<keel::client::KeelChannel>, keel::Error>
+//! ) -> Result<UserServiceClient<keel::client::Channel>, keel::Error>
 //! ```
 //!
 //! which returns tonic's generated client over a [`ClientService`]. On each
@@ -59,14 +59,18 @@
 //! That is cheap (reference-counted clones; a called service's metrics are
 //! made once, on first use). The `gateway-service` example does this.
 
+mod body;
+mod call;
 mod layer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
-use tonic::transport::{Channel, ClientTlsConfig as TonicTls, Endpoint};
+use tonic::transport::{Channel as TonicChannel, ClientTlsConfig as TonicTls, Endpoint};
 
+pub use body::ResponseBody;
+pub use call::ClientCall;
 pub use layer::{ClientFuture, ClientLayer, ClientService};
 
 use crate::auth::TokenSource;
@@ -74,8 +78,9 @@ use crate::config::Config;
 use crate::metrics::{ClientMetrics, MetricsError};
 use crate::policy::ServicePolicy;
 
-/// The service under a generated client built by a Keel constructor.
-pub type KeelChannel = ClientService<Channel>;
+/// The service under a generated client built by a Keel constructor: a
+/// tonic channel behind Keel's client layer.
+pub type Channel = ClientService<TonicChannel>;
 
 /// What a client could not be built from.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +199,7 @@ impl Client {
         )
     }
 
-    /// Wraps a transport (usually a [`Channel`]) for calls to `policy`'s
+    /// Wraps a transport (usually a tonic [`Channel`](tonic::transport::Channel)) for calls to `policy`'s
     /// service. The generated `*_client` constructors call this.
     pub fn wrap<S>(&self, policy: &'static ServicePolicy, inner: S) -> ClientService<S> {
         tower::Layer::layer(&self.layer(policy), inner)
@@ -203,7 +208,7 @@ impl Client {
     /// A channel to `endpoint` that connects on first use (and reconnects);
     /// an `https://` URL is called over TLS as `client.tls` says (see
     /// [`IntoChannel`]). The generated `*_client` constructors call this.
-    pub fn connect(&self, endpoint: impl IntoChannel) -> Result<Channel, ClientError> {
+    pub fn connect(&self, endpoint: impl IntoChannel) -> Result<TonicChannel, ClientError> {
         endpoint.into_channel(self)
     }
 
@@ -216,24 +221,24 @@ impl Client {
 }
 
 /// What a generated client constructor accepts as its transport: a
-/// [`Channel`], an [`Endpoint`] or a URL (`"http://127.0.0.1:50051"`).
+/// tonic [`Channel`](tonic::transport::Channel), an [`Endpoint`] or a URL (`"http://127.0.0.1:50051"`).
 /// Endpoints and URLs give a lazy channel, which connects on first use and
 /// needs a Tokio runtime. A URL starting with `https://` is called over TLS
 /// with the [`Client`]'s `client.tls`; a `Channel` or `Endpoint` is used as
 /// it was built.
 pub trait IntoChannel {
     /// The channel, for calls made through `client`.
-    fn into_channel(self, client: &Client) -> Result<Channel, ClientError>;
+    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError>;
 }
 
-impl IntoChannel for Channel {
-    fn into_channel(self, _: &Client) -> Result<Channel, ClientError> {
+impl IntoChannel for TonicChannel {
+    fn into_channel(self, _: &Client) -> Result<TonicChannel, ClientError> {
         Ok(self)
     }
 }
 
 impl IntoChannel for Endpoint {
-    fn into_channel(self, _: &Client) -> Result<Channel, ClientError> {
+    fn into_channel(self, _: &Client) -> Result<TonicChannel, ClientError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ClientError::NoRuntime(self.uri().to_string()));
         }
@@ -242,19 +247,19 @@ impl IntoChannel for Endpoint {
 }
 
 impl IntoChannel for &Endpoint {
-    fn into_channel(self, client: &Client) -> Result<Channel, ClientError> {
+    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError> {
         self.clone().into_channel(client)
     }
 }
 
 impl IntoChannel for &str {
-    fn into_channel(self, client: &Client) -> Result<Channel, ClientError> {
+    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError> {
         self.to_owned().into_channel(client)
     }
 }
 
 impl IntoChannel for String {
-    fn into_channel(self, client: &Client) -> Result<Channel, ClientError> {
+    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError> {
         let invalid = |source| ClientError::InvalidEndpoint {
             endpoint: self.clone(),
             source,

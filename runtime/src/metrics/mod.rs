@@ -17,18 +17,17 @@
 //! Every method's series start at zero (for every code), as
 //! go-grpc-prometheus initializes them. A call updates counts of its own
 //! thread, found with no lookup by label and no lock, and a scrape adds up
-//! every thread's. [`MetricsLayer`] records a request's code
-//! whether it arrives in the response headers (errors, including auth
-//! rejections) or in the trailers (OK and streaming responses).
+//! every thread's. The server pipeline records a call's code whether
+//! it arrives in the response headers (errors, including auth rejections) or
+//! in the trailers (OK and streaming responses).
 //!
 //! [`ClientMetrics`] are the client-side families (`grpc_client_*`), which the
 //! layer of generated clients records into.
 
-pub(crate) mod body;
+mod call;
 pub(crate) mod codes;
 mod counts;
 mod endpoint;
-mod layer;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,13 +36,13 @@ use prometheus::Registry;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
+pub(crate) use call::CallRecord;
 pub use codes::code_name;
-pub use endpoint::{CONTENT_TYPE, router};
-pub use layer::{MetricsLayer, MetricsService};
-
 pub(crate) use counts::Counts;
 use counts::{BOUNDS, ServiceCounts, Total};
+pub use endpoint::{CONTENT_TYPE, router};
 
+use crate::observe::Side;
 use crate::policy::{MethodPolicy, ServicePolicy};
 
 /// Keel's server metrics for a fixed set of services, in a Prometheus registry.
@@ -136,15 +135,6 @@ impl ServiceMetrics {
     pub(crate) fn method(&self, index: usize) -> &Counts {
         self.counts.method(index)
     }
-}
-
-/// Which side of calls a set of metric families describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    /// `grpc_server_*`: calls this process serves.
-    Server,
-    /// `grpc_client_*`: calls this process makes.
-    Client,
 }
 
 /// The five go-grpc-prometheus metric families of one side, as one

@@ -12,12 +12,13 @@
 //!   spans, and whose resource has `service.name` = `service.name` plus the
 //!   attributes of `[telemetry.resource]`;
 //! - when `telemetry.otlp_endpoint` is set, an OTLP/gRPC exporter (tonic)
-//!   behind a batch span processor. Without an endpoint spans are still
-//!   created and propagated (logs keep their trace ids, downstream services
-//!   continue the trace) but nothing is exported.
+//!   behind a batch span processor. Without an endpoint the server spans
+//!   are not recorded, since they would go nowhere: a call still gets trace
+//!   and span ids (log lines carry them, and the calls it makes continue the
+//!   trace with its sampling decision).
 //!
-//! Keel's own spans come from [`TraceLayer`] (one server span per RPC, which
-//! Keel puts outermost around every generated server) and from the client
+//! Keel's own spans come from the server [pipeline](crate::pipeline) (one
+//! server span per RPC, its first step) and from the client
 //! layer of generated clients (one client span per call, whose context is
 //! injected into the request as W3C `traceparent`/`tracestate`). Both are
 //! named `package.Service/Method` and carry the OpenTelemetry RPC attributes
@@ -51,10 +52,13 @@
 //!
 //! [`tracing-opentelemetry`]: https://docs.rs/tracing-opentelemetry
 
+mod client_span;
 mod format;
-pub(crate) mod layer;
 pub mod propagation;
 mod sampler;
+mod server_span;
+mod status;
+mod tracer;
 
 use std::io;
 
@@ -71,11 +75,12 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
+pub use client_span::RPC_TARGET;
+pub(crate) use client_span::{client_span, end_client_span};
 pub use format::current_ids;
-use layer::{KeelIdGenerator, TracerHandle};
-pub use layer::{RPC_TARGET, TraceFuture, TraceLayer, TraceService};
-pub(crate) use layer::{client_span, end_client_span};
 pub use sampler::RatioSampler;
+pub(crate) use server_span::{call_context, end_server_span};
+use tracer::{SampledIds, TracerHandle};
 
 use crate::config::{Config, TelemetryConfig};
 use format::KeelFormat;
@@ -172,9 +177,10 @@ where
         let provider =
             tracer_provider(&self.config.service.name, settings, &self.config.client.tls)?;
         let tracer = provider.tracer(SCOPE);
-        // Holds the tracer for `TraceLayer`'s server spans; sees no event.
-        let handle =
-            TracerHandle::new(tracer.clone(), sampler(settings)).with_filter(LevelFilter::OFF);
+        let exporting = settings.otlp_endpoint.is_some();
+        // Holds the tracer for the pipeline's server spans; sees no event.
+        let handle = TracerHandle::new(tracer.clone(), sampler(settings), exporting)
+            .with_filter(LevelFilter::OFF);
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
@@ -196,7 +202,7 @@ where
             })
             .with_writer(self.writer)
             .with_filter(EnvFilter::try_new(&settings.log_filter)?);
-        // The handle outermost: `TraceLayer` finds it with one downcast.
+        // The handle outermost: the pipeline finds it with one downcast.
         let subscriber = Registry::default().with(spans).with(logs).with(handle);
         Ok((
             Dispatch::new(subscriber),
@@ -241,7 +247,7 @@ fn tracer_provider(
         .build();
     let mut provider = SdkTracerProvider::builder()
         .with_sampler(sampler(settings))
-        .with_id_generator(KeelIdGenerator::default())
+        .with_id_generator(SampledIds::default())
         .with_resource(resource);
     if let Some(endpoint) = &settings.otlp_endpoint {
         if tokio::runtime::Handle::try_current().is_err() {

@@ -1,7 +1,7 @@
 //! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata.
 //!
 //! gRPC metadata travels as HTTP/2 headers, so the extractor and injector work
-//! on an [`http::HeaderMap`]; Keel's server layer extracts with them and its
+//! on an [`http::HeaderMap`]; Keel's server pipeline extracts with them and its
 //! client layer injects with them.
 
 use http::HeaderMap;

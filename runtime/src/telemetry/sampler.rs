@@ -15,7 +15,7 @@ use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 /// Sampler::TraceIdRatioBased(ratio)))` does (the ratio is read from the
 /// trace id's low 64 bits the same way, so other services configured with
 /// that sampler make the same choice for a root span), but with one
-/// comparison: Keel's server layer asks it about every call before it builds
+/// comparison: Keel's server pipeline asks it about every call before it builds
 /// anything, and most calls are not sampled.
 ///
 /// ```

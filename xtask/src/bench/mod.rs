@@ -36,7 +36,7 @@
 //!    many rounds). A miss is reported, not an error: only a failed
 //!    verification exits non-zero.
 //! 6. Runs the criterion micro-benchmarks (`cargo bench -p keel --bench
-//!    layer`), unless `--quick` or `--no-criterion`.
+//!    pipeline`), unless `--quick` or `--no-criterion`.
 //!
 //! Targets, against plain tonic in the same run, at the default
 //! configuration: instructions per call ≤ 1.05× (≤ 1.08× with `--traced`),
@@ -450,8 +450,8 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     }
 
     if options.criterion {
-        println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench layer):");
-        crate::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "layer"]))?;
+        println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench pipeline):");
+        crate::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "pipeline"]))?;
     }
     if options.traced.is_some() || options.instructions {
         // `--traced` and `--instructions` are about the serving path, not the auth service.

@@ -885,13 +885,13 @@ fn auth_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `keel.auth.v1.AuthService`, wrapped in Keel's layers (tracing, metrics,
-/// auth) as [`AUTH_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `keel.auth.v1.AuthService`, behind Keel's pipeline (tracing, metrics,
+/// auth, panic recovery) as [`AUTH_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
 pub fn auth_service<T: auth_service_server::AuthService>(
     handler: T,
     keel: &::keel::Keel,
 ) -> ::core::result::Result<
-    ::keel::KeelService<auth_service_server::AuthServiceServer<T>>,
+    ::keel::Pipeline<auth_service_server::AuthServiceServer<T>>,
     ::keel::Error,
 > {
     let limit = keel.max_message_bytes();
@@ -908,7 +908,7 @@ pub fn auth_service_client(
     channel: impl ::keel::client::IntoChannel,
     client: &::keel::client::Client,
 ) -> ::core::result::Result<
-    auth_service_client::AuthServiceClient<::keel::client::KeelChannel>,
+    auth_service_client::AuthServiceClient<::keel::client::Channel>,
     ::keel::Error,
 > {
     let channel = client.connect(channel)?;

@@ -318,13 +318,13 @@ fn profile_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `gateway.v1.ProfileService`, wrapped in Keel's layers (tracing, metrics,
-/// auth) as [`PROFILE_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `gateway.v1.ProfileService`, behind Keel's pipeline (tracing, metrics,
+/// auth, panic recovery) as [`PROFILE_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
 pub fn profile_service<T: profile_service_server::ProfileService>(
     handler: T,
     keel: &::keel::Keel,
 ) -> ::core::result::Result<
-    ::keel::KeelService<profile_service_server::ProfileServiceServer<T>>,
+    ::keel::Pipeline<profile_service_server::ProfileServiceServer<T>>,
     ::keel::Error,
 > {
     let limit = keel.max_message_bytes();
@@ -341,7 +341,7 @@ pub fn profile_service_client(
     channel: impl ::keel::client::IntoChannel,
     client: &::keel::client::Client,
 ) -> ::core::result::Result<
-    profile_service_client::ProfileServiceClient<::keel::client::KeelChannel>,
+    profile_service_client::ProfileServiceClient<::keel::client::Channel>,
     ::keel::Error,
 > {
     let channel = client.connect(channel)?;

@@ -1380,13 +1380,13 @@ fn test_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `grpc.testing.TestService`, wrapped in Keel's layers (tracing, metrics,
-/// auth) as [`TEST_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `grpc.testing.TestService`, behind Keel's pipeline (tracing, metrics,
+/// auth, panic recovery) as [`TEST_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
 pub fn test_service<T: test_service_server::TestService>(
     handler: T,
     keel: &::keel::Keel,
 ) -> ::core::result::Result<
-    ::keel::KeelService<test_service_server::TestServiceServer<T>>,
+    ::keel::Pipeline<test_service_server::TestServiceServer<T>>,
     ::keel::Error,
 > {
     let limit = keel.max_message_bytes();
@@ -1403,7 +1403,7 @@ pub fn test_service_client(
     channel: impl ::keel::client::IntoChannel,
     client: &::keel::client::Client,
 ) -> ::core::result::Result<
-    test_service_client::TestServiceClient<::keel::client::KeelChannel>,
+    test_service_client::TestServiceClient<::keel::client::Channel>,
     ::keel::Error,
 > {
     let channel = client.connect(channel)?;
@@ -1714,13 +1714,13 @@ fn unimplemented_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `grpc.testing.UnimplementedService`, wrapped in Keel's layers (tracing, metrics,
-/// auth) as [`UNIMPLEMENTED_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `grpc.testing.UnimplementedService`, behind Keel's pipeline (tracing, metrics,
+/// auth, panic recovery) as [`UNIMPLEMENTED_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
 pub fn unimplemented_service<T: unimplemented_service_server::UnimplementedService>(
     handler: T,
     keel: &::keel::Keel,
 ) -> ::core::result::Result<
-    ::keel::KeelService<unimplemented_service_server::UnimplementedServiceServer<T>>,
+    ::keel::Pipeline<unimplemented_service_server::UnimplementedServiceServer<T>>,
     ::keel::Error,
 > {
     let limit = keel.max_message_bytes();
@@ -1737,7 +1737,7 @@ pub fn unimplemented_service_client(
     channel: impl ::keel::client::IntoChannel,
     client: &::keel::client::Client,
 ) -> ::core::result::Result<
-    unimplemented_service_client::UnimplementedServiceClient<::keel::client::KeelChannel>,
+    unimplemented_service_client::UnimplementedServiceClient<::keel::client::Channel>,
     ::keel::Error,
 > {
     let channel = client.connect(channel)?;
@@ -2106,13 +2106,13 @@ fn reconnect_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `grpc.testing.ReconnectService`, wrapped in Keel's layers (tracing, metrics,
-/// auth) as [`RECONNECT_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `grpc.testing.ReconnectService`, behind Keel's pipeline (tracing, metrics,
+/// auth, panic recovery) as [`RECONNECT_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
 pub fn reconnect_service<T: reconnect_service_server::ReconnectService>(
     handler: T,
     keel: &::keel::Keel,
 ) -> ::core::result::Result<
-    ::keel::KeelService<reconnect_service_server::ReconnectServiceServer<T>>,
+    ::keel::Pipeline<reconnect_service_server::ReconnectServiceServer<T>>,
     ::keel::Error,
 > {
     let limit = keel.max_message_bytes();
@@ -2129,7 +2129,7 @@ pub fn reconnect_service_client(
     channel: impl ::keel::client::IntoChannel,
     client: &::keel::client::Client,
 ) -> ::core::result::Result<
-    reconnect_service_client::ReconnectServiceClient<::keel::client::KeelChannel>,
+    reconnect_service_client::ReconnectServiceClient<::keel::client::Channel>,
     ::keel::Error,
 > {
     let channel = client.connect(channel)?;

@@ -838,13 +838,13 @@ fn user_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `user.v1.UserService`, wrapped in Keel's layers (tracing, metrics,
-/// auth) as [`USER_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `user.v1.UserService`, behind Keel's pipeline (tracing, metrics,
+/// auth, panic recovery) as [`USER_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
 pub fn user_service<T: user_service_server::UserService>(
     handler: T,
     keel: &::keel::Keel,
 ) -> ::core::result::Result<
-    ::keel::KeelService<user_service_server::UserServiceServer<T>>,
+    ::keel::Pipeline<user_service_server::UserServiceServer<T>>,
     ::keel::Error,
 > {
     let limit = keel.max_message_bytes();
@@ -861,7 +861,7 @@ pub fn user_service_client(
     channel: impl ::keel::client::IntoChannel,
     client: &::keel::client::Client,
 ) -> ::core::result::Result<
-    user_service_client::UserServiceClient<::keel::client::KeelChannel>,
+    user_service_client::UserServiceClient<::keel::client::Channel>,
     ::keel::Error,
 > {
     let channel = client.connect(channel)?;

@@ -9,9 +9,9 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// Wraps a response body so a layer can end it early with `grpc-status`
+    /// Wraps a response body so the pipeline (or the drain) can end it early with `grpc-status`
     /// trailers, or answer with no body at all (the `Default`, for
-    /// trailers-only responses a layer makes itself).
+    /// trailers-only responses Keel makes itself).
     pub struct Interruptible<B> {
         #[pin]
         inner: Option<B>,
@@ -35,7 +35,7 @@ impl<B> Interruptible<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
         self.project().inner.set(None);
         let mut trailers = HeaderMap::new();
-        // Statuses made by Keel's layers always encode into valid headers.
+        // Statuses made by Keel always encode into valid headers.
         let _ = status.add_header(&mut trailers);
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }

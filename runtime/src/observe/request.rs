@@ -1,0 +1,154 @@
+//! The request side: a body that counts the messages a call sends (client)
+//! or receives (server), and refuses one over the size limit.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::messages::{MessageCounter, TooLarge};
+use crate::metrics::ServiceMetrics;
+
+pin_project! {
+    /// A request body that counts the messages a client sends and refuses
+    /// one longer than the limit with `RESOURCE_EXHAUSTED`, before anything
+    /// decodes it.
+    pub struct CountingBody<B> {
+        #[pin]
+        inner: B,
+        counter: MessageCounter,
+        tally: Arc<Tally>,
+    }
+}
+
+impl<B> CountingBody<B> {
+    pub(crate) fn new(inner: B, tally: Arc<Tally>) -> Self {
+        CountingBody {
+            inner,
+            counter: MessageCounter::default(),
+            tally,
+        }
+    }
+}
+
+// See `MessageCounter`.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<CountingBody<tonic::body::Body>>() == 32);
+
+/// What the [`CountingBody`] of a call counts its messages into, if
+/// anything, and the longest message it lets through: one per method, made
+/// with the layer, so that a call clones one `Arc` for both.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    /// The service and the index of the method in its policy.
+    method: Option<(Arc<ServiceMetrics>, usize)>,
+    /// Whether the messages are the ones the method's calls send, rather
+    /// than receive.
+    sent: bool,
+    limit: u64,
+}
+
+/// The [`Tally`] of each method of a service, by its index in the policy, and
+/// one for paths outside it (counting nothing).
+#[derive(Debug)]
+pub(crate) struct Tallies {
+    methods: Box<[Arc<Tally>]>,
+    outside: Arc<Tally>,
+}
+
+impl Tallies {
+    /// For the requests a server receives: each method's
+    /// `grpc_server_msg_received_total`, and messages up to `limit` bytes.
+    pub(crate) fn received(service: &Arc<ServiceMetrics>, limit: usize) -> Self {
+        Tallies::new(service, false, limit)
+    }
+
+    /// For the requests a client sends: each method's
+    /// `grpc_client_msg_sent_total`, with no limit (the server has its own).
+    pub(crate) fn sent(service: &Arc<ServiceMetrics>) -> Self {
+        Tallies::new(service, true, usize::MAX)
+    }
+
+    /// One tally per method of `service`, in policy order, each counting
+    /// messages `sent` (else received), with `limit`.
+    fn new(service: &Arc<ServiceMetrics>, sent: bool, limit: usize) -> Self {
+        let tally = |method: Option<usize>| {
+            Arc::new(Tally {
+                method: method.map(|index| (service.clone(), index)),
+                sent,
+                limit: limit as u64,
+            })
+        };
+        Tallies {
+            methods: (0..service.policy().methods.len())
+                .map(|index| tally(Some(index)))
+                .collect(),
+            outside: tally(None),
+        }
+    }
+
+    /// The tally of the method at `index` in the policy, or of a path outside it.
+    pub(crate) fn get(&self, index: Option<usize>) -> Arc<Tally> {
+        index
+            .and_then(|index| self.methods.get(index))
+            .unwrap_or(&self.outside)
+            .clone()
+    }
+}
+
+impl<B> Body for CountingBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: From<tonic::Status>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let tally = &**this.tally;
+            match this.counter.feed_limited(data, tally.limit) {
+                Ok(started) => {
+                    if let Some((service, index)) = &tally.method {
+                        let counts = service.method(*index);
+                        match tally.sent {
+                            true => counts.sent(started),
+                            false => counts.received(started),
+                        }
+                    }
+                }
+                Err(TooLarge(len)) => {
+                    return Poll::Ready(Some(Err(too_large(len, tally.limit).into())));
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The status of a request message of `len` bytes, above `limit`.
+#[cold]
+#[inline(never)]
+fn too_large(len: u64, limit: u64) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!(
+        "message of {len} bytes exceeds the limit of {limit} bytes"
+    ))
+}

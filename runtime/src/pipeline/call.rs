@@ -1,0 +1,101 @@
+//! [`Call`]: one call of a method of the policy, from its start until its
+//! response ends.
+
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::{Context as OtelContext, ContextGuard};
+use quanta::Instant;
+use tonic::Code;
+
+use crate::deadline::Deadline;
+use crate::metrics::CallRecord;
+use crate::telemetry::end_server_span;
+
+/// A call of a method of the policy, from its start until its response ends:
+/// its metrics, its span and its path.
+pub struct Call {
+    pub(super) metrics: CallRecord,
+    /// The context the handler runs in: the server span, when telemetry is
+    /// on, and the call's deadline, when it has one.
+    cx: Option<OtelContext>,
+    pub(super) path: &'static str,
+    /// Whether the response is a stream the handler produces, which then
+    /// runs inside the span too.
+    pub(super) streams: bool,
+    /// Whether a unary response's data went by: its one message, counted
+    /// when the call ends rather than parsed as it goes.
+    pub(super) unary_sent: bool,
+}
+
+impl Call {
+    pub(super) fn new(
+        cx: Option<OtelContext>,
+        metrics: CallRecord,
+        path: &'static str,
+        streams: bool,
+    ) -> Self {
+        Call {
+            metrics,
+            cx,
+            path,
+            streams,
+            unary_sent: false,
+        }
+    }
+
+    /// When the call arrived.
+    pub(super) fn started(&self) -> Instant {
+        self.metrics.start
+    }
+
+    /// Marks the call's handler as having answered: an unsampled span (or
+    /// none) records nothing and needs no ending, so its context is let go,
+    /// unless the handler's stream still runs in it.
+    pub(super) fn handled(&mut self) {
+        if !self.streams && self.cx.as_ref().is_some_and(|cx| !cx.span().is_recording()) {
+            self.cx = None;
+        }
+    }
+
+    /// Attaches the call's context, when it has one, until the guard drops.
+    pub(super) fn enter(&self) -> Option<ContextGuard> {
+        self.cx.as_ref().map(attach)
+    }
+
+    /// Ends a call that stopped before its answer did: `DEADLINE_EXCEEDED`
+    /// when its deadline has passed (tonic's timer dropped it, and answers
+    /// the client `CANCELLED`; go-grpc-prometheus counts such calls as
+    /// `DeadlineExceeded`), else `CANCELLED` (the client went away). Out of
+    /// line: it is the rare end of a call.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn abandon(&self) {
+        let expired = (self.cx.as_ref())
+            .and_then(|cx| cx.get::<Deadline>())
+            .is_some_and(|deadline| deadline.remaining().is_zero());
+        let code = if expired {
+            Code::DeadlineExceeded
+        } else {
+            Code::Cancelled
+        };
+        self.finish(code, None);
+    }
+
+    /// Records how the call ended; `carrier` is the headers or trailers that
+    /// said so, when it was them. Out of line: each call ends once, in one
+    /// of several places, and the paths that poll stay short. By reference:
+    /// a body that ends clears its call in place rather than moving it out.
+    #[inline(never)]
+    pub(super) fn finish(&self, code: Code, carrier: Option<&http::HeaderMap>) {
+        self.metrics.end(code, self.unary_sent.into());
+        if let Some(cx) = &self.cx {
+            end_server_span(cx, code, carrier);
+        }
+    }
+}
+
+/// `cx` attached until the guard drops (out of line: most calls have no
+/// context to attach).
+#[inline(never)]
+fn attach(cx: &OtelContext) -> ContextGuard {
+    cx.clone().attach()
+}

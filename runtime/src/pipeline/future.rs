@@ -1,0 +1,151 @@
+//! [`ResponseFuture`]: the pipeline's future, until the server's response
+//! headers.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tonic::Code;
+use tower::Service;
+
+use super::body::ResponseBody;
+use super::call::Call;
+use super::recover::{internal, log_panic};
+use crate::interruptible::Interruptible;
+use crate::metrics::codes::status_code;
+
+pin_project! {
+    /// Response future of [`Pipeline`](super::Pipeline): polls the server
+    /// inside the call's context, catching a panic, and hands the call on to
+    /// the response body.
+    pub struct ResponseFuture<F> {
+        // `None` when the call is answered without the server: rejected,
+        // or the server panicked.
+        #[pin]
+        inner: Option<F>,
+        // `None` for paths outside the policy, and once the response is out.
+        call: Option<Call>,
+        // The answer when `inner` is `None` (boxed: it is rare, and large).
+        status: Option<Box<tonic::Status>>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the server answered: the client went away, or
+            // the deadline passed.
+            if let Some(call) = this.project().call.take() {
+                call.abandon();
+            }
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// Calls `inner`, catching a panic.
+    pub(super) fn call<S, R>(inner: &mut S, req: R, call: Option<Call>) -> Self
+    where
+        S: Service<R, Future = F>,
+    {
+        match catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+            Ok(inner) => ResponseFuture {
+                inner: Some(inner),
+                call,
+                status: None,
+            },
+            Err(panic) => {
+                log_panic(call.as_ref().map(|c| c.path), panic.as_ref());
+                ResponseFuture::answer(internal(), call)
+            }
+        }
+    }
+
+    /// Answers with `status`, without the server: a rejection or a panic.
+    #[cold]
+    pub(super) fn answer(status: tonic::Status, call: Option<Call>) -> Self {
+        ResponseFuture {
+            inner: None,
+            call,
+            status: Some(Box::new(status)),
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: Body,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            let status = this.status.take().map_or_else(internal, |status| *status);
+            return Poll::Ready(Ok(trailers_only(status, this.call.take())));
+        };
+        let attached = this.call.as_ref().and_then(Call::enter);
+        let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => result,
+            Err(panic) => {
+                log_panic(this.call.as_ref().map(|c| c.path), panic.as_ref());
+                drop(attached);
+                this.inner.set(None);
+                return Poll::Ready(Ok(trailers_only(internal(), this.call.take())));
+            }
+        };
+        drop(attached);
+        let call = this.call.take();
+        Poll::Ready(match result {
+            Ok(response) => Ok(observe(response, call)),
+            Err(error) => {
+                if let Some(call) = call {
+                    call.finish(Code::Internal, None);
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+/// The trailers-only response of a call answered with `status` by Keel
+/// (a rejection or a panic: rare, so out of line).
+#[cold]
+#[inline(never)]
+fn trailers_only<B>(status: tonic::Status, call: Option<Call>) -> Response<ResponseBody<B>> {
+    let code = status.code();
+    let response = status.into_http();
+    if let Some(call) = call {
+        call.finish(code, Some(response.headers()));
+    }
+    response
+}
+
+/// Wraps the server's response to a call: a trailers-only response (no
+/// body, its `grpc-status` in the headers) ends the call now; otherwise the
+/// body ends it.
+fn observe<B: Body>(response: Response<B>, mut call: Option<Call>) -> Response<ResponseBody<B>> {
+    if let Some(call) = &mut call {
+        call.handled();
+    }
+    // Only a response without a body can be trailers-only: the common
+    // response, with a body, is not searched for a `grpc-status` header.
+    let trailers_only = match response.body().is_end_stream() {
+        true => status_code(response.headers()),
+        false => None,
+    };
+    let call = match trailers_only {
+        Some(code) => {
+            if let Some(call) = call {
+                call.finish(code, Some(response.headers()));
+            }
+            None
+        }
+        None => call,
+    };
+    response.map(|body| ResponseBody::new(Interruptible::new(body), call))
+}

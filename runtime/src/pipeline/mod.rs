@@ -1,0 +1,187 @@
+//! The server pipeline: what every generated server is wrapped in, and the
+//! one place where a call's per-method steps run.
+//!
+//! [`Pipeline`] is one tower [`Service`] in front of the generated tonic
+//! server. A call looks its method up once (`policy.route_index(path)`, a
+//! `match` on the path that codegen wrote) and then runs, in this order:
+//!
+//! 1. **context** ([`telemetry`](crate::telemetry)): the server span, when
+//!    telemetry is on, continuing the caller's W3C trace; and the call's
+//!    deadline (`grpc-timeout`, [`deadline`](crate::deadline)), which calls
+//!    the handler makes through generated clients inherit. The context is
+//!    attached while the handler runs, so its logs carry the trace id;
+//! 2. **metrics** ([`metrics`](crate::metrics)): the call is counted as
+//!    started and its clock starts, so everything after is counted,
+//!    rejections included;
+//! 3. **auth** ([`auth`]): the method's access rule; a rejected
+//!    call is answered `UNAUTHENTICATED` or `PERMISSION_DENIED` and never
+//!    reaches the handler. What was verified goes in the request's
+//!    extensions ([`RequestExt`](crate::RequestExt));
+//! 4. **request messages** ([`CountingBody`]): counted as they
+//!    arrive; one longer than `server.max_message_bytes` fails
+//!    `RESOURCE_EXHAUSTED` before tonic decodes it;
+//! 5. **recovery** (`pipeline/recover.rs`): a panic of the handler, or of its response
+//!    stream, is logged and answered `INTERNAL`;
+//! 6. **the end** ([`ResponseBody`]): when the response ends (its trailers,
+//!    its headers for a trailers-only response, or the client going away),
+//!    the code and latency are recorded and the span ended.
+//!
+//! A new per-method concern is a step in this list: a module of its own
+//! with one job, called from [`Pipeline::call`] with the method's policy,
+//! never a second service wrapped around this one (each nested service
+//! is another future and another body wrapper per call).
+//!
+//! Paths outside the policy go to the inner server untouched (it answers
+//! `UNIMPLEMENTED`), with the message size limit and panic recovery only,
+//! and are not counted, so label values stay bounded.
+
+mod body;
+mod call;
+mod future;
+pub(crate) mod recover;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower::{Layer, Service};
+
+use crate::auth::{self, Verifier};
+use crate::call_headers::CallHeaders;
+use crate::clock;
+use crate::metrics::{CallRecord, ServiceMetrics};
+use crate::observe::Tallies;
+use crate::policy::{MethodKind, ServicePolicy};
+use crate::telemetry::call_context;
+
+pub use crate::observe::CountingBody;
+pub use body::ResponseBody;
+pub use call::Call;
+pub use future::ResponseFuture;
+
+/// The layer that makes a [`Pipeline`]; built by
+/// [`Keel::layer`](crate::Keel::layer).
+#[derive(Clone, Debug)]
+pub struct PipelineLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every call of one service needs, behind one `Arc` (the router clones
+/// the service for each request).
+#[derive(Debug)]
+struct Shared {
+    policy: &'static ServicePolicy,
+    verifier: Arc<Verifier>,
+    metrics: Arc<ServiceMetrics>,
+    /// Where each method's request messages are counted, and their limit.
+    received: Tallies,
+}
+
+impl PipelineLayer {
+    pub(crate) fn new(
+        metrics: Arc<ServiceMetrics>,
+        verifier: Arc<Verifier>,
+        max_message_bytes: usize,
+    ) -> Self {
+        let shared = Shared {
+            policy: metrics.policy(),
+            verifier,
+            received: Tallies::received(&metrics, max_message_bytes),
+            metrics,
+        };
+        PipelineLayer {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl<S> Layer<S> for PipelineLayer {
+    type Service = Pipeline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Pipeline {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A generated server behind Keel's per-method steps; see the
+/// [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Pipeline<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Pipeline<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Pipeline<S>
+where
+    S: Service<Request<CountingBody<B>>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
+        let Some(index) = shared.policy.route_index(req.uri().path()) else {
+            return self.call_outside_policy(req);
+        };
+        let method = &shared.policy.methods[index];
+        let headers = CallHeaders::read(req.headers());
+        // 1. context, 2. metrics
+        let call = Call::new(
+            call_context(shared.policy, method, &headers),
+            CallRecord::start(&shared.metrics, index, clock::now()),
+            method.path,
+            matches!(
+                method.kind,
+                MethodKind::ServerStreaming | MethodKind::BidiStreaming
+            ),
+        );
+        // 3. auth
+        match auth::admit(
+            &shared.verifier,
+            method.access,
+            &headers,
+            req.extensions(),
+            call.started(),
+        ) {
+            Ok(admitted) => admitted.insert_into(req.extensions_mut()),
+            Err(error) => {
+                return ResponseFuture::answer(auth::reject(method.path, &error), Some(call));
+            }
+        }
+        // 4. request messages
+        let received = shared.received.get(Some(index));
+        let req = req.map(|body| CountingBody::new(body, received));
+        // 5. recovery, around the server; 6. the end, in the response
+        ResponseFuture::call(&mut self.inner, req, Some(call))
+    }
+}
+
+impl<S> Pipeline<S> {
+    /// A path outside the policy: passed to the inner server (which answers
+    /// `UNIMPLEMENTED`) with the message size limit and panic recovery only.
+    /// Out of line, as it is rare: the path of a method stays short.
+    #[cold]
+    #[inline(never)]
+    fn call_outside_policy<B>(&mut self, req: Request<B>) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<CountingBody<B>>>,
+    {
+        let received = self.shared.received.get(None);
+        let req = req.map(|body| CountingBody::new(body, received));
+        ResponseFuture::call(&mut self.inner, req, None)
+    }
+}
