@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::{Layer, Service};
 
-use crate::body::Interruptible;
+use crate::interruptible::Interruptible;
 
 const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
@@ -34,12 +35,14 @@ pub(crate) struct Phases {
 /// See the [module docs](self).
 #[derive(Clone, Debug)]
 pub(crate) struct DrainLayer {
-    phases: Phases,
+    phases: Arc<Phases>,
 }
 
 impl DrainLayer {
     pub(crate) fn new(phases: Phases) -> Self {
-        DrainLayer { phases }
+        DrainLayer {
+            phases: Arc::new(phases),
+        }
     }
 }
 
@@ -58,7 +61,9 @@ impl<S> Layer<S> for DrainLayer {
 #[derive(Clone, Debug)]
 pub struct Drain<S> {
     inner: S,
-    phases: Phases,
+    // Shared, not cloned per call: a `CancellationToken` clone takes its
+    // tree's lock, twice per call (clone and drop) for each token.
+    phases: Arc<Phases>,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Drain<S>
@@ -74,43 +79,62 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let end = if req.uri().path() == WATCH_PATH {
-            self.phases.draining.clone()
-        } else {
-            self.phases.deadline.clone()
+        // A health `Watch` stream ends when draining starts; everything else
+        // at the drain deadline.
+        let end = match req.uri().path() == WATCH_PATH {
+            true => Phase::Draining,
+            false => Phase::Deadline,
         };
         DrainFuture {
             inner: self.inner.call(req),
-            deadline: Stop::new(self.phases.deadline.clone()),
-            end: Some(end),
+            deadline: Some(Stop::new(self.phases.clone(), Phase::Deadline)),
+            end,
         }
     }
 }
 
-/// Waits for a token, registering for its wake-up only once polled while
+/// Which of the [`Phases`] ends a call.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Draining,
+    Deadline,
+}
+
+/// Waits for a phase, registering for its wake-up only once polled while
 /// pending, so calls that complete at once cost one atomic load.
 struct Stop {
-    token: CancellationToken,
+    phases: Arc<Phases>,
+    phase: Phase,
     waiting: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl Stop {
-    fn new(token: CancellationToken) -> Self {
+    fn new(phases: Arc<Phases>, phase: Phase) -> Self {
         Stop {
-            token,
+            phases,
+            phase,
             waiting: None,
         }
     }
 
+    fn token(&self) -> &CancellationToken {
+        match self.phase {
+            Phase::Draining => &self.phases.draining,
+            Phase::Deadline => &self.phases.deadline,
+        }
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.token.is_cancelled() {
+        if self.token().is_cancelled() {
             return Poll::Ready(());
         }
-        let token = &self.token;
-        self.waiting
-            .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()))
-            .as_mut()
-            .poll(cx)
+        if self.waiting.is_none() {
+            self.waiting = Some(Box::pin(self.token().clone().cancelled_owned()));
+        }
+        match &mut self.waiting {
+            Some(waiting) => waiting.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -119,8 +143,10 @@ pin_project! {
     pub struct DrainFuture<F> {
         #[pin]
         inner: F,
-        deadline: Stop,
-        end: Option<CancellationToken>,
+        // Until the response: the drain deadline. After it, its phases go on
+        // to the body, to wait for `end`.
+        deadline: Option<Stop>,
+        end: Phase,
     }
 }
 
@@ -133,10 +159,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
-            let end = this.end.take().map(Stop::new);
+            let end = this
+                .deadline
+                .take()
+                .map(|stop| Stop::new(stop.phases, *this.end));
             return Poll::Ready(result.map(|res| res.map(|body| DrainBody::new(body, end))));
         }
-        ready!(this.deadline.poll(cx));
+        match this.deadline.as_mut() {
+            Some(deadline) => ready!(deadline.poll(cx)),
+            None => return Poll::Pending,
+        }
         Poll::Ready(Ok(unavailable().into_http()))
     }
 }
