@@ -725,6 +725,38 @@ async fn a_call_past_its_deadline_is_counted_deadline_exceeded_and_a_cancelled_o
     ended("DeadlineExceeded").await;
     assert_eq!(count("Canceled"), "0");
 
+    // The generated client answers and counts it DEADLINE_EXCEEDED, whichever
+    // gives up first: its own timer, or tonic's channel enforcing the same
+    // `grpc-timeout` (a transport error), or the server (CANCELLED).
+    let keel_client = keel::client::Client::from_parts(
+        Duration::from_millis(100),
+        keel::metrics::ClientMetrics::new(server.keel.metrics().registry()).unwrap(),
+    );
+    let mut generated = user_v1::user_service_client(ch.clone(), &keel_client).unwrap();
+    let status = generated
+        .get_user(with_token(
+            GetUserRequest {
+                id: "sleep-2000".into(),
+            },
+            &reader(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let text = server.keel.metrics().render();
+    let handled = |code: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("grpc_client_handled_total")
+                    && l.contains(&format!("grpc_code=\"{code}\""))
+                    && l.contains("\"GetUser\"")
+            })
+            .and_then(|l| l.rsplit(' ').next().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    assert_eq!(handled("DeadlineExceeded"), "1", "{text}");
+    assert_eq!(handled("Canceled"), "0", "{text}");
+
     // A caller that gives up without a deadline: Canceled.
     let call = tokio::spawn(get(ch.clone(), "sleep-2000".into()));
     tokio::time::sleep(Duration::from_millis(200)).await;

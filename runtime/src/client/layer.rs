@@ -159,9 +159,10 @@ where
             false => shared.tokens.clone(),
         };
         let start = clock::now();
+        let expires = start + deadline;
         let mut pending = Pending(Some(ClientCall {
             metrics: method.map(|i| CallRecord::start(&shared.metrics, i, start)),
-            expires: start + deadline,
+            expires,
             span,
             header_code: None,
             sent_token: None,
@@ -206,6 +207,17 @@ where
                     Ok(response.map(|body| ResponseBody::new(body, call)))
                 }
                 Err(error) => {
+                    // tonic's channel enforces the `grpc-timeout` it is given
+                    // too, and may fail first, with a transport error: past
+                    // the deadline, any failure is the deadline's.
+                    let error = match clock::now() >= expires {
+                        true if error_code(&*error) != Code::DeadlineExceeded => {
+                            Box::new(tonic::Status::deadline_exceeded(format!(
+                                "no response within the deadline of {deadline:?} ({error})"
+                            ))) as BoxError
+                        }
+                        _ => error,
+                    };
                     if let Some(call) = pending.0.take() {
                         call.finish(error_code(&*error), None);
                     }
