@@ -20,7 +20,9 @@
 mod drain;
 mod health;
 mod incoming;
+mod probe;
 mod reflection;
+mod signals;
 
 use std::time::Duration;
 
@@ -40,6 +42,9 @@ use reflection::Reflection;
 
 pub use drain::{Drain, DrainBody, DrainFuture};
 pub use health::Health;
+pub use probe::{probe, probe_local};
+use signals::os_signals;
+pub use signals::shutdown_on;
 
 /// How long [`Server::serve_on`] waits for connections to close after
 /// ending the remaining calls.
@@ -349,115 +354,4 @@ fn serve_error(what: &'static str, e: impl std::error::Error + Send + Sync + 'st
         what,
         source: Box::new(e),
     }
-}
-
-/// Asks the standard health service at `addr` whether `service` (`""`: the
-/// whole server) is serving, within `timeout`. For container health checks:
-/// `user-service probe` exits 0 only when this returns `Ok(true)`.
-pub async fn probe(
-    addr: std::net::SocketAddr,
-    service: &str,
-    timeout: Duration,
-) -> Result<bool, Error> {
-    probe_with(addr, None, service, timeout).await
-}
-
-/// [`probe`], over TLS when `tls` is given: the server must present exactly
-/// the certificate of `server.tls.cert_file` (its own, in a container).
-async fn probe_with(
-    addr: std::net::SocketAddr,
-    tls: Option<&crate::config::ServerTlsConfig>,
-    service: &str,
-    timeout: Duration,
-) -> Result<bool, Error> {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
-    let failed = |reason: String| Error::Probe { addr, reason };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .map_err(|e| failed(e.to_string()))?;
-    if let Some(tls) = tls {
-        let pinned =
-            crate::tls::PinnedCertificate::from_file(TlsKeys::SERVER.cert_file, &tls.cert_file)?;
-        let config = tonic::transport::ClientTlsConfig::new().domain_name("localhost");
-        endpoint = endpoint
-            .tls_config_with_verifier(config, std::sync::Arc::new(pinned))
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    let ask = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let reply = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: service.to_owned(),
-            })
-            .await
-            .map_err(|s| failed(format!("{:?}: {}", s.code(), s.message())))?;
-        Ok(reply.get_ref().status()
-            == tonic_health::pb::health_check_response::ServingStatus::Serving)
-    };
-    tokio::time::timeout(timeout, ask)
-        .await
-        .map_err(|_| failed(format!("no answer within {timeout:?}")))?
-}
-
-/// The container health check of a service binary (`<binary> probe`):
-/// `Ok(())` when the server on `config.server.addr`'s port at 127.0.0.1
-/// reports `service` (`""`: the whole server) SERVING within 2 seconds, over
-/// TLS when `[server.tls]` is set.
-pub async fn probe_local(config: &Config, service: &str) -> Result<(), Error> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.server.addr.port()));
-    let tls = config.server.tls.as_ref();
-    match probe_with(addr, tls, service, Duration::from_secs(2)).await? {
-        true => Ok(()),
-        false => Err(Error::Probe {
-            addr,
-            reason: format!("{service:?} is not SERVING"),
-        }),
-    }
-}
-
-/// A signal stream for [`Server::serve_on`] that yields once, when
-/// `shutdown` completes: for embedding a server under your own trigger.
-pub fn shutdown_on(
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> impl Stream<Item = ()> + Send + Unpin + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(()).await;
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// SIGINT and SIGTERM as a stream: the first starts the graceful shutdown;
-/// on the second the process exits at once.
-fn os_signals() -> Result<impl Stream<Item = ()> + Send + Unpin + 'static, Error> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| serve_error("signals", e))?;
-    tokio::spawn(async move {
-        for count in 1.. {
-            #[cfg(unix)]
-            let received = tokio::select! {
-                r = tokio::signal::ctrl_c() => r.is_ok(),
-                r = term.recv() => r.is_some(),
-            };
-            #[cfg(not(unix))]
-            let received = tokio::signal::ctrl_c().await.is_ok();
-            if !received {
-                return;
-            }
-            if count > 1 {
-                tracing::warn!("second signal: exiting at once");
-                std::process::exit(130);
-            }
-            tracing::info!("signal received: shutting down gracefully");
-            let _ = tx.send(()).await;
-        }
-    });
-    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
