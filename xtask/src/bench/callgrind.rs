@@ -113,12 +113,14 @@ pub(super) fn print_counted(plain: &Counted, keel: &Counted, requests: u64, targ
 /// A warm-up run per mode, then one counted run per mode: callgrind's
 /// counters of that mode's server are zeroed before it and dumped after it
 /// (`callgrind_control`), and the dump's summary is the run's counts. The
-/// runs are verified like timed rounds.
+/// runs are verified like timed rounds. `dump` is the number of this dump
+/// of each server (callgrind numbers them from 1).
 pub(super) fn count_events(
     load: &Load,
     requests: u64,
     warmup: u64,
     outs: [&Path; 2],
+    dump: usize,
 ) -> anyhow::Result<(Counted, Counted)> {
     for mode in Mode::BOTH {
         measure(load, mode, warmup)?;
@@ -137,14 +139,14 @@ pub(super) fn count_events(
         };
         control("--zero")?;
         measure(load, mode, requests)?;
-        control(&format!("--dump={}", mode.name()))?;
-        // Dumps are numbered from 1 after the output file's name.
-        let file = format!("{}.1", out.display());
+        control(&format!("--dump={}-{}", mode.name(), load.case.name()))?;
+        let file = format!("{}.{dump}", out.display());
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
         *counted = Counted::parse(&text).with_context(|| format!("reading {file}"))?;
         println!(
-            "counted {} ({requests} calls): {} instructions",
+            "counted {} {} ({requests} calls): {} instructions",
             mode.name(),
+            load.case.name(),
             counted.sum(Counted::INSTRUCTIONS)
         );
     }

@@ -109,7 +109,61 @@ const MAX_OTHER: f64 = 0.05;
 /// How many times a disturbed round is repeated before it is kept anyway (flagged).
 const MAX_REPEATS: usize = 3;
 
-const METHOD_PATH: &str = "/user.v1.UserService/GetUser";
+/// Which call h2load makes, and how many at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Case {
+    /// `GetUser`, unary: 16 connections × 32 streams.
+    Unary,
+    /// `ExportUsers`, server streaming (ten messages per call with the
+    /// `fixed` handler): 100 streams at once, 10 connections × 10.
+    Stream,
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Unary => "unary",
+            Case::Stream => "stream",
+        }
+    }
+
+    /// The method's name, as `grpc_method` labels it.
+    fn method(self) -> &'static str {
+        match self {
+            Case::Unary => "GetUser",
+            Case::Stream => "ExportUsers",
+        }
+    }
+
+    fn path(self) -> String {
+        format!("/user.v1.UserService/{}", self.method())
+    }
+
+    /// The prefix of its counters on bench-server's `/counts`.
+    fn counter(self, outcome: &str) -> String {
+        match self {
+            Case::Unary => outcome.to_owned(),
+            Case::Stream => format!("export_{outcome}"),
+        }
+    }
+
+    /// h2load's connections and streams per connection.
+    fn shape(self, options: &Options) -> (u32, u32) {
+        match self {
+            Case::Unary => (options.clients, options.streams),
+            Case::Stream => (10, 10),
+        }
+    }
+
+    /// Calls per round relative to `--requests`: a streaming call carries
+    /// ten messages.
+    fn divisor(self) -> u64 {
+        match self {
+            Case::Unary => 1,
+            Case::Stream => 5,
+        }
+    }
+}
 
 struct Options {
     rounds: usize,
@@ -120,6 +174,7 @@ struct Options {
     criterion: bool,
     quick: bool,
     handlers: Vec<Handler>,
+    cases: Vec<Case>,
     /// `--traced`: the sampling ratio of Keel's telemetry in bench-server.
     traced: Option<f64>,
     /// `--instructions`: count instructions with callgrind instead of timing.
@@ -177,6 +232,7 @@ impl Options {
             criterion: true,
             quick: false,
             handlers: vec![Handler::Fixed, Handler::Users],
+            cases: vec![Case::Unary, Case::Stream],
             traced: None,
             instructions: false,
         };
@@ -218,6 +274,14 @@ impl Options {
                         format!("--requests: {v:?} is not a number of requests")
                     })?);
                 }
+                "--case" => {
+                    options.cases = match value("--case")?.as_str() {
+                        "unary" => vec![Case::Unary],
+                        "stream" => vec![Case::Stream],
+                        "both" => vec![Case::Unary, Case::Stream],
+                        other => bail!("--case: {other:?} is not unary, stream or both"),
+                    };
+                }
                 "--handler" => {
                     options.handlers = match value("--handler")?.as_str() {
                         "fixed" => vec![Handler::Fixed],
@@ -229,7 +293,7 @@ impl Options {
                 other => bail!(
                     "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
                      [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both] \
-                     [--traced [--sampling R]] [--instructions]"
+                     [--case unary|stream|both] [--traced [--sampling R]] [--instructions]"
                 ),
             }
         }
@@ -341,6 +405,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let work = target.join("bench");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let body_file = work.join("get-user.body");
+    let stream_body_file = work.join("export-users.body");
 
     let pinning = Pinning::detect();
     print_machine(&pinning);
@@ -390,63 +455,78 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         );
         std::fs::write(&body_file, &keel.body)
             .with_context(|| format!("writing {}", body_file.display()))?;
-        let min = u64::from(options.clients);
-        let requests = (options.requests / handler.divisor()).max(min);
-        let warmup = (options.warmup_requests / handler.divisor()).max(min);
-        println!(
-            "\n== handler `{}`: {}; {requests} requests per round, warm-up {warmup}",
-            handler.name(),
-            handler.describe()
-        );
+        // `ExportUsersRequest {}`: an empty message, framed.
+        std::fs::write(&stream_body_file, [0u8; 5])
+            .with_context(|| format!("writing {}", stream_body_file.display()))?;
+        println!("\n== handler `{}`: {}", handler.name(), handler.describe());
         if let Some(ratio) = options.traced {
             println!(
                 "--traced: keel runs with telemetry exporting: sampling ratio {ratio}, spans \
                  batched and exported over OTLP/gRPC to the sink (plain is unchanged)"
             );
         }
-        let load = Load {
-            servers: [&plain, &keel],
-            options: &options,
-            token: &keel.token,
-            body_file: &body_file,
-            pinning: &pinning,
-            clk_tck,
-        };
-        if options.instructions {
-            let outs = callgrind_out.each_ref().map(|p| p.as_path());
-            let (plain_counted, keel_counted) = count_events(&load, requests, warmup, outs)?;
-            drop((plain, keel));
-            let target = match options.traced {
-                Some(_) => TARGET_INSTRUCTIONS_TRACED,
-                None => TARGET_INSTRUCTIONS,
-            };
-            print_counted(&plain_counted, &keel_counted, requests, target);
-            continue;
-        }
-        let rounds = run_rounds(&load, requests, warmup)?;
-        if let Some((sink, ratio)) = &sink {
-            let keel_calls = keel.counts()?.get("ok").copied().unwrap_or(0);
-            check_exported_spans(sink, *ratio, keel_calls)?;
-        }
-        let rss = [peak_rss_kib(plain.pid())?, peak_rss_kib(keel.pid())?];
-        drop((plain, keel));
-        drop(sink);
-        summarize(&rounds.samples, options.quick, options.traced);
-        let ratio = rss[1] as f64 / rss[0] as f64;
-        println!(
-            "peak RSS:              plain {:.1} MB, keel {:.1} MB: {ratio:.3}x   target <= \
-             {TARGET_RSS}x: {}",
-            rss[0] as f64 / 1024.0,
-            rss[1] as f64 / 1024.0,
-            if ratio <= TARGET_RSS { "PASS" } else { "MISS" }
-        );
-        if rounds.repeated > 0 || rounds.kept_disturbed > 0 {
+        for (dump, &case) in options.cases.iter().enumerate() {
+            let divisor = handler.divisor() * case.divisor();
+            let min = u64::from(case.shape(&options).0);
+            let requests = (options.requests / divisor).max(min);
+            let warmup = (options.warmup_requests / divisor).max(min);
+            let (connections, streams) = case.shape(&options);
             println!(
-                "note: {} round(s) repeated because other work used the cores; \
-                 {} measured round(s) still disturbed (kept, marked above)",
-                rounds.repeated, rounds.kept_disturbed
+                "\n-- {} ({}): {requests} calls per round, warm-up {warmup}; h2load -c \
+                 {connections} -m {streams}",
+                case.name(),
+                case.method()
+            );
+            let load = Load {
+                servers: [&plain, &keel],
+                options: &options,
+                case,
+                token: &keel.token,
+                body_file: match case {
+                    Case::Unary => &body_file,
+                    Case::Stream => &stream_body_file,
+                },
+                pinning: &pinning,
+                clk_tck,
+            };
+            if options.instructions {
+                let outs = callgrind_out.each_ref().map(|p| p.as_path());
+                let (plain_counted, keel_counted) =
+                    count_events(&load, requests, warmup, outs, dump + 1)?;
+                let target = match options.traced {
+                    Some(_) => TARGET_INSTRUCTIONS_TRACED,
+                    None => TARGET_INSTRUCTIONS,
+                };
+                print_counted(&plain_counted, &keel_counted, requests, target);
+                continue;
+            }
+            let rounds = run_rounds(&load, requests, warmup)?;
+            if let Some((sink, ratio)) = &sink {
+                let keel_calls = keel.counts()?.get(&case.counter("ok")).copied();
+                check_exported_spans(sink, *ratio, keel_calls.unwrap_or(0))?;
+            }
+            summarize(&rounds.samples, options.quick, options.traced);
+            if rounds.repeated > 0 || rounds.kept_disturbed > 0 {
+                println!(
+                    "note: {} round(s) repeated because other work used the cores; \
+                     {} measured round(s) still disturbed (kept, marked above)",
+                    rounds.repeated, rounds.kept_disturbed
+                );
+            }
+        }
+        if !options.instructions {
+            let rss = [peak_rss_kib(plain.pid())?, peak_rss_kib(keel.pid())?];
+            let ratio = rss[1] as f64 / rss[0] as f64;
+            println!(
+                "\npeak RSS over the handler's runs: plain {:.1} MB, keel {:.1} MB: \
+                 {ratio:.3}x   target <= {TARGET_RSS}x: {}",
+                rss[0] as f64 / 1024.0,
+                rss[1] as f64 / 1024.0,
+                if ratio <= TARGET_RSS { "PASS" } else { "MISS" }
             );
         }
+        drop((plain, keel));
+        drop(sink);
     }
 
     if options.criterion {
@@ -473,9 +553,10 @@ struct Load<'a> {
     /// The server of each mode, in [`Mode::BOTH`]'s order.
     servers: [&'a Server; 2],
     options: &'a Options,
+    case: Case,
     /// The bearer token sent with every request.
     token: &'a str,
-    /// The gRPC-framed `GetUserRequest` h2load sends.
+    /// The gRPC-framed request h2load sends.
     body_file: &'a std::path::Path,
     pinning: &'a Pinning,
     /// Clock ticks per second of `/proc/stat`.
@@ -578,7 +659,8 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
     let addr = server.grpc;
     let counts_before = server.counts()?;
     let other_before = other.counts()?;
-    let metrics_before = server.handled_ok()?;
+    let case = load.case;
+    let metrics_before = server.handled_ok(case.method())?;
     let core_before = core_times(pinning.server_core);
     let client_before = core_times(pinning.client_core);
     let cpu_before = cpu_time_ns(server.pid())?;
@@ -588,8 +670,8 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
     let mut h2load = pinning.command(pinning.client_core, "h2load");
     h2load
         .args(["-n", &requests.to_string()])
-        .args(["-c", &options.clients.to_string()])
-        .args(["-m", &options.streams.to_string()])
+        .args(["-c", &case.shape(options).0.to_string()])
+        .args(["-m", &case.shape(options).1.to_string()])
         .args(["-t", "1"])
         .args(["-H", "content-type: application/grpc"])
         .args(["-H", "te: trailers"])
@@ -597,7 +679,7 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
         .arg(format!("authorization: Bearer {token}"))
         .arg("-d")
         .arg(body_file)
-        .arg(format!("http://{addr}{METHOD_PATH}"));
+        .arg(format!("http://{addr}{}", case.path()));
     let output = h2load
         .stdin(Stdio::null())
         .output()
@@ -610,7 +692,7 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
     let client_after = core_times(pinning.client_core);
     let counts_after = server.counts()?;
     let other_after = other.counts()?;
-    let metrics_after = server.handled_ok()?;
+    let metrics_after = server.handled_ok(case.method())?;
 
     let stdout = String::from_utf8_lossy(&output.stdout);
     ensure!(
@@ -627,7 +709,8 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
         let get = |counts: &BTreeMap<String, u64>| counts.get(key).copied().unwrap_or(0);
         get(after).saturating_sub(get(before))
     };
-    let own_ok = delta(&counts_before, &counts_after, "ok");
+    let (ok, err) = (case.counter("ok"), case.counter("err"));
+    let own_ok = delta(&counts_before, &counts_after, &ok);
     let mut problems = Vec::new();
     if report.succeeded != requests || report.total != requests {
         problems.push(format!(
@@ -649,17 +732,18 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
     }
     if own_ok != report.succeeded {
         problems.push(format!(
-            "h2load counted {} successes, but the {} handler answered {own_ok} GetUser calls OK \
+            "h2load counted {} successes, but the {} handler answered {own_ok} {} calls OK \
              (and {} with an error)",
             report.succeeded,
             mode.name(),
-            delta(&counts_before, &counts_after, "err"),
+            case.method(),
+            delta(&counts_before, &counts_after, &err),
         ));
     }
     let moved = [
-        (mode, "err", delta(&counts_before, &counts_after, "err")),
-        (other.mode, "ok", delta(&other_before, &other_after, "ok")),
-        (other.mode, "err", delta(&other_before, &other_after, "err")),
+        (mode, &err, delta(&counts_before, &counts_after, &err)),
+        (other.mode, &ok, delta(&other_before, &other_after, &ok)),
+        (other.mode, &err, delta(&other_before, &other_after, &err)),
     ];
     for (mode, key, moved) in moved {
         if moved != 0 {
@@ -673,8 +757,9 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
         && after.saturating_sub(before) != report.succeeded
     {
         problems.push(format!(
-            "keel metrics counted {} OK GetUser calls, h2load {} successes",
+            "keel metrics counted {} OK {} calls, h2load {} successes",
             after.saturating_sub(before),
+            case.method(),
             report.succeeded
         ));
     }

@@ -47,7 +47,9 @@ impl Server {
         let mut command = match callgrind_out {
             // Under callgrind every thread runs serialized: pinning is moot.
             Some(out) => {
-                let _ = std::fs::remove_file(format!("{}.1", out.display()));
+                for dump in 1..=4 {
+                    let _ = std::fs::remove_file(format!("{}.{dump}", out.display()));
+                }
                 let mut command = Command::new("valgrind");
                 command
                     .args(["--tool=callgrind", "--dump-instr=no"])
@@ -121,7 +123,7 @@ impl Server {
         self.child.id()
     }
 
-    /// Its GetUser counters (`ok`, `err`).
+    /// Its counters (`ok`, `err` of GetUser; `export_ok`, `export_err` of ExportUsers).
     pub(super) fn counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let body = http_get(self.http, "/counts")?;
         body.lines()
@@ -139,9 +141,9 @@ impl Server {
             .collect()
     }
 
-    /// Keel's `grpc_server_handled_total` for GetUser with code OK; `None`
+    /// Keel's `grpc_server_handled_total` for `method` with code OK; `None`
     /// for plain tonic, which has no metrics.
-    pub(super) fn handled_ok(&self) -> anyhow::Result<Option<u64>> {
+    pub(super) fn handled_ok(&self, method: &str) -> anyhow::Result<Option<u64>> {
         if self.mode == Mode::Plain {
             return Ok(None);
         }
@@ -150,7 +152,7 @@ impl Server {
         let mut found = false;
         for line in body.lines() {
             if line.starts_with("grpc_server_handled_total{")
-                && line.contains(r#"grpc_method="GetUser""#)
+                && line.contains(&format!("grpc_method=\"{method}\""))
                 && line.contains(r#"grpc_code="OK""#)
             {
                 let value = line.rsplit(' ').next().unwrap_or_default();
@@ -162,7 +164,7 @@ impl Server {
         }
         ensure!(
             found,
-            "/metrics has no grpc_server_handled_total for GetUser OK"
+            "/metrics has no grpc_server_handled_total for {method} OK"
         );
         Ok(Some(total as u64))
     }

@@ -170,19 +170,61 @@ enum HandlerKind {
     Fixed,
 }
 
-/// Successful and failed `GetUser` calls.
+/// Successful and failed `GetUser` calls, and `ExportUsers` streams that
+/// were answered in full or failed.
 #[derive(Debug, Default)]
 struct Counts {
     ok: AtomicU64,
     err: AtomicU64,
+    export_ok: AtomicU64,
+    export_err: AtomicU64,
 }
 
 impl Counts {
     fn render(&self) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!("ok {}\nerr {}\n", get(&self.ok), get(&self.err))
+        format!(
+            "ok {}\nerr {}\nexport_ok {}\nexport_err {}\n",
+            get(&self.ok),
+            get(&self.err),
+            get(&self.export_ok),
+            get(&self.export_err)
+        )
     }
 }
+
+/// An `ExportUsers` stream that counts itself in [`Counts`] when it ends.
+struct CountedStream {
+    inner: <Users as UserService>::ExportUsersStream,
+    counts: Arc<Counts>,
+    failed: bool,
+}
+
+impl futures_util::Stream for CountedStream {
+    type Item = Result<User, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(item)) => self.failed |= item.is_err(),
+            Poll::Ready(None) => {
+                let counter = match self.failed {
+                    true => &self.counts.export_err,
+                    false => &self.counts.export_ok,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+/// How many messages `ExportUsers` streams with `--handler fixed`.
+const STREAM_MESSAGES: usize = 10;
 
 /// [`Users`] with `GetUser` outcomes counted.
 struct Counting {
@@ -234,7 +276,21 @@ impl UserService for Counting {
         &self,
         request: Request<ExportUsersRequest>,
     ) -> Result<Response<Self::ExportUsersStream>, Status> {
-        self.users.export_users(request).await
+        let stream = match &self.fixed {
+            // The startup user, `STREAM_MESSAGES` times, from memory.
+            Some(user) => {
+                let users = std::iter::repeat_n(User::clone(user), STREAM_MESSAGES);
+                Box::pin(futures_util::stream::iter(users.map(Ok))) as Self::ExportUsersStream
+            }
+            None => self.users.export_users(request).await?.into_inner(),
+        };
+        // Counted once the stream has been produced to its end.
+        let stream = CountedStream {
+            inner: stream,
+            counts: self.counts.clone(),
+            failed: false,
+        };
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn count_users(
