@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, ensure};
 
-use super::{Load, Mode, measure};
+use super::{Edge, Load, Mode, measure, measure_around};
 
 /// What callgrind counted over one run: its events (`Ir`, `I1mr`, …, as
 /// its `events:` line names them) and their totals.
@@ -111,9 +111,10 @@ pub(super) fn print_counted(plain: &Counted, keel: &Counted, requests: u64, targ
 }
 
 /// A warm-up run per mode, then one counted run per mode: callgrind's
-/// counters of that mode's server are zeroed before it and dumped after it
-/// (`callgrind_control`), and the dump's summary is the run's counts. The
-/// runs are verified like timed rounds. `dump` is the number of this dump
+/// counters of that mode's server are zeroed just before h2load starts and
+/// dumped just after it ends (`callgrind_control`), and the dump's summary
+/// is the run's counts. The runs are verified like timed rounds, by reads of
+/// the servers' counters outside that window. `dump` is the number of this dump
 /// of each server (callgrind numbers them from 1).
 pub(super) fn count_events(
     load: &Load,
@@ -137,9 +138,11 @@ pub(super) fn count_events(
                     .stderr(Stdio::null()),
             )
         };
-        control("--zero")?;
-        measure(load, mode, requests)?;
-        control(&format!("--dump={}-{}", mode.name(), load.case.name()))?;
+        let dump_name = format!("--dump={}-{}", mode.name(), load.case.name());
+        measure_around(load, mode, requests, &mut |edge| match edge {
+            Edge::Start => control("--zero"),
+            Edge::End => control(&dump_name),
+        })?;
         let file = format!("{}.{dump}", out.display());
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
         *counted = Counted::parse(&text).with_context(|| format!("reading {file}"))?;

@@ -643,6 +643,25 @@ fn run_rounds(load: &Load, requests: u64, warmup: u64) -> anyhow::Result<Rounds>
 /// One h2load run against `mode`, verified.
 #[allow(clippy::too_many_arguments)]
 fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
+    measure_around(load, mode, requests, &mut |_| Ok(()))
+}
+
+/// Where [`measure_around`] is: just before h2load starts, or just after it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edge {
+    Start,
+    End,
+}
+
+/// [`measure`], calling `around` at the edges of the load itself, inside the
+/// reads of the counters that verify it (under callgrind: zero, then dump,
+/// so that only the calls are counted, not the verification's scrapes).
+fn measure_around(
+    load: &Load,
+    mode: Mode,
+    requests: u64,
+    around: &mut dyn FnMut(Edge) -> anyhow::Result<()>,
+) -> anyhow::Result<Sample> {
     let Load {
         options,
         token,
@@ -665,6 +684,7 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
     let client_before = core_times(pinning.client_core);
     let cpu_before = cpu_time_ns(server.pid())?;
     let children_before = children_cpu_ticks();
+    around(Edge::Start)?;
     let start = Instant::now();
 
     let mut h2load = pinning.command(pinning.client_core, "h2load");
@@ -686,6 +706,7 @@ fn measure(load: &Load, mode: Mode, requests: u64) -> anyhow::Result<Sample> {
         .context("running h2load")?;
 
     let wall_ns = start.elapsed().as_nanos() as f64;
+    around(Edge::End)?;
     let cpu_after = cpu_time_ns(server.pid())?;
     let children_after = children_cpu_ticks();
     let core_after = core_times(pinning.server_core);
