@@ -5,8 +5,7 @@
 //! each up in the [`HeaderMap`] hashes its name and, for the two that are not
 //! standard HTTP headers, compares it byte for byte, found or not. One walk
 //! over the few headers a gRPC request carries finds all three for less than
-//! three lookups cost, and for about what two cost on a request with many
-//! headers (BENCHMARKS.md).
+//! three lookups cost.
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};

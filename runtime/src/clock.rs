@@ -2,10 +2,10 @@
 //! allows), read through a clock of Keel's own.
 //!
 //! `quanta::Instant::now` first looks in a thread-local for a mocked clock,
-//! then for its global one, on every read: some 30 of the ~60 instructions
-//! a read cost; a read of this clock costs ~20. Instants of this clock and
-//! of quanta's global one are the same (quanta calibrates once per
-//! process), so they can be compared.
+//! then for its global one, on every read, which is most of what a read
+//! costs; a read of this clock is the TSC read alone. Instants of this
+//! clock and of quanta's global one are the same (quanta calibrates once
+//! per process), so they can be compared.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -51,7 +51,7 @@ pub(crate) fn status_code(headers: &HeaderMap) -> Option<Code> {
 /// Whether `name` is `grpc-status`. Compared as bytes against a constant of
 /// known length, which the compiler inlines, where `HeaderName`'s `==` calls
 /// `memcmp` whenever the lengths agree, as they do on every call that finds
-/// it (BENCHMARKS.md: −35 instructions per call).
+/// it.
 fn is_grpc_status(name: &HeaderName) -> bool {
     name.as_str().as_bytes() == b"grpc-status"
 }
