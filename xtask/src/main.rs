@@ -5,7 +5,8 @@
 //! - `gen` regenerates the examples' checked-in code from their protos;
 //!   `gen --check` fails when the checked-in code is stale.
 //! - `test` installs what the tests need on a fresh machine, then runs them.
-//! - `bench` runs the throughput benchmark (h2load) and the criterion benches.
+//! - `bench` measures plain tonic against the Keel service as README builds it
+//!   (callgrind instructions, h2load rounds, peak RSS) and runs the criterion benches.
 //! - `bench-auth` runs only the auth service's benchmark (Login, Refresh,
 //!   Validate on SQLite and PostgreSQL), which `bench` includes.
 

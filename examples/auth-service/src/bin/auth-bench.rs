@@ -372,6 +372,8 @@ impl Server {
             .env("KEEL_STORE__URL", url)
             .env("KEEL_STORE__MAX_CONNECTIONS", "16")
             .env("KEEL_BOOTSTRAP__ADMIN_PASSWORD", PASSWORD)
+            // A bench, not a deployment: the development signing key.
+            .env("KEEL_SERVICE__ENVIRONMENT", "development")
             .env("KEEL_TELEMETRY__LOG_FILTER", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
