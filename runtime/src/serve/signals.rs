@@ -6,7 +6,7 @@ use tokio_stream::Stream;
 use super::serve_error;
 use crate::Error;
 
-/// A signal stream for [`Server::serve_on`] that yields once, when
+/// A signal stream for [`Server::serve_on`](super::Server::serve_on) that yields once, when
 /// `shutdown` completes: for embedding a server under your own trigger.
 pub fn shutdown_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

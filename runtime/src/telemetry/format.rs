@@ -16,7 +16,7 @@ use crate::config::LogFormat;
 
 /// The event formatter Keel installs: [`LogFormat::Human`] or [`LogFormat::Json`].
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct KeelFormat {
+pub(crate) struct EventFormat {
     pub(crate) format: LogFormat,
 }
 
@@ -30,7 +30,7 @@ pub fn current_ids() -> Option<(TraceId, SpanId)> {
     })
 }
 
-impl<S, N> FormatEvent<S, N> for KeelFormat
+impl<S, N> FormatEvent<S, N> for EventFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,

@@ -83,7 +83,7 @@ pub(crate) use server_span::{call_context, end_server_span};
 use tracer::{SampledIds, TracerHandle};
 
 use crate::config::{Config, TelemetryConfig};
-use format::KeelFormat;
+use format::EventFormat;
 
 /// Instrumentation scope name of Keel's spans.
 pub const SCOPE: &str = "keel";
@@ -197,7 +197,7 @@ where
             );
         let logs = tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .event_format(KeelFormat {
+            .event_format(EventFormat {
                 format: settings.log_format,
             })
             .with_writer(self.writer)
