@@ -2,7 +2,7 @@
 //!
 //! `keel-codegen` compiles `.proto` files with [protox] (no `protoc` binary),
 //! reads Keel's annotations (`keel.v1.service` / `keel.v1.method`, see
-//! `proto/keel/v1/options.proto`) with [prost-reflect], and generates, into one
+//! `codegen/proto/keel/v1/options.proto`) with [prost-reflect], and generates, into one
 //! module per protobuf package:
 //!
 //! - the messages, tonic servers and clients, exactly as `tonic-prost-build`
@@ -60,7 +60,7 @@ pub use error::{Diagnostic, Error};
 
 /// The annotation vocabulary, bundled so users need not put it on their
 /// include path. Import it as `keel/v1/options.proto`.
-pub const OPTIONS_PROTO: &str = include_str!("../../proto/keel/v1/options.proto");
+pub const OPTIONS_PROTO: &str = include_str!("../proto/keel/v1/options.proto");
 
 /// Name under which [`OPTIONS_PROTO`] is imported.
 pub const OPTIONS_PROTO_NAME: &str = "keel/v1/options.proto";
