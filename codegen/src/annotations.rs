@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, MethodDescriptor,
@@ -49,6 +50,10 @@ pub struct MethodSpec {
     pub access: Access,
     /// Labels after merging service and method level, ordered by key.
     pub labels: BTreeMap<String, String>,
+    /// `timeout`, method over service.
+    pub timeout: Option<Duration>,
+    /// `max_timeout`, method over service.
+    pub max_timeout: Option<Duration>,
 }
 
 /// The resolved policies of one service.
@@ -64,6 +69,8 @@ pub struct ServiceSpec {
 struct Block {
     auth: Option<Access>,
     labels: Vec<(String, String)>,
+    timeout: Option<Duration>,
+    max_timeout: Option<Duration>,
 }
 
 /// Resolves the policies of every service in `files`, collecting every
@@ -122,7 +129,19 @@ fn resolve_service(
                 path.push(ext.number() as i32);
             }
             let block = read_block(&method.options(), method_ext, &path, &mut report);
-            merge(&method, &service_block, block)
+            let spec = merge(&method, &service_block, block);
+            if let (Some(timeout), Some(max)) = (spec.timeout, spec.max_timeout)
+                && timeout > max
+            {
+                report(
+                    path,
+                    format!(
+                        "timeout ({timeout:?}) is longer than max_timeout ({max:?}), \
+                         with the service's defaults applied"
+                    ),
+                );
+            }
+            spec
         })
         .collect();
     ServiceSpec {
@@ -145,6 +164,8 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         server_streaming: method.is_server_streaming(),
         access,
         labels,
+        timeout: own.timeout.or(service.timeout),
+        max_timeout: own.max_timeout.or(service.max_timeout),
     }
 }
 
@@ -262,6 +283,32 @@ fn read_block(
                 );
             }
             out.labels.push((key, value));
+        }
+    }
+    for (name, slot) in [
+        ("timeout", &mut out.timeout),
+        ("max_timeout", &mut out.max_timeout),
+    ] {
+        if let Some(duration) = field_message(block, name) {
+            let seconds = duration
+                .get_field_by_name("seconds")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            let nanos = duration
+                .get_field_by_name("nanos")
+                .and_then(|v| v.as_i32())
+                .unwrap_or(0);
+            match (u64::try_from(seconds), u32::try_from(nanos)) {
+                (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 && (seconds, nanos) != (0, 0) => {
+                    *slot = Some(Duration::new(seconds, nanos));
+                }
+                _ => report(
+                    path.to_vec(),
+                    format!(
+                        "{name}: must be a positive duration (seconds: {seconds}, nanos: {nanos})"
+                    ),
+                ),
+            }
         }
     }
     out

@@ -42,6 +42,15 @@ pub fn service(
             }),
         };
         let labels = m.labels.iter().map(|(k, v)| quote!((#k, #v)));
+        let duration = |d: Option<std::time::Duration>| match d {
+            Some(d) => {
+                let nanos = proc_macro2::Literal::u64_unsuffixed(d.as_nanos() as u64);
+                quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#nanos)))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let timeout = duration(m.timeout);
+        let max_timeout = duration(m.max_timeout);
         quote! {
             #runtime::MethodPolicy {
                 name: #name,
@@ -49,6 +58,8 @@ pub fn service(
                 kind: #runtime::MethodKind::#kind,
                 access: #access,
                 labels: &[#(#labels),*],
+                timeout: #timeout,
+                max_timeout: #max_timeout,
             }
         }
     });

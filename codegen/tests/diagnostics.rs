@@ -287,3 +287,58 @@ fn syntax_errors_point_at_the_file() {
     assert!(d.file.ends_with(Path::new("test/v1/svc.proto")), "{err}");
     assert_eq!(d.line, 3, "{err}");
 }
+
+#[test]
+fn a_timeout_must_be_positive_and_within_its_cap() {
+    assert_diagnostic(
+        &with_method_option(
+            "option (keel.v1.method) = { timeout: { seconds: 10 } max_timeout: { seconds: 5 } };",
+        ),
+        9,
+        5,
+        "timeout (10s) is longer than max_timeout (5s)",
+    );
+    assert_diagnostic(
+        &with_method_option("option (keel.v1.method) = { timeout: { seconds: -1 } };"),
+        9,
+        5,
+        "timeout: must be a positive duration",
+    );
+    assert_diagnostic(
+        &with_method_option("option (keel.v1.method) = { max_timeout: {} };"),
+        9,
+        5,
+        "max_timeout: must be a positive duration",
+    );
+}
+
+#[test]
+fn timeouts_reach_the_policy_table_method_over_service() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  option (keel.v1.service) = { auth: { public: true } max_timeout: { seconds: 30 } };
+  rpc List(Req) returns (Req);
+  rpc Get(Req) returns (Req) {
+    option (keel.v1.method) = { timeout: { nanos: 250000000 } };
+  }
+}
+"#;
+    let (_dir, result) = compile(source);
+    let code = std::fs::read_to_string(&result.expect("valid").files[0]).unwrap();
+    // Whitespace and trailing commas as prettyplease lays them out do not matter.
+    let one_line = code
+        .split_whitespace()
+        .collect::<String>()
+        .replace(",)", ")");
+    assert!(
+        one_line.contains("timeout:::core::option::Option::None,max_timeout:::core::option::Option::Some(::core::time::Duration::from_nanos(30000000000))"),
+        "List: the service's cap, no default:\n{code}"
+    );
+    assert!(
+        one_line.contains("timeout:::core::option::Option::Some(::core::time::Duration::from_nanos(250000000)),max_timeout:::core::option::Option::Some(::core::time::Duration::from_nanos(30000000000))"),
+        "Get: its own default under the service's cap:\n{code}"
+    );
+}

@@ -65,6 +65,8 @@ static POLICY: ServicePolicy = ServicePolicy {
             kind: MethodKind::Unary,
             access: Access::Public,
             labels: &[("team", "identity")],
+            timeout: None,
+            max_timeout: None,
         },
     ],
     route: user_service_route,
@@ -87,6 +89,8 @@ const fn method(
         kind: MethodKind::Unary,
         access: Access::Token { scopes },
         labels,
+        timeout: None,
+        max_timeout: None,
     }
 }
 

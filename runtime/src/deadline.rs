@@ -19,6 +19,7 @@ use opentelemetry::Context;
 use quanta::Instant;
 
 use crate::clock;
+use crate::policy::MethodPolicy;
 
 /// The gRPC deadline header.
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -32,19 +33,20 @@ pub(crate) struct Deadline(Instant);
 /// `grpc-timeout`.
 pub(crate) fn with_deadline(
     cx: Option<Context>,
+    method: &MethodPolicy,
     grpc_timeout: Option<&HeaderValue>,
 ) -> Option<Context> {
-    match Deadline::of_request(grpc_timeout) {
+    match Deadline::of_request(method, grpc_timeout) {
         Some(deadline) => Some(cx.unwrap_or_default().with_value(deadline)),
         None => cx,
     }
 }
 
 impl Deadline {
-    /// The deadline of a request arriving now with `grpc_timeout`, if it is
-    /// well-formed.
-    fn of_request(grpc_timeout: Option<&HeaderValue>) -> Option<Self> {
-        let timeout = decode_timeout(grpc_timeout?)?;
+    /// The deadline of a call of `method` arriving now with `grpc_timeout`
+    /// (ignored when malformed), as [`MethodPolicy::deadline`] resolves it.
+    fn of_request(method: &MethodPolicy, grpc_timeout: Option<&HeaderValue>) -> Option<Self> {
+        let timeout = method.deadline(grpc_timeout.and_then(decode_timeout))?;
         clock::now().checked_add(timeout).map(Deadline)
     }
 

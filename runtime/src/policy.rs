@@ -1,6 +1,8 @@
 //! Per-method policies, resolved by `keel-codegen` at build time from the
 //! proto annotations and emitted as `static` tables in generated code.
 
+use std::time::Duration;
+
 /// How a method streams; the value of the `grpc_type` metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MethodKind {
@@ -60,6 +62,44 @@ pub struct MethodPolicy {
     /// Static metric labels (service labels merged with method labels),
     /// sorted by key.
     pub labels: &'static [(&'static str, &'static str)],
+    /// The deadline of a call that carries no `grpc-timeout`
+    /// (`keel.v1.method.timeout`); `None`: no deadline.
+    pub timeout: Option<Duration>,
+    /// The longest deadline a caller may ask for (`max_timeout`); a longer
+    /// `grpc-timeout` is cut to it. `None`: no cap.
+    pub max_timeout: Option<Duration>,
+}
+
+impl MethodPolicy {
+    /// The deadline of a call asking for `requested` (its `grpc-timeout`):
+    /// what it asked, else the method's timeout, and never more than its
+    /// `max_timeout`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let mut method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
+    /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
+    /// #   timeout: None, max_timeout: None };
+    /// method.timeout = Some(Duration::from_secs(5));
+    /// method.max_timeout = Some(Duration::from_secs(30));
+    /// assert_eq!(method.deadline(None), Some(Duration::from_secs(5)));
+    /// assert_eq!(method.deadline(Some(Duration::from_secs(1))), Some(Duration::from_secs(1)));
+    /// assert_eq!(method.deadline(Some(Duration::from_secs(60))), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn deadline(&self, requested: Option<Duration>) -> Option<Duration> {
+        let asked = requested.or(self.timeout);
+        match (asked, self.max_timeout) {
+            (Some(asked), Some(max)) => Some(asked.min(max)),
+            (None, Some(max)) => Some(max),
+            (asked, None) => asked,
+        }
+    }
+
+    /// Whether the pipeline enforces a deadline of its own for this method
+    /// (tonic enforces a caller's `grpc-timeout` by itself).
+    pub(crate) fn enforces_deadline(&self) -> bool {
+        self.timeout.is_some() || self.max_timeout.is_some()
+    }
 }
 
 /// The policy table of one service.

@@ -23,6 +23,8 @@ static POLICY: ServicePolicy = ServicePolicy {
         kind: MethodKind::Unary,
         access: Access::Public,
         labels: &[],
+        timeout: None,
+        max_timeout: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),

@@ -21,6 +21,8 @@ static POLICY: ServicePolicy = ServicePolicy {
             kind: MethodKind::Unary,
             access: Access::Public,
             labels: &[],
+            timeout: None,
+            max_timeout: None,
         },
         MethodPolicy {
             name: "Read",
@@ -30,6 +32,8 @@ static POLICY: ServicePolicy = ServicePolicy {
                 scopes: &["things:read"],
             },
             labels: &[],
+            timeout: None,
+            max_timeout: None,
         },
     ],
     route: |path| match path {
@@ -351,4 +355,144 @@ fn only_services_given_to_the_runtime_can_be_wrapped() {
         matches!(error, keel::Error::UndeclaredService("test.v1.Undeclared")),
         "{error}"
     );
+}
+
+/// A service whose methods set deadlines of their own: `Quick` a default of
+/// 100 ms and a cap of 300 ms; `Feed`, streaming, a default of 100 ms.
+static DEADLINES: ServicePolicy = ServicePolicy {
+    name: "test.v1.Deadlines",
+    methods: &[
+        MethodPolicy {
+            name: "Quick",
+            path: "/test.v1.Deadlines/Quick",
+            kind: MethodKind::Unary,
+            access: Access::Public,
+            labels: &[],
+            timeout: Some(Duration::from_millis(100)),
+            max_timeout: Some(Duration::from_millis(300)),
+        },
+        MethodPolicy {
+            name: "Feed",
+            path: "/test.v1.Deadlines/Feed",
+            kind: MethodKind::ServerStreaming,
+            access: Access::Public,
+            labels: &[],
+            timeout: Some(Duration::from_millis(100)),
+            max_timeout: None,
+        },
+    ],
+    route: |path| match path {
+        "/test.v1.Deadlines/Quick" => Some(0),
+        "/test.v1.Deadlines/Feed" => Some(1),
+        _ => None,
+    },
+};
+
+/// Answers after `x-sleep-ms` (a response body that never ends for `Feed`),
+/// with the time the handler saw left in `x-left-ms`.
+fn sleepy(
+    req: http::Request<Counted>,
+) -> impl std::future::Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> {
+    let sleep: u64 = (req.headers().get("x-sleep-ms"))
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let streams = req.uri().path().ends_with("/Feed");
+    async move {
+        let left = keel::deadline::remaining().map_or(u128::MAX, |d| d.as_millis());
+        tokio::time::sleep(Duration::from_millis(sleep)).await;
+        let body = match streams {
+            // One message, then nothing more: the stream stalls.
+            true => tonic::body::Body::new(http_body_util::StreamBody::new(
+                futures_stream_of_one_frame(),
+            )),
+            false => tonic::body::Body::empty(),
+        };
+        let mut response = http::Response::new(body);
+        response
+            .headers_mut()
+            .insert("x-left-ms", left.to_string().parse().unwrap());
+        if !streams {
+            response
+                .headers_mut()
+                .insert("grpc-status", "0".parse().unwrap());
+        }
+        Ok(response)
+    }
+}
+
+/// A body stream: one empty gRPC message, then pending forever.
+fn futures_stream_of_one_frame()
+-> impl tokio_stream::Stream<Item = Result<http_body::Frame<bytes::Bytes>, tonic::Status>> + Send {
+    use tokio_stream::StreamExt as _;
+    let first = tokio_stream::once(Ok(http_body::Frame::data(bytes::Bytes::from_static(&[
+        0, 0, 0, 0, 0,
+    ]))));
+    first.chain(tokio_stream::pending())
+}
+
+fn deadline_request(
+    path: &str,
+    sleep_ms: u64,
+    grpc_timeout: Option<&str>,
+) -> http::Request<tonic::body::Body> {
+    let mut builder = http::Request::post(path)
+        .header("content-type", "application/grpc")
+        .header("x-sleep-ms", sleep_ms.to_string());
+    if let Some(timeout) = grpc_timeout {
+        builder = builder.header("grpc-timeout", timeout);
+    }
+    builder.body(tonic::body::Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn a_methods_timeout_and_cap_end_calls_deadline_exceeded() {
+    let config = keel::config::Config {
+        auth: auth_config(),
+        ..keel::config::Config::default()
+    };
+    let keel = keel::Keel::new(&config, &[&DEADLINES]).unwrap();
+    let service = keel.wrap(&DEADLINES, tower::service_fn(sleepy)).unwrap();
+    let quick = "/test.v1.Deadlines/Quick";
+    let outcome = |request| {
+        let service = service.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let response = service.oneshot(request).await.unwrap();
+            let left = response.headers().get("x-left-ms").cloned();
+            (grpc_status(response).await, started.elapsed(), left)
+        }
+    };
+
+    // Fast enough: answered; the handler saw the default deadline.
+    let (status, _, left) = outcome(deadline_request(quick, 0, None)).await;
+    assert_eq!(status, "0");
+    let left: u128 = left.unwrap().to_str().unwrap().parse().unwrap();
+    assert!(left <= 100, "{left} ms left of a 100 ms default");
+    // No grpc-timeout: the method's 100 ms.
+    let (status, elapsed, _) = outcome(deadline_request(quick, 2_000, None)).await;
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED");
+    assert!(elapsed < Duration::from_millis(1_000), "{elapsed:?}");
+    // A caller asking for 5 s gets the 300 ms cap.
+    let (status, elapsed, _) = outcome(deadline_request(quick, 2_000, Some("5S"))).await;
+    assert_eq!(status, "4");
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1_500),
+        "{elapsed:?}"
+    );
+    // A caller asking for less gets less.
+    let (status, elapsed, _) = outcome(deadline_request(quick, 2_000, Some("20m"))).await;
+    assert_eq!(status, "4");
+    assert!(elapsed < Duration::from_millis(250), "{elapsed:?}");
+    // A stream still running at the deadline ends there, in its trailers.
+    let (status, elapsed, _) = outcome(deadline_request("/test.v1.Deadlines/Feed", 0, None)).await;
+    assert_eq!(status, "4");
+    assert!(elapsed < Duration::from_millis(1_000), "{elapsed:?}");
+
+    let metrics = untimed(keel.metrics());
+    for (method, kind, count) in [("Quick", "unary", 3), ("Feed", "server_stream", 1)] {
+        let line = format!(
+            r#"grpc_server_handled_total{{grpc_code="DeadlineExceeded",grpc_method="{method}",grpc_service="test.v1.Deadlines",grpc_type="{kind}"}} {count}"#
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }

@@ -210,6 +210,8 @@ static POLICY: ServicePolicy = ServicePolicy {
         kind: MethodKind::Unary,
         access: Access::Public,
         labels: &[],
+        timeout: None,
+        max_timeout: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
@@ -393,6 +395,8 @@ static STREAMING_POLICY: ServicePolicy = ServicePolicy {
         kind: MethodKind::ServerStreaming,
         access: Access::Public,
         labels: &[],
+        timeout: None,
+        max_timeout: None,
     }],
     route: |path| match path {
         "/test.v1.Feed/Watch" => Some(0),

@@ -66,13 +66,20 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
         let Some(call) = this.call.as_mut() else {
             return this.inner.poll_frame(cx);
         };
-        let polled = match call.streams {
+        let mut polled = match call.streams {
             false => this.inner.as_mut().poll_frame(cx),
             true => {
                 let _entered = call.enter();
                 poll_guarded(this.inner.as_mut(), Some(call.path), cx)
             }
         };
+        // A stream still running at the method's own deadline ends there.
+        if polled.is_pending()
+            && call.streams
+            && let Some(exceeded) = call.poll_expired(cx)
+        {
+            polled = this.inner.as_mut().interrupt(&exceeded);
+        }
         match progress(&polled) {
             Progress::Data(_) if !call.streams => call.unary_sent = true,
             Progress::Data(data) => call.metrics.sent_data(data),

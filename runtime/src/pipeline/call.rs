@@ -1,11 +1,14 @@
 //! [`Call`]: one call of a method of the policy, from its start until its
 //! response ends.
 
+use std::pin::Pin;
+
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context as OtelContext, ContextGuard};
 use quanta::Instant;
 use tonic::Code;
 
+use super::deadline::Timer;
 use crate::deadline::Deadline;
 use crate::metrics::CallRecord;
 use crate::telemetry::end_server_span;
@@ -24,6 +27,8 @@ pub struct Call {
     /// Whether a unary response's data went by: its one message, counted
     /// when the call ends rather than parsed as it goes.
     pub(super) unary_sent: bool,
+    /// The method's own deadline, when its policy sets one.
+    pub(super) timer: Option<Pin<Box<Timer>>>,
 }
 
 impl Call {
@@ -32,6 +37,7 @@ impl Call {
         metrics: CallRecord,
         path: &'static str,
         streams: bool,
+        timer: Option<Pin<Box<Timer>>>,
     ) -> Self {
         Call {
             metrics,
@@ -39,7 +45,19 @@ impl Call {
             path,
             streams,
             unary_sent: false,
+            timer,
         }
+    }
+
+    /// Whether the method's own deadline has passed (registering for the
+    /// wake-up when it has not); `None` for methods without one.
+    #[inline]
+    pub(super) fn poll_expired(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Option<tonic::Status> {
+        let timer = self.timer.as_mut()?;
+        (timer.as_mut().poll_expired(cx).is_ready()).then(|| timer.exceeded())
     }
 
     /// When the call arrived.

@@ -89,7 +89,16 @@ where
         };
         let attached = this.call.as_ref().and_then(Call::enter);
         let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Pending) => {
+                drop(attached);
+                return match this.call.as_mut().and_then(|call| call.poll_expired(cx)) {
+                    None => Poll::Pending,
+                    Some(exceeded) => {
+                        this.inner.set(None);
+                        Poll::Ready(Ok(trailers_only(exceeded, this.call.take())))
+                    }
+                };
+            }
             Ok(Poll::Ready(result)) => result,
             Err(panic) => {
                 log_panic(this.call.as_ref().map(|c| c.path), panic.as_ref());

@@ -7,9 +7,12 @@
 //!
 //! 1. **context** ([`telemetry`](crate::telemetry)): the server span, when
 //!    telemetry is on, continuing the caller's W3C trace; and the call's
-//!    deadline (`grpc-timeout`, [`deadline`](crate::deadline)), which calls
-//!    the handler makes through generated clients inherit. The context is
-//!    attached while the handler runs, so its logs carry the trace id;
+//!    deadline ([`deadline`](crate::deadline)): its `grpc-timeout`, else the
+//!    method's `timeout`, never more than its `max_timeout`, which calls the
+//!    handler makes through generated clients inherit, and which ends the
+//!    call `DEADLINE_EXCEEDED` (`pipeline/deadline.rs`; tonic enforces a
+//!    caller's `grpc-timeout` by itself). The context is attached while the
+//!    handler runs, so its logs carry the trace id;
 //! 2. **metrics** ([`metrics`](crate::metrics)): the call is counted as
 //!    started and its clock starts, so everything after is counted,
 //!    rejections included;
@@ -37,6 +40,7 @@
 
 mod body;
 mod call;
+mod deadline;
 mod future;
 pub(crate) mod recover;
 
@@ -139,7 +143,7 @@ where
         };
         let method = &shared.policy.methods[index];
         let headers = CallHeaders::read(req.headers());
-        // 1. context, 2. metrics
+        // 1. context (and deadline), 2. metrics
         let call = Call::new(
             call_context(shared.policy, method, &headers),
             CallRecord::start(&shared.metrics, index, clock::now()),
@@ -148,6 +152,7 @@ where
                 method.kind,
                 MethodKind::ServerStreaming | MethodKind::BidiStreaming
             ),
+            deadline::Timer::of(method, &headers),
         );
         // 3. auth
         match auth::admit(

@@ -101,7 +101,7 @@ pub(crate) fn call_context(
             Some(server_span(handle, policy, method, call))
         }),
     };
-    with_deadline(span, call.grpc_timeout)
+    with_deadline(span, method, call.grpc_timeout)
 }
 
 /// Records how the call of the server span in `cx` ended and ends it:

@@ -832,6 +832,8 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: &["auth:admin"],
             },
             labels: &[("team", "platform")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Login",
@@ -839,6 +841,8 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[("team", "platform"), ("tier", "critical")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Refresh",
@@ -846,6 +850,8 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[("team", "platform"), ("tier", "critical")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Validate",
@@ -853,6 +859,8 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[("team", "platform"), ("tier", "critical")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Revoke",
@@ -860,6 +868,8 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[("team", "platform")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "RevokeAll",
@@ -867,6 +877,8 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Token { scopes: &[] },
             labels: &[("team", "platform")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "GetJwks",
@@ -874,6 +886,8 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[("team", "platform")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
     ],
     route: auth_service_route,

@@ -308,6 +308,8 @@ pub static PROFILE_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy
             scopes: &["users:read"],
         },
         labels: &[("team", "edge"), ("tier", "critical")],
+        timeout: ::core::option::Option::None,
+        max_timeout: ::core::option::Option::None,
     }],
     route: profile_service_route,
 };

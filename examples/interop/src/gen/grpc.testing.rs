@@ -1313,6 +1313,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnaryCall",
@@ -1320,6 +1322,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CacheableUnaryCall",
@@ -1327,6 +1331,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingOutputCall",
@@ -1334,6 +1340,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::ServerStreaming,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingInputCall",
@@ -1341,6 +1349,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::ClientStreaming,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "FullDuplexCall",
@@ -1348,6 +1358,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::BidiStreaming,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "HalfDuplexCall",
@@ -1355,6 +1367,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::BidiStreaming,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnimplementedCall",
@@ -1362,6 +1376,8 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
     ],
     route: test_service_route,
@@ -1704,6 +1720,8 @@ pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::Service
         kind: ::keel::MethodKind::Unary,
         access: ::keel::Access::Public,
         labels: &[],
+        timeout: ::core::option::Option::None,
+        max_timeout: ::core::option::Option::None,
     }],
     route: unimplemented_service_route,
 };
@@ -2087,6 +2105,8 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Stop",
@@ -2094,6 +2114,8 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
     ],
     route: reconnect_service_route,

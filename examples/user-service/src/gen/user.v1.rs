@@ -768,6 +768,8 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: &["users:read"],
             },
             labels: &[("team", "identity"), ("tier", "critical")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CreateUser",
@@ -777,6 +779,8 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: &["users:write"],
             },
             labels: &[("team", "identity"), ("tier", "critical")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ListUsers",
@@ -786,6 +790,8 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: &["users:read"],
             },
             labels: &[("team", "identity"), ("tier", "batch")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ImportUsers",
@@ -795,6 +801,8 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: &["users:write"],
             },
             labels: &[("team", "identity"), ("tier", "batch")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ExportUsers",
@@ -804,6 +812,8 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: &["users:read"],
             },
             labels: &[("team", "identity"), ("tier", "batch")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CountUsers",
@@ -814,6 +824,8 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: None,
             },
             labels: &[("team", "identity"), ("tier", "batch")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "HealthCheck",
@@ -821,6 +833,8 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             kind: ::keel::MethodKind::Unary,
             access: ::keel::Access::Public,
             labels: &[("team", "identity")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
         },
     ],
     route: user_service_route,

@@ -1,0 +1,59 @@
+//! The pipeline's deadline step, for methods whose policy sets `timeout` or
+//! `max_timeout`: tonic ends a call at the caller's `grpc-timeout` by
+//! itself, but not at a method's default, nor at its cap when the caller
+//! asked for more. Other methods get no timer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::call_headers::CallHeaders;
+use crate::deadline::decode_timeout;
+use crate::policy::MethodPolicy;
+
+pin_project! {
+    /// When a call of a method with its own deadline rules must end. A call
+    /// holds it boxed: one pointer in every call, a timer only in theirs.
+    pub(super) struct Timer {
+        #[pin]
+        sleep: Sleep,
+        after: Duration,
+    }
+}
+
+impl Timer {
+    /// The timer of a call of `method` with `headers`, when its policy
+    /// sets a deadline of its own.
+    pub(super) fn of(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Pin<Box<Self>>> {
+        if !method.enforces_deadline() {
+            return None;
+        }
+        Self::start(method, headers)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Pin<Box<Self>>> {
+        let requested = headers.grpc_timeout.and_then(decode_timeout);
+        let after = method.deadline(requested)?;
+        Some(Box::pin(Timer {
+            sleep: tokio::time::sleep(after),
+            after,
+        }))
+    }
+
+    /// Ready once the deadline has passed; registers for the wake-up.
+    pub(super) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().sleep.poll(cx)
+    }
+
+    /// The status of a call cut at this deadline.
+    #[cold]
+    pub(super) fn exceeded(&self) -> tonic::Status {
+        tonic::Status::deadline_exceeded(format!("deadline of {:?} exceeded", self.after))
+    }
+}
