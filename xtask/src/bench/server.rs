@@ -77,26 +77,19 @@ impl Server {
                 .arg("--otlp-endpoint")
                 .arg(endpoint);
         }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {command:?}"))?;
+        // Valgrind takes a while to start a 90 MB binary.
+        let startup = Duration::from_secs(if callgrind_out.is_some() { 300 } else { 60 });
+        let (child, [grpc, http]) =
+            spawn_announcing(&mut command, "bench-server", ["grpc", "http"], startup)?;
         // From here on, dropping `server` kills the process.
         let mut server = Server {
             child,
             mode,
-            grpc: SocketAddr::from(([0, 0, 0, 0], 0)),
-            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            grpc,
+            http,
             token: String::new(),
             body: Vec::new(),
         };
-        // Valgrind takes a while to start a 90 MB binary.
-        let startup = Duration::from_secs(if callgrind_out.is_some() { 300 } else { 60 });
-        [server.grpc, server.http] =
-            announced_ports(&mut server.child, "bench-server", ["grpc", "http"], startup)?;
         let read = |path: &Path| {
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))
         };
@@ -189,26 +182,14 @@ impl Sink {
     pub(super) fn start(bin: &Path, pinning: &Pinning) -> anyhow::Result<Sink> {
         ensure!(bin.exists(), "{} was not built", bin.display());
         let mut command = pinning.command(pinning.client_core, bin);
-        command
-            .arg("--otlp-sink")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {command:?}"))?;
-        // From here on, dropping `sink` kills the process.
-        let mut sink = Sink {
-            child,
-            otlp: SocketAddr::from(([0, 0, 0, 0], 0)),
-            http: SocketAddr::from(([0, 0, 0, 0], 0)),
-        };
-        [sink.otlp, sink.http] = announced_ports(
-            &mut sink.child,
+        command.arg("--otlp-sink");
+        let (child, [otlp, http]) = spawn_announcing(
+            &mut command,
             "bench-sink",
             ["otlp", "http"],
             Duration::from_secs(60),
         )?;
+        let sink = Sink { child, otlp, http };
         println!(
             "trace sink pid {}: otlp {}, http {}",
             sink.child.id(),
@@ -223,6 +204,32 @@ impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts `command` with its stdout piped and waits for the line in which it
+/// announces the addresses of `keys` (see [`announced_ports`]); kills it if
+/// that fails.
+fn spawn_announcing<const N: usize>(
+    command: &mut Command,
+    name: &str,
+    keys: [&str; N],
+    timeout: Duration,
+) -> anyhow::Result<(Child, [SocketAddr; N])> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    match announced_ports(&mut child, name, keys, timeout) {
+        Ok(addrs) => Ok((child, addrs)),
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(error)
+        }
     }
 }
 
