@@ -54,6 +54,8 @@ pub struct MethodSpec {
     pub timeout: Option<Duration>,
     /// `max_timeout`, method over service.
     pub max_timeout: Option<Duration>,
+    /// `max_concurrency`, method over service.
+    pub max_concurrency: Option<u32>,
 }
 
 /// The resolved policies of one service.
@@ -71,6 +73,7 @@ struct Block {
     labels: Vec<(String, String)>,
     timeout: Option<Duration>,
     max_timeout: Option<Duration>,
+    max_concurrency: Option<u32>,
 }
 
 /// Resolves the policies of every service in `files`, collecting every
@@ -166,6 +169,7 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         labels,
         timeout: own.timeout.or(service.timeout),
         max_timeout: own.max_timeout.or(service.max_timeout),
+        max_concurrency: own.max_concurrency.or(service.max_concurrency),
     }
 }
 
@@ -285,6 +289,10 @@ fn read_block(
             out.labels.push((key, value));
         }
     }
+    out.max_concurrency = block
+        .get_field_by_name("max_concurrency")
+        .and_then(|v| v.as_u32())
+        .filter(|n| *n > 0);
     for (name, slot) in [
         ("timeout", &mut out.timeout),
         ("max_timeout", &mut out.max_timeout),

@@ -51,6 +51,10 @@ pub fn service(
         };
         let timeout = duration(m.timeout);
         let max_timeout = duration(m.max_timeout);
+        let max_concurrency = match m.max_concurrency {
+            Some(n) => quote!(::core::option::Option::Some(#n)),
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #runtime::MethodPolicy {
                 name: #name,
@@ -60,6 +64,7 @@ pub fn service(
                 labels: &[#(#labels),*],
                 timeout: #timeout,
                 max_timeout: #max_timeout,
+                max_concurrency: #max_concurrency,
             }
         }
     });

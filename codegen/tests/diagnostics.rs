@@ -313,7 +313,7 @@ fn a_timeout_must_be_positive_and_within_its_cap() {
 }
 
 #[test]
-fn timeouts_reach_the_policy_table_method_over_service() {
+fn timeouts_and_max_concurrency_reach_the_policy_table_method_over_service() {
     let source = r#"syntax = "proto3";
 package test.v1;
 import "keel/v1/options.proto";
@@ -322,7 +322,7 @@ service Things {
   option (keel.v1.service) = { auth: { public: true } max_timeout: { seconds: 30 } };
   rpc List(Req) returns (Req);
   rpc Get(Req) returns (Req) {
-    option (keel.v1.method) = { timeout: { nanos: 250000000 } };
+    option (keel.v1.method) = { timeout: { nanos: 250000000 } max_concurrency: 8 };
   }
 }
 "#;
@@ -340,5 +340,16 @@ service Things {
     assert!(
         one_line.contains("timeout:::core::option::Option::Some(::core::time::Duration::from_nanos(250000000)),max_timeout:::core::option::Option::Some(::core::time::Duration::from_nanos(30000000000))"),
         "Get: its own default under the service's cap:\n{code}"
+    );
+    assert!(
+        one_line.contains("max_concurrency:::core::option::Option::Some(8u32)"),
+        "Get's max_concurrency:\n{code}"
+    );
+    assert_eq!(
+        one_line
+            .matches("max_concurrency:::core::option::Option::None")
+            .count(),
+        1,
+        "List has none:\n{code}"
     );
 }

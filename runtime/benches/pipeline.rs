@@ -67,6 +67,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             labels: &[("team", "identity")],
             timeout: None,
             max_timeout: None,
+            max_concurrency: None,
         },
     ],
     route: user_service_route,
@@ -91,6 +92,7 @@ const fn method(
         labels,
         timeout: None,
         max_timeout: None,
+        max_concurrency: None,
     }
 }
 

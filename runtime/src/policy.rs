@@ -68,6 +68,10 @@ pub struct MethodPolicy {
     /// The longest deadline a caller may ask for (`max_timeout`); a longer
     /// `grpc-timeout` is cut to it. `None`: no cap.
     pub max_timeout: Option<Duration>,
+    /// How many calls of the method may run at once in one process
+    /// (`max_concurrency`); more are answered `RESOURCE_EXHAUSTED` before
+    /// the handler runs. `None`: no limit.
+    pub max_concurrency: Option<u32>,
 }
 
 impl MethodPolicy {
@@ -79,7 +83,7 @@ impl MethodPolicy {
     /// # use std::time::Duration;
     /// # let mut method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
     /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
-    /// #   timeout: None, max_timeout: None };
+    /// #   timeout: None, max_timeout: None, max_concurrency: None };
     /// method.timeout = Some(Duration::from_secs(5));
     /// method.max_timeout = Some(Duration::from_secs(30));
     /// assert_eq!(method.deadline(None), Some(Duration::from_secs(5)));

@@ -25,6 +25,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         labels: &[],
         timeout: None,
         max_timeout: None,
+        max_concurrency: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),

@@ -23,6 +23,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             labels: &[],
             timeout: None,
             max_timeout: None,
+            max_concurrency: None,
         },
         MethodPolicy {
             name: "Read",
@@ -34,6 +35,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             labels: &[],
             timeout: None,
             max_timeout: None,
+            max_concurrency: None,
         },
     ],
     route: |path| match path {
@@ -370,6 +372,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             labels: &[],
             timeout: Some(Duration::from_millis(100)),
             max_timeout: Some(Duration::from_millis(300)),
+            max_concurrency: None,
         },
         MethodPolicy {
             name: "Feed",
@@ -379,6 +382,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             labels: &[],
             timeout: Some(Duration::from_millis(100)),
             max_timeout: None,
+            max_concurrency: None,
         },
     ],
     route: |path| match path {
@@ -492,6 +496,72 @@ async fn a_methods_timeout_and_cap_end_calls_deadline_exceeded() {
     for (method, kind, count) in [("Quick", "unary", 3), ("Feed", "server_stream", 1)] {
         let line = format!(
             r#"grpc_server_handled_total{{grpc_code="DeadlineExceeded",grpc_method="{method}",grpc_service="test.v1.Deadlines",grpc_type="{kind}"}} {count}"#
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+}
+
+/// `One` lets two calls run at once.
+static LIMITED: ServicePolicy = ServicePolicy {
+    name: "test.v1.Limited",
+    methods: &[MethodPolicy {
+        name: "One",
+        path: "/test.v1.Limited/One",
+        kind: MethodKind::Unary,
+        access: Access::Public,
+        labels: &[],
+        timeout: None,
+        max_timeout: None,
+        max_concurrency: Some(2),
+    }],
+    route: |path| match path {
+        "/test.v1.Limited/One" => Some(0),
+        _ => None,
+    },
+};
+
+#[tokio::test]
+async fn calls_over_max_concurrency_are_refused_at_once_and_slots_come_back() {
+    let config = keel::config::Config {
+        auth: auth_config(),
+        ..keel::config::Config::default()
+    };
+    let keel = keel::Keel::new(&config, &[&LIMITED]).unwrap();
+    let service = keel.wrap(&LIMITED, tower::service_fn(sleepy)).unwrap();
+    let one = "/test.v1.Limited/One";
+    let call = |sleep_ms: u64| {
+        let service = service.clone();
+        async move {
+            let response = service
+                .oneshot(deadline_request(one, sleep_ms, None))
+                .await
+                .unwrap();
+            grpc_status(response).await
+        }
+    };
+    let first = tokio::spawn(call(400));
+    let second = tokio::spawn(call(400));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(call(0).await, "8", "RESOURCE_EXHAUSTED while two run");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "refused at once, not queued"
+    );
+    assert_eq!(first.await.unwrap(), "0");
+    assert_eq!(second.await.unwrap(), "0");
+    // Their slots are back; so is that of a call whose client went away.
+    let abandoned = tokio::spawn(call(5_000));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    abandoned.abort();
+    let _ = abandoned.await;
+    let (a, b) = tokio::join!(call(10), call(10));
+    assert_eq!((a.as_str(), b.as_str()), ("0", "0"));
+
+    let metrics = untimed(keel.metrics());
+    for (code, count) in [("ResourceExhausted", 1), ("OK", 4), ("Canceled", 1)] {
+        let line = format!(
+            r#"grpc_server_handled_total{{grpc_code="{code}",grpc_method="One",grpc_service="test.v1.Limited",grpc_type="unary"}} {count}"#
         );
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }

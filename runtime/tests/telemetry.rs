@@ -212,6 +212,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         labels: &[],
         timeout: None,
         max_timeout: None,
+        max_concurrency: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
@@ -397,6 +398,7 @@ static STREAMING_POLICY: ServicePolicy = ServicePolicy {
         labels: &[],
         timeout: None,
         max_timeout: None,
+        max_concurrency: None,
     }],
     route: |path| match path {
         "/test.v1.Feed/Watch" => Some(0),

@@ -8,6 +8,7 @@ use opentelemetry::{Context as OtelContext, ContextGuard};
 use quanta::Instant;
 use tonic::Code;
 
+use super::concurrency::Permit;
 use super::deadline::Timer;
 use crate::deadline::Deadline;
 use crate::metrics::CallRecord;
@@ -29,6 +30,8 @@ pub struct Call {
     pub(super) unary_sent: bool,
     /// The method's own deadline, when its policy sets one.
     pub(super) timer: Option<Pin<Box<Timer>>>,
+    /// The call's slot, for a method with `max_concurrency`.
+    pub(super) permit: Option<Permit>,
 }
 
 impl Call {
@@ -46,6 +49,7 @@ impl Call {
             streams,
             unary_sent: false,
             timer,
+            permit: None,
         }
     }
 

@@ -20,12 +20,14 @@
 //!    call is answered `UNAUTHENTICATED` or `PERMISSION_DENIED` and never
 //!    reaches the handler. What was verified goes in the request's
 //!    extensions ([`RequestExt`](crate::RequestExt));
-//! 4. **request messages** ([`CountingBody`]): counted as they
+//! 4. **concurrency** (`pipeline/concurrency.rs`): a method with
+//!    `max_concurrency` answers a call over the limit `RESOURCE_EXHAUSTED`;
+//! 5. **request messages** ([`CountingBody`]): counted as they
 //!    arrive; one longer than `server.max_message_bytes` fails
 //!    `RESOURCE_EXHAUSTED` before tonic decodes it;
-//! 5. **recovery** (`pipeline/recover.rs`): a panic of the handler, or of its response
+//! 6. **recovery** (`pipeline/recover.rs`): a panic of the handler, or of its response
 //!    stream, is logged and answered `INTERNAL`;
-//! 6. **the end** ([`ResponseBody`]): when the response ends (its trailers,
+//! 7. **the end** ([`ResponseBody`]): when the response ends (its trailers,
 //!    its headers for a trailers-only response, or the client going away),
 //!    the code and latency are recorded and the span ended.
 //!
@@ -40,6 +42,7 @@
 
 mod body;
 mod call;
+mod concurrency;
 mod deadline;
 mod future;
 pub(crate) mod recover;
@@ -80,6 +83,8 @@ struct Shared {
     metrics: Arc<ServiceMetrics>,
     /// Where each method's request messages are counted, and their limit.
     received: Tallies,
+    /// The calls of each method in flight, for `max_concurrency`.
+    in_flight: concurrency::InFlight,
 }
 
 impl PipelineLayer {
@@ -90,6 +95,7 @@ impl PipelineLayer {
     ) -> Self {
         let shared = Shared {
             policy: metrics.policy(),
+            in_flight: concurrency::InFlight::new(metrics.policy()),
             verifier,
             received: Tallies::received(&metrics, max_message_bytes),
             metrics,
@@ -144,7 +150,7 @@ where
         let method = &shared.policy.methods[index];
         let headers = CallHeaders::read(req.headers());
         // 1. context (and deadline), 2. metrics
-        let call = Call::new(
+        let mut call = Call::new(
             call_context(shared.policy, method, &headers),
             CallRecord::start(&shared.metrics, index, clock::now()),
             method.path,
@@ -167,10 +173,15 @@ where
                 return ResponseFuture::answer(auth::reject(method.path, &error), Some(call));
             }
         }
-        // 4. request messages
+        // 4. concurrency
+        match shared.in_flight.admit(index, method) {
+            Ok(permit) => call.permit = permit,
+            Err(status) => return ResponseFuture::answer(status, Some(call)),
+        }
+        // 5. request messages
         let received = shared.received.get(Some(index));
         let req = req.map(|body| CountingBody::new(body, received));
-        // 5. recovery, around the server; 6. the end, in the response
+        // 6. recovery, around the server; 7. the end, in the response
         ResponseFuture::call(&mut self.inner, req, Some(call))
     }
 }

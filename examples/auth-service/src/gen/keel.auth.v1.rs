@@ -834,6 +834,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "platform")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Login",
@@ -843,6 +844,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "platform"), ("tier", "critical")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Refresh",
@@ -852,6 +854,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "platform"), ("tier", "critical")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Validate",
@@ -861,6 +864,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "platform"), ("tier", "critical")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Revoke",
@@ -870,6 +874,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "platform")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "RevokeAll",
@@ -879,6 +884,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "platform")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "GetJwks",
@@ -888,6 +894,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "platform")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
     ],
     route: auth_service_route,

@@ -310,6 +310,7 @@ pub static PROFILE_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy
         labels: &[("team", "edge"), ("tier", "critical")],
         timeout: ::core::option::Option::None,
         max_timeout: ::core::option::Option::None,
+        max_concurrency: ::core::option::Option::None,
     }],
     route: profile_service_route,
 };

@@ -1315,6 +1315,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnaryCall",
@@ -1324,6 +1325,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CacheableUnaryCall",
@@ -1333,6 +1335,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingOutputCall",
@@ -1342,6 +1345,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingInputCall",
@@ -1351,6 +1355,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "FullDuplexCall",
@@ -1360,6 +1365,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "HalfDuplexCall",
@@ -1369,6 +1375,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnimplementedCall",
@@ -1378,6 +1385,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
     ],
     route: test_service_route,
@@ -1722,6 +1730,7 @@ pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::Service
         labels: &[],
         timeout: ::core::option::Option::None,
         max_timeout: ::core::option::Option::None,
+        max_concurrency: ::core::option::Option::None,
     }],
     route: unimplemented_service_route,
 };
@@ -2107,6 +2116,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Stop",
@@ -2116,6 +2126,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
     ],
     route: reconnect_service_route,

@@ -770,6 +770,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "critical")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CreateUser",
@@ -781,6 +782,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "critical")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ListUsers",
@@ -792,6 +794,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "batch")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ImportUsers",
@@ -803,6 +806,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "batch")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ExportUsers",
@@ -814,6 +818,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "batch")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CountUsers",
@@ -826,6 +831,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "batch")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "HealthCheck",
@@ -835,6 +841,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
         },
     ],
     route: user_service_route,
