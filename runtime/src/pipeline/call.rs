@@ -5,6 +5,7 @@ use std::pin::Pin;
 
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context as OtelContext, ContextGuard};
+use pin_project_lite::pin_project;
 use quanta::Instant;
 use tonic::Code;
 
@@ -28,10 +29,30 @@ pub struct Call {
     /// Whether a unary response's data went by: its one message, counted
     /// when the call ends rather than parsed as it goes.
     pub(super) unary_sent: bool,
-    /// The method's own deadline, when its policy sets one.
-    pub(super) timer: Option<Pin<Box<Timer>>>,
-    /// The call's slot, for a method with `max_concurrency`.
-    pub(super) permit: Option<Permit>,
+    /// What the method's own limits hold for the call, when it has any.
+    pub(super) limits: Option<Pin<Box<Limits>>>,
+}
+
+pin_project! {
+    /// What a method's own limits hold for one of its calls: the timer of
+    /// its deadline and its concurrency slot. Boxed: one pointer in every
+    /// call, and only the calls of methods with limits have one.
+    pub(super) struct Limits {
+        #[pin]
+        timer: Option<Timer>,
+        permit: Option<Permit>,
+    }
+}
+
+impl Limits {
+    /// The limits of a call, if its method has any.
+    #[inline]
+    pub(super) fn of(timer: Option<Timer>, permit: Option<Permit>) -> Option<Pin<Box<Self>>> {
+        match (&timer, &permit) {
+            (None, None) => None,
+            _ => Some(Box::pin(Limits { timer, permit })),
+        }
+    }
 }
 
 impl Call {
@@ -40,7 +61,6 @@ impl Call {
         metrics: CallRecord,
         path: &'static str,
         streams: bool,
-        timer: Option<Pin<Box<Timer>>>,
     ) -> Self {
         Call {
             metrics,
@@ -48,8 +68,7 @@ impl Call {
             path,
             streams,
             unary_sent: false,
-            timer,
-            permit: None,
+            limits: None,
         }
     }
 
@@ -60,7 +79,8 @@ impl Call {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> Option<tonic::Status> {
-        let timer = self.timer.as_mut()?;
+        let limits = self.limits.as_mut()?.as_mut().project();
+        let mut timer = limits.timer.as_pin_mut()?;
         (timer.as_mut().poll_expired(cx).is_ready()).then(|| timer.exceeded())
     }
 

@@ -16,8 +16,7 @@ use crate::deadline::decode_timeout;
 use crate::policy::MethodPolicy;
 
 pin_project! {
-    /// When a call of a method with its own deadline rules must end. A call
-    /// holds it boxed: one pointer in every call, a timer only in theirs.
+    /// When a call of a method with its own deadline rules must end.
     pub(super) struct Timer {
         #[pin]
         sleep: Sleep,
@@ -28,7 +27,7 @@ pin_project! {
 impl Timer {
     /// The timer of a call of `method` with `headers`, when its policy
     /// sets a deadline of its own.
-    pub(super) fn of(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Pin<Box<Self>>> {
+    pub(super) fn of(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Self> {
         if !method.enforces_deadline() {
             return None;
         }
@@ -37,13 +36,13 @@ impl Timer {
 
     #[cold]
     #[inline(never)]
-    fn start(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Pin<Box<Self>>> {
+    fn start(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Self> {
         let requested = headers.grpc_timeout.and_then(decode_timeout);
         let after = method.deadline(requested)?;
-        Some(Box::pin(Timer {
+        Some(Timer {
             sleep: tokio::time::sleep(after),
             after,
-        }))
+        })
     }
 
     /// Ready once the deadline has passed; registers for the wake-up.

@@ -65,6 +65,7 @@ use crate::telemetry::call_context;
 pub use crate::observe::CountingBody;
 pub use body::ResponseBody;
 pub use call::Call;
+use call::Limits;
 pub use future::ResponseFuture;
 
 /// The layer that makes a [`Pipeline`]; built by
@@ -158,8 +159,9 @@ where
                 method.kind,
                 MethodKind::ServerStreaming | MethodKind::BidiStreaming
             ),
-            deadline::Timer::of(method, &headers),
         );
+        // (The timer of the method's own deadline, if any, starts now.)
+        let timer = deadline::Timer::of(method, &headers);
         // 3. auth
         match auth::admit(
             &shared.verifier,
@@ -175,7 +177,7 @@ where
         }
         // 4. concurrency
         match shared.in_flight.admit(index, method) {
-            Ok(permit) => call.permit = permit,
+            Ok(permit) => call.limits = Limits::of(timer, permit),
             Err(status) => return ResponseFuture::answer(status, Some(call)),
         }
         // 5. request messages
