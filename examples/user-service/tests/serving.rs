@@ -44,6 +44,18 @@ impl UserService for Slow {
         &self,
         r: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
+        // `sleep-N` sleeps; `remaining` answers the time left, in ms, as the next page token.
+        let token = r.get_ref().page_token.clone();
+        if let Some(ms) = token.strip_prefix("sleep-").and_then(|ms| ms.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if token == "remaining" {
+            let left = keel::deadline::remaining().map(|d| d.as_millis());
+            return Ok(Response::new(ListUsersResponse {
+                users: Vec::new(),
+                next_page_token: format!("{left:?}"),
+            }));
+        }
         self.0.list_users(r).await
     }
     async fn import_users(
@@ -762,6 +774,122 @@ async fn a_call_past_its_deadline_is_counted_deadline_exceeded_and_a_cancelled_o
     tokio::time::sleep(Duration::from_millis(200)).await;
     call.abort();
     ended("Canceled").await;
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_methods_own_timeout_and_cap_apply_over_the_wire() {
+    let server = start(timings(0, 1000)).await;
+    let mut client =
+        user_v1::user_service_client::UserServiceClient::new(channel(server.addr).await);
+    let list = |page_token: &str, timeout: Option<Duration>| {
+        let mut request = with_token(
+            ListUsersRequest {
+                page_size: 0,
+                page_token: page_token.into(),
+            },
+            &reader(),
+        );
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    };
+    // ListUsers: timeout 2 s, max_timeout 30 s (user.proto).
+    let left = |reply: Response<ListUsersResponse>| -> u128 {
+        let token = reply.into_inner().next_page_token;
+        let ms = token
+            .strip_prefix("Some(")
+            .and_then(|t| t.strip_suffix(')'));
+        ms.and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no deadline: {token}"))
+    };
+    let asked_long = client
+        .list_users(list("remaining", Some(Duration::from_secs(120))))
+        .await;
+    let ms = left(asked_long.unwrap());
+    assert!(
+        (25_000..=30_000).contains(&ms),
+        "120 s asked, capped at 30 s: {ms} ms left"
+    );
+    let ms = left(client.list_users(list("remaining", None)).await.unwrap());
+    assert!(
+        (1_000..=2_000).contains(&ms),
+        "no deadline asked: the 2 s default, {ms} ms left"
+    );
+    let started = Instant::now();
+    let status = client
+        .list_users(list("sleep-5000", None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1_900) && elapsed < Duration::from_millis(4_000),
+        "{elapsed:?}"
+    );
+    let metrics = server.keel.metrics().render();
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "grpc_server_handled_total{grpc_code=\"DeadlineExceeded\",grpc_method=\"ListUsers\""
+        ) && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn imports_over_max_concurrency_are_refused_over_the_wire() {
+    let server = start(timings(0, 1000)).await;
+    let ch = channel(server.addr).await;
+    let writer = sign_hs(Algorithm::HS256, &claims("users:write"));
+    // ImportUsers: max_concurrency 4 (user.proto). Four imports stay open…
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<CreateUserRequest>(1);
+        let mut client = user_v1::user_service_client::UserServiceClient::new(ch.clone());
+        let request = with_token(tokio_stream::wrappers::ReceiverStream::new(rx), &writer);
+        let call = tokio::spawn(async move { client.import_users(request).await });
+        open.push((tx, call));
+    }
+    // …until the server has them all (the fifth of a burst could race them).
+    let in_flight = || {
+        let text = server.keel.metrics().render();
+        let count = |prefix: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains("\"ImportUsers\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        count("grpc_server_started_total") - count("grpc_server_handled_total")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight() < 4 {
+        assert!(Instant::now() < deadline, "four imports never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let import = |users: Vec<CreateUserRequest>| {
+        let mut client = user_v1::user_service_client::UserServiceClient::new(ch.clone());
+        let request = with_token(tokio_stream::iter(users), &writer);
+        async move { client.import_users(request).await }
+    };
+    let fifth = import(Vec::new()).await.unwrap_err();
+    assert_eq!(fifth.code(), Code::ResourceExhausted, "{fifth:?}");
+    assert!(
+        fifth.message().contains("max_concurrency of 4"),
+        "{fifth:?}"
+    );
+    // One ends: its slot is free again.
+    let (tx, call) = open.pop().unwrap();
+    drop(tx);
+    call.await.unwrap().unwrap();
+    import(Vec::new()).await.expect("a slot came back");
+    for (tx, call) in open {
+        drop(tx);
+        call.await.unwrap().unwrap();
+    }
     server.signals.send(()).await.unwrap();
     server.task.await.unwrap().unwrap();
 }

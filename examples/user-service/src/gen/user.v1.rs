@@ -792,8 +792,10 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 scopes: &["users:read"],
             },
             labels: &[("team", "identity"), ("tier", "batch")],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
+            timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(2000000000)),
+            max_timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(
+                30000000000,
+            )),
             max_concurrency: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
@@ -806,7 +808,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             labels: &[("team", "identity"), ("tier", "batch")],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::Some(4u32),
         },
         ::keel::MethodPolicy {
             name: "ExportUsers",
