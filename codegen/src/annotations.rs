@@ -35,7 +35,9 @@ pub enum Access {
     /// Needs a verified client certificate naming one of `peers`, and, when `scopes` is not
     /// empty, a valid access token carrying them.
     Peer {
+        /// The workload identities allowed.
         peers: Vec<String>,
+        /// Scopes of the access token also required (none: no token is read).
         scopes: Vec<String>,
     },
 }
@@ -45,8 +47,11 @@ pub enum Access {
 pub struct MethodSpec {
     /// Method name as written in the proto (`GetUser`).
     pub name: String,
+    /// Whether the client sends a stream.
     pub client_streaming: bool,
+    /// Whether the server answers with a stream.
     pub server_streaming: bool,
+    /// Who may call it.
     pub access: Access,
     /// Labels after merging service and method level, ordered by key.
     pub labels: BTreeMap<String, String>,
@@ -63,6 +68,7 @@ pub struct MethodSpec {
 pub struct ServiceSpec {
     /// Fully qualified name (`user.v1.UserService`).
     pub full_name: String,
+    /// Its methods, in proto order.
     pub methods: Vec<MethodSpec>,
 }
 

@@ -55,7 +55,7 @@ use protox::file::{
     ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
 };
 
-pub use annotations::RESERVED_LABELS;
+pub use annotations::{Access, MethodSpec, RESERVED_LABELS, ServiceSpec};
 pub use error::{Diagnostic, Error};
 
 /// The annotation vocabulary, bundled so users need not put it on their
@@ -103,6 +103,9 @@ pub struct Generated {
     pub descriptor_set: PathBuf,
     /// Fully qualified names of the services that got a policy table.
     pub services: Vec<String>,
+    /// Their resolved policies, as the tables say them: for review
+    /// (`cargo xtask policy`) and tools.
+    pub policies: Vec<ServiceSpec>,
 }
 
 impl Builder {
@@ -206,6 +209,7 @@ impl Builder {
             .parse()
             .map_err(|_| Error::RuntimeCrate(self.runtime_crate.clone()))?;
         let services = specs.iter().map(|s| s.full_name.clone()).collect();
+        let policies = specs.clone();
         let generator = KeelGenerator {
             tonic: tonic_prost_build::configure()
                 .build_server(self.build_server)
@@ -278,6 +282,7 @@ impl Builder {
             files: written,
             descriptor_set,
             services,
+            policies,
         })
     }
 }

@@ -36,19 +36,39 @@ const TARGETS: &[Target] = &[
     },
 ];
 
+/// Runs the builder for `target` into a fresh scratch directory.
+fn generate(root: &Path, target: &Target) -> Result<(PathBuf, keel_codegen::Generated)> {
+    let scratch = tempfile_dir()?;
+    let protos: Vec<PathBuf> = target.protos.iter().map(|p| root.join(p)).collect();
+    let includes: Vec<PathBuf> = target.includes.iter().map(|p| root.join(p)).collect();
+    let generated = keel_codegen::configure()
+        .out_dir(&scratch)
+        .emit_rerun_if_changed(false)
+        .header("Regenerate with `cargo xtask gen`.")
+        .compile(&protos, &includes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((scratch, generated))
+}
+
+/// The resolved policies of every target's services, with the proto each comes from.
+pub fn policies() -> Result<Vec<(&'static str, Vec<keel_codegen::ServiceSpec>)>> {
+    let root = crate::root();
+    let mut all = Vec::new();
+    for target in TARGETS {
+        let (scratch, generated) = generate(&root, target)?;
+        std::fs::remove_dir_all(&scratch)?;
+        all.push((target.protos[0], generated.policies));
+    }
+    Ok(all)
+}
+
 pub fn run(check: bool) -> Result<()> {
     let root = crate::root();
     let mut stale = Vec::new();
+    let mut policies = Vec::new();
     for target in TARGETS {
-        let scratch = tempfile_dir()?;
-        let protos: Vec<PathBuf> = target.protos.iter().map(|p| root.join(p)).collect();
-        let includes: Vec<PathBuf> = target.includes.iter().map(|p| root.join(p)).collect();
-        let generated = keel_codegen::configure()
-            .out_dir(&scratch)
-            .emit_rerun_if_changed(false)
-            .header("Regenerate with `cargo xtask gen`.")
-            .compile(&protos, &includes)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (scratch, generated) = generate(&root, target)?;
+        policies.push((target.protos[0], generated.policies.clone()));
         for file in &generated.files {
             crate::run_cmd(
                 Command::new("rustfmt")
@@ -85,6 +105,18 @@ pub fn run(check: bool) -> Result<()> {
             }
         }
         std::fs::remove_dir_all(&scratch)?;
+    }
+    let table = crate::policy::table(&policies);
+    let path = root.join(crate::policy::FILE);
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if current != table {
+        match check {
+            true => stale.push(crate::policy::FILE.to_owned()),
+            false => {
+                std::fs::write(&path, &table)?;
+                println!("wrote {}", crate::policy::FILE);
+            }
+        }
     }
     if !stale.is_empty() {
         bail!(

@@ -2,8 +2,9 @@
 //!
 //! - `run` builds the example services and runs them together (the
 //!   README's main job).
-//! - `gen` regenerates the examples' checked-in code from their protos;
-//!   `gen --check` fails when the checked-in code is stale.
+//! - `gen` regenerates the examples' checked-in code from their protos, and
+//!   `POLICY.md`; `gen --check` fails when either is stale.
+//! - `policy [--format json]` prints every method's resolved rules.
 //! - `test` installs what the tests need on a fresh machine, then runs them.
 //! - `bench` measures plain tonic against the Keel service as README builds it
 //!   (callgrind instructions, h2load rounds, peak RSS) and runs the criterion benches.
@@ -13,6 +14,7 @@
 mod bench;
 mod bench_auth;
 mod codegen;
+mod policy;
 mod postgres;
 mod run;
 mod test;
@@ -28,10 +30,11 @@ fn main() -> ExitCode {
         ["test", rest @ ..] => test::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["bench-auth", rest @ ..] => bench_auth::run(rest),
+        ["policy", rest @ ..] => policy::run(rest),
         ["run", rest @ ..] => run::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick]"
+                "usage: cargo xtask run | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick] | policy [--format json]"
             );
             return ExitCode::from(2);
         }

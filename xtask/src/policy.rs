@@ -1,0 +1,175 @@
+//! `cargo xtask policy [--format json]`: every method of the workspace's
+//! services with its resolved rules (who may call it, its labels, its
+//! deadline and concurrency limits), the table a security review asks for.
+//! `cargo xtask gen` keeps a copy in `POLICY.md`, so a change that opens a
+//! method shows in its diff (and `gen --check` fails when it is stale).
+
+use std::fmt::Write as _;
+
+use anyhow::{Result, bail};
+use keel_codegen::{Access, MethodSpec, ServiceSpec};
+
+/// The file `cargo xtask gen` writes the table to.
+pub const FILE: &str = "POLICY.md";
+
+pub fn run(args: &[&str]) -> Result<()> {
+    let json = match args {
+        [] | ["--format", "table"] => false,
+        ["--format", "json"] => true,
+        _ => bail!("usage: cargo xtask policy [--format table|json]"),
+    };
+    let policies = crate::codegen::policies()?;
+    match json {
+        true => println!("{}", self::json(&policies)),
+        false => print!("{}", table(&policies)),
+    }
+    Ok(())
+}
+
+fn kind(method: &MethodSpec) -> &'static str {
+    match (method.client_streaming, method.server_streaming) {
+        (false, false) => "unary",
+        (true, false) => "client stream",
+        (false, true) => "server stream",
+        (true, true) => "bidi stream",
+    }
+}
+
+fn auth(access: &Access) -> String {
+    let scopes = |scopes: &[String]| match scopes.is_empty() {
+        true => "token".to_owned(),
+        false => format!("token with {}", scopes.join(", ")),
+    };
+    match access {
+        Access::Public => "**public**".to_owned(),
+        Access::Token(list) => scopes(list),
+        Access::Peer {
+            peers,
+            scopes: list,
+        } if list.is_empty() => format!("peer {}", peers.join(" or ")),
+        Access::Peer {
+            peers,
+            scopes: list,
+        } => format!("peer {} and {}", peers.join(" or "), scopes(list)),
+    }
+}
+
+fn duration(d: Option<std::time::Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), |d| format!("{d:?}"))
+}
+
+/// The Markdown table: one row per method, services in the order of
+/// `cargo xtask gen`'s targets.
+pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
+    let mut out = String::from(
+        "# Method policies\n\n\
+         Every method of the workspace's services with its resolved annotations, method over service.\n\
+         Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
+         prints the same as JSON.\n\n\
+         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | proto |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (proto, specs) in services {
+        for service in specs {
+            for m in &service.methods {
+                let labels: Vec<String> =
+                    m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    service.full_name,
+                    m.name,
+                    kind(m),
+                    auth(&m.access),
+                    labels.join(", "),
+                    duration(m.timeout),
+                    duration(m.max_timeout),
+                    m.max_concurrency
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The same as JSON: a list of methods.
+fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
+    let mut methods = Vec::new();
+    for (proto, specs) in services {
+        for service in specs {
+            for m in &service.methods {
+                let access = match &m.access {
+                    Access::Public => serde_json::json!({ "public": true }),
+                    Access::Token(scopes) => serde_json::json!({ "scopes": scopes }),
+                    Access::Peer { peers, scopes } => {
+                        serde_json::json!({ "peers": peers, "scopes": scopes })
+                    }
+                };
+                methods.push(serde_json::json!({
+                    "service": service.full_name,
+                    "method": m.name,
+                    "path": format!("/{}/{}", service.full_name, m.name),
+                    "kind": kind(m),
+                    "auth": access,
+                    "labels": m.labels,
+                    "timeout_ms": m.timeout.map(|d| d.as_millis() as u64),
+                    "max_timeout_ms": m.max_timeout.map(|d| d.as_millis() as u64),
+                    "max_concurrency": m.max_concurrency,
+                    "proto": proto,
+                }));
+            }
+        }
+    }
+    serde_json::to_string_pretty(&methods).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn method(name: &str, access: Access) -> MethodSpec {
+        MethodSpec {
+            name: name.to_owned(),
+            client_streaming: false,
+            server_streaming: true,
+            access,
+            labels: [("team".to_owned(), "core".to_owned())].into(),
+            timeout: Some(std::time::Duration::from_millis(1500)),
+            max_timeout: None,
+            max_concurrency: Some(8),
+        }
+    }
+
+    #[test]
+    fn a_row_per_method_says_who_may_call_it() {
+        let service = ServiceSpec {
+            full_name: "t.v1.S".to_owned(),
+            methods: vec![
+                method("Open", Access::Public),
+                method("Read", Access::Token(vec!["r".into()])),
+                method(
+                    "Internal",
+                    Access::Peer {
+                        peers: vec!["dns:a.example".into()],
+                        scopes: vec![],
+                    },
+                ),
+            ],
+        };
+        let table = table(&[("t.proto", vec![service.clone()])]);
+        for row in [
+            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r |",
+            "| t.v1.S | Internal | server stream | peer dns:a.example |",
+        ] {
+            assert!(table.contains(row), "{row} in:\n{table}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&json(&[("t.proto", vec![service])])).unwrap();
+        assert_eq!(json[0]["auth"]["public"], true);
+        assert_eq!(json[1]["auth"]["scopes"][0], "r");
+        assert_eq!(json[2]["path"], "/t.v1.S/Internal");
+        assert_eq!(json[0]["timeout_ms"], 1500);
+    }
+}
