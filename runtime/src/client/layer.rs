@@ -210,16 +210,18 @@ where
                     // tonic's channel enforces the `grpc-timeout` it is given
                     // too, and may fail first, with a transport error: past
                     // the deadline, any failure is the deadline's.
-                    let error = match clock::now() >= expires {
-                        true if error_code(&*error) != Code::DeadlineExceeded => {
+                    let mut code = error_code(&*error);
+                    let error = match code != Code::DeadlineExceeded && clock::now() >= expires {
+                        true => {
+                            code = Code::DeadlineExceeded;
                             Box::new(tonic::Status::deadline_exceeded(format!(
                                 "no response within the deadline of {deadline:?} ({error})"
                             ))) as BoxError
                         }
-                        _ => error,
+                        false => error,
                     };
                     if let Some(call) = pending.0.take() {
-                        call.finish(error_code(&*error), None);
+                        call.finish(code, None);
                     }
                     Err(error)
                 }

@@ -279,18 +279,21 @@ impl Reflection {
     }
 
     /// Answers each request of `requests` in turn, until the client ends the
-    /// stream (or it fails, which ends this one with its status).
-    fn answers<Req, Resp>(&self, requests: Streaming<Req>) -> Answers<Resp>
+    /// stream (or it fails, which ends this one with its status); `to_v1`
+    /// and `from_v1` convert the messages of the protocol's version.
+    fn answers<Req, Resp>(
+        &self,
+        requests: Streaming<Req>,
+        to_v1: fn(Req) -> Result<v1::ServerReflectionRequest, Status>,
+        from_v1: fn(v1::ServerReflectionResponse) -> Result<Resp, Status>,
+    ) -> Answers<Resp>
     where
-        Req: prost::Message + Default + Send + 'static,
-        Resp: prost::Message + Default + Send + 'static,
+        Req: Send + 'static,
+        Resp: Send + 'static,
     {
         let index = self.index.clone();
         let mut sent = BTreeSet::new();
-        Box::pin(requests.map(move |request| {
-            let request = same_wire::<Req, v1::ServerReflectionRequest>(&request?)?;
-            same_wire(&index.answer(request, &mut sent))
-        }))
+        Box::pin(requests.map(move |request| from_v1(index.answer(to_v1(request?)?, &mut sent))))
     }
 }
 
@@ -299,7 +302,7 @@ type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// `message` as the type with the same wire format (v1alpha ↔ v1).
 fn same_wire<From: prost::Message, To: prost::Message + Default>(
-    message: &From,
+    message: From,
 ) -> Result<To, Status> {
     To::decode(message.encode_to_vec().as_slice())
         .map_err(|e| Status::internal(format!("reflection message conversion: {e}")))
@@ -313,7 +316,7 @@ impl v1::server_reflection_server::ServerReflection for Reflection {
         &self,
         request: Request<Streaming<v1::ServerReflectionRequest>>,
     ) -> Result<Response<Self::ServerReflectionInfoStream>, Status> {
-        Ok(Response::new(self.answers(request.into_inner())))
+        Ok(Response::new(self.answers(request.into_inner(), Ok, Ok)))
     }
 }
 
@@ -325,7 +328,11 @@ impl v1alpha::server_reflection_server::ServerReflection for Reflection {
         &self,
         request: Request<Streaming<v1alpha::ServerReflectionRequest>>,
     ) -> Result<Response<Self::ServerReflectionInfoStream>, Status> {
-        Ok(Response::new(self.answers(request.into_inner())))
+        Ok(Response::new(self.answers(
+            request.into_inner(),
+            same_wire,
+            same_wire,
+        )))
     }
 }
 
