@@ -19,6 +19,7 @@ use opentelemetry::Context;
 use quanta::Instant;
 
 use crate::clock;
+use crate::policy::MethodPolicy;
 
 /// The gRPC deadline header.
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -28,19 +29,25 @@ pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeo
 pub(crate) struct Deadline(Instant);
 
 /// The context a handler runs in, `cx` (its server span, if any), with the
-/// call's deadline added when it has one, `timeout` from now (as
-/// [`MethodPolicy::deadline`](crate::MethodPolicy::deadline) resolves it).
-pub(crate) fn with_deadline(cx: Option<Context>, timeout: Option<Duration>) -> Option<Context> {
-    match Deadline::after(timeout) {
+/// deadline of its request added when the request has a well-formed
+/// `grpc-timeout`.
+pub(crate) fn with_deadline(
+    cx: Option<Context>,
+    method: &MethodPolicy,
+    grpc_timeout: Option<&HeaderValue>,
+) -> Option<Context> {
+    match Deadline::of_request(method, grpc_timeout) {
         Some(deadline) => Some(cx.unwrap_or_default().with_value(deadline)),
         None => cx,
     }
 }
 
 impl Deadline {
-    /// The deadline `timeout` from now, if there is one.
-    fn after(timeout: Option<Duration>) -> Option<Self> {
-        clock::now().checked_add(timeout?).map(Deadline)
+    /// The deadline of a call of `method` arriving now with `grpc_timeout`
+    /// (ignored when malformed), as [`MethodPolicy::deadline`] resolves it.
+    fn of_request(method: &MethodPolicy, grpc_timeout: Option<&HeaderValue>) -> Option<Self> {
+        let timeout = method.deadline(grpc_timeout.and_then(decode_timeout))?;
+        clock::now().checked_add(timeout).map(Deadline)
     }
 
     /// The deadline of the call the current task serves, if it has one.

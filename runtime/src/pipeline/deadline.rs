@@ -11,6 +11,8 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use crate::call_headers::CallHeaders;
+use crate::deadline::decode_timeout;
 use crate::policy::MethodPolicy;
 
 pin_project! {
@@ -23,22 +25,24 @@ pin_project! {
 }
 
 impl Timer {
-    /// The timer of a call of `method` whose deadline is `timeout` from
-    /// now, when the method's policy sets a deadline of its own.
-    pub(super) fn of(method: &MethodPolicy, timeout: Option<Duration>) -> Option<Self> {
-        match method.enforces_deadline() {
-            true => Some(Self::start(timeout?)),
-            false => None,
+    /// The timer of a call of `method` with `headers`, when its policy
+    /// sets a deadline of its own.
+    pub(super) fn of(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Self> {
+        if !method.enforces_deadline() {
+            return None;
         }
+        Self::start(method, headers)
     }
 
     #[cold]
     #[inline(never)]
-    fn start(after: Duration) -> Self {
-        Timer {
+    fn start(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Self> {
+        let requested = headers.grpc_timeout.and_then(decode_timeout);
+        let after = method.deadline(requested)?;
+        Some(Timer {
             sleep: tokio::time::sleep(after),
             after,
-        }
+        })
     }
 
     /// Ready once the deadline has passed; registers for the wake-up.

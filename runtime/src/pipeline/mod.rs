@@ -57,7 +57,6 @@ use tower::{Layer, Service};
 use crate::auth::{self, Verifier};
 use crate::call_headers::CallHeaders;
 use crate::clock;
-use crate::deadline::decode_timeout;
 use crate::metrics::{CallRecord, ServiceMetrics};
 use crate::observe::Tallies;
 use crate::policy::{MethodKind, ServicePolicy};
@@ -151,11 +150,9 @@ where
         };
         let method = &shared.policy.methods[index];
         let headers = CallHeaders::read(req.headers());
-        // Decided once, for the context and for the method's own timer.
-        let timeout = method.deadline(headers.grpc_timeout.and_then(decode_timeout));
         // 1. context (and deadline), 2. metrics
         let mut call = Call::new(
-            call_context(shared.policy, method, &headers, timeout),
+            call_context(shared.policy, method, &headers),
             CallRecord::start(&shared.metrics, index, clock::now()),
             method.path,
             matches!(
@@ -164,7 +161,7 @@ where
             ),
         );
         // (The timer of the method's own deadline, if any, starts now.)
-        let timer = deadline::Timer::of(method, timeout);
+        let timer = deadline::Timer::of(method, &headers);
         // 3. auth
         match auth::admit(
             &shared.verifier,

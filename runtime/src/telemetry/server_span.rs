@@ -7,7 +7,6 @@
 //! are its children, and log lines carry its ids.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use http::HeaderMap;
 use opentelemetry::trace::{
@@ -87,12 +86,11 @@ fn server_span(
 
 /// The context a call of `method` runs in: its server span (see
 /// [`server_span`]), when the current `tracing` dispatcher was built by
-/// Keel's telemetry, and its deadline, `timeout` from now, when it has one.
+/// Keel's telemetry, and its deadline, when it has one.
 pub(crate) fn call_context(
     policy: &'static ServicePolicy,
     method: &'static MethodPolicy,
     call: &CallHeaders<'_>,
-    timeout: Option<Duration>,
 ) -> Option<OtelContext> {
     // A call served while telemetry is being initialized on another thread
     // may miss the new handle: it is then not traced, like the calls before.
@@ -103,7 +101,7 @@ pub(crate) fn call_context(
             Some(server_span(handle, policy, method, call))
         }),
     };
-    with_deadline(span, timeout)
+    with_deadline(span, method, call.grpc_timeout)
 }
 
 /// Records how the call of the server span in `cx` ended and ends it:
