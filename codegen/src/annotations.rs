@@ -61,7 +61,48 @@ pub struct MethodSpec {
     pub max_timeout: Option<Duration>,
     /// `max_concurrency`, method over service.
     pub max_concurrency: Option<u32>,
+    /// `rate_limit`, method over service.
+    pub rate_limit: Option<RateLimit>,
 }
+
+/// A method's `rate_limit`, checked and with its defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Calls per second on average.
+    pub per_second: f64,
+    /// Calls at once after a quiet period (at least 1).
+    pub burst: u32,
+    /// Whose calls share a bucket.
+    pub key: RateKey,
+}
+
+/// Whose calls share a rate limit's bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    /// Every call of the method.
+    Global,
+    /// The caller's IP address.
+    Peer,
+    /// The access token's `sub`.
+    Subject,
+    /// The access token's claim of this name.
+    Claim(String),
+}
+
+impl RateKey {
+    /// The key as written in the annotation.
+    pub fn to_annotation(&self) -> String {
+        match self {
+            RateKey::Global => "global".to_owned(),
+            RateKey::Peer => "peer".to_owned(),
+            RateKey::Subject => "subject".to_owned(),
+            RateKey::Claim(name) => format!("claim:{name}"),
+        }
+    }
+}
+
+/// The smallest `rate_limit.per_second` (one call in about 12 days).
+const MIN_PER_SECOND: f64 = 1e-6;
 
 /// The resolved policies of one service.
 #[derive(Clone, Debug)]
@@ -80,6 +121,7 @@ struct Block {
     timeout: Option<Duration>,
     max_timeout: Option<Duration>,
     max_concurrency: Option<u32>,
+    rate_limit: Option<RateLimit>,
 }
 
 /// Resolves the policies of every service in `files`, collecting every
@@ -143,12 +185,19 @@ fn resolve_service(
                 && timeout > max
             {
                 report(
-                    path,
+                    path.clone(),
                     format!(
                         "timeout ({timeout:?}) is longer than max_timeout ({max:?}), \
                          with the service's defaults applied"
                     ),
                 );
+            }
+            if let Some(problem) = spec
+                .rate_limit
+                .as_ref()
+                .and_then(|r| key_problem(r, &spec.access))
+            {
+                report(path, problem);
             }
             spec
         })
@@ -176,7 +225,81 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         timeout: own.timeout.or(service.timeout),
         max_timeout: own.max_timeout.or(service.max_timeout),
         max_concurrency: own.max_concurrency.or(service.max_concurrency),
+        rate_limit: own.rate_limit.or_else(|| service.rate_limit.clone()),
     }
+}
+
+/// Why a rate limit's key cannot apply to a method with `access`, if it
+/// cannot: a key from the token needs a method that reads one.
+fn key_problem(rate_limit: &RateLimit, access: &Access) -> Option<String> {
+    let reads_token = match access {
+        Access::Public => false,
+        Access::Token(_) => true,
+        Access::Peer { scopes, .. } => !scopes.is_empty(),
+    };
+    match rate_limit.key {
+        RateKey::Subject | RateKey::Claim(_) if !reads_token => Some(format!(
+            "rate_limit: key {:?} comes from the access token, but this method reads none \
+             (it is public, or peers without scopes); use \"peer\" or \"global\"",
+            rate_limit.key.to_annotation()
+        )),
+        _ => None,
+    }
+}
+
+/// Reads and checks a `keel.v1.RateLimit` block.
+fn read_rate_limit(
+    block: &DynamicMessage,
+    path: &[i32],
+    report: &mut impl FnMut(Vec<i32>, String),
+) -> Option<RateLimit> {
+    let per_second = block
+        .get_field_by_name("per_second")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
+    let burst = block
+        .get_field_by_name("burst")
+        .and_then(|v| v.as_u32())
+        .unwrap_or(0);
+    let key = string_field(block, "key");
+    let key = match key.as_str() {
+        "" | "global" => Some(RateKey::Global),
+        "peer" => Some(RateKey::Peer),
+        "subject" => Some(RateKey::Subject),
+        other => match other.strip_prefix("claim:") {
+            Some(name) if !name.is_empty() && !name.chars().any(char::is_whitespace) => {
+                Some(RateKey::Claim(name.to_owned()))
+            }
+            _ => {
+                report(
+                    path.to_vec(),
+                    format!(
+                        "rate_limit: key {other:?} is not one of \"global\", \"peer\", \
+                         \"subject\" or \"claim:<name>\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if !(per_second.is_finite() && per_second >= MIN_PER_SECOND) {
+        report(
+            path.to_vec(),
+            format!(
+                "rate_limit: per_second must be at least {MIN_PER_SECOND} calls per second (found {per_second})"
+            ),
+        );
+        return None;
+    }
+    let burst = match burst {
+        0 => (per_second.ceil() as u32).max(1),
+        burst => burst,
+    };
+    Some(RateLimit {
+        per_second,
+        burst,
+        key: key?,
+    })
 }
 
 /// What is wrong with a workload identity of `auth.peers`, if anything: it must be `dns:` and a
@@ -294,6 +417,9 @@ fn read_block(
             }
             out.labels.push((key, value));
         }
+    }
+    if let Some(rate_limit) = field_message(block, "rate_limit") {
+        out.rate_limit = read_rate_limit(&rate_limit, path, report);
     }
     out.max_concurrency = block
         .get_field_by_name("max_concurrency")

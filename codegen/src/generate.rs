@@ -4,7 +4,7 @@
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
-use crate::annotations::{Access, ServiceSpec};
+use crate::annotations::{Access, RateKey, ServiceSpec};
 
 /// Generates the policy table (with `server`, the wrapping server
 /// constructor; with `client`, the wrapped client constructor) for one
@@ -55,6 +55,24 @@ pub fn service(
             Some(n) => quote!(::core::option::Option::Some(#n)),
             None => quote!(::core::option::Option::None),
         };
+        let rate_limit = match &m.rate_limit {
+            Some(limit) => {
+                let per_second = limit.per_second;
+                let burst = limit.burst;
+                let key = match &limit.key {
+                    RateKey::Global => quote!(#runtime::RateKey::Global),
+                    RateKey::Peer => quote!(#runtime::RateKey::Peer),
+                    RateKey::Subject => quote!(#runtime::RateKey::Subject),
+                    RateKey::Claim(name) => quote!(#runtime::RateKey::Claim(#name)),
+                };
+                quote!(::core::option::Option::Some(#runtime::RateLimit {
+                    per_second: #per_second,
+                    burst: #burst,
+                    key: #key,
+                }))
+            }
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #runtime::MethodPolicy {
                 name: #name,
@@ -65,6 +83,7 @@ pub fn service(
                 timeout: #timeout,
                 max_timeout: #max_timeout,
                 max_concurrency: #max_concurrency,
+                rate_limit: #rate_limit,
             }
         }
     });

@@ -353,3 +353,72 @@ service Things {
         "List has none:\n{code}"
     );
 }
+
+#[test]
+fn a_rate_limit_needs_a_rate_and_a_key_the_method_has() {
+    assert_diagnostic(
+        &with_method_option("option (keel.v1.method) = { rate_limit: { burst: 5 } };"),
+        9,
+        5,
+        "rate_limit: per_second must be at least 0.000001 calls per second (found 0)",
+    );
+    assert_diagnostic(
+        &with_method_option(
+            "option (keel.v1.method) = { rate_limit: { per_second: 5 key: \"ip\" } };",
+        ),
+        9,
+        5,
+        "rate_limit: key \"ip\" is not one of \"global\", \"peer\", \"subject\" or \"claim:<name>\"",
+    );
+    assert_diagnostic(
+        &with_method_option(
+            "option (keel.v1.method) = { rate_limit: { per_second: 5 key: \"claim:\" } };",
+        ),
+        9,
+        5,
+        "rate_limit: key \"claim:\" is not one of",
+    );
+    assert_diagnostic(
+        &with_method_option(
+            "option (keel.v1.method) = { auth: { public: true } rate_limit: { per_second: 5 key: \"subject\" } };",
+        ),
+        9,
+        5,
+        "rate_limit: key \"subject\" comes from the access token, but this method reads none",
+    );
+}
+
+#[test]
+fn rate_limits_reach_the_policy_table_method_over_service() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  option (keel.v1.service) = { rate_limit: { per_second: 2.5 key: "claim:tenant" } };
+  rpc List(Req) returns (Req);
+  rpc Get(Req) returns (Req) {
+    option (keel.v1.method) = { auth: { public: true } rate_limit: { per_second: 100 burst: 20 key: "peer" } };
+  }
+}
+"#;
+    let (_dir, result) = compile(source);
+    let code = std::fs::read_to_string(&result.expect("valid").files[0]).unwrap();
+    let one_line = code
+        .split_whitespace()
+        .collect::<String>()
+        .replace(",)", ")")
+        .replace(",}", "}");
+    assert!(
+        one_line.contains(
+            "rate_limit:::core::option::Option::Some(::keel::RateLimit{per_second:2.5f64,burst:3u32,key:::keel::RateKey::Claim(\"tenant\")})"
+        ),
+        "List: the service's limit, its burst the rate rounded up:\n{code}"
+    );
+    assert!(
+        one_line.contains(
+            "rate_limit:::core::option::Option::Some(::keel::RateLimit{per_second:100f64,burst:20u32,key:::keel::RateKey::Peer})"
+        ),
+        "Get: its own:\n{code}"
+    );
+}

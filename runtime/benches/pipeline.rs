@@ -68,6 +68,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             timeout: None,
             max_timeout: None,
             max_concurrency: None,
+            rate_limit: None,
         },
     ],
     route: user_service_route,
@@ -93,6 +94,7 @@ const fn method(
         timeout: None,
         max_timeout: None,
         max_concurrency: None,
+        rate_limit: None,
     }
 }
 

@@ -61,7 +61,8 @@ impl Keel {
 
     /// The layer putting a server behind the [pipeline](crate::pipeline) of
     /// `policy`'s methods: the server span, metrics (so rejected and
-    /// panicking calls are counted), auth, panic recovery. Fails when
+    /// panicking calls are counted), auth, rate and concurrency limits, panic
+    /// recovery. Fails when
     /// `policy` is not one of the services this runtime was built for.
     pub fn layer(&self, policy: &'static ServicePolicy) -> Result<PipelineLayer, Error> {
         let metrics = self
@@ -69,6 +70,7 @@ impl Keel {
             .service(policy)
             .ok_or(Error::UndeclaredService(policy.name))?;
         Ok(PipelineLayer::new(
+            &self.metrics,
             metrics,
             self.verifier.clone(),
             self.max_message_bytes,

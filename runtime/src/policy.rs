@@ -72,6 +72,52 @@ pub struct MethodPolicy {
     /// (`max_concurrency`); more are answered `RESOURCE_EXHAUSTED` before
     /// the handler runs. `None`: no limit.
     pub max_concurrency: Option<u32>,
+    /// How often the method may be called (`rate_limit`); a call over it is
+    /// answered `RESOURCE_EXHAUSTED` before the handler runs. `None`: no
+    /// limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A method's rate limit (`keel.v1.method.rate_limit`): buckets that hold
+/// `burst` calls and refill at `per_second`, one per `key`.
+///
+/// ```
+/// let login = keel::RateLimit { per_second: 0.5, burst: 5, key: keel::RateKey::Peer };
+/// assert_eq!(login.interval(), Some(std::time::Duration::from_secs(2)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Calls per second on average.
+    pub per_second: f64,
+    /// Calls allowed at once after a quiet period.
+    pub burst: u32,
+    /// Whose calls share a bucket.
+    pub key: RateKey,
+}
+
+impl RateLimit {
+    /// The time one call's share of the bucket takes to refill; `None` when
+    /// `per_second` is not a positive rate a `Duration` can express (codegen
+    /// accepts no such rate).
+    pub fn interval(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(1.0 / self.per_second)
+            .ok()
+            .filter(|interval| !interval.is_zero())
+    }
+}
+
+/// Whose calls share a bucket of a [`RateLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    /// Every call of the method in this process.
+    Global,
+    /// The caller's IP address.
+    Peer,
+    /// The access token's `sub`.
+    Subject,
+    /// The access token's claim of this name (calls whose token lacks it
+    /// share one bucket).
+    Claim(&'static str),
 }
 
 impl MethodPolicy {
@@ -83,7 +129,7 @@ impl MethodPolicy {
     /// # use std::time::Duration;
     /// # let mut method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
     /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
-    /// #   timeout: None, max_timeout: None, max_concurrency: None };
+    /// #   timeout: None, max_timeout: None, max_concurrency: None, rate_limit: None };
     /// method.timeout = Some(Duration::from_secs(5));
     /// method.max_timeout = Some(Duration::from_secs(30));
     /// assert_eq!(method.deadline(None), Some(Duration::from_secs(5)));

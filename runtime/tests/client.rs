@@ -26,6 +26,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         timeout: None,
         max_timeout: None,
         max_concurrency: None,
+        rate_limit: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),

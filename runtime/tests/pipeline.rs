@@ -24,6 +24,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             timeout: None,
             max_timeout: None,
             max_concurrency: None,
+            rate_limit: None,
         },
         MethodPolicy {
             name: "Read",
@@ -36,6 +37,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             timeout: None,
             max_timeout: None,
             max_concurrency: None,
+            rate_limit: None,
         },
     ],
     route: |path| match path {
@@ -373,6 +375,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             timeout: Some(Duration::from_millis(100)),
             max_timeout: Some(Duration::from_millis(300)),
             max_concurrency: None,
+            rate_limit: None,
         },
         MethodPolicy {
             name: "Feed",
@@ -383,6 +386,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             timeout: Some(Duration::from_millis(100)),
             max_timeout: None,
             max_concurrency: None,
+            rate_limit: None,
         },
     ],
     route: |path| match path {
@@ -513,6 +517,7 @@ static LIMITED: ServicePolicy = ServicePolicy {
         timeout: None,
         max_timeout: None,
         max_concurrency: Some(2),
+        rate_limit: None,
     }],
     route: |path| match path {
         "/test.v1.Limited/One" => Some(0),
@@ -565,4 +570,230 @@ async fn calls_over_max_concurrency_are_refused_at_once_and_slots_come_back() {
         );
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
+}
+
+/// Each method of `Rated` is limited to 2 calls per second, bursts of 3, by
+/// another key.
+static RATED: ServicePolicy = ServicePolicy {
+    name: "test.v1.Rated",
+    methods: &[
+        rated("Everyone", "/test.v1.Rated/Everyone", keel::RateKey::Global),
+        rated("ByAddress", "/test.v1.Rated/ByAddress", keel::RateKey::Peer),
+        rated(
+            "BySubject",
+            "/test.v1.Rated/BySubject",
+            keel::RateKey::Subject,
+        ),
+        rated(
+            "ByTenant",
+            "/test.v1.Rated/ByTenant",
+            keel::RateKey::Claim("tenant"),
+        ),
+    ],
+    route: |path| match path {
+        "/test.v1.Rated/Everyone" => Some(0),
+        "/test.v1.Rated/ByAddress" => Some(1),
+        "/test.v1.Rated/BySubject" => Some(2),
+        "/test.v1.Rated/ByTenant" => Some(3),
+        _ => None,
+    },
+};
+
+const fn rated(name: &'static str, path: &'static str, key: keel::RateKey) -> MethodPolicy {
+    MethodPolicy {
+        name,
+        path,
+        kind: MethodKind::Unary,
+        access: match key {
+            keel::RateKey::Global | keel::RateKey::Peer => Access::Public,
+            _ => Access::Token { scopes: &[] },
+        },
+        labels: &[],
+        timeout: None,
+        max_timeout: None,
+        max_concurrency: None,
+        rate_limit: Some(keel::RateLimit {
+            per_second: 2.0,
+            burst: 3,
+            key,
+        }),
+    }
+}
+
+/// A token of `sub` with extra claims, signed with the test key.
+fn token_with(sub: &str, extra: serde_json::Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = serde_json::json!({ "sub": sub, "exp": now + 60, "token_use": "access" });
+    claims
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A request of `path` with a bearer token and the connection's address,
+/// as tonic's server puts it in the extensions.
+fn rated_request(
+    path: &str,
+    token: Option<&str>,
+    from: [u8; 4],
+) -> http::Request<tonic::body::Body> {
+    let mut req = request(path, token);
+    let remote = std::net::SocketAddr::from((from, 40_000));
+    req.extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(remote),
+        });
+    req
+}
+
+#[tokio::test]
+async fn calls_over_a_rate_limit_are_refused_with_when_to_retry_per_key() {
+    use tonic_types::StatusExt;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = keel::config::Config {
+        auth: auth_config(),
+        ..keel::config::Config::default()
+    };
+    let keel = keel::Keel::new(&config, &[&RATED]).unwrap();
+    let service = keel.wrap(&RATED, handler(calls.clone())).unwrap();
+    let status_of = |req| {
+        let service = service.clone();
+        async move {
+            let response = service.oneshot(req).await.unwrap();
+            tonic::Status::from_header_map(response.headers())
+                .filter(|s| s.code() != tonic::Code::Ok)
+        }
+    };
+    // Each call's outcome: `None` for one that passed.
+    let outcomes = |make: &dyn Fn() -> http::Request<tonic::body::Body>, n: usize| {
+        let reqs: Vec<_> = (0..n).map(|_| make()).collect();
+        async move {
+            let mut out = Vec::new();
+            for req in reqs {
+                out.push(status_of(req).await);
+            }
+            out
+        }
+    };
+
+    // global: the burst passes, the next is refused with a RetryInfo.
+    let everyone = || rated_request("/test.v1.Rated/Everyone", None, [10, 0, 0, 1]);
+    let got = outcomes(&everyone, 4).await;
+    assert!(got[..3].iter().all(Option::is_none), "{got:?}");
+    let refused = got[3].clone().expect("the fourth call is over the burst");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().starts_with(
+            "/test.v1.Rated/Everyone is over its rate limit of 2 calls per second (burst 3); retry in"
+        ),
+        "{refused:?}"
+    );
+    let retry = refused
+        .get_details_retry_info()
+        .expect("a RetryInfo detail");
+    let delay = retry.retry_delay.expect("a retry delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_millis(500),
+        "{delay:?}"
+    );
+    // Another address changes nothing for a global limit…
+    let other = rated_request("/test.v1.Rated/Everyone", None, [10, 0, 0, 2]);
+    assert!(status_of(other).await.is_some());
+    // …and after the delay one call's share is back.
+    tokio::time::sleep(delay).await;
+    assert!(status_of(everyone()).await.is_none());
+
+    // peer: an address has its own bucket.
+    let from = |ip| move || rated_request("/test.v1.Rated/ByAddress", None, ip);
+    let got = outcomes(&from([10, 0, 0, 1]), 4).await;
+    assert!(
+        got[3].is_some() && got[..3].iter().all(Option::is_none),
+        "{got:?}"
+    );
+    assert!(
+        status_of(from([10, 0, 0, 2])()).await.is_none(),
+        "another address passes"
+    );
+    assert!(
+        status_of(from([10, 0, 0, 1])()).await.is_some(),
+        "still refused"
+    );
+
+    // subject: a token's `sub`.
+    let alice = token_with("alice", serde_json::json!({}));
+    let bob = token_with("bob", serde_json::json!({}));
+    let as_user = |token: &str| {
+        let token = token.to_owned();
+        move || rated_request("/test.v1.Rated/BySubject", Some(&token), [10, 0, 0, 1])
+    };
+    let got = outcomes(&as_user(&alice), 4).await;
+    assert!(
+        got[3].is_some() && got[..3].iter().all(Option::is_none),
+        "{got:?}"
+    );
+    assert!(
+        status_of(as_user(&bob)()).await.is_none(),
+        "bob has a bucket of his own"
+    );
+    let unauthenticated = status_of(rated_request(
+        "/test.v1.Rated/BySubject",
+        None,
+        [10, 0, 0, 1],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        unauthenticated.code(),
+        tonic::Code::Unauthenticated,
+        "auth comes first"
+    );
+
+    // claim: two users of one tenant share its bucket; another tenant, and
+    // tokens without the claim (one bucket between them), do not.
+    let of_tenant = |sub: &str, tenant: &str| {
+        let token = token_with(sub, serde_json::json!({ "tenant": tenant }));
+        move || rated_request("/test.v1.Rated/ByTenant", Some(&token), [10, 0, 0, 1])
+    };
+    let got = outcomes(&of_tenant("alice", "acme"), 2).await;
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    let got = outcomes(&of_tenant("bob", "acme"), 2).await;
+    assert_eq!(
+        (got[0].is_none(), got[1].is_some()),
+        (true, true),
+        "{got:?}"
+    );
+    assert!(status_of(of_tenant("carol", "globex")()).await.is_none());
+    let no_tenant = token_with("dave", serde_json::json!({}));
+    let req = rated_request("/test.v1.Rated/ByTenant", Some(&no_tenant), [10, 0, 0, 1]);
+    assert!(status_of(req).await.is_none());
+
+    let metrics = untimed(keel.metrics());
+    for (method, count) in [
+        ("Everyone", 2),
+        ("ByAddress", 2),
+        ("BySubject", 1),
+        ("ByTenant", 1),
+    ] {
+        let line = format!(
+            r#"keel_server_rate_limited_total{{grpc_method="{method}",grpc_service="test.v1.Rated"}} {count}"#
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let line = r#"grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="Everyone",grpc_service="test.v1.Rated",grpc_type="unary"} 2"#;
+    assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    // 4 + 4 + 4 + 5 calls passed (and one was refused by auth, before the limit).
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3 + 1 + 3 + 1 + 3 + 1 + 3 + 1 + 1
+    );
 }

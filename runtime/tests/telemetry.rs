@@ -213,6 +213,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         timeout: None,
         max_timeout: None,
         max_concurrency: None,
+        rate_limit: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
@@ -399,6 +400,7 @@ static STREAMING_POLICY: ServicePolicy = ServicePolicy {
         timeout: None,
         max_timeout: None,
         max_concurrency: None,
+        rate_limit: None,
     }],
     route: |path| match path {
         "/test.v1.Feed/Watch" => Some(0),

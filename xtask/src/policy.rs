@@ -1,13 +1,13 @@
 //! `cargo xtask policy [--format json]`: every method of the workspace's
 //! services with its resolved rules (who may call it, its labels, its
-//! deadline and concurrency limits), the table a security review asks for.
+//! deadline, concurrency and rate limits), the table a security review asks for.
 //! `cargo xtask gen` keeps a copy in `POLICY.md`, so a change that opens a
 //! method shows in its diff (and `gen --check` fails when it is stale).
 
 use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
-use keel_codegen::{Access, MethodSpec, ServiceSpec};
+use keel_codegen::{Access, MethodSpec, RateKey, RateLimit, ServiceSpec};
 
 /// The file `cargo xtask gen` writes the table to.
 pub const FILE: &str = "POLICY.md";
@@ -54,6 +54,18 @@ fn auth(access: &Access) -> String {
     }
 }
 
+/// A rate limit as the table shows it: `5/s, burst 10, per peer`.
+fn rate_limit(limit: Option<&RateLimit>) -> String {
+    let Some(limit) = limit else {
+        return "-".to_owned();
+    };
+    let key = match &limit.key {
+        RateKey::Global => String::new(),
+        key => format!(", per {}", key.to_annotation()),
+    };
+    format!("{}/s, burst {}{key}", limit.per_second, limit.burst)
+}
+
 fn duration(d: Option<std::time::Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), |d| format!("{d:?}"))
 }
@@ -66,8 +78,8 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
          Every method of the workspace's services with its resolved annotations, method over service.\n\
          Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
          prints the same as JSON.\n\n\
-         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | proto |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | rate limit | proto |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (proto, specs) in services {
         for service in specs {
@@ -76,7 +88,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
                     service.full_name,
                     m.name,
                     kind(m),
@@ -86,6 +98,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     duration(m.max_timeout),
                     m.max_concurrency
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    rate_limit(m.rate_limit.as_ref()),
                 );
             }
         }
@@ -116,6 +129,11 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     "timeout_ms": m.timeout.map(|d| d.as_millis() as u64),
                     "max_timeout_ms": m.max_timeout.map(|d| d.as_millis() as u64),
                     "max_concurrency": m.max_concurrency,
+                    "rate_limit": m.rate_limit.as_ref().map(|r| serde_json::json!({
+                        "per_second": r.per_second,
+                        "burst": r.burst,
+                        "key": r.key.to_annotation(),
+                    })),
                     "proto": proto,
                 }));
             }
@@ -138,6 +156,7 @@ mod tests {
             timeout: Some(std::time::Duration::from_millis(1500)),
             max_timeout: None,
             max_concurrency: Some(8),
+            rate_limit: None,
         }
     }
 
@@ -147,7 +166,14 @@ mod tests {
             full_name: "t.v1.S".to_owned(),
             methods: vec![
                 method("Open", Access::Public),
-                method("Read", Access::Token(vec!["r".into()])),
+                MethodSpec {
+                    rate_limit: Some(RateLimit {
+                        per_second: 0.5,
+                        burst: 3,
+                        key: RateKey::Claim("tenant".into()),
+                    }),
+                    ..method("Read", Access::Token(vec!["r".into()]))
+                },
                 method(
                     "Internal",
                     Access::Peer {
@@ -159,8 +185,8 @@ mod tests {
         };
         let table = table(&[("t.proto", vec![service.clone()])]);
         for row in [
-            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | `t.proto` |",
-            "| t.v1.S | Read | server stream | token with r |",
+            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | - | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r | team=core | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | `t.proto` |",
             "| t.v1.S | Internal | server stream | peer dns:a.example |",
         ] {
             assert!(table.contains(row), "{row} in:\n{table}");
@@ -171,5 +197,7 @@ mod tests {
         assert_eq!(json[1]["auth"]["scopes"][0], "r");
         assert_eq!(json[2]["path"], "/t.v1.S/Internal");
         assert_eq!(json[0]["timeout_ms"], 1500);
+        assert_eq!(json[0]["rate_limit"], serde_json::Value::Null);
+        assert_eq!(json[1]["rate_limit"]["key"], "claim:tenant");
     }
 }

@@ -893,3 +893,59 @@ async fn imports_over_max_concurrency_are_refused_over_the_wire() {
     server.signals.send(()).await.unwrap();
     server.task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn creating_users_over_the_rate_limit_is_refused_per_caller_with_when_to_retry() {
+    use tonic_types::StatusExt;
+    let server = start(timings(0, 1000)).await;
+    let ch = channel(server.addr).await;
+    let token_of = |sub: &str| {
+        let mut claims = claims("users:write");
+        claims["sub"] = sub.into();
+        sign_hs(Algorithm::HS256, &claims)
+    };
+    let create = |token: String, i: usize| {
+        let mut client = user_v1::user_service_client::UserServiceClient::new(ch.clone());
+        async move {
+            let user = CreateUserRequest {
+                name: format!("user {i}"),
+                email: format!("u{i}@example.com"),
+            };
+            client.create_user(with_token(user, &token)).await
+        }
+    };
+    // CreateUser: 20 a second, bursts of 40, per token subject (user.proto).
+    // 60 at once from alice: at least the burst passes, and most of the rest
+    // (the bucket refills by one every 50 ms) are refused before the handler.
+    let alice = token_of("alice");
+    let calls = (0..60).map(|i| create(alice.clone(), i));
+    let results = futures_util::future::join_all(calls).await;
+    let refused: Vec<&Status> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let passed = results.len() - refused.len();
+    assert!((40..55).contains(&passed), "{passed} passed: {refused:?}");
+    for status in &refused {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let delay = (status.get_details_retry_info())
+            .and_then(|retry| retry.retry_delay)
+            .expect("a RetryInfo detail with a delay");
+        assert!(delay <= Duration::from_millis(50), "{delay:?}");
+    }
+    // Another caller has a bucket of their own.
+    create(token_of("bob"), 100)
+        .await
+        .expect("bob is not limited by alice");
+    // After the delay, alice may create one more.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    create(alice, 101)
+        .await
+        .expect("a share of alice's bucket is back");
+
+    let text = server.keel.metrics().render();
+    let line = format!(
+        r#"keel_server_rate_limited_total{{grpc_method="CreateUser",grpc_service="user.v1.UserService"}} {}"#,
+        refused.len()
+    );
+    assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}

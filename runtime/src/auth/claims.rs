@@ -1,6 +1,7 @@
 //! What a verified call carries: the token's [`Claims`], and where handlers
 //! read them and the caller's workload identity ([`RequestExt`]).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -46,6 +47,9 @@ pub struct Claims {
     /// refresh tokens, which it always rejects.
     #[serde(default)]
     pub token_use: Option<String>,
+    /// Every other claim of the token, such as a tenant an issuer adds.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `"a"` or `["a", "b"]` as a list.
@@ -64,6 +68,45 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
 }
 
 impl Claims {
+    /// The claim `name` as text, if the token has it: a string as it is,
+    /// any other JSON value (a number, a list) as JSON.
+    ///
+    /// ```
+    /// let claims: keel::Claims =
+    ///     serde_json::from_str(r#"{"sub": "u1", "exp": 1, "tenant": "acme", "level": 3}"#).unwrap();
+    /// assert_eq!(claims.claim("sub").as_deref(), Some("u1"));
+    /// assert_eq!(claims.claim("tenant").as_deref(), Some("acme"));
+    /// assert_eq!(claims.claim("level").as_deref(), Some("3"));
+    /// assert_eq!(claims.claim("region"), None);
+    /// ```
+    pub fn claim(&self, name: &str) -> Option<Cow<'_, str>> {
+        fn known(value: &Option<String>) -> Option<Cow<'_, str>> {
+            value.as_deref().map(Cow::Borrowed)
+        }
+        match name {
+            "sub" => Some(Cow::Borrowed(&self.sub)),
+            "scope" => Some(Cow::Borrowed(&self.scope)),
+            "iss" => known(&self.iss),
+            "sid" => known(&self.sid),
+            "jti" => known(&self.jti),
+            "token_use" => known(&self.token_use),
+            "exp" => Some(Cow::Owned(self.exp.to_string())),
+            "nbf" => self.nbf.map(|t| Cow::Owned(t.to_string())),
+            "iat" => self.iat.map(|t| Cow::Owned(t.to_string())),
+            "aud" => match self.aud.as_slice() {
+                [] => None,
+                [one] => Some(Cow::Borrowed(one)),
+                many => Some(Cow::Owned(
+                    serde_json::Value::from(many.to_vec()).to_string(),
+                )),
+            },
+            _ => match self.other.get(name)? {
+                serde_json::Value::String(text) => Some(Cow::Borrowed(text)),
+                value => Some(Cow::Owned(value.to_string())),
+            },
+        }
+    }
+
     /// The granted scopes: `scope` split at spaces (RFC 6749 §3.3).
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())
@@ -135,6 +178,7 @@ mod tests {
             sid: None,
             jti: None,
             token_use: None,
+            other: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! | `grpc_server_handling_seconds` | histogram | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `grpc_server_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `keel_server_rate_limited_total` | counter | `grpc_service`, `grpc_method` (methods with a `rate_limit`) |
 //!
 //! Every metric also carries the static labels the proto annotations name.
 //! A Prometheus metric has one set of label names, so each metric carries the
@@ -32,9 +33,9 @@ mod endpoint;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus::Registry;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 pub(crate) use call::CallRecord;
 pub use codes::code_name;
@@ -50,6 +51,9 @@ use crate::policy::{MethodPolicy, ServicePolicy};
 pub struct Metrics {
     registry: Registry,
     families: Families,
+    /// Calls refused by their method's rate limit (which
+    /// `grpc_server_handled_total` counts as `ResourceExhausted` among others).
+    rate_limited: IntCounterVec,
 }
 
 /// The counts of one service's calls, which its families report.
@@ -100,7 +104,30 @@ impl Metrics {
             families.service(policy);
         }
         registry.register(Box::new(families.clone()))?;
-        Ok(Metrics { registry, families })
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "keel_server_rate_limited_total",
+                "Total number of RPCs refused for being over their method's rate limit.",
+            ),
+            &["grpc_service", "grpc_method"],
+        )?;
+        for policy in services {
+            for method in policy.methods.iter().filter(|m| m.rate_limit.is_some()) {
+                rate_limited.with_label_values(&[policy.name, method.name]);
+            }
+        }
+        registry.register(Box::new(rate_limited.clone()))?;
+        Ok(Metrics {
+            registry,
+            families,
+            rate_limited,
+        })
+    }
+
+    /// The count of `method`'s calls refused by its rate limit.
+    pub(crate) fn rate_limited(&self, policy: &ServicePolicy, method: &MethodPolicy) -> IntCounter {
+        self.rate_limited
+            .with_label_values(&[policy.name, method.name])
     }
 
     /// The registry holding the metrics.

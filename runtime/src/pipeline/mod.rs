@@ -20,14 +20,17 @@
 //!    call is answered `UNAUTHENTICATED` or `PERMISSION_DENIED` and never
 //!    reaches the handler. What was verified goes in the request's
 //!    extensions ([`RequestExt`](crate::RequestExt));
-//! 4. **concurrency** (`pipeline/concurrency.rs`): a method with
+//! 4. **rate limit** (`pipeline/rate`): a method with `rate_limit` answers a
+//!    call that finds its bucket (global, or the caller's address, subject or
+//!    claim) empty `RESOURCE_EXHAUSTED` with a `RetryInfo` detail;
+//! 5. **concurrency** (`pipeline/concurrency.rs`): a method with
 //!    `max_concurrency` answers a call over the limit `RESOURCE_EXHAUSTED`;
-//! 5. **request messages** ([`CountingBody`]): counted as they
+//! 6. **request messages** ([`CountingBody`]): counted as they
 //!    arrive; one longer than `server.max_message_bytes` fails
 //!    `RESOURCE_EXHAUSTED` before tonic decodes it;
-//! 6. **recovery** (`pipeline/recover.rs`): a panic of the handler, or of its response
+//! 7. **recovery** (`pipeline/recover.rs`): a panic of the handler, or of its response
 //!    stream, is logged and answered `INTERNAL`;
-//! 7. **the end** ([`ResponseBody`]): when the response ends (its trailers,
+//! 8. **the end** ([`ResponseBody`]): when the response ends (its trailers,
 //!    its headers for a trailers-only response, or the client going away),
 //!    the code and latency are recorded and the span ended.
 //!
@@ -45,6 +48,7 @@ mod call;
 mod concurrency;
 mod deadline;
 mod future;
+mod rate;
 pub(crate) mod recover;
 
 use std::sync::Arc;
@@ -57,7 +61,7 @@ use tower::{Layer, Service};
 use crate::auth::{self, Verifier};
 use crate::call_headers::CallHeaders;
 use crate::clock;
-use crate::metrics::{CallRecord, ServiceMetrics};
+use crate::metrics::{CallRecord, Metrics, ServiceMetrics};
 use crate::observe::Tallies;
 use crate::policy::{MethodKind, ServicePolicy};
 use crate::telemetry::call_context;
@@ -84,19 +88,24 @@ struct Shared {
     metrics: Arc<ServiceMetrics>,
     /// Where each method's request messages are counted, and their limit.
     received: Tallies,
+    /// The buckets of each method with a `rate_limit`.
+    rates: rate::RateLimits,
     /// The calls of each method in flight, for `max_concurrency`.
     in_flight: concurrency::InFlight,
 }
 
 impl PipelineLayer {
     pub(crate) fn new(
+        all: &Metrics,
         metrics: Arc<ServiceMetrics>,
         verifier: Arc<Verifier>,
         max_message_bytes: usize,
     ) -> Self {
+        let policy = metrics.policy();
         let shared = Shared {
-            policy: metrics.policy(),
-            in_flight: concurrency::InFlight::new(metrics.policy()),
+            policy,
+            rates: rate::RateLimits::new(policy, |method| all.rate_limited(policy, method)),
+            in_flight: concurrency::InFlight::new(policy),
             verifier,
             received: Tallies::received(&metrics, max_message_bytes),
             metrics,
@@ -175,15 +184,19 @@ where
                 return ResponseFuture::answer(auth::reject(method.path, &error), Some(call));
             }
         }
-        // 4. concurrency
+        // 4. rate limit
+        if let Err(status) = shared.rates.admit(index, method, req.extensions()) {
+            return ResponseFuture::answer(status, Some(call));
+        }
+        // 5. concurrency
         match shared.in_flight.admit(index, method) {
             Ok(permit) => call.limits = Limits::of(timer, permit),
             Err(status) => return ResponseFuture::answer(status, Some(call)),
         }
-        // 5. request messages
+        // 6. request messages
         let received = shared.received.get(Some(index));
         let req = req.map(|body| CountingBody::new(body, received));
-        // 6. recovery, around the server; 7. the end, in the response
+        // 7. recovery, around the server; 8. the end, in the response
         ResponseFuture::call(&mut self.inner, req, Some(call))
     }
 }

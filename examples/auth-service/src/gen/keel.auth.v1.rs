@@ -835,6 +835,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Login",
@@ -845,6 +846,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Refresh",
@@ -855,6 +857,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Validate",
@@ -865,6 +868,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Revoke",
@@ -875,6 +879,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "RevokeAll",
@@ -885,6 +890,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "GetJwks",
@@ -895,6 +901,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
     ],
     route: auth_service_route,

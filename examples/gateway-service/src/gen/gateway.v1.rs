@@ -311,6 +311,7 @@ pub static PROFILE_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy
         timeout: ::core::option::Option::None,
         max_timeout: ::core::option::Option::None,
         max_concurrency: ::core::option::Option::None,
+        rate_limit: ::core::option::Option::None,
     }],
     route: profile_service_route,
 };

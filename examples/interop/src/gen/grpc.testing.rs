@@ -1316,6 +1316,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnaryCall",
@@ -1326,6 +1327,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CacheableUnaryCall",
@@ -1336,6 +1338,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingOutputCall",
@@ -1346,6 +1349,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingInputCall",
@@ -1356,6 +1360,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "FullDuplexCall",
@@ -1366,6 +1371,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "HalfDuplexCall",
@@ -1376,6 +1382,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnimplementedCall",
@@ -1386,6 +1393,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
     ],
     route: test_service_route,
@@ -1731,6 +1739,7 @@ pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::Service
         timeout: ::core::option::Option::None,
         max_timeout: ::core::option::Option::None,
         max_concurrency: ::core::option::Option::None,
+        rate_limit: ::core::option::Option::None,
     }],
     route: unimplemented_service_route,
 };
@@ -2117,6 +2126,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Stop",
@@ -2127,6 +2137,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
     ],
     route: reconnect_service_route,

@@ -771,6 +771,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CreateUser",
@@ -783,6 +784,11 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::Some(::keel::RateLimit {
+                per_second: 20f64,
+                burst: 40u32,
+                key: ::keel::RateKey::Subject,
+            }),
         },
         ::keel::MethodPolicy {
             name: "ListUsers",
@@ -797,6 +803,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 30000000000,
             )),
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ImportUsers",
@@ -809,6 +816,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::Some(4u32),
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ExportUsers",
@@ -821,6 +829,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CountUsers",
@@ -834,6 +843,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "HealthCheck",
@@ -844,6 +854,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
         },
     ],
     route: user_service_route,
