@@ -145,8 +145,8 @@ impl MethodPolicy {
         }
     }
 
-    /// Whether the pipeline enforces a deadline of its own for this method
-    /// (tonic enforces a caller's `grpc-timeout` by itself).
+    /// Whether calls of this method have a deadline even when they carry no
+    /// `grpc-timeout`, or a shorter one than they carry.
     pub(crate) fn enforces_deadline(&self) -> bool {
         self.timeout.is_some() || self.max_timeout.is_some()
     }

@@ -44,6 +44,11 @@ const SERVER_FIELDS: &[Field] = &[
     field::<humantime_serde::Serde<Duration>>("drain_timeout"),
     field::<usize>("max_message_bytes"),
     field::<u32>("max_concurrent_streams"),
+    field::<u32>("max_connections"),
+    field::<humantime_serde::Serde<Duration>>("handshake_timeout"),
+    field::<humantime_serde::Serde<Duration>>("idle_timeout"),
+    field::<humantime_serde::Serde<Duration>>("keepalive_interval"),
+    field::<humantime_serde::Serde<Duration>>("keepalive_timeout"),
     field::<ServerTlsConfig>("tls"),
 ];
 const METRICS_FIELDS: &[Field] = &[

@@ -55,6 +55,11 @@
 //! | `server.drain_timeout` | `"20s"` | `KEEL_SERVER__DRAIN_TIMEOUT` | then: in-flight calls may finish this long; more than 0, at most `10m` |
 //! | `server.max_message_bytes` | `4194304` | `KEEL_SERVER__MAX_MESSAGE_BYTES` | largest message received or sent (RESOURCE_EXHAUSTED above); 1 KiB to 1 GiB |
 //! | `server.max_concurrent_streams` | `256` | `KEEL_SERVER__MAX_CONCURRENT_STREAMS` | HTTP/2 streams per connection; at least 1 |
+//! | `server.max_connections` | `4096` | `KEEL_SERVER__MAX_CONNECTIONS` | open connections of the gRPC port; one more is closed at once; at least 1 |
+//! | `server.handshake_timeout` | `"10s"` | `KEEL_SERVER__HANDSHAKE_TIMEOUT` | a new connection's TLS handshake and HTTP/2 preface must arrive in this time, else it is closed; more than 0, at most `5m` |
+//! | `server.idle_timeout` | `"5m"` | `KEEL_SERVER__IDLE_TIMEOUT` | a connection without calls this long gets `GOAWAY`; at least `1s`, at most `24h` |
+//! | `server.keepalive_interval` | `"1m"` | `KEEL_SERVER__KEEPALIVE_INTERVAL` | an HTTP/2 `PING` after this long without a frame from the client… ; more than 0 |
+//! | `server.keepalive_timeout` | `"20s"` | `KEEL_SERVER__KEEPALIVE_TIMEOUT` | …unanswered this long closes the connection; more than 0 |
 //! | `server.tls.cert_file`, `server.tls.key_file` | none | `KEEL_SERVER__TLS__CERT_FILE`, `KEEL_SERVER__TLS__KEY_FILE` | PEM certificate chain and key: the gRPC port serves TLS (both required, must exist); re-read when they change |
 //! | `server.tls.client_ca_file` | none | `KEEL_SERVER__TLS__CLIENT_CA_FILE` | PEM CAs of accepted client certificates: mTLS |
 //! | `server.tls.client_auth` | `"required"` | `KEEL_SERVER__TLS__CLIENT_AUTH` | `required` or `optional`; only with `client_ca_file` |
@@ -249,6 +254,29 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams per connection. Default 256; at least 1.
     pub max_concurrent_streams: u32,
+    /// Open connections of the gRPC port; a connection past it is closed as
+    /// soon as it is accepted, and counted. Default 4096; at least 1.
+    pub max_connections: u32,
+    /// How long a new connection has for its TLS handshake and the HTTP/2
+    /// preface before it is closed, so silent sockets do not pile up (as
+    /// grpc-go's `ConnectionTimeout`). Default 10 s; more than 0, at most 5
+    /// minutes.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// How long a connection may go without calls before it is sent
+    /// `GOAWAY` and closed (as grpc-go's `MaxConnectionIdle`): clients
+    /// reconnect when they next call. Default 5 minutes; at least 1 s, at
+    /// most 24 hours.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a connection may send no frame before the server pings it.
+    /// Default 1 minute; more than 0.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed
+    /// (its calls end `UNAVAILABLE` on the client). Default 20 s; more than 0.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     /// TLS of the gRPC port (`[server.tls]`). Default none: plaintext HTTP/2 (h2c), for a
     /// service behind a mesh or a terminating proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,6 +354,11 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(20),
             max_message_bytes: 4 * 1024 * 1024,
             max_concurrent_streams: 256,
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5 * 60),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
             tls: None,
         }
     }

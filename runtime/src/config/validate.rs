@@ -133,6 +133,55 @@ impl ServerConfig {
                 "0 would refuse every call; at least 1",
             ));
         }
+        if self.max_connections == 0 {
+            problems.push(Problem::new(
+                "server.max_connections",
+                "0 would refuse every connection; at least 1",
+            ));
+        }
+        let minute = Duration::from_secs(60);
+        for (key, value, min, max) in [
+            (
+                "server.handshake_timeout",
+                self.handshake_timeout,
+                Duration::from_nanos(1),
+                5 * minute,
+            ),
+            (
+                "server.idle_timeout",
+                self.idle_timeout,
+                Duration::from_secs(1),
+                24 * 60 * minute,
+            ),
+            (
+                "server.keepalive_interval",
+                self.keepalive_interval,
+                Duration::from_nanos(1),
+                Duration::MAX,
+            ),
+            (
+                "server.keepalive_timeout",
+                self.keepalive_timeout,
+                Duration::from_nanos(1),
+                Duration::MAX,
+            ),
+        ] {
+            if value < min || value > max {
+                let bounds = match (min.as_nanos(), max) {
+                    (1, Duration::MAX) => "more than 0".to_owned(),
+                    (1, max) => format!("more than 0, at most {}", format_duration(max)),
+                    _ => format!(
+                        "between {} and {}",
+                        format_duration(min),
+                        format_duration(max)
+                    ),
+                };
+                problems.push(Problem::new(
+                    key,
+                    format!("{} is out of range; {bounds}", format_duration(value)),
+                ));
+            }
+        }
         if let Some(tls) = &self.tls {
             tls.problems(&TlsKeys::SERVER, problems);
         }

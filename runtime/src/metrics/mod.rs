@@ -9,6 +9,8 @@
 //! | `grpc_server_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `keel_server_rate_limited_total` | counter | `grpc_service`, `grpc_method` (methods with a `rate_limit`) |
+//! | `keel_server_connections` | gauge | open connections of the gRPC port |
+//! | `keel_server_connections_closed_total` | counter | `reason`: `max_connections` (refused), `handshake_timeout`, `idle` |
 //!
 //! Every metric also carries the static labels the proto annotations name.
 //! A Prometheus metric has one set of label names, so each metric carries the
@@ -35,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub(crate) use call::CallRecord;
 pub use codes::code_name;
@@ -54,6 +56,59 @@ pub struct Metrics {
     /// Calls refused by their method's rate limit (which
     /// `grpc_server_handled_total` counts as `ResourceExhausted` among others).
     rate_limited: IntCounterVec,
+    connections: ConnectionMetrics,
+}
+
+/// The gRPC port's connections: how many are open, and why the server
+/// closed some.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionMetrics {
+    open: IntGauge,
+    /// Closed as accepted, past `server.max_connections`.
+    pub(crate) refused: IntCounter,
+    /// No TLS handshake or HTTP/2 preface within `server.handshake_timeout`.
+    pub(crate) handshake_timeout: IntCounter,
+    /// Sent `GOAWAY` after `server.idle_timeout` without calls.
+    pub(crate) idle: IntCounter,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let open = IntGauge::new(
+            "keel_server_connections",
+            "Open connections of the gRPC port.",
+        )?;
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "keel_server_connections_closed_total",
+                "Connections of the gRPC port the server closed, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(closed.clone()))?;
+        Ok(ConnectionMetrics {
+            open,
+            refused: closed.with_label_values(&["max_connections"]),
+            handshake_timeout: closed.with_label_values(&["handshake_timeout"]),
+            idle: closed.with_label_values(&["idle"]),
+        })
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub(crate) fn open(&self) -> OpenConnection {
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+}
+
+/// An open connection, counted in `keel_server_connections` until dropped.
+pub(crate) struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The counts of one service's calls, which its families report.
@@ -117,11 +172,18 @@ impl Metrics {
             }
         }
         registry.register(Box::new(rate_limited.clone()))?;
+        let connections = ConnectionMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             families,
             rate_limited,
+            connections,
         })
+    }
+
+    /// The metrics of the gRPC port's connections.
+    pub(crate) fn connections(&self) -> &ConnectionMetrics {
+        &self.connections
     }
 
     /// The count of `method`'s calls refused by its rate limit.

@@ -104,8 +104,8 @@ impl Call {
     }
 
     /// Ends a call that stopped before its answer did: `DEADLINE_EXCEEDED`
-    /// when its deadline has passed (tonic's timer dropped it, and answers
-    /// the client `CANCELLED`; go-grpc-prometheus counts such calls as
+    /// when its deadline has passed (the client gave up at its deadline and
+    /// reset the stream; go-grpc-prometheus counts such calls as
     /// `DeadlineExceeded`), else `CANCELLED` (the client went away). Out of
     /// line: it is the rare end of a call.
     #[cold]

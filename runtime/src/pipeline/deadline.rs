@@ -1,7 +1,7 @@
-//! The pipeline's deadline step, for methods whose policy sets `timeout` or
-//! `max_timeout`: tonic ends a call at the caller's `grpc-timeout` by
-//! itself, but not at a method's default, nor at its cap when the caller
-//! asked for more. Other methods get no timer.
+//! The pipeline's deadline step, for calls that carry a `grpc-timeout` and
+//! for methods whose policy sets `timeout` or `max_timeout`: the call ends
+//! `DEADLINE_EXCEEDED` at the deadline, whether its handler has answered
+//! or its response stream still runs. Other calls get no timer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,10 +25,11 @@ pin_project! {
 }
 
 impl Timer {
-    /// The timer of a call of `method` with `headers`, when its policy
-    /// sets a deadline of its own.
+    /// The timer of a call of `method` with `headers`, when it has a
+    /// deadline.
+    #[inline]
     pub(super) fn of(method: &MethodPolicy, headers: &CallHeaders<'_>) -> Option<Self> {
-        if !method.enforces_deadline() {
+        if headers.grpc_timeout.is_none() && !method.enforces_deadline() {
             return None;
         }
         Self::start(method, headers)

@@ -10,9 +10,8 @@
 //!    deadline ([`deadline`](crate::deadline)): its `grpc-timeout`, else the
 //!    method's `timeout`, never more than its `max_timeout`, which calls the
 //!    handler makes through generated clients inherit, and which ends the
-//!    call `DEADLINE_EXCEEDED` (`pipeline/deadline.rs`; tonic enforces a
-//!    caller's `grpc-timeout` by itself). The context is attached while the
-//!    handler runs, so its logs carry the trace id;
+//!    call `DEADLINE_EXCEEDED` (`pipeline/deadline.rs`). The context is
+//!    attached while the handler runs, so its logs carry the trace id;
 //! 2. **metrics** ([`metrics`](crate::metrics)): the call is counted as
 //!    started and its clock starts, so everything after is counted,
 //!    rejections included;

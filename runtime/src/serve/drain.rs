@@ -1,29 +1,36 @@
-//! Ends what is still running when the drain deadline passes.
+//! [`Drain`]: the service of one connection of the gRPC port, in front of
+//! the router: it gives each call the connection's address (and TLS
+//! certificates), counts the calls for the idle timeout, and ends what is
+//! still running when the drain deadline passes.
 //!
-//! [`DrainLayer`] wraps every service of a [`Server`](super::Server). Until
-//! shutdown it only checks an atomic flag when a call is pending. When the
-//! drain deadline passes, calls that have not answered yet get `UNAVAILABLE`,
-//! and streaming responses end with `UNAVAILABLE` trailers, so clients see a
-//! proper gRPC status and may retry elsewhere. Health `Watch` streams end as
-//! soon as draining starts: they would otherwise hold the drain open.
+//! Until shutdown it only checks an atomic flag when a call is pending.
+//! When the drain deadline passes, calls that have not answered yet get
+//! `UNAVAILABLE`, and streaming responses end with `UNAVAILABLE` trailers,
+//! so clients see a proper gRPC status and may retry elsewhere. Health
+//! `Watch` streams end as soon as draining starts: they would otherwise hold
+//! the drain open.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
+use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tower::{Layer, Service};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower::Service;
 
 use crate::interruptible::Interruptible;
 
 const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
-/// Shutdown phases the layer reacts to.
+/// Shutdown phases the connections react to.
 #[derive(Clone, Debug)]
 pub(crate) struct Phases {
     /// Draining started: no new connections; health `Watch` streams end.
@@ -32,53 +39,81 @@ pub(crate) struct Phases {
     pub(crate) deadline: CancellationToken,
 }
 
-/// See the [module docs](self).
+/// Where a connection came from, as tonic's own server gives it to a
+/// request (`Request::remote_addr`, `RequestExt::peer` read it).
 #[derive(Clone, Debug)]
-pub(crate) struct DrainLayer {
-    phases: Arc<Phases>,
+pub(crate) enum ConnectInfo {
+    Tcp(TcpConnectInfo),
+    Tls(TlsConnectInfo<TcpConnectInfo>),
 }
 
-impl DrainLayer {
-    pub(crate) fn new(phases: Phases) -> Self {
-        DrainLayer {
-            phases: Arc::new(phases),
-        }
+/// What the calls of one connection share with its task.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    router: axum::Router,
+    phases: Phases,
+    info: ConnectInfo,
+    /// Calls started on the connection, so its task sees activity between
+    /// two looks. The calls in flight are the clones of the `Arc` this sits
+    /// in beyond the task's and the service's: each call holds one.
+    started: AtomicU64,
+}
+
+impl Calls {
+    pub(crate) fn new(router: axum::Router, phases: Phases, info: ConnectInfo) -> Arc<Self> {
+        Arc::new(Calls {
+            router,
+            phases,
+            info,
+            started: AtomicU64::new(0),
+        })
+    }
+
+    /// How many calls have started on the connection.
+    pub(crate) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call runs on the connection of `calls`, which the
+    /// connection's task and its [`Drain`] hold besides.
+    pub(crate) fn busy(calls: &Arc<Self>) -> bool {
+        Arc::strong_count(calls) > 2
     }
 }
 
-impl<S> Layer<S> for DrainLayer {
-    type Service = Drain<S>;
+/// The service of one connection; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub(crate) struct Drain {
+    calls: Arc<Calls>,
+}
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Drain {
-            inner,
-            phases: self.phases.clone(),
-        }
+impl Drain {
+    pub(crate) fn new(calls: Arc<Calls>) -> Self {
+        Drain { calls }
     }
 }
 
-/// The service made by `DrainLayer`.
-#[derive(Clone, Debug)]
-pub struct Drain<S> {
-    inner: S,
-    // Shared, not cloned per call: a `CancellationToken` clone takes its
-    // tree's lock, twice per call (clone and drop) for each token.
-    phases: Arc<Phases>,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for Drain<S>
+impl<B> hyper::service::Service<Request<B>> for Drain
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
-    type Response = Response<DrainBody<ResBody>>;
-    type Error = S::Error;
-    type Future = DrainFuture<S::Future>;
+    type Response = Response<DrainBody<axum::body::Body>>;
+    type Error = Infallible;
+    type Future = DrainFuture<RouteFuture<Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&self, mut req: Request<B>) -> Self::Future {
+        let calls = &self.calls;
+        calls.started.fetch_add(1, Ordering::Relaxed);
+        let extensions = req.extensions_mut();
+        match &calls.info {
+            ConnectInfo::Tcp(info) => {
+                extensions.insert(info.clone());
+            }
+            ConnectInfo::Tls(info) => {
+                extensions.insert(info.clone());
+            }
+        }
         // A health `Watch` stream ends when draining starts; everything else
         // at the drain deadline.
         let end = match req.uri().path() == WATCH_PATH {
@@ -86,8 +121,8 @@ where
             false => Phase::Deadline,
         };
         DrainFuture {
-            inner: self.inner.call(req),
-            deadline: Some(Stop::new(self.phases.clone(), Phase::Deadline)),
+            inner: calls.router.clone().call(req),
+            stop: Some(Stop::new(calls.clone(), Phase::Deadline)),
             end,
         }
     }
@@ -100,18 +135,19 @@ enum Phase {
     Deadline,
 }
 
-/// Waits for a phase, registering for its wake-up only once polled while
-/// pending, so calls that complete at once cost one atomic load.
+/// One call's hold on its connection until its response ends: waits for a
+/// phase, registering for its wake-up only once polled while pending, so
+/// calls that complete at once cost one atomic load.
 struct Stop {
-    phases: Arc<Phases>,
+    calls: Arc<Calls>,
     phase: Phase,
     waiting: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl Stop {
-    fn new(phases: Arc<Phases>, phase: Phase) -> Self {
+    fn new(calls: Arc<Calls>, phase: Phase) -> Self {
         Stop {
-            phases,
+            calls,
             phase,
             waiting: None,
         }
@@ -119,8 +155,8 @@ impl Stop {
 
     fn token(&self) -> &CancellationToken {
         match self.phase {
-            Phase::Draining => &self.phases.draining,
-            Phase::Deadline => &self.phases.deadline,
+            Phase::Draining => &self.calls.phases.draining,
+            Phase::Deadline => &self.calls.phases.deadline,
         }
     }
 
@@ -143,9 +179,9 @@ pin_project! {
     pub struct DrainFuture<F> {
         #[pin]
         inner: F,
-        // Until the response: the drain deadline. After it, its phases go on
-        // to the body, to wait for `end`.
-        deadline: Option<Stop>,
+        // Until the response: the drain deadline. After it, the call's hold
+        // goes on to the body, to wait for `end`.
+        stop: Option<Stop>,
         end: Phase,
     }
 }
@@ -159,16 +195,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
-            let end = this
-                .deadline
-                .take()
-                .map(|stop| Stop::new(stop.phases, *this.end));
+            let end = this.stop.take().map(|stop| Stop {
+                phase: *this.end,
+                ..stop
+            });
             return Poll::Ready(result.map(|res| res.map(|body| DrainBody::new(body, end))));
         }
-        match this.deadline.as_mut() {
+        match this.stop.as_mut() {
             Some(deadline) => ready!(deadline.poll(cx)),
             None => return Poll::Pending,
         }
+        this.stop.take();
         Poll::Ready(Ok(unavailable().into_http()))
     }
 }

@@ -2,6 +2,15 @@
 //! health and reflection services, `/metrics`, limits from configuration,
 //! and a graceful shutdown that loses no accepted call.
 //!
+//! The gRPC port's connections are Keel's own accept loop over hyper
+//! (`serve/connection`): `server.max_connections`, `server.handshake_timeout`
+//! (TLS handshake and HTTP/2 preface), `GOAWAY` after `server.idle_timeout`
+//! without calls, HTTP/2 keepalive pings (`server.keepalive_interval`,
+//! `server.keepalive_timeout`), counted in `keel_server_connections` and
+//! `keel_server_connections_closed_total{reason}`. Each call gets the
+//! connection's address and certificates as tonic's server gives them
+//! (`Request::remote_addr`, `peer_certs`).
+//!
 //! Shutdown, on the first SIGINT/SIGTERM:
 //!
 //! 1. every health status (each service and the server, `""`) turns
@@ -17,9 +26,9 @@
 //!
 //! A second signal at any point exits the process at once.
 
+mod connection;
 mod drain;
 mod health;
-mod incoming;
 mod probe;
 mod reflection;
 mod signals;
@@ -36,19 +45,19 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::Error;
 use crate::config::{Config, TlsKeys};
 use crate::keel::Keel;
-use drain::{DrainLayer, Phases};
-use incoming::Incoming;
+use connection::Port;
+use drain::Phases;
 use reflection::Reflection;
 
-pub use drain::{Drain, DrainBody, DrainFuture};
 pub use health::Health;
 pub use probe::{probe, probe_local};
 use signals::os_signals;
 pub use signals::shutdown_on;
 
 /// How long [`Server::serve_on`] waits for connections to close after
-/// ending the remaining calls.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// ending the remaining calls (each connection has a grace of its own, one
+/// second, within it).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The listeners a [`Server`] serves on.
 #[derive(Debug)]
@@ -218,19 +227,15 @@ impl Server {
             .map(|tls| crate::tls::server_config(tls, &TlsKeys::METRICS, crate::tls::ALPN_HTTP))
             .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
-        let incoming = Incoming::new(listeners.grpc, phases.draining.clone());
-        let drained = phases.draining.clone().cancelled_owned();
-        let router = tonic::transport::Server::builder()
-            .max_concurrent_streams(settings.max_concurrent_streams)
-            .layer(DrainLayer::new(phases.clone()))
-            .add_routes(routes.routes());
-        let grpc = match tls {
-            None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained)),
-            Some(tls) => {
-                let incoming = crate::tls::TlsIncoming::new(incoming, tls);
-                tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained))
-            }
-        };
+        let router = routes.routes().prepare().into_axum_router();
+        let port = Port::new(
+            router,
+            phases.clone(),
+            tls,
+            settings,
+            keel.metrics().connections().clone(),
+        );
+        let grpc = tokio::spawn(port.serve(listeners.grpc));
 
         let metrics = listeners.metrics.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
@@ -287,7 +292,7 @@ impl Keel {
 
 /// Runs the shutdown sequence around the serving task; see the module docs.
 async fn lifecycle(
-    mut grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    mut grpc: tokio::task::JoinHandle<()>,
     mut signals: impl Stream<Item = ()> + Unpin,
     phases: &Phases,
     health: &Health,
@@ -295,13 +300,8 @@ async fn lifecycle(
     lame_duck: Duration,
     drain_timeout: Duration,
 ) -> Result<(), Error> {
-    let finished = |joined: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>| {
-        match joined {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(serve_error("grpc", e)),
-            Err(e) => Err(serve_error("grpc", e)),
-        }
-    };
+    let finished =
+        |joined: Result<(), tokio::task::JoinError>| joined.map_err(|e| serve_error("grpc", e));
     tokio::select! {
         joined = &mut grpc => return finished(joined),
         _ = signals.next() => {}

@@ -1,4 +1,5 @@
-//! [`TlsIncoming`]: TLS handshakes of accepted connections, each in a task of its own.
+//! [`TlsIncoming`]: TLS handshakes of the HTTP port's accepted connections, each in a task of
+//! its own.
 
 use std::io;
 use std::pin::Pin;

@@ -4,10 +4,10 @@
 //!
 //! The server side is Keel's own rather than tonic's `ServerTlsConfig`, which fixes the
 //! certificate when the server is built: certificates rotated in place by cert-manager or Vault
-//! must reach new connections without a restart. Connections are accepted as before
-//! ([`serve`](crate::serve)'s listener), then each handshake runs in a task of its own
-//! (`TlsIncoming`), so a slow or silent client holds up no other. tonic serves the
-//! handshaken streams as it would its own: `tonic::Request::peer_certs` gives a handler the
+//! must reach new connections without a restart. On the gRPC port each connection's handshake
+//! runs in the connection's own task ([`serve`](crate::serve)), within
+//! `server.handshake_timeout`; on the HTTP port, in tasks of `TlsIncoming`. Either way a slow
+//! or silent client holds up no other, and `tonic::Request::peer_certs` gives a handler the
 //! client's verified certificate chain.
 //!
 //! ```no_run
