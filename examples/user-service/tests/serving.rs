@@ -1012,7 +1012,6 @@ async fn silent_and_idle_connections_are_closed_while_calls_go_on() {
     let mut config = timings(0, 1000);
     config.server.handshake_timeout = Duration::from_millis(300);
     config.server.idle_timeout = Duration::from_secs(1);
-    config.server.keepalive_interval = Duration::from_secs(3600);
     // What a client sent GOAWAY gets to close before it is dropped.
     config.server.keepalive_timeout = Duration::from_millis(300);
     let server = start(config).await;
@@ -1090,7 +1089,7 @@ async fn connections_past_max_connections_are_closed_at_once() {
 #[tokio::test]
 async fn a_connection_that_answers_no_ping_is_closed_and_one_that_does_stays() {
     let mut config = timings(0, 1000);
-    config.server.keepalive_interval = Duration::from_millis(200);
+    config.server.keepalive_interval = Some(Duration::from_millis(200));
     config.server.keepalive_timeout = Duration::from_millis(200);
     let server = start(config).await;
     let ch = channel(server.addr).await;

@@ -58,8 +58,8 @@
 //! | `server.max_connections` | `4096` | `KEEL_SERVER__MAX_CONNECTIONS` | open connections of the gRPC port; one more is closed at once; at least 1 |
 //! | `server.handshake_timeout` | `"10s"` | `KEEL_SERVER__HANDSHAKE_TIMEOUT` | a new connection's TLS handshake and HTTP/2 preface must arrive in this time, else it is closed; more than 0, at most `5m` |
 //! | `server.idle_timeout` | `"5m"` | `KEEL_SERVER__IDLE_TIMEOUT` | a connection without calls this long gets `GOAWAY`; at least `1s`, at most `24h` |
-//! | `server.keepalive_interval` | `"1m"` | `KEEL_SERVER__KEEPALIVE_INTERVAL` | an HTTP/2 `PING` after this long without a frame from the client… ; more than 0 |
-//! | `server.keepalive_timeout` | `"20s"` | `KEEL_SERVER__KEEPALIVE_TIMEOUT` | …unanswered this long closes the connection; more than 0 |
+//! | `server.keepalive_interval` | none | `KEEL_SERVER__KEEPALIVE_INTERVAL` | when set, an HTTP/2 `PING` after this long without a frame from the client… ; more than 0 (dead peers are found by TCP keepalive without it) |
+//! | `server.keepalive_timeout` | `"20s"` | `KEEL_SERVER__KEEPALIVE_TIMEOUT` | …unanswered this long closes the connection; also what a connection sent `GOAWAY` for idleness gets to close; more than 0 |
 //! | `server.tls.cert_file`, `server.tls.key_file` | none | `KEEL_SERVER__TLS__CERT_FILE`, `KEEL_SERVER__TLS__KEY_FILE` | PEM certificate chain and key: the gRPC port serves TLS (both required, must exist); re-read when they change |
 //! | `server.tls.client_ca_file` | none | `KEEL_SERVER__TLS__CLIENT_CA_FILE` | PEM CAs of accepted client certificates: mTLS |
 //! | `server.tls.client_auth` | `"required"` | `KEEL_SERVER__TLS__CLIENT_AUTH` | `required` or `optional`; only with `client_ca_file` |
@@ -269,12 +269,21 @@ pub struct ServerConfig {
     /// most 24 hours.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// How long a connection may send no frame before the server pings it.
-    /// Default 1 minute; more than 0.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_interval: Duration,
+    /// When set, how long a connection may send no frame before the server
+    /// sends it an HTTP/2 `PING`. Default none: hyper's pings cost a lock
+    /// and a clock read on every frame received, and without them the
+    /// kernel's TCP keepalive (after a minute of silence, every 15 s) still
+    /// finds peers that are gone. More than 0.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keepalive_interval: Option<Duration>,
     /// How long a ping may go unanswered before the connection is closed
-    /// (its calls end `UNAVAILABLE` on the client). Default 20 s; more than 0.
+    /// (its calls end `UNAVAILABLE` on the client), and how long a
+    /// connection sent `GOAWAY` for idleness gets to close before it is
+    /// dropped. Default 20 s; more than 0.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
     /// TLS of the gRPC port (`[server.tls]`). Default none: plaintext HTTP/2 (h2c), for a
@@ -357,7 +366,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5 * 60),
-            keepalive_interval: Duration::from_secs(60),
+            keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
             tls: None,
         }

@@ -154,18 +154,21 @@ impl ServerConfig {
                 24 * 60 * minute,
             ),
             (
-                "server.keepalive_interval",
-                self.keepalive_interval,
-                Duration::from_nanos(1),
-                Duration::MAX,
-            ),
-            (
                 "server.keepalive_timeout",
                 self.keepalive_timeout,
                 Duration::from_nanos(1),
                 Duration::MAX,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain((self.keepalive_interval).map(|value| {
+            (
+                "server.keepalive_interval",
+                value,
+                Duration::from_nanos(1),
+                Duration::MAX,
+            )
+        })) {
             if value < min || value > max {
                 let bounds = match (min.as_nanos(), max) {
                     (1, Duration::MAX) => "more than 0".to_owned(),

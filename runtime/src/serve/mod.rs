@@ -5,8 +5,8 @@
 //! The gRPC port's connections are Keel's own accept loop over hyper
 //! (`serve/connection`): `server.max_connections`, `server.handshake_timeout`
 //! (TLS handshake and HTTP/2 preface), `GOAWAY` after `server.idle_timeout`
-//! without calls, HTTP/2 keepalive pings (`server.keepalive_interval`,
-//! `server.keepalive_timeout`), counted in `keel_server_connections` and
+//! without calls, TCP keepalive, HTTP/2 pings when `server.keepalive_interval`
+//! is set (`server.keepalive_timeout`), counted in `keel_server_connections` and
 //! `keel_server_connections_closed_total{reason}`. Each call gets the
 //! connection's address and certificates as tonic's server gives them
 //! (`Request::remote_addr`, `peer_certs`).

@@ -2,8 +2,9 @@
 //! hyper (as tonic's server does, with what it lacks): at most
 //! `server.max_connections` open (one more is closed as it is accepted),
 //! `server.handshake_timeout` for a new connection's TLS handshake and
-//! HTTP/2 preface, `GOAWAY` after `server.idle_timeout` without calls,
-//! HTTP/2 keepalive pings, and the shutdown phases of [`Phases`]. Each
+//! HTTP/2 preface, `GOAWAY` after `server.idle_timeout` without calls, TCP
+//! keepalive (HTTP/2 pings when `server.keepalive_interval` is set), and the
+//! shutdown phases of [`Phases`]. Each
 //! connection runs in a task of its own, so a slow client holds up no
 //! other.
 
@@ -33,6 +34,12 @@ use preface::Preface;
 /// How long connections get to close after the drain deadline ended their
 /// calls, before they are dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The kernel probes a connection silent this long, every
+/// `TCP_KEEPALIVE_INTERVAL` (as Go's servers do), so that a peer that is
+/// gone is found without a cost per frame.
+const TCP_KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Looks at a connection's calls this many times per `idle_timeout`: it is
 /// closed between one and 1.25 idle timeouts after its last call.
@@ -67,7 +74,7 @@ impl Port {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(settings.max_concurrent_streams)
-            .keep_alive_interval(Some(settings.keepalive_interval))
+            .keep_alive_interval(settings.keepalive_interval)
             .keep_alive_timeout(settings.keepalive_timeout);
         Port {
             router,
@@ -107,6 +114,10 @@ impl Port {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(TCP_KEEPALIVE_TIME)
+                .with_interval(TCP_KEEPALIVE_INTERVAL);
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
             connections.spawn(port.clone().connection(tcp, slot));
         }
         drop(listener);
@@ -171,13 +182,20 @@ impl Port {
         let drop_idle = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drop_idle);
         let mut idle_closing = false;
-        // After the drain deadline (which ended its calls), a grace to close.
+        // After the drain deadline (which ended its calls), a grace to close;
+        // it comes after draining, so it is only polled once closing.
         let forced = async {
             self.phases.deadline.cancelled().await;
             tokio::time::sleep(CLOSE_GRACE).await;
         };
         tokio::pin!(forced);
+        // Every branch below is polled each time the connection's task
+        // wakes, which is several times per call: those that cannot fire
+        // yet are switched off by their conditions.
         loop {
+            if handshaking && prefaced.load(Ordering::Acquire) {
+                handshaking = false;
+            }
             tokio::select! {
                 ended = conn.as_mut() => {
                     if let Err(error) = ended {
@@ -186,10 +204,7 @@ impl Port {
                     return;
                 }
                 _ = &mut handshake, if handshaking => {
-                    if !prefaced.load(Ordering::Acquire) {
-                        return self.closed(&self.metrics.handshake_timeout, peer, "no HTTP/2 preface in server.handshake_timeout");
-                    }
-                    handshaking = false;
+                    return self.closed(&self.metrics.handshake_timeout, peer, "no HTTP/2 preface in server.handshake_timeout");
                 }
                 _ = idle.tick(), if !closing => {
                     let started = calls.started();
@@ -218,7 +233,7 @@ impl Port {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                _ = &mut forced => return,
+                _ = &mut forced, if closing => return,
             }
         }
     }
