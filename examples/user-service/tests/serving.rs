@@ -1107,3 +1107,23 @@ async fn a_connection_that_answers_no_ping_is_closed_and_one_that_does_stays() {
     server.signals.send(()).await.unwrap();
     server.task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_that_sent_its_preface_outlives_the_handshake_timeout() {
+    let mut config = timings(0, 1000);
+    config.server.handshake_timeout = Duration::from_millis(200);
+    let server = start(config).await;
+    let ch = channel(server.addr).await;
+    get(ch.clone(), "no-such-user".into()).await.unwrap_err();
+    let mut quiet = raw_connection(server.addr, true).await;
+    // Well past the handshake timeout, and with no idle look in between
+    // (the default idle timeout is minutes), both are still open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!closed_within(&mut quiet, Duration::from_millis(100)).await);
+    assert_eq!(sample(&server.keel, &closed_for("handshake_timeout")), 0);
+    assert_eq!(sample(&server.keel, OPEN), 2);
+    let missing = get(ch, "no-such-user".into()).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}

@@ -193,9 +193,6 @@ impl Port {
         // wakes, which is several times per call: those that cannot fire
         // yet are switched off by their conditions.
         loop {
-            if handshaking && prefaced.load(Ordering::Acquire) {
-                handshaking = false;
-            }
             tokio::select! {
                 ended = conn.as_mut() => {
                     if let Err(error) = ended {
@@ -204,7 +201,10 @@ impl Port {
                     return;
                 }
                 _ = &mut handshake, if handshaking => {
-                    return self.closed(&self.metrics.handshake_timeout, peer, "no HTTP/2 preface in server.handshake_timeout");
+                    if !prefaced.load(Ordering::Acquire) {
+                        return self.closed(&self.metrics.handshake_timeout, peer, "no HTTP/2 preface in server.handshake_timeout");
+                    }
+                    handshaking = false;
                 }
                 _ = idle.tick(), if !closing => {
                     let started = calls.started();
