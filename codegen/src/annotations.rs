@@ -63,7 +63,59 @@ pub struct MethodSpec {
     pub max_concurrency: Option<u32>,
     /// `rate_limit`, method over service.
     pub rate_limit: Option<RateLimit>,
+    /// How generated clients retry it: `retry`, method over service, else
+    /// the default of an idempotent method; `None` for streaming methods.
+    pub retry: Option<RetryPolicy>,
 }
+
+/// A method's client retry policy, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, 2 to 5.
+    pub max_attempts: u32,
+    /// The pause before the first retry.
+    pub initial_backoff: Duration,
+    /// The longest pause.
+    pub max_backoff: Duration,
+    /// How much the pause grows after each retry.
+    pub backoff_multiplier: f64,
+    /// The codes retried, by their names in the gRPC spec (`UNAVAILABLE`).
+    pub retryable_codes: Vec<String>,
+}
+
+impl RetryPolicy {
+    /// What a method marked idempotent (or without side effects) gets when
+    /// it sets no `retry`.
+    pub fn idempotent_default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            backoff_multiplier: 2.0,
+            retryable_codes: vec!["UNAVAILABLE".to_owned()],
+        }
+    }
+}
+
+/// The status codes by their names in the gRPC spec, `OK` aside.
+pub const CODE_NAMES: [&str; 16] = [
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
 
 /// A method's `rate_limit`, checked and with its defaults applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,7 +174,12 @@ struct Block {
     max_timeout: Option<Duration>,
     max_concurrency: Option<u32>,
     rate_limit: Option<RateLimit>,
+    retry: Option<RetryPolicy>,
 }
+
+/// `MethodOptions.idempotency_level` values that make a method retryable.
+const NO_SIDE_EFFECTS: i32 = 1;
+const IDEMPOTENT: i32 = 2;
 
 /// Resolves the policies of every service in `files`, collecting every
 /// annotation error instead of stopping at the first.
@@ -180,6 +237,13 @@ fn resolve_service(
                 path.push(ext.number() as i32);
             }
             let block = read_block(&method.options(), method_ext, &path, &mut report);
+            if block.retry.is_some() && (method.is_client_streaming() || method.is_server_streaming()) {
+                report(
+                    path.clone(),
+                    "retry: streaming calls are not retried; only a unary method may have a retry policy"
+                        .to_owned(),
+                );
+            }
             let spec = merge(&method, &service_block, block);
             if let (Some(timeout), Some(max)) = (spec.timeout, spec.max_timeout)
                 && timeout > max
@@ -226,6 +290,113 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         max_timeout: own.max_timeout.or(service.max_timeout),
         max_concurrency: own.max_concurrency.or(service.max_concurrency),
         rate_limit: own.rate_limit.or_else(|| service.rate_limit.clone()),
+        retry: retry_of(method, own.retry.or_else(|| service.retry.clone())),
+    }
+}
+
+/// The retry policy of `method`: the one annotated, else the default of an
+/// idempotent method; never one for a streaming method.
+fn retry_of(method: &MethodDescriptor, annotated: Option<RetryPolicy>) -> Option<RetryPolicy> {
+    if method.is_client_streaming() || method.is_server_streaming() {
+        return None;
+    }
+    let idempotency = method
+        .options()
+        .get_field_by_name("idempotency_level")
+        .and_then(|v| v.as_enum_number())
+        .unwrap_or(0);
+    annotated.or_else(|| {
+        matches!(idempotency, NO_SIDE_EFFECTS | IDEMPOTENT).then(RetryPolicy::idempotent_default)
+    })
+}
+
+/// Reads and checks a `keel.v1.RetryPolicy` block.
+fn read_retry(
+    block: &DynamicMessage,
+    path: &[i32],
+    report: &mut impl FnMut(Vec<i32>, String),
+) -> Option<RetryPolicy> {
+    let mut problem = |message: String| report(path.to_vec(), format!("retry: {message}"));
+    let max_attempts = block
+        .get_field_by_name("max_attempts")
+        .and_then(|v| v.as_u32())
+        .unwrap_or(0);
+    let mut ok = true;
+    if !(2..=5).contains(&max_attempts) {
+        problem(format!(
+            "max_attempts must be 2 to 5, the first attempt included (found {max_attempts})"
+        ));
+        ok = false;
+    }
+    let mut backoff = |name: &str| match field_message(block, name).map(|d| duration_of(&d)) {
+        Some(Ok(duration)) => Some(duration),
+        Some(Err((seconds, nanos))) => {
+            problem(format!(
+                "{name} must be a positive duration (seconds: {seconds}, nanos: {nanos})"
+            ));
+            None
+        }
+        None => {
+            problem(format!("{name} is required"));
+            None
+        }
+    };
+    let initial_backoff = backoff("initial_backoff");
+    let max_backoff = backoff("max_backoff");
+    let backoff_multiplier = block
+        .get_field_by_name("backoff_multiplier")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
+    if !(backoff_multiplier.is_finite() && backoff_multiplier > 0.0) {
+        problem(format!(
+            "backoff_multiplier must be positive (found {backoff_multiplier})"
+        ));
+        ok = false;
+    }
+    let retryable_codes = string_list(block, "retryable_codes");
+    if retryable_codes.is_empty() {
+        problem("retryable_codes must name at least one code (such as \"UNAVAILABLE\")".to_owned());
+        ok = false;
+    }
+    for code in &retryable_codes {
+        if !CODE_NAMES.contains(&code.as_str()) {
+            problem(format!(
+                "retryable_codes: {code:?} is not a status code that can be retried ({})",
+                CODE_NAMES.join(", ")
+            ));
+            ok = false;
+        }
+    }
+    let (initial_backoff, max_backoff) = (initial_backoff?, max_backoff?);
+    if max_backoff < initial_backoff {
+        problem(format!(
+            "max_backoff ({max_backoff:?}) is shorter than initial_backoff ({initial_backoff:?})"
+        ));
+        ok = false;
+    }
+    ok.then_some(RetryPolicy {
+        max_attempts,
+        initial_backoff,
+        max_backoff,
+        backoff_multiplier,
+        retryable_codes,
+    })
+}
+
+/// A `google.protobuf.Duration` message as a positive `Duration`, or its
+/// fields when it is not one.
+fn duration_of(duration: &DynamicMessage) -> Result<Duration, (i64, i32)> {
+    let seconds = duration
+        .get_field_by_name("seconds")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    let nanos = duration
+        .get_field_by_name("nanos")
+        .and_then(|v| v.as_i32())
+        .unwrap_or(0);
+    match (u64::try_from(seconds), u32::try_from(nanos)) {
+        (Ok(s), Ok(n)) if n < 1_000_000_000 && (s, n) != (0, 0) => Ok(Duration::new(s, n)),
+        _ => Err((seconds, nanos)),
     }
 }
 
@@ -421,6 +592,9 @@ fn read_block(
     if let Some(rate_limit) = field_message(block, "rate_limit") {
         out.rate_limit = read_rate_limit(&rate_limit, path, report);
     }
+    if let Some(retry) = field_message(block, "retry") {
+        out.retry = read_retry(&retry, path, report);
+    }
     out.max_concurrency = block
         .get_field_by_name("max_concurrency")
         .and_then(|v| v.as_u32())
@@ -430,19 +604,9 @@ fn read_block(
         ("max_timeout", &mut out.max_timeout),
     ] {
         if let Some(duration) = field_message(block, name) {
-            let seconds = duration
-                .get_field_by_name("seconds")
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0);
-            let nanos = duration
-                .get_field_by_name("nanos")
-                .and_then(|v| v.as_i32())
-                .unwrap_or(0);
-            match (u64::try_from(seconds), u32::try_from(nanos)) {
-                (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 && (seconds, nanos) != (0, 0) => {
-                    *slot = Some(Duration::new(seconds, nanos));
-                }
-                _ => report(
+            match duration_of(&duration) {
+                Ok(duration) => *slot = Some(duration),
+                Err((seconds, nanos)) => report(
                     path.to_vec(),
                     format!(
                         "{name}: must be a positive duration (seconds: {seconds}, nanos: {nanos})"

@@ -4,7 +4,9 @@
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
-use crate::annotations::{Access, RateKey, ServiceSpec};
+use heck::ToUpperCamelCase;
+
+use crate::annotations::{Access, RateKey, RetryPolicy, ServiceSpec};
 
 /// Generates the policy table (with `server`, the wrapping server
 /// constructor; with `client`, the wrapped client constructor) for one
@@ -42,10 +44,14 @@ pub fn service(
             }),
         };
         let labels = m.labels.iter().map(|(k, v)| quote!((#k, #v)));
+        let exact = |d: std::time::Duration| {
+            let nanos = proc_macro2::Literal::u64_unsuffixed(d.as_nanos() as u64);
+            quote!(::core::time::Duration::from_nanos(#nanos))
+        };
         let duration = |d: Option<std::time::Duration>| match d {
             Some(d) => {
-                let nanos = proc_macro2::Literal::u64_unsuffixed(d.as_nanos() as u64);
-                quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#nanos)))
+                let d = exact(d);
+                quote!(::core::option::Option::Some(#d))
             }
             None => quote!(::core::option::Option::None),
         };
@@ -73,6 +79,26 @@ pub fn service(
             }
             None => quote!(::core::option::Option::None),
         };
+        let retry = match &m.retry {
+            Some(policy) => {
+                let max_attempts = policy.max_attempts;
+                let initial_backoff = exact(policy.initial_backoff);
+                let max_backoff = exact(policy.max_backoff);
+                let multiplier = policy.backoff_multiplier;
+                let codes = policy
+                    .retryable_codes
+                    .iter()
+                    .map(|code| ident(&code.to_upper_camel_case()));
+                quote!(::core::option::Option::Some(#runtime::RetryPolicy {
+                    max_attempts: #max_attempts,
+                    initial_backoff: #initial_backoff,
+                    max_backoff: #max_backoff,
+                    backoff_multiplier: #multiplier,
+                    retryable_codes: &[#(::tonic::Code::#codes),*],
+                }))
+            }
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #runtime::MethodPolicy {
                 name: #name,
@@ -84,6 +110,7 @@ pub fn service(
                 max_timeout: #max_timeout,
                 max_concurrency: #max_concurrency,
                 rate_limit: #rate_limit,
+                retry: #retry,
             }
         }
     });
@@ -137,7 +164,17 @@ pub fn service(
         }
     });
 
+    let config_ident = ident(&format!("{}_SERVICE_CONFIG", snake.to_uppercase()));
+    let config_doc = doc_lines(&format!(
+        " The gRPC service config (JSON) of `{full_name}`: the retry policies of [`{policy_ident}`],
+ for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …)."
+    ));
+    let service_config = service_config(spec);
+
     let tokens = quote! {
+        #(#[doc = #config_doc])*
+        pub const #config_ident: &str = #service_config;
+
         #(#[doc = #policy_doc])*
         pub static #policy_ident: #runtime::ServicePolicy = #runtime::ServicePolicy {
             name: #full_name,
@@ -171,6 +208,33 @@ pub fn descriptor_set_const(file_name: &str) -> String {
 }
 
 /// Doc comment of a policy table: one line per method, as a reader wants it.
+/// The service config of `spec`'s retry policies, as the gRPC service
+/// config schema has it (`grpc/service_config/service_config.proto` in JSON).
+pub fn service_config(spec: &ServiceSpec) -> String {
+    let seconds = |d: std::time::Duration| format!("\"{}s\"", d.as_secs_f64());
+    let configs: Vec<String> = spec
+        .methods
+        .iter()
+        .filter_map(|m| Some((m, m.retry.as_ref()?)))
+        .map(|(m, policy): (_, &RetryPolicy)| {
+            let codes: Vec<String> = (policy.retryable_codes.iter())
+                .map(|c| format!("\"{c}\""))
+                .collect();
+            format!(
+                "{{\"name\":[{{\"service\":\"{}\",\"method\":\"{}\"}}],\"retryPolicy\":{{\"maxAttempts\":{},\"initialBackoff\":{},\"maxBackoff\":{},\"backoffMultiplier\":{},\"retryableStatusCodes\":[{}]}}}}",
+                spec.full_name,
+                m.name,
+                policy.max_attempts,
+                seconds(policy.initial_backoff),
+                seconds(policy.max_backoff),
+                policy.backoff_multiplier,
+                codes.join(","),
+            )
+        })
+        .collect();
+    format!("{{\"methodConfig\":[{}]}}", configs.join(","))
+}
+
 fn policy_doc(spec: &ServiceSpec) -> String {
     let mut doc = format!(
         " Keel policy of `{}`, resolved from its annotations at build time.\n\n | method | access | labels |\n |---|---|---|\n",

@@ -55,7 +55,9 @@ use protox::file::{
     ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
 };
 
-pub use annotations::{Access, MethodSpec, RESERVED_LABELS, RateKey, RateLimit, ServiceSpec};
+pub use annotations::{
+    Access, MethodSpec, RESERVED_LABELS, RateKey, RateLimit, RetryPolicy, ServiceSpec,
+};
 pub use error::{Diagnostic, Error};
 
 /// The annotation vocabulary, bundled so users need not put it on their

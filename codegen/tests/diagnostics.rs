@@ -422,3 +422,106 @@ service Things {
         "Get: its own:\n{code}"
     );
 }
+
+#[test]
+fn a_retry_policy_is_checked_whole_and_only_for_unary_methods() {
+    let (_dir, result) = compile(&with_method_option(
+        "option (keel.v1.method) = { retry: { max_attempts: 9 backoff_multiplier: -1 retryable_codes: [\"OK\", \"NOPE\"] initial_backoff: { seconds: 2 } } };",
+    ));
+    let text = result.expect_err("must fail").to_string();
+    for needle in [
+        "svc.proto:9:5: retry: max_attempts must be 2 to 5, the first attempt included (found 9)",
+        "svc.proto:9:5: retry: max_backoff is required",
+        "svc.proto:9:5: retry: backoff_multiplier must be positive (found -1)",
+        "svc.proto:9:5: retry: retryable_codes: \"OK\" is not a status code that can be retried",
+        "svc.proto:9:5: retry: retryable_codes: \"NOPE\" is not a status code",
+    ] {
+        assert!(text.contains(needle), "{needle} in:\n{text}");
+    }
+    assert_diagnostic(
+        &with_method_option(
+            "option (keel.v1.method) = { retry: { max_attempts: 3 initial_backoff: { seconds: 2 } max_backoff: { seconds: 1 } backoff_multiplier: 2 retryable_codes: [\"UNAVAILABLE\"] } };",
+        ),
+        9,
+        5,
+        "retry: max_backoff (1s) is shorter than initial_backoff (2s)",
+    );
+    let streaming = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  rpc Watch(Req) returns (stream Req) {
+    option (keel.v1.method) = { retry: { max_attempts: 2 initial_backoff: { nanos: 1000 } max_backoff: { seconds: 1 } backoff_multiplier: 1 retryable_codes: ["UNAVAILABLE"] } };
+  }
+}
+"#;
+    assert_diagnostic(streaming, 7, 5, "retry: streaming calls are not retried");
+}
+
+#[test]
+fn retry_policies_and_idempotent_methods_reach_the_table_and_the_service_config() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  option (keel.v1.service) = { auth: { public: true } };
+  rpc Get(Req) returns (Req) {
+    option idempotency_level = NO_SIDE_EFFECTS;
+  }
+  rpc Put(Req) returns (Req) {
+    option (keel.v1.method) = { retry: { max_attempts: 4 initial_backoff: { nanos: 50000000 } max_backoff: { seconds: 2 } backoff_multiplier: 1.5 retryable_codes: ["UNAVAILABLE", "RESOURCE_EXHAUSTED"] } };
+  }
+  rpc Post(Req) returns (Req);
+  rpc Watch(Req) returns (stream Req) {
+    option idempotency_level = NO_SIDE_EFFECTS;
+  }
+}
+"#;
+    let (_dir, result) = compile(source);
+    let code = std::fs::read_to_string(&result.expect("valid").files[0]).unwrap();
+    let one_line = code
+        .split_whitespace()
+        .collect::<String>()
+        .replace(",)", ")")
+        .replace(",}", "}")
+        .replace(",]", "]");
+    assert!(
+        one_line.contains("retry:::core::option::Option::Some(::keel::RetryPolicy{max_attempts:3u32,initial_backoff:::core::time::Duration::from_nanos(100000000),max_backoff:::core::time::Duration::from_nanos(1000000000),backoff_multiplier:2f64,retryable_codes:&[::tonic::Code::Unavailable]})"),
+        "Get: the default of a method without side effects:\n{code}"
+    );
+    assert!(
+        one_line.contains(
+            "retryable_codes:&[::tonic::Code::Unavailable,::tonic::Code::ResourceExhausted]"
+        ),
+        "Put: its own:\n{code}"
+    );
+    assert_eq!(
+        one_line
+            .matches("retry:::core::option::Option::None")
+            .count(),
+        2,
+        "Post (no policy) and Watch (streaming):\n{code}"
+    );
+    let start = code
+        .find("THINGS_SERVICE_CONFIG: &str = \"")
+        .expect("the service config")
+        + 31;
+    let literal: String = syn::parse_str::<syn::LitStr>(
+        &code[start - 1..][..code[start - 1..].find("\";").unwrap() + 1],
+    )
+    .unwrap()
+    .value();
+    let config: serde_json::Value = serde_json::from_str(&literal).unwrap();
+    let methods = config["methodConfig"].as_array().unwrap();
+    assert_eq!(methods.len(), 2, "{config}");
+    assert_eq!(methods[0]["name"][0]["method"], "Get");
+    assert_eq!(methods[0]["retryPolicy"]["initialBackoff"], "0.1s");
+    assert_eq!(methods[1]["retryPolicy"]["maxAttempts"], 4);
+    assert_eq!(methods[1]["retryPolicy"]["backoffMultiplier"], 1.5);
+    assert_eq!(
+        methods[1]["retryPolicy"]["retryableStatusCodes"][1],
+        "RESOURCE_EXHAUSTED"
+    );
+}

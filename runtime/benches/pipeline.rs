@@ -69,6 +69,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             max_timeout: None,
             max_concurrency: None,
             rate_limit: None,
+            retry: None,
         },
     ],
     route: user_service_route,
@@ -95,6 +96,7 @@ const fn method(
         max_timeout: None,
         max_concurrency: None,
         rate_limit: None,
+        retry: None,
     }
 }
 

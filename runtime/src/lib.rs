@@ -63,5 +63,7 @@ pub use error::Error;
 pub use keel::Keel;
 pub use metrics::Metrics;
 pub use pipeline::Pipeline;
-pub use policy::{Access, MethodKind, MethodPolicy, RateKey, RateLimit, ServicePolicy};
+pub use policy::{
+    Access, MethodKind, MethodPolicy, RateKey, RateLimit, RetryPolicy, ServicePolicy,
+};
 pub use serve::Server;

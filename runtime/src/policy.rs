@@ -76,6 +76,56 @@ pub struct MethodPolicy {
     /// answered `RESOURCE_EXHAUSTED` before the handler runs. `None`: no
     /// limit.
     pub rate_limit: Option<RateLimit>,
+    /// How generated clients retry the method's calls (`retry`, or the
+    /// default of an idempotent method); `None`: not retried. Unary methods
+    /// only.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// How generated clients retry a method's calls, as the gRPC service
+/// config's `retryPolicy` says: while a call is not committed (it failed
+/// before the response headers, or the server answered with a status
+/// alone) and its code is retryable, after a random part of the backoff,
+/// within the call's deadline.
+///
+/// ```
+/// # use std::time::Duration;
+/// let policy = keel::RetryPolicy {
+///     max_attempts: 3,
+///     initial_backoff: Duration::from_millis(100),
+///     max_backoff: Duration::from_secs(1),
+///     backoff_multiplier: 2.0,
+///     retryable_codes: &[tonic::Code::Unavailable],
+/// };
+/// // The most the pause before retry n may be.
+/// assert_eq!(policy.backoff(1), Duration::from_millis(100));
+/// assert_eq!(policy.backoff(2), Duration::from_millis(200));
+/// assert_eq!(policy.backoff(9), Duration::from_secs(1));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The pause before the first retry, at most.
+    pub initial_backoff: Duration,
+    /// The longest pause.
+    pub max_backoff: Duration,
+    /// How much the pause grows after each retry.
+    pub backoff_multiplier: f64,
+    /// The codes that are retried.
+    pub retryable_codes: &'static [tonic::Code],
+}
+
+impl RetryPolicy {
+    /// The most the pause before retry `n` (1 for the first) may be:
+    /// `min(initial_backoff * backoff_multiplier^(n-1), max_backoff)`.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let grown = self.initial_backoff.as_secs_f64()
+            * self.backoff_multiplier.powi(n.saturating_sub(1) as i32);
+        Duration::try_from_secs_f64(grown)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
 }
 
 /// A method's rate limit (`keel.v1.method.rate_limit`): buckets that hold
@@ -129,7 +179,8 @@ impl MethodPolicy {
     /// # use std::time::Duration;
     /// # let mut method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
     /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
-    /// #   timeout: None, max_timeout: None, max_concurrency: None, rate_limit: None };
+    /// #   timeout: None, max_timeout: None, max_concurrency: None, rate_limit: None,
+    /// #   retry: None };
     /// method.timeout = Some(Duration::from_secs(5));
     /// method.max_timeout = Some(Duration::from_secs(30));
     /// assert_eq!(method.deadline(None), Some(Duration::from_secs(5)));

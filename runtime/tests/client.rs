@@ -27,6 +27,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         max_timeout: None,
         max_concurrency: None,
         rate_limit: None,
+        retry: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
@@ -91,8 +92,12 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     match service.oneshot(request).await {
         Ok(response) => {
-            let status = tonic::Status::from_header_map(response.headers());
-            let _ = response.into_body().collect().await;
+            let mut status = tonic::Status::from_header_map(response.headers());
+            if let Ok(body) = response.into_body().collect().await
+                && let Some(trailers) = body.trailers()
+            {
+                status = status.or_else(|| tonic::Status::from_header_map(trailers));
+            }
             match status {
                 Some(s) if s.code() != tonic::Code::Ok => Err(s),
                 _ => Ok(()),
@@ -202,10 +207,12 @@ async fn a_call_the_server_cancels_past_its_deadline_is_deadline_exceeded() {
     let client = client(&registry);
     let late = client.wrap(&POLICY, answer(Duration::from_millis(300)));
     let status = call(late, request(READ)).await;
-    assert!(status.is_ok(), "the code is in the trailers: {status:?}");
-    // Before the deadline, `CANCELLED` is the caller's or the server's own choice.
+    // The caller sees what the server said, in the trailers…
+    assert_eq!(status.unwrap_err().code(), tonic::Code::Cancelled);
+    // …and before the deadline, `CANCELLED` is the caller's or the server's own choice.
     let early = client.wrap(&POLICY, answer(Duration::ZERO));
-    call(early, request(READ)).await.expect("trailers only");
+    let status = call(early, request(READ)).await;
+    assert_eq!(status.unwrap_err().code(), tonic::Code::Cancelled);
 
     let metrics = render(&registry);
     let labels = r#"grpc_method="Read",grpc_service="test.v1.Things",grpc_type="unary""#;
@@ -457,4 +464,219 @@ async fn a_call_whose_deadline_has_passed_sends_nothing_downstream() {
     let code = serve_and_call_downstream(Some("1n"), &seen).await;
     assert_eq!(code, (tonic::Code::DeadlineExceeded as i32).to_string());
     assert!(sent_timeouts(&seen).is_empty(), "nothing was sent");
+}
+
+/// `Get` is retried: 3 attempts, pauses up to 10 ms then 20 ms, on
+/// UNAVAILABLE. `Put` is not.
+static RETRIED: ServicePolicy = ServicePolicy {
+    name: "test.v1.Retried",
+    methods: &[
+        MethodPolicy {
+            name: "Get",
+            path: "/test.v1.Retried/Get",
+            kind: MethodKind::Unary,
+            access: Access::Public,
+            labels: &[],
+            timeout: None,
+            max_timeout: None,
+            max_concurrency: None,
+            rate_limit: None,
+            retry: Some(keel::RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(20),
+                backoff_multiplier: 2.0,
+                retryable_codes: &[tonic::Code::Unavailable],
+            }),
+        },
+        MethodPolicy {
+            name: "Put",
+            path: "/test.v1.Retried/Put",
+            kind: MethodKind::Unary,
+            access: Access::Public,
+            labels: &[],
+            timeout: None,
+            max_timeout: None,
+            max_concurrency: None,
+            rate_limit: None,
+            retry: None,
+        },
+    ],
+    route: |path| match path {
+        "/test.v1.Retried/Get" => Some(0),
+        "/test.v1.Retried/Put" => Some(1),
+        _ => None,
+    },
+};
+
+/// How the scripted transport answers one attempt.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// `grpc-status` alone, in the headers, with an optional
+    /// `grpc-retry-pushback-ms`.
+    Status(&'static str, Option<&'static str>),
+    /// A message, then `grpc-status` in the trailers: committed.
+    Message(&'static str),
+    /// No response: the transport failed.
+    Refused,
+}
+
+/// A transport answering each attempt as `script` says (the last answer
+/// again once it runs out), recording each request body it was sent.
+fn scripted(
+    script: &'static [Answer],
+    bodies: Arc<Mutex<Vec<bytes::Bytes>>>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Box<dyn std::error::Error + Send + Sync>,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |request: Request<Body>| {
+        let bodies = bodies.clone();
+        async move {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let n = {
+                let mut bodies = bodies.lock().unwrap();
+                bodies.push(body);
+                bodies.len()
+            };
+            let answer = script[(n - 1).min(script.len() - 1)];
+            let response = match answer {
+                Answer::Refused => return Err("connection refused".into()),
+                Answer::Status(code, pushback) => {
+                    let mut response = Response::new(Body::empty());
+                    let headers = response.headers_mut();
+                    headers.insert("grpc-status", HeaderValue::from_static(code));
+                    if let Some(ms) = pushback {
+                        headers.insert("grpc-retry-pushback-ms", HeaderValue::from_static(ms));
+                    }
+                    response
+                }
+                Answer::Message(code) => {
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static(code));
+                    let body =
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"\0\0\0\0\x01x"))
+                            .with_trailers(async move { Some(Ok(trailers)) });
+                    Response::new(Body::new(body))
+                }
+            };
+            Ok(response)
+        }
+    })
+}
+
+/// A call of `method` of `RETRIED` carrying one message, and the bodies
+/// the transport was sent.
+async fn retried_call(
+    client: &Client,
+    method: &str,
+    script: &'static [Answer],
+) -> (Result<(), tonic::Status>, Vec<bytes::Bytes>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let service = client.wrap(&RETRIED, scripted(script, bodies.clone()));
+    let request = Request::builder()
+        .uri(format!("http://things/test.v1.Retried/{method}"))
+        .body(Body::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"\0\0\0\0\x03abc"),
+        )))
+        .unwrap();
+    let result = call(service, request).await;
+    let bodies = bodies.lock().unwrap().clone();
+    (result, bodies)
+}
+
+fn sample(registry: &prometheus::Registry, line: &str) -> String {
+    let text = render(registry);
+    (text.lines())
+        .find_map(|l| l.strip_prefix(line).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("{line} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_sent_again_and_the_call_counted_once() {
+    use Answer::*;
+    let registry = prometheus::Registry::new();
+    let client = client(&registry);
+    static SCRIPT: &[Answer] = &[Refused, Status("14", None), Status("0", None)];
+    let (result, bodies) = retried_call(&client, "Get", SCRIPT).await;
+    result.expect("the third attempt succeeds");
+    assert_eq!(bodies.len(), 3);
+    assert!(
+        bodies.iter().all(|b| &b[..] == b"\0\0\0\0\x03abc"),
+        "{bodies:?}"
+    );
+    let labels = r#"grpc_method="Get",grpc_service="test.v1.Retried""#;
+    assert_eq!(
+        sample(&registry, &format!("keel_client_retries_total{{{labels}}}")),
+        "2"
+    );
+    let handled =
+        format!(r#"grpc_client_handled_total{{grpc_code="OK",{labels},grpc_type="unary"}}"#);
+    assert_eq!(sample(&registry, &handled), "1");
+    let sent = format!(r#"grpc_client_msg_sent_total{{{labels},grpc_type="unary"}}"#);
+    assert_eq!(sample(&registry, &sent), "1", "the message counted once");
+}
+
+#[tokio::test]
+async fn retries_stop_at_max_attempts_and_at_what_is_not_retryable() {
+    use Answer::*;
+    let registry = prometheus::Registry::new();
+    let client = client(&registry);
+    static DOWN: &[Answer] = &[Status("14", None)];
+    let (result, bodies) = retried_call(&client, "Get", DOWN).await;
+    assert_eq!(result.unwrap_err().code(), tonic::Code::Unavailable);
+    assert_eq!(bodies.len(), 3, "max_attempts");
+    // Another code, a committed response, a method without a policy, and
+    // a server saying not to: one attempt each.
+    static NOT_FOUND: &[Answer] = &[Status("5", None)];
+    static COMMITTED: &[Answer] = &[Message("14"), Status("0", None)];
+    static PUSHED_AWAY: &[Answer] = &[Status("14", Some("-1")), Status("0", None)];
+    for (method, script, code) in [
+        ("Get", NOT_FOUND, tonic::Code::NotFound),
+        ("Get", COMMITTED, tonic::Code::Unavailable),
+        ("Put", DOWN, tonic::Code::Unavailable),
+        ("Get", PUSHED_AWAY, tonic::Code::Unavailable),
+    ] {
+        let (result, bodies) = retried_call(&client, method, script).await;
+        assert_eq!(result.unwrap_err().code(), code);
+        assert_eq!(bodies.len(), 1, "{method} {code:?}");
+    }
+    let labels = r#"grpc_method="Get",grpc_service="test.v1.Retried""#;
+    assert_eq!(
+        sample(&registry, &format!("keel_client_retries_total{{{labels}}}")),
+        "2"
+    );
+    assert!(!render(&registry).contains(r#"keel_client_retries_total{grpc_method="Put""#));
+}
+
+#[tokio::test]
+async fn the_server_pushback_sets_the_retry_pause_and_the_deadline_bounds_all_attempts() {
+    use Answer::*;
+    let registry = prometheus::Registry::new();
+    let client = client(&registry);
+    static PUSHBACK: &[Answer] = &[Status("14", Some("80")), Status("0", None)];
+    let started = std::time::Instant::now();
+    let (result, bodies) = retried_call(&client, "Get", PUSHBACK).await;
+    result.expect("the second attempt succeeds");
+    assert_eq!(bodies.len(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        started.elapsed()
+    );
+    // A pause that would end past the deadline (200 ms) is not taken.
+    static TOO_LATE: &[Answer] = &[Status("14", Some("500")), Status("0", None)];
+    let started = std::time::Instant::now();
+    let (result, bodies) = retried_call(&client, "Get", TOO_LATE).await;
+    assert_eq!(result.unwrap_err().code(), tonic::Code::Unavailable);
+    assert_eq!(bodies.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
 }

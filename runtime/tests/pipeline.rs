@@ -25,6 +25,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             max_timeout: None,
             max_concurrency: None,
             rate_limit: None,
+            retry: None,
         },
         MethodPolicy {
             name: "Read",
@@ -38,6 +39,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             max_timeout: None,
             max_concurrency: None,
             rate_limit: None,
+            retry: None,
         },
     ],
     route: |path| match path {
@@ -376,6 +378,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             max_timeout: Some(Duration::from_millis(300)),
             max_concurrency: None,
             rate_limit: None,
+            retry: None,
         },
         MethodPolicy {
             name: "Feed",
@@ -387,6 +390,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             max_timeout: None,
             max_concurrency: None,
             rate_limit: None,
+            retry: None,
         },
     ],
     route: |path| match path {
@@ -518,6 +522,7 @@ static LIMITED: ServicePolicy = ServicePolicy {
         max_timeout: None,
         max_concurrency: Some(2),
         rate_limit: None,
+        retry: None,
     }],
     route: |path| match path {
         "/test.v1.Limited/One" => Some(0),
@@ -617,6 +622,7 @@ const fn rated(name: &'static str, path: &'static str, key: keel::RateKey) -> Me
             burst: 3,
             key,
         }),
+        retry: None,
     }
 }
 

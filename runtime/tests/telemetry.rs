@@ -214,6 +214,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         max_timeout: None,
         max_concurrency: None,
         rate_limit: None,
+        retry: None,
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
@@ -401,6 +402,7 @@ static STREAMING_POLICY: ServicePolicy = ServicePolicy {
         max_timeout: None,
         max_concurrency: None,
         rate_limit: None,
+        retry: None,
     }],
     route: |path| match path {
         "/test.v1.Feed/Watch" => Some(0),

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
-use keel_codegen::{Access, MethodSpec, RateKey, RateLimit, ServiceSpec};
+use keel_codegen::{Access, MethodSpec, RateKey, RateLimit, RetryPolicy, ServiceSpec};
 
 /// The file `cargo xtask gen` writes the table to.
 pub const FILE: &str = "POLICY.md";
@@ -54,6 +54,23 @@ fn auth(access: &Access) -> String {
     }
 }
 
+/// A retry policy as the table shows it: `3 on UNAVAILABLE, 100ms..1s ×2`.
+fn retry(policy: Option<&RetryPolicy>) -> String {
+    policy.map_or_else(
+        || "-".to_owned(),
+        |p| {
+            format!(
+                "{} on {}, {:?}..{:?} ×{}",
+                p.max_attempts,
+                p.retryable_codes.join(" "),
+                p.initial_backoff,
+                p.max_backoff,
+                p.backoff_multiplier
+            )
+        },
+    )
+}
+
 /// A rate limit as the table shows it: `5/s, burst 10, per peer`.
 fn rate_limit(limit: Option<&RateLimit>) -> String {
     let Some(limit) = limit else {
@@ -78,8 +95,8 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
          Every method of the workspace's services with its resolved annotations, method over service.\n\
          Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
          prints the same as JSON.\n\n\
-         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | rate limit | proto |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | rate limit | client retry | proto |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (proto, specs) in services {
         for service in specs {
@@ -88,7 +105,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
                     service.full_name,
                     m.name,
                     kind(m),
@@ -99,6 +116,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.max_concurrency
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                     rate_limit(m.rate_limit.as_ref()),
+                    retry(m.retry.as_ref()),
                 );
             }
         }
@@ -134,6 +152,13 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                         "burst": r.burst,
                         "key": r.key.to_annotation(),
                     })),
+                    "retry": m.retry.as_ref().map(|r| serde_json::json!({
+                        "max_attempts": r.max_attempts,
+                        "initial_backoff_ms": r.initial_backoff.as_millis() as u64,
+                        "max_backoff_ms": r.max_backoff.as_millis() as u64,
+                        "backoff_multiplier": r.backoff_multiplier,
+                        "retryable_codes": r.retryable_codes,
+                    })),
                     "proto": proto,
                 }));
             }
@@ -157,6 +182,7 @@ mod tests {
             max_timeout: None,
             max_concurrency: Some(8),
             rate_limit: None,
+            retry: None,
         }
     }
 
@@ -172,6 +198,7 @@ mod tests {
                         burst: 3,
                         key: RateKey::Claim("tenant".into()),
                     }),
+                    retry: Some(RetryPolicy::idempotent_default()),
                     ..method("Read", Access::Token(vec!["r".into()]))
                 },
                 method(
@@ -185,8 +212,8 @@ mod tests {
         };
         let table = table(&[("t.proto", vec![service.clone()])]);
         for row in [
-            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | - | `t.proto` |",
-            "| t.v1.S | Read | server stream | token with r | team=core | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | `t.proto` |",
+            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | - | - | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r | team=core | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | `t.proto` |",
             "| t.v1.S | Internal | server stream | peer dns:a.example |",
         ] {
             assert!(table.contains(row), "{row} in:\n{table}");
@@ -199,5 +226,6 @@ mod tests {
         assert_eq!(json[0]["timeout_ms"], 1500);
         assert_eq!(json[0]["rate_limit"], serde_json::Value::Null);
         assert_eq!(json[1]["rate_limit"]["key"], "claim:tenant");
+        assert_eq!(json[1]["retry"]["retryable_codes"][0], "UNAVAILABLE");
     }
 }

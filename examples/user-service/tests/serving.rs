@@ -17,9 +17,29 @@ use user_service::user_v1::*;
 use user_service::{SERVICES, Users};
 
 /// `Users`, but `GetUser` sleeps for the milliseconds its id names
-/// (`sleep-250`) and panics for the id `panic`.
+/// (`sleep-250`), panics for the id `panic`, and answers `UNAVAILABLE` to
+/// the first N calls for an id `flaky-N-…` (as `CreateUser` does for such a
+/// name).
 #[derive(Clone)]
 struct Slow(Users);
+
+/// `UNAVAILABLE` for the first N calls naming `flaky-N-…`.
+fn flaky(key: &str) -> Result<(), Status> {
+    static CALLS: std::sync::Mutex<std::collections::BTreeMap<String, u32>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let Some(failures) =
+        (key.strip_prefix("flaky-")).and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    let mut calls = CALLS.lock().unwrap();
+    let n = calls.entry(key.to_owned()).or_default();
+    *n += 1;
+    match *n <= failures {
+        true => Err(Status::unavailable("flaky: try again")),
+        false => Ok(()),
+    }
+}
 
 #[tonic::async_trait]
 impl UserService for Slow {
@@ -28,6 +48,7 @@ impl UserService for Slow {
         if id == "panic" {
             panic!("handler bug");
         }
+        flaky(&id)?;
         if let Some(ms) = id.strip_prefix("sleep-").and_then(|ms| ms.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             return Ok(Response::new(User {
@@ -38,6 +59,7 @@ impl UserService for Slow {
         self.0.get_user(request).await
     }
     async fn create_user(&self, r: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        flaky(&r.get_ref().name)?;
         self.0.create_user(r).await
     }
     async fn list_users(
@@ -1124,6 +1146,58 @@ async fn a_connection_that_sent_its_preface_outlives_the_handshake_timeout() {
     assert_eq!(sample(&server.keel, OPEN), 2);
     let missing = get(ch, "no-such-user".into()).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    server.signals.send(()).await.unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_generated_client_retries_an_idempotent_method_and_not_the_others() {
+    let server = start(timings(0, 1000)).await;
+    let client = keel::client::Client::new(&config(), server.keel.metrics().registry())
+        .unwrap()
+        .with_token_source(keel::auth::StaticToken::new(sign_hs(
+            Algorithm::HS256,
+            &claims("users:read users:write"),
+        )));
+    let mut users =
+        user_v1::user_service_client(format!("http://{}", server.addr), &client).unwrap();
+    // GetUser has `idempotency_level = NO_SIDE_EFFECTS` (user.proto): 3
+    // attempts on UNAVAILABLE. Two fail; the third reaches the handler.
+    let status = users
+        .get_user(GetUserRequest {
+            id: "flaky-2-a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    // Three failures are more than its attempts.
+    let status = users
+        .get_user(GetUserRequest {
+            id: "flaky-3-b".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // CreateUser is not idempotent: not retried.
+    let status = users
+        .create_user(CreateUserRequest {
+            name: "flaky-1-c".into(),
+            email: "c@example.com".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    let text = server.keel.metrics().render();
+    for line in [
+        r#"keel_client_retries_total{grpc_method="GetUser",grpc_service="user.v1.UserService"} 4"#,
+        r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="GetUser",grpc_service="user.v1.UserService",grpc_type="unary",team="identity",tier="critical"} 5"#,
+        r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="CreateUser",grpc_service="user.v1.UserService",grpc_type="unary",team="identity",tier="critical"} 1"#,
+        r#"grpc_client_handled_total{grpc_code="Unavailable",grpc_method="GetUser",grpc_service="user.v1.UserService",grpc_type="unary"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    assert!(!text.contains(r#"keel_client_retries_total{grpc_method="CreateUser""#));
     server.signals.send(()).await.unwrap();
     server.task.await.unwrap().unwrap();
 }

@@ -15,6 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::body::ResponseBody;
 use super::call::ClientCall;
+use super::retry::{self, Attempts};
 use crate::auth::TokenSource;
 use crate::clock;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
@@ -24,7 +25,7 @@ use crate::observe::{CountingBody, Tallies};
 use crate::policy::ServicePolicy;
 use crate::telemetry::{client_span, propagation};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Applies Keel's client behaviour to calls of one service; see the
 /// [module docs](super). Made by [`Client::layer`](super::Client::layer).
@@ -43,6 +44,8 @@ struct Shared {
     tokens: Option<Arc<dyn TokenSource>>,
     /// Where each method's request messages are counted.
     sent: Tallies,
+    /// `keel_client_retries_total` of each method with a retry policy.
+    retries: Box<[Option<prometheus::IntCounter>]>,
 }
 
 impl std::fmt::Debug for ClientLayer {
@@ -61,6 +64,7 @@ impl ClientLayer {
         metrics: Arc<ServiceMetrics>,
         deadline: Duration,
         tokens: Option<Arc<dyn TokenSource>>,
+        retries: Box<[Option<prometheus::IntCounter>]>,
     ) -> Self {
         let sent = Tallies::sent(&metrics);
         ClientLayer {
@@ -71,6 +75,7 @@ impl ClientLayer {
                 deadline_header: encode_timeout(deadline),
                 tokens,
                 sent,
+                retries,
             }),
         }
     }
@@ -160,6 +165,16 @@ where
         };
         let start = clock::now();
         let expires = start + deadline;
+        // Only the calls of a method with a retry policy are buffered and
+        // retried; the others go as they are.
+        let attempts = method.and_then(|i| {
+            Some(Attempts {
+                policy: policy.methods[i].retry.as_ref()?,
+                retries: shared.retries.get(i)?.clone()?,
+                span: span.clone(),
+                expires,
+            })
+        });
         let mut pending = Pending(Some(ClientCall {
             metrics: method.map(|i| CallRecord::start(&shared.metrics, i, start)),
             expires,
@@ -178,7 +193,10 @@ where
                     req.headers_mut().insert(AUTHORIZATION, value);
                     *sent = Some(tokens);
                 }
-                inner.call(req).await.map_err(Into::into)
+                match attempts {
+                    None => inner.call(req).await.map_err(Into::into),
+                    Some(attempts) => retry::call(inner, req, attempts).await,
+                }
             };
             let result = match deadline.is_zero() {
                 // The deadline of the call being served has passed: not sent.
@@ -247,7 +265,7 @@ async fn bearer(tokens: &dyn TokenSource) -> Result<HeaderValue, BoxError> {
 
 /// The code a failed call is recorded with: the status's own when the error
 /// is one, else `UNAVAILABLE` (the transport failed).
-fn error_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
+pub(super) fn error_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
     error
         .downcast_ref::<tonic::Status>()
         .map_or(Code::Unavailable, tonic::Status::code)

@@ -29,8 +29,13 @@
 //!   calls out ([`deadline`](crate::deadline)); fails the call with
 //!   `DEADLINE_EXCEEDED` when the response headers have not arrived by then,
 //!   or at once, without sending it, when that deadline has already passed;
+//! - retries a call of a method with a retry policy (`keel.v1.method.retry`,
+//!   or `idempotency_level` set) while it is not committed and its code is
+//!   retryable, within its deadline, counting each retry in
+//!   `keel_client_retries_total` and as an event of its span; the calls of
+//!   other methods are not buffered;
 //! - records the go-grpc-prometheus client metrics
-//!   ([`ClientMetrics`]).
+//!   ([`ClientMetrics`]), once per call whatever its attempts.
 //!
 //! ```no_run
 //! # mod user_v1 {
@@ -62,6 +67,7 @@
 mod body;
 mod call;
 mod layer;
+mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,6 +202,7 @@ impl Client {
             self.metrics.service(policy),
             self.default_deadline,
             self.tokens.clone(),
+            self.metrics.retries(policy),
         )
     }
 

@@ -433,6 +433,7 @@ fn label_pair(name: &str, value: &str) -> LabelPair {
 /// | `grpc_client_handling_seconds` | histogram | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_client_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_client_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
+/// | `keel_client_retries_total` | counter | `grpc_service`, `grpc_method` (methods with a retry policy) |
 ///
 /// The services called are not known up front: a service's series appear
 /// (at zero) the first time a client of it is built, and its counts are
@@ -442,6 +443,8 @@ fn label_pair(name: &str, value: &str) -> LabelPair {
 #[derive(Clone, Debug)]
 pub struct ClientMetrics {
     families: Families,
+    /// `keel_client_retries_total`: attempts after a call's first.
+    retries: IntCounterVec,
 }
 
 impl ClientMetrics {
@@ -450,7 +453,25 @@ impl ClientMetrics {
     pub fn new(registry: &Registry) -> Result<Self, MetricsError> {
         let families = Families::new(Side::Client, Vec::new())?;
         registry.register(Box::new(families.clone()))?;
-        Ok(ClientMetrics { families })
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "keel_client_retries_total",
+                "Total number of attempts generated clients made after a call's first.",
+            ),
+            &["grpc_service", "grpc_method"],
+        )?;
+        registry.register(Box::new(retries.clone()))?;
+        Ok(ClientMetrics { families, retries })
+    }
+
+    /// By method index, the retry counter of each of `policy`'s methods
+    /// with a retry policy (its series made, at zero).
+    pub(crate) fn retries(&self, policy: &'static ServicePolicy) -> Box<[Option<IntCounter>]> {
+        (policy.methods.iter())
+            .map(|m| {
+                (m.retry.is_some()).then(|| self.retries.with_label_values(&[policy.name, m.name]))
+            })
+            .collect()
     }
 
     /// The metrics of calls to `policy`'s methods, made on first use.

@@ -810,6 +810,9 @@ pub mod auth_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The gRPC service config (JSON) of `keel.auth.v1.AuthService`: the retry policies of [`AUTH_SERVICE_POLICY`],
+/// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
+pub const AUTH_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `keel.auth.v1.AuthService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -836,6 +839,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Login",
@@ -847,6 +851,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Refresh",
@@ -858,6 +863,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Validate",
@@ -869,6 +875,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Revoke",
@@ -880,6 +887,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "RevokeAll",
@@ -891,6 +899,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "GetJwks",
@@ -902,6 +911,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
     ],
     route: auth_service_route,

@@ -293,6 +293,9 @@ pub mod profile_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The gRPC service config (JSON) of `gateway.v1.ProfileService`: the retry policies of [`PROFILE_SERVICE_POLICY`],
+/// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
+pub const PROFILE_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `gateway.v1.ProfileService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -312,6 +315,7 @@ pub static PROFILE_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy
         max_timeout: ::core::option::Option::None,
         max_concurrency: ::core::option::Option::None,
         rate_limit: ::core::option::Option::None,
+        retry: ::core::option::Option::None,
     }],
     route: profile_service_route,
 };

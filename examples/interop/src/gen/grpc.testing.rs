@@ -1292,6 +1292,9 @@ pub mod test_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The gRPC service config (JSON) of `grpc.testing.TestService`: the retry policies of [`TEST_SERVICE_POLICY`],
+/// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
+pub const TEST_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `grpc.testing.TestService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -1317,6 +1320,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnaryCall",
@@ -1328,6 +1332,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CacheableUnaryCall",
@@ -1339,6 +1344,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingOutputCall",
@@ -1350,6 +1356,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "StreamingInputCall",
@@ -1361,6 +1368,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "FullDuplexCall",
@@ -1372,6 +1380,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "HalfDuplexCall",
@@ -1383,6 +1392,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "UnimplementedCall",
@@ -1394,6 +1404,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
     ],
     route: test_service_route,
@@ -1723,6 +1734,9 @@ pub mod unimplemented_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The gRPC service config (JSON) of `grpc.testing.UnimplementedService`: the retry policies of [`UNIMPLEMENTED_SERVICE_POLICY`],
+/// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
+pub const UNIMPLEMENTED_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `grpc.testing.UnimplementedService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -1740,6 +1754,7 @@ pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::Service
         max_timeout: ::core::option::Option::None,
         max_concurrency: ::core::option::Option::None,
         rate_limit: ::core::option::Option::None,
+        retry: ::core::option::Option::None,
     }],
     route: unimplemented_service_route,
 };
@@ -2108,6 +2123,9 @@ pub mod reconnect_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The gRPC service config (JSON) of `grpc.testing.ReconnectService`: the retry policies of [`RECONNECT_SERVICE_POLICY`],
+/// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
+pub const RECONNECT_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `grpc.testing.ReconnectService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -2127,6 +2145,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "Stop",
@@ -2138,6 +2157,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
     ],
     route: reconnect_service_route,

@@ -746,6 +746,9 @@ pub mod user_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The gRPC service config (JSON) of `user.v1.UserService`: the retry policies of [`USER_SERVICE_POLICY`],
+/// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
+pub const USER_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"GetUser\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"ListUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"CountUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
 /// Keel policy of `user.v1.UserService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -772,6 +775,13 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::Some(::keel::RetryPolicy {
+                max_attempts: 3u32,
+                initial_backoff: ::core::time::Duration::from_nanos(100000000),
+                max_backoff: ::core::time::Duration::from_nanos(1000000000),
+                backoff_multiplier: 2f64,
+                retryable_codes: &[::tonic::Code::Unavailable],
+            }),
         },
         ::keel::MethodPolicy {
             name: "CreateUser",
@@ -789,6 +799,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 burst: 40u32,
                 key: ::keel::RateKey::Subject,
             }),
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ListUsers",
@@ -804,6 +815,13 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             )),
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::Some(::keel::RetryPolicy {
+                max_attempts: 3u32,
+                initial_backoff: ::core::time::Duration::from_nanos(100000000),
+                max_backoff: ::core::time::Duration::from_nanos(1000000000),
+                backoff_multiplier: 2f64,
+                retryable_codes: &[::tonic::Code::Unavailable],
+            }),
         },
         ::keel::MethodPolicy {
             name: "ImportUsers",
@@ -817,6 +835,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::Some(4u32),
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "ExportUsers",
@@ -830,6 +849,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
         ::keel::MethodPolicy {
             name: "CountUsers",
@@ -844,6 +864,13 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::Some(::keel::RetryPolicy {
+                max_attempts: 3u32,
+                initial_backoff: ::core::time::Duration::from_nanos(100000000),
+                max_backoff: ::core::time::Duration::from_nanos(1000000000),
+                backoff_multiplier: 2f64,
+                retryable_codes: &[::tonic::Code::Unavailable],
+            }),
         },
         ::keel::MethodPolicy {
             name: "HealthCheck",
@@ -855,6 +882,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
         },
     ],
     route: user_service_route,

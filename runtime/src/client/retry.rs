@@ -1,0 +1,139 @@
+//! Retries of a call whose method has a [`RetryPolicy`], as gRPC's retry
+//! design (A6) has them: tonic cannot retry through tower, as an
+//! `http::Request` is not `Clone`, so the layer keeps the call's one
+//! request message and sends it again.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full};
+use prometheus::IntCounter;
+use quanta::Instant;
+use tonic::Code;
+use tonic::body::Body;
+use tower::{Service, ServiceExt};
+
+use super::layer::{BoxError, error_code};
+use crate::clock;
+use crate::deadline::{GRPC_TIMEOUT, encode_timeout};
+use crate::metrics::codes::status_code;
+use crate::policy::RetryPolicy;
+
+/// The server's say on a retry (gRFC A6): a pause in milliseconds, or,
+/// when it is not one, no retry.
+const PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// What the attempts of one call report to.
+pub(super) struct Attempts {
+    pub(super) policy: &'static RetryPolicy,
+    /// `keel_client_retries_total` of the method.
+    pub(super) retries: IntCounter,
+    /// The call's span, which records each retry as an event.
+    pub(super) span: Option<tracing::Span>,
+    /// When the call's deadline passes: no attempt starts after it.
+    pub(super) expires: Instant,
+}
+
+/// Makes the call of `req` on `inner`, again while its outcome is
+/// retryable: it is not committed (the call failed before the response
+/// headers, or the server answered with a status alone), its code is one
+/// of the policy's, attempts are left and the pause ends before the
+/// deadline.
+pub(super) async fn call<S, ResBody>(
+    mut inner: S,
+    req: Request<Body>,
+    attempts: Attempts,
+) -> Result<Response<ResBody>, BoxError>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    // The one request message of a unary call (counted as it is read
+    // here, once, however often it is sent).
+    let message = body
+        .collect()
+        .await
+        .map_err(Into::<BoxError>::into)?
+        .to_bytes();
+    let policy = attempts.policy;
+    let mut attempt = 1;
+    loop {
+        let req = again(&parts, &message, attempts.expires);
+        let outcome = match attempt {
+            // The service tonic polled ready.
+            1 => inner.call(req).await.map_err(Into::into),
+            _ => {
+                let ready = inner.ready().await.map_err(Into::<BoxError>::into);
+                match ready {
+                    Ok(ready) => ready.call(req).await.map_err(Into::into),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        let code = match &outcome {
+            // A status alone: the call never got further.
+            Ok(response) => status_code(response.headers()),
+            Err(error) => Some(error_code(&**error)),
+        };
+        let Some(code) = code.filter(|code| *code != Code::Ok) else {
+            return outcome;
+        };
+        if attempt >= policy.max_attempts || !policy.retryable_codes.contains(&code) {
+            return outcome;
+        }
+        let pushback = outcome
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get(PUSHBACK));
+        let pause = match pushback {
+            None => jitter(policy.backoff(attempt)),
+            Some(value) => match value.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+                Some(ms) => Duration::from_millis(ms),
+                // The server says not to retry.
+                None => return outcome,
+            },
+        };
+        if clock::now() + pause >= attempts.expires {
+            return outcome;
+        }
+        attempts.retries.inc();
+        if let Some(span) = &attempts.span {
+            tracing::debug!(
+                target: "keel::rpc",
+                parent: span,
+                attempt = attempt + 1,
+                previous_code = ?code,
+                pause_ms = pause.as_millis() as u64,
+                "retrying"
+            );
+        }
+        drop(outcome);
+        tokio::time::sleep(pause).await;
+        attempt += 1;
+    }
+}
+
+/// The request of one attempt: the call's parts and message, with what is
+/// left of its deadline as `grpc-timeout`.
+fn again(parts: &Parts, message: &Bytes, expires: Instant) -> Request<Body> {
+    let mut req = Request::new(Body::new(Full::new(message.clone())));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    let left = expires.saturating_duration_since(clock::now());
+    let timeout: HeaderValue = encode_timeout(left);
+    req.headers_mut().insert(&GRPC_TIMEOUT, timeout);
+    req
+}
+
+/// A random pause of at most `most` (gRPC's "full jitter"), so that the
+/// clients of a failed server do not all come back at once.
+fn jitter(most: Duration) -> Duration {
+    let unit = getrandom::u64().unwrap_or(u64::MAX / 2) as f64 / u64::MAX as f64;
+    most.mul_f64(unit)
+}
