@@ -66,6 +66,11 @@ pub struct MethodSpec {
     /// How generated clients retry it: `retry`, method over service, else
     /// the default of an idempotent method; `None` for streaming methods.
     pub retry: Option<RetryPolicy>,
+    /// The method's own message-typed options of other packages (an
+    /// `extend google.protobuf.MethodOptions` of the user's), by full name,
+    /// each its value encoded: carried into the policy table for the user's
+    /// layers to decode.
+    pub options: Vec<(String, Vec<u8>)>,
 }
 
 /// A method's client retry policy, checked.
@@ -291,7 +296,27 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         max_concurrency: own.max_concurrency.or(service.max_concurrency),
         rate_limit: own.rate_limit.or_else(|| service.rate_limit.clone()),
         retry: retry_of(method, own.retry.or_else(|| service.retry.clone())),
+        options: custom_options(method),
     }
+}
+
+/// The message-typed extensions of `method`'s options that are not Keel's,
+/// encoded, by full name. Scalar extensions (of other tools, often) are
+/// left out: a layer decodes a message.
+fn custom_options(method: &MethodDescriptor) -> Vec<(String, Vec<u8>)> {
+    let options = method.options();
+    let mut found: Vec<(String, Vec<u8>)> = options
+        .extensions()
+        .filter(|(ext, _)| !ext.full_name().starts_with("keel.v1."))
+        .filter_map(|(ext, value)| {
+            Some((
+                ext.full_name().to_owned(),
+                prost::Message::encode_to_vec(value.as_message()?),
+            ))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// The retry policy of `method`: the one annotated, else the default of an

@@ -99,6 +99,10 @@ pub fn service(
             }
             None => quote!(::core::option::Option::None),
         };
+        let options = m.options.iter().map(|(name, value)| {
+            let value = proc_macro2::Literal::byte_string(value);
+            quote!((#name, #value))
+        });
         quote! {
             #runtime::MethodPolicy {
                 name: #name,
@@ -111,6 +115,7 @@ pub fn service(
                 max_concurrency: #max_concurrency,
                 rate_limit: #rate_limit,
                 retry: #retry,
+                options: &[#(#options),*],
             }
         }
     });
@@ -130,6 +135,10 @@ pub fn service(
         let doc = doc_lines(&format!(
             " Serves `handler` as `{full_name}`, behind Keel's pipeline (tracing, metrics,\n auth, panic recovery) as [`{policy_ident}`] says. Fails when `keel` was not built with that policy."
         ));
+        let with_ident = ident(&format!("{snake}_with"));
+        let with_doc = doc_lines(&format!(
+            " [`{snake}`], with `layer` (a tower layer of yours) between the pipeline's own steps and the\n handler: it finds the call's `keel::pipeline::CalledMethod` in the request's extensions, and\n a `keel::pipeline::OptionTable` gives the methods' own options from [`{policy_ident}`]."
+        ));
         quote! {
             #(#[doc = #doc])*
             pub fn #fn_ident<T: #server_mod::#trait_ident>(
@@ -141,6 +150,26 @@ pub fn service(
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit);
                 keel.wrap(&#policy_ident, server)
+            }
+
+            #(#[doc = #with_doc])*
+            #[allow(clippy::type_complexity)]
+            pub fn #with_ident<T: #server_mod::#trait_ident, L>(
+                handler: T,
+                keel: &#runtime::Keel,
+                layer: L,
+            ) -> ::core::result::Result<
+                #runtime::Pipeline<#runtime::pipeline::Layered<L::Service, #server_mod::#server_ident<T>>>,
+                #runtime::Error,
+            >
+            where
+                L: #runtime::pipeline::Layer<#server_mod::#server_ident<T>>,
+            {
+                let limit = keel.max_message_bytes();
+                let server = #server_mod::#server_ident::new(handler)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit);
+                keel.wrap_with(&#policy_ident, server, layer)
             }
         }
     });

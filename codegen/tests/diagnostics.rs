@@ -525,3 +525,38 @@ service Things {
         "RESOURCE_EXHAUSTED"
     );
 }
+
+#[test]
+fn message_options_of_the_users_own_reach_the_policy_table_encoded() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "google/protobuf/descriptor.proto";
+import "keel/v1/options.proto";
+message Audit { string action = 1; }
+extend google.protobuf.MethodOptions {
+  Audit audit = 51000;
+  bool flag = 51001;
+}
+message Req {}
+service Things {
+  rpc Put(Req) returns (Req) {
+    option (test.v1.audit) = { action: "put" };
+    option (test.v1.flag) = true;
+    option (keel.v1.method) = { auth: { public: true } };
+  }
+  rpc Get(Req) returns (Req);
+}
+"#;
+    let (_dir, result) = compile(source);
+    let code = std::fs::read_to_string(&result.expect("valid").files[0]).unwrap();
+    let one_line = code.split_whitespace().collect::<String>();
+    assert!(
+        one_line.contains(r#"options:&[("test.v1.audit",b"\n\x03put")]"#),
+        "Put's own message option, and neither Keel's nor a scalar one:\n{code}"
+    );
+    assert!(one_line.contains("options:&[]"), "Get has none:\n{code}");
+    assert!(
+        one_line.contains("pubfnthings_with<"),
+        "the layered constructor:\n{code}"
+    );
+}

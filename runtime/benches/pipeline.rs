@@ -70,6 +70,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            options: &[],
         },
     ],
     route: user_service_route,
@@ -97,6 +98,7 @@ const fn method(
         max_concurrency: None,
         rate_limit: None,
         retry: None,
+        options: &[],
     }
 }
 

@@ -25,6 +25,9 @@ pub enum Error {
     /// A generated client could not be built.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
+    /// A method option of the policy table did not decode as a layer asked.
+    #[error(transparent)]
+    Option(#[from] crate::pipeline::OptionError),
     /// A service was wrapped that was not given to [`Keel::new`](crate::Keel::new).
     #[error("service {0} was not given to Keel::new, so it has no metrics; add its policy there")]
     UndeclaredService(&'static str),

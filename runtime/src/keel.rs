@@ -65,6 +65,14 @@ impl Keel {
     /// recovery. Fails when
     /// `policy` is not one of the services this runtime was built for.
     pub fn layer(&self, policy: &'static ServicePolicy) -> Result<PipelineLayer, Error> {
+        self.pipeline_layer(policy, false)
+    }
+
+    fn pipeline_layer(
+        &self,
+        policy: &'static ServicePolicy,
+        exposes_method: bool,
+    ) -> Result<PipelineLayer, Error> {
         let metrics = self
             .metrics
             .service(policy)
@@ -74,6 +82,7 @@ impl Keel {
             metrics,
             self.verifier.clone(),
             self.max_message_bytes,
+            exposes_method,
         ))
     }
 
@@ -81,6 +90,42 @@ impl Keel {
     /// generated `user_service(handler, &keel)` functions call this.
     pub fn wrap<S>(&self, policy: &'static ServicePolicy, server: S) -> Result<Pipeline<S>, Error> {
         Ok(self.layer(policy)?.layer(server))
+    }
+
+    /// Puts a generated tonic server behind `layer`, a tower layer of your
+    /// own, and both behind the pipeline of `policy`: the layer runs after
+    /// the pipeline's own steps (auth, limits, message counting), just before
+    /// the server, inside its panic recovery, and finds the call's
+    /// [`CalledMethod`](crate::pipeline::CalledMethod) in the request's
+    /// extensions, with which an
+    /// [`OptionTable`](crate::pipeline::OptionTable) gives the method's own
+    /// options. The generated `user_service_with(handler, &keel, layer)`
+    /// functions call this. Methods' calls through other pipelines carry no
+    /// `CalledMethod`.
+    ///
+    /// ```no_run
+    /// # mod user_v1 { pub static USER_SERVICE_POLICY: keel::ServicePolicy =
+    /// #   keel::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
+    /// # fn run<S>(keel: keel::Keel, server: S)
+    /// # where S: tower::Service<http::Request<keel::pipeline::CountingBody<tonic::body::Body>>> {
+    /// // Any tower layer: here, one that times each call.
+    /// let timed = tower::layer::layer_fn(|inner| inner);
+    /// let service = keel.wrap_with(&user_v1::USER_SERVICE_POLICY, server, timed);
+    /// # }
+    /// ```
+    pub fn wrap_with<S, L>(
+        &self,
+        policy: &'static ServicePolicy,
+        server: S,
+        layer: L,
+    ) -> Result<Pipeline<crate::pipeline::Layered<L::Service, S>>, Error>
+    where
+        L: Layer<S>,
+    {
+        use tonic::service::LayerExt as _;
+        Ok(self
+            .pipeline_layer(policy, true)?
+            .layer(layer.named_layer(server)))
     }
 
     /// The token verifier.

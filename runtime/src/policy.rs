@@ -80,6 +80,11 @@ pub struct MethodPolicy {
     /// default of an idempotent method); `None`: not retried. Unary methods
     /// only.
     pub retry: Option<RetryPolicy>,
+    /// The method's message-typed options of other packages (your own
+    /// `extend google.protobuf.MethodOptions`), by full name, each value
+    /// encoded; read them with [`option`](Self::option) or an
+    /// [`OptionTable`](crate::pipeline::OptionTable).
+    pub options: &'static [(&'static str, &'static [u8])],
 }
 
 /// How generated clients retry a method's calls, as the gRPC service
@@ -171,6 +176,31 @@ pub enum RateKey {
 }
 
 impl MethodPolicy {
+    /// The method's option `name` (`"acme.v1.audit"`) decoded as `T`, if it
+    /// carries one.
+    ///
+    /// ```
+    /// #[derive(Clone, PartialEq, prost::Message)]
+    /// struct Audit {
+    ///     #[prost(string, tag = "1")]
+    ///     action: String,
+    /// }
+    /// # let method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
+    /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
+    /// #   timeout: None, max_timeout: None, max_concurrency: None, rate_limit: None,
+    /// #   retry: None, options: &[("acme.v1.audit", b"\x0a\x04read")] };
+    /// let audit: Audit = method.option("acme.v1.audit").unwrap().unwrap();
+    /// assert_eq!(audit.action, "read");
+    /// assert!(method.option::<Audit>("acme.v1.other").is_none());
+    /// ```
+    pub fn option<T: prost::Message + Default>(
+        &self,
+        name: &str,
+    ) -> Option<Result<T, prost::DecodeError>> {
+        let (_, value) = self.options.iter().find(|(n, _)| *n == name)?;
+        Some(T::decode(*value))
+    }
+
     /// The deadline of a call asking for `requested` (its `grpc-timeout`):
     /// what it asked, else the method's timeout, and never more than its
     /// `max_timeout`.
@@ -180,7 +210,7 @@ impl MethodPolicy {
     /// # let mut method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
     /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
     /// #   timeout: None, max_timeout: None, max_concurrency: None, rate_limit: None,
-    /// #   retry: None };
+    /// #   retry: None, options: &[] };
     /// method.timeout = Some(Duration::from_secs(5));
     /// method.max_timeout = Some(Duration::from_secs(30));
     /// assert_eq!(method.deadline(None), Some(Duration::from_secs(5)));

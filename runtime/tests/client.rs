@@ -28,6 +28,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         max_concurrency: None,
         rate_limit: None,
         retry: None,
+        options: &[],
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
@@ -488,6 +489,7 @@ static RETRIED: ServicePolicy = ServicePolicy {
                 backoff_multiplier: 2.0,
                 retryable_codes: &[tonic::Code::Unavailable],
             }),
+            options: &[],
         },
         MethodPolicy {
             name: "Put",
@@ -500,6 +502,7 @@ static RETRIED: ServicePolicy = ServicePolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            options: &[],
         },
     ],
     route: |path| match path {

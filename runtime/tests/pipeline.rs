@@ -26,6 +26,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            options: &[],
         },
         MethodPolicy {
             name: "Read",
@@ -40,6 +41,7 @@ static POLICY: ServicePolicy = ServicePolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            options: &[],
         },
     ],
     route: |path| match path {
@@ -379,6 +381,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            options: &[],
         },
         MethodPolicy {
             name: "Feed",
@@ -391,6 +394,7 @@ static DEADLINES: ServicePolicy = ServicePolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            options: &[],
         },
     ],
     route: |path| match path {
@@ -523,6 +527,7 @@ static LIMITED: ServicePolicy = ServicePolicy {
         max_concurrency: Some(2),
         rate_limit: None,
         retry: None,
+        options: &[],
     }],
     route: |path| match path {
         "/test.v1.Limited/One" => Some(0),
@@ -623,6 +628,7 @@ const fn rated(name: &'static str, path: &'static str, key: keel::RateKey) -> Me
             key,
         }),
         retry: None,
+        options: &[],
     }
 }
 

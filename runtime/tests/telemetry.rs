@@ -215,6 +215,7 @@ static POLICY: ServicePolicy = ServicePolicy {
         max_concurrency: None,
         rate_limit: None,
         retry: None,
+        options: &[],
     }],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
@@ -403,6 +404,7 @@ static STREAMING_POLICY: ServicePolicy = ServicePolicy {
         max_concurrency: None,
         rate_limit: None,
         retry: None,
+        options: &[],
     }],
     route: |path| match path {
         "/test.v1.Feed/Watch" => Some(0),

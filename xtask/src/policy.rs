@@ -95,8 +95,8 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
          Every method of the workspace's services with its resolved annotations, method over service.\n\
          Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
          prints the same as JSON.\n\n\
-         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | rate limit | client retry | proto |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | rate limit | client retry | own options | proto |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (proto, specs) in services {
         for service in specs {
@@ -105,7 +105,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
                     service.full_name,
                     m.name,
                     kind(m),
@@ -117,6 +117,11 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                     rate_limit(m.rate_limit.as_ref()),
                     retry(m.retry.as_ref()),
+                    m.options
+                        .iter()
+                        .map(|(name, _)| format!("({name})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 );
             }
         }
@@ -159,6 +164,7 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                         "backoff_multiplier": r.backoff_multiplier,
                         "retryable_codes": r.retryable_codes,
                     })),
+                    "options": m.options.iter().map(|(name, _)| name).collect::<Vec<_>>(),
                     "proto": proto,
                 }));
             }
@@ -183,6 +189,7 @@ mod tests {
             max_concurrency: Some(8),
             rate_limit: None,
             retry: None,
+            options: Vec::new(),
         }
     }
 
@@ -199,6 +206,7 @@ mod tests {
                         key: RateKey::Claim("tenant".into()),
                     }),
                     retry: Some(RetryPolicy::idempotent_default()),
+                    options: vec![("t.v1.audit".into(), vec![10, 1, b'x'])],
                     ..method("Read", Access::Token(vec!["r".into()]))
                 },
                 method(
@@ -212,8 +220,8 @@ mod tests {
         };
         let table = table(&[("t.proto", vec![service.clone()])]);
         for row in [
-            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | - | - | `t.proto` |",
-            "| t.v1.S | Read | server stream | token with r | team=core | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | `t.proto` |",
+            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | - | - |  | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r | team=core | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) | `t.proto` |",
             "| t.v1.S | Internal | server stream | peer dns:a.example |",
         ] {
             assert!(table.contains(row), "{row} in:\n{table}");
@@ -227,5 +235,6 @@ mod tests {
         assert_eq!(json[0]["rate_limit"], serde_json::Value::Null);
         assert_eq!(json[1]["rate_limit"]["key"], "claim:tenant");
         assert_eq!(json[1]["retry"]["retryable_codes"][0], "UNAVAILABLE");
+        assert_eq!(json[1]["options"][0], "t.v1.audit");
     }
 }

@@ -7,8 +7,10 @@
 //! The binary (`src/main.rs`) serves it and also mints development tokens and
 //! calls it with the generated client; the tests drive it over real sockets.
 
+mod audit;
 mod users;
 
+pub use audit::{AuditLayer, AuditLog, Entry as AuditEntry};
 pub use users::{MIGRATIONS, Users};
 
 /// Generated from `proto/user/v1/user.proto` by `cargo xtask gen`.
@@ -43,15 +45,27 @@ pub fn loader(file: Option<&std::path::Path>) -> keel::config::Loader {
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
 
-/// The service, ready to serve: `UserService` wrapped in Keel's layers, plus
-/// the standard health and reflection services (not wrapped, so public).
+/// The service, ready to serve: `UserService` wrapped in Keel's layers
+/// (with the audit layer, which logs the audited calls), plus the standard
+/// health and reflection services (not wrapped, so public).
 pub fn server(
     keel: &keel::Keel,
     config: &keel::config::Config,
     users: Users,
 ) -> Result<keel::Server, keel::Error> {
+    server_with_audit(keel, config, users, AuditLog::default())
+}
+
+/// [`server`], its audit layer recording into `audit`.
+pub fn server_with_audit(
+    keel: &keel::Keel,
+    config: &keel::config::Config,
+    users: Users,
+    audit: AuditLog,
+) -> Result<keel::Server, keel::Error> {
+    let audited = user_v1::user_service_with(users, keel, AuditLayer::new(audit)?)?;
     Ok(keel
         .server(config)
-        .add_service(user_v1::user_service(users, keel)?)
+        .add_service(audited)
         .reflection(user_v1::FILE_DESCRIPTOR_SET))
 }

@@ -27,9 +27,12 @@
 //! 6. **request messages** ([`CountingBody`]): counted as they
 //!    arrive; one longer than `server.max_message_bytes` fails
 //!    `RESOURCE_EXHAUSTED` before tonic decodes it;
-//! 7. **recovery** (`pipeline/recover.rs`): a panic of the handler, or of its response
+//! 7. **your layers** ([`Keel::wrap_with`](crate::Keel::wrap_with)), with the
+//!    call's [`CalledMethod`] in the request's extensions and the methods'
+//!    own options in an [`OptionTable`];
+//! 8. **recovery** (`pipeline/recover.rs`): a panic of the handler, or of its response
 //!    stream, is logged and answered `INTERNAL`;
-//! 8. **the end** ([`ResponseBody`]): when the response ends (its trailers,
+//! 9. **the end** ([`ResponseBody`]): when the response ends (its trailers,
 //!    its headers for a trailers-only response, or the client going away),
 //!    the code and latency are recorded and the span ended.
 //!
@@ -47,6 +50,7 @@ mod call;
 mod concurrency;
 mod deadline;
 mod future;
+mod method;
 mod rate;
 pub(crate) mod recover;
 
@@ -55,7 +59,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::auth::{self, Verifier};
 use crate::call_headers::CallHeaders;
@@ -70,6 +74,12 @@ pub use body::ResponseBody;
 pub use call::Call;
 use call::Limits;
 pub use future::ResponseFuture;
+pub use method::{CalledMethod, OptionError, OptionTable};
+/// A server behind layers of your own, as [`Keel::wrap_with`](crate::Keel::wrap_with) builds it
+/// (tonic's, which keeps the server's name for the router).
+pub use tonic::service::Layered;
+/// The trait of the layers [`Keel::wrap_with`](crate::Keel::wrap_with) takes (tower's).
+pub use tower::Layer;
 
 /// The layer that makes a [`Pipeline`]; built by
 /// [`Keel::layer`](crate::Keel::layer).
@@ -91,6 +101,9 @@ struct Shared {
     rates: rate::RateLimits,
     /// The calls of each method in flight, for `max_concurrency`.
     in_flight: concurrency::InFlight,
+    /// Whether layers of the user's run inside: calls then carry their
+    /// [`CalledMethod`].
+    exposes_method: bool,
 }
 
 impl PipelineLayer {
@@ -99,12 +112,14 @@ impl PipelineLayer {
         metrics: Arc<ServiceMetrics>,
         verifier: Arc<Verifier>,
         max_message_bytes: usize,
+        exposes_method: bool,
     ) -> Self {
         let policy = metrics.policy();
         let shared = Shared {
             policy,
             rates: rate::RateLimits::new(policy, |method| all.rate_limited(policy, method)),
             in_flight: concurrency::InFlight::new(policy),
+            exposes_method,
             verifier,
             received: Tallies::received(&metrics, max_message_bytes),
             metrics,
@@ -192,10 +207,18 @@ where
             Ok(permit) => call.limits = Limits::of(timer, permit),
             Err(status) => return ResponseFuture::answer(status, Some(call)),
         }
+        // (7. for layers of the user's: which method this is)
+        if shared.exposes_method {
+            let called = CalledMethod {
+                service: shared.policy,
+                index,
+            };
+            req.extensions_mut().insert(called);
+        }
         // 6. request messages
         let received = shared.received.get(Some(index));
         let req = req.map(|body| CountingBody::new(body, received));
-        // 7. recovery, around the server; 8. the end, in the response
+        // 8. recovery, around your layers and the server; 9. the end, in the response
         ResponseFuture::call(&mut self.inner, req, Some(call))
     }
 }

@@ -840,6 +840,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "Login",
@@ -852,6 +853,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "Refresh",
@@ -864,6 +866,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "Validate",
@@ -876,6 +879,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "Revoke",
@@ -888,6 +892,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "RevokeAll",
@@ -900,6 +905,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "GetJwks",
@@ -912,6 +918,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
     ],
     route: auth_service_route,
@@ -943,6 +950,29 @@ pub fn auth_service<T: auth_service_server::AuthService>(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     keel.wrap(&AUTH_SERVICE_POLICY, server)
+}
+/// [`auth_service`], with `layer` (a tower layer of yours) between the pipeline's own steps and the
+/// handler: it finds the call's `keel::pipeline::CalledMethod` in the request's extensions, and
+/// a `keel::pipeline::OptionTable` gives the methods' own options from [`AUTH_SERVICE_POLICY`].
+#[allow(clippy::type_complexity)]
+pub fn auth_service_with<T: auth_service_server::AuthService, L>(
+    handler: T,
+    keel: &::keel::Keel,
+    layer: L,
+) -> ::core::result::Result<
+    ::keel::Pipeline<
+        ::keel::pipeline::Layered<L::Service, auth_service_server::AuthServiceServer<T>>,
+    >,
+    ::keel::Error,
+>
+where
+    L: ::keel::pipeline::Layer<auth_service_server::AuthServiceServer<T>>,
+{
+    let limit = keel.max_message_bytes();
+    let server = auth_service_server::AuthServiceServer::new(handler)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    keel.wrap_with(&AUTH_SERVICE_POLICY, server, layer)
 }
 /// A client of `keel.auth.v1.AuthService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from

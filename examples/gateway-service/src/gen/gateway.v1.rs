@@ -316,6 +316,7 @@ pub static PROFILE_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy
         max_concurrency: ::core::option::Option::None,
         rate_limit: ::core::option::Option::None,
         retry: ::core::option::Option::None,
+        options: &[],
     }],
     route: profile_service_route,
 };
@@ -340,6 +341,29 @@ pub fn profile_service<T: profile_service_server::ProfileService>(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     keel.wrap(&PROFILE_SERVICE_POLICY, server)
+}
+/// [`profile_service`], with `layer` (a tower layer of yours) between the pipeline's own steps and the
+/// handler: it finds the call's `keel::pipeline::CalledMethod` in the request's extensions, and
+/// a `keel::pipeline::OptionTable` gives the methods' own options from [`PROFILE_SERVICE_POLICY`].
+#[allow(clippy::type_complexity)]
+pub fn profile_service_with<T: profile_service_server::ProfileService, L>(
+    handler: T,
+    keel: &::keel::Keel,
+    layer: L,
+) -> ::core::result::Result<
+    ::keel::Pipeline<
+        ::keel::pipeline::Layered<L::Service, profile_service_server::ProfileServiceServer<T>>,
+    >,
+    ::keel::Error,
+>
+where
+    L: ::keel::pipeline::Layer<profile_service_server::ProfileServiceServer<T>>,
+{
+    let limit = keel.max_message_bytes();
+    let server = profile_service_server::ProfileServiceServer::new(handler)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    keel.wrap_with(&PROFILE_SERVICE_POLICY, server, layer)
 }
 /// A client of `gateway.v1.ProfileService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from

@@ -1321,6 +1321,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "UnaryCall",
@@ -1333,6 +1334,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "CacheableUnaryCall",
@@ -1345,6 +1347,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "StreamingOutputCall",
@@ -1357,6 +1360,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "StreamingInputCall",
@@ -1369,6 +1373,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "FullDuplexCall",
@@ -1381,6 +1386,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "HalfDuplexCall",
@@ -1393,6 +1399,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "UnimplementedCall",
@@ -1405,6 +1412,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
     ],
     route: test_service_route,
@@ -1437,6 +1445,29 @@ pub fn test_service<T: test_service_server::TestService>(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     keel.wrap(&TEST_SERVICE_POLICY, server)
+}
+/// [`test_service`], with `layer` (a tower layer of yours) between the pipeline's own steps and the
+/// handler: it finds the call's `keel::pipeline::CalledMethod` in the request's extensions, and
+/// a `keel::pipeline::OptionTable` gives the methods' own options from [`TEST_SERVICE_POLICY`].
+#[allow(clippy::type_complexity)]
+pub fn test_service_with<T: test_service_server::TestService, L>(
+    handler: T,
+    keel: &::keel::Keel,
+    layer: L,
+) -> ::core::result::Result<
+    ::keel::Pipeline<
+        ::keel::pipeline::Layered<L::Service, test_service_server::TestServiceServer<T>>,
+    >,
+    ::keel::Error,
+>
+where
+    L: ::keel::pipeline::Layer<test_service_server::TestServiceServer<T>>,
+{
+    let limit = keel.max_message_bytes();
+    let server = test_service_server::TestServiceServer::new(handler)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    keel.wrap_with(&TEST_SERVICE_POLICY, server, layer)
 }
 /// A client of `grpc.testing.TestService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
@@ -1755,6 +1786,7 @@ pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::Service
         max_concurrency: ::core::option::Option::None,
         rate_limit: ::core::option::Option::None,
         retry: ::core::option::Option::None,
+        options: &[],
     }],
     route: unimplemented_service_route,
 };
@@ -1779,6 +1811,32 @@ pub fn unimplemented_service<T: unimplemented_service_server::UnimplementedServi
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     keel.wrap(&UNIMPLEMENTED_SERVICE_POLICY, server)
+}
+/// [`unimplemented_service`], with `layer` (a tower layer of yours) between the pipeline's own steps and the
+/// handler: it finds the call's `keel::pipeline::CalledMethod` in the request's extensions, and
+/// a `keel::pipeline::OptionTable` gives the methods' own options from [`UNIMPLEMENTED_SERVICE_POLICY`].
+#[allow(clippy::type_complexity)]
+pub fn unimplemented_service_with<T: unimplemented_service_server::UnimplementedService, L>(
+    handler: T,
+    keel: &::keel::Keel,
+    layer: L,
+) -> ::core::result::Result<
+    ::keel::Pipeline<
+        ::keel::pipeline::Layered<
+            L::Service,
+            unimplemented_service_server::UnimplementedServiceServer<T>,
+        >,
+    >,
+    ::keel::Error,
+>
+where
+    L: ::keel::pipeline::Layer<unimplemented_service_server::UnimplementedServiceServer<T>>,
+{
+    let limit = keel.max_message_bytes();
+    let server = unimplemented_service_server::UnimplementedServiceServer::new(handler)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    keel.wrap_with(&UNIMPLEMENTED_SERVICE_POLICY, server, layer)
 }
 /// A client of `grpc.testing.UnimplementedService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
@@ -2146,6 +2204,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
         ::keel::MethodPolicy {
             name: "Stop",
@@ -2158,6 +2217,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            options: &[],
         },
     ],
     route: reconnect_service_route,
@@ -2184,6 +2244,29 @@ pub fn reconnect_service<T: reconnect_service_server::ReconnectService>(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     keel.wrap(&RECONNECT_SERVICE_POLICY, server)
+}
+/// [`reconnect_service`], with `layer` (a tower layer of yours) between the pipeline's own steps and the
+/// handler: it finds the call's `keel::pipeline::CalledMethod` in the request's extensions, and
+/// a `keel::pipeline::OptionTable` gives the methods' own options from [`RECONNECT_SERVICE_POLICY`].
+#[allow(clippy::type_complexity)]
+pub fn reconnect_service_with<T: reconnect_service_server::ReconnectService, L>(
+    handler: T,
+    keel: &::keel::Keel,
+    layer: L,
+) -> ::core::result::Result<
+    ::keel::Pipeline<
+        ::keel::pipeline::Layered<L::Service, reconnect_service_server::ReconnectServiceServer<T>>,
+    >,
+    ::keel::Error,
+>
+where
+    L: ::keel::pipeline::Layer<reconnect_service_server::ReconnectServiceServer<T>>,
+{
+    let limit = keel.max_message_bytes();
+    let server = reconnect_service_server::ReconnectServiceServer::new(handler)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    keel.wrap_with(&RECONNECT_SERVICE_POLICY, server, layer)
 }
 /// A client of `grpc.testing.ReconnectService` over `channel` (a `Channel`, an `Endpoint` or a URL such as
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from

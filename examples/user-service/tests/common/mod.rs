@@ -49,8 +49,17 @@ impl Server {
 
     /// Serves the example with `config` and `users` until stopped (or dropped).
     pub async fn start_with(config: Config, users: Users) -> Server {
+        Server::start_audited(config, users, user_service::AuditLog::default()).await
+    }
+
+    /// [`Server::start_with`], the audit layer recording into `audit`.
+    pub async fn start_audited(
+        config: Config,
+        users: Users,
+        audit: user_service::AuditLog,
+    ) -> Server {
         let keel = keel::Keel::new(&config, SERVICES).expect("keel runtime");
-        let server = user_service::server(&keel, &config, users).expect("server");
+        let server = user_service::server_with_audit(&keel, &config, users, audit).expect("server");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let metrics = TcpListener::bind("127.0.0.1:0")
             .await
