@@ -60,17 +60,13 @@ static POLICY: ServicePolicy = ServicePolicy {
             BATCH,
         ),
         MethodPolicy {
-            name: "HealthCheck",
-            path: "/user.v1.UserService/HealthCheck",
-            kind: MethodKind::Unary,
-            access: Access::Public,
             labels: &[("team", "identity")],
-            timeout: None,
-            max_timeout: None,
-            max_concurrency: None,
-            rate_limit: None,
-            retry: None,
-            options: &[],
+            ..MethodPolicy::new(
+                "HealthCheck",
+                "/user.v1.UserService/HealthCheck",
+                MethodKind::Unary,
+                Access::Public,
+            )
         },
     ],
     route: user_service_route,
@@ -88,17 +84,8 @@ const fn method(
     labels: &'static [(&'static str, &'static str)],
 ) -> MethodPolicy {
     MethodPolicy {
-        name,
-        path,
-        kind: MethodKind::Unary,
-        access: Access::Token { scopes },
         labels,
-        timeout: None,
-        max_timeout: None,
-        max_concurrency: None,
-        rate_limit: None,
-        retry: None,
-        options: &[],
+        ..MethodPolicy::new(name, path, MethodKind::Unary, Access::Token { scopes })
     }
 }
 

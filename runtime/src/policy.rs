@@ -176,6 +176,41 @@ pub enum RateKey {
 }
 
 impl MethodPolicy {
+    /// The policy of a method `name` at `path` with no labels, limits,
+    /// retries or options: a base for policy tables written by hand (tests,
+    /// a service without codegen), completed with struct update syntax.
+    /// Generated tables write every field.
+    ///
+    /// ```
+    /// use keel::{Access, MethodKind, MethodPolicy};
+    /// static GET: MethodPolicy = MethodPolicy {
+    ///     max_concurrency: Some(8),
+    ///     ..MethodPolicy::new("Get", "/p.v1.S/Get", MethodKind::Unary, Access::Public)
+    /// };
+    /// assert_eq!(GET.max_concurrency, Some(8));
+    /// assert!(GET.labels.is_empty() && GET.retry.is_none());
+    /// ```
+    pub const fn new(
+        name: &'static str,
+        path: &'static str,
+        kind: MethodKind,
+        access: Access,
+    ) -> Self {
+        MethodPolicy {
+            name,
+            path,
+            kind,
+            access,
+            labels: &[],
+            timeout: None,
+            max_timeout: None,
+            max_concurrency: None,
+            rate_limit: None,
+            retry: None,
+            options: &[],
+        }
+    }
+
     /// The method's option `name` (`"acme.v1.audit"`) decoded as `T`, if it
     /// carries one.
     ///
@@ -185,10 +220,8 @@ impl MethodPolicy {
     ///     #[prost(string, tag = "1")]
     ///     action: String,
     /// }
-    /// # let method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
-    /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
-    /// #   timeout: None, max_timeout: None, max_concurrency: None, rate_limit: None,
-    /// #   retry: None, options: &[("acme.v1.audit", b"\x0a\x04read")] };
+    /// # let method = keel::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
+    /// #   ..keel::MethodPolicy::new("Get", "/p.S/Get", keel::MethodKind::Unary, keel::Access::Public) };
     /// let audit: Audit = method.option("acme.v1.audit").unwrap().unwrap();
     /// assert_eq!(audit.action, "read");
     /// assert!(method.option::<Audit>("acme.v1.other").is_none());
@@ -207,10 +240,8 @@ impl MethodPolicy {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # let mut method = keel::MethodPolicy { name: "Get", path: "/p.S/Get",
-    /// #   kind: keel::MethodKind::Unary, access: keel::Access::Public, labels: &[],
-    /// #   timeout: None, max_timeout: None, max_concurrency: None, rate_limit: None,
-    /// #   retry: None, options: &[] };
+    /// # let mut method =
+    /// #   keel::MethodPolicy::new("Get", "/p.S/Get", keel::MethodKind::Unary, keel::Access::Public);
     /// method.timeout = Some(Duration::from_secs(5));
     /// method.max_timeout = Some(Duration::from_secs(30));
     /// assert_eq!(method.deadline(None), Some(Duration::from_secs(5)));

@@ -17,19 +17,12 @@ use tower::{Service, ServiceExt};
 
 static POLICY: ServicePolicy = ServicePolicy {
     name: "test.v1.Things",
-    methods: &[MethodPolicy {
-        name: "Read",
-        path: "/test.v1.Things/Read",
-        kind: MethodKind::Unary,
-        access: Access::Public,
-        labels: &[],
-        timeout: None,
-        max_timeout: None,
-        max_concurrency: None,
-        rate_limit: None,
-        retry: None,
-        options: &[],
-    }],
+    methods: &[MethodPolicy::new(
+        "Read",
+        "/test.v1.Things/Read",
+        MethodKind::Unary,
+        Access::Public,
+    )],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
         _ => None,
@@ -473,15 +466,6 @@ static RETRIED: ServicePolicy = ServicePolicy {
     name: "test.v1.Retried",
     methods: &[
         MethodPolicy {
-            name: "Get",
-            path: "/test.v1.Retried/Get",
-            kind: MethodKind::Unary,
-            access: Access::Public,
-            labels: &[],
-            timeout: None,
-            max_timeout: None,
-            max_concurrency: None,
-            rate_limit: None,
             retry: Some(keel::RetryPolicy {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(10),
@@ -489,21 +473,19 @@ static RETRIED: ServicePolicy = ServicePolicy {
                 backoff_multiplier: 2.0,
                 retryable_codes: &[tonic::Code::Unavailable],
             }),
-            options: &[],
+            ..MethodPolicy::new(
+                "Get",
+                "/test.v1.Retried/Get",
+                MethodKind::Unary,
+                Access::Public,
+            )
         },
-        MethodPolicy {
-            name: "Put",
-            path: "/test.v1.Retried/Put",
-            kind: MethodKind::Unary,
-            access: Access::Public,
-            labels: &[],
-            timeout: None,
-            max_timeout: None,
-            max_concurrency: None,
-            rate_limit: None,
-            retry: None,
-            options: &[],
-        },
+        MethodPolicy::new(
+            "Put",
+            "/test.v1.Retried/Put",
+            MethodKind::Unary,
+            Access::Public,
+        ),
     ],
     route: |path| match path {
         "/test.v1.Retried/Get" => Some(0),

@@ -15,34 +15,20 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 static POLICY: ServicePolicy = ServicePolicy {
     name: "test.v1.Things",
     methods: &[
-        MethodPolicy {
-            name: "Open",
-            path: "/test.v1.Things/Open",
-            kind: MethodKind::Unary,
-            access: Access::Public,
-            labels: &[],
-            timeout: None,
-            max_timeout: None,
-            max_concurrency: None,
-            rate_limit: None,
-            retry: None,
-            options: &[],
-        },
-        MethodPolicy {
-            name: "Read",
-            path: "/test.v1.Things/Read",
-            kind: MethodKind::Unary,
-            access: Access::Token {
+        MethodPolicy::new(
+            "Open",
+            "/test.v1.Things/Open",
+            MethodKind::Unary,
+            Access::Public,
+        ),
+        MethodPolicy::new(
+            "Read",
+            "/test.v1.Things/Read",
+            MethodKind::Unary,
+            Access::Token {
                 scopes: &["things:read"],
             },
-            labels: &[],
-            timeout: None,
-            max_timeout: None,
-            max_concurrency: None,
-            rate_limit: None,
-            retry: None,
-            options: &[],
-        },
+        ),
     ],
     route: |path| match path {
         "/test.v1.Things/Open" => Some(0),
@@ -371,30 +357,23 @@ static DEADLINES: ServicePolicy = ServicePolicy {
     name: "test.v1.Deadlines",
     methods: &[
         MethodPolicy {
-            name: "Quick",
-            path: "/test.v1.Deadlines/Quick",
-            kind: MethodKind::Unary,
-            access: Access::Public,
-            labels: &[],
             timeout: Some(Duration::from_millis(100)),
             max_timeout: Some(Duration::from_millis(300)),
-            max_concurrency: None,
-            rate_limit: None,
-            retry: None,
-            options: &[],
+            ..MethodPolicy::new(
+                "Quick",
+                "/test.v1.Deadlines/Quick",
+                MethodKind::Unary,
+                Access::Public,
+            )
         },
         MethodPolicy {
-            name: "Feed",
-            path: "/test.v1.Deadlines/Feed",
-            kind: MethodKind::ServerStreaming,
-            access: Access::Public,
-            labels: &[],
             timeout: Some(Duration::from_millis(100)),
-            max_timeout: None,
-            max_concurrency: None,
-            rate_limit: None,
-            retry: None,
-            options: &[],
+            ..MethodPolicy::new(
+                "Feed",
+                "/test.v1.Deadlines/Feed",
+                MethodKind::ServerStreaming,
+                Access::Public,
+            )
         },
     ],
     route: |path| match path {
@@ -517,17 +496,13 @@ async fn a_methods_timeout_and_cap_end_calls_deadline_exceeded() {
 static LIMITED: ServicePolicy = ServicePolicy {
     name: "test.v1.Limited",
     methods: &[MethodPolicy {
-        name: "One",
-        path: "/test.v1.Limited/One",
-        kind: MethodKind::Unary,
-        access: Access::Public,
-        labels: &[],
-        timeout: None,
-        max_timeout: None,
         max_concurrency: Some(2),
-        rate_limit: None,
-        retry: None,
-        options: &[],
+        ..MethodPolicy::new(
+            "One",
+            "/test.v1.Limited/One",
+            MethodKind::Unary,
+            Access::Public,
+        )
     }],
     route: |path| match path {
         "/test.v1.Limited/One" => Some(0),
@@ -610,25 +585,17 @@ static RATED: ServicePolicy = ServicePolicy {
 };
 
 const fn rated(name: &'static str, path: &'static str, key: keel::RateKey) -> MethodPolicy {
+    let access = match key {
+        keel::RateKey::Global | keel::RateKey::Peer => Access::Public,
+        _ => Access::Token { scopes: &[] },
+    };
     MethodPolicy {
-        name,
-        path,
-        kind: MethodKind::Unary,
-        access: match key {
-            keel::RateKey::Global | keel::RateKey::Peer => Access::Public,
-            _ => Access::Token { scopes: &[] },
-        },
-        labels: &[],
-        timeout: None,
-        max_timeout: None,
-        max_concurrency: None,
         rate_limit: Some(keel::RateLimit {
             per_second: 2.0,
             burst: 3,
             key,
         }),
-        retry: None,
-        options: &[],
+        ..MethodPolicy::new(name, path, MethodKind::Unary, access)
     }
 }
 

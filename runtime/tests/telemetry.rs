@@ -204,19 +204,12 @@ fn the_sampler_follows_the_parent_then_the_ratio() {
 
 static POLICY: ServicePolicy = ServicePolicy {
     name: "test.v1.Things",
-    methods: &[MethodPolicy {
-        name: "Read",
-        path: "/test.v1.Things/Read",
-        kind: MethodKind::Unary,
-        access: Access::Public,
-        labels: &[],
-        timeout: None,
-        max_timeout: None,
-        max_concurrency: None,
-        rate_limit: None,
-        retry: None,
-        options: &[],
-    }],
+    methods: &[MethodPolicy::new(
+        "Read",
+        "/test.v1.Things/Read",
+        MethodKind::Unary,
+        Access::Public,
+    )],
     route: |path| match path {
         "/test.v1.Things/Read" => Some(0),
         _ => None,
@@ -393,19 +386,12 @@ async fn root_spans_are_sampled_at_the_configured_ratio_and_recorded_only_for_an
 
 static STREAMING_POLICY: ServicePolicy = ServicePolicy {
     name: "test.v1.Feed",
-    methods: &[MethodPolicy {
-        name: "Watch",
-        path: "/test.v1.Feed/Watch",
-        kind: MethodKind::ServerStreaming,
-        access: Access::Public,
-        labels: &[],
-        timeout: None,
-        max_timeout: None,
-        max_concurrency: None,
-        rate_limit: None,
-        retry: None,
-        options: &[],
-    }],
+    methods: &[MethodPolicy::new(
+        "Watch",
+        "/test.v1.Feed/Watch",
+        MethodKind::ServerStreaming,
+        Access::Public,
+    )],
     route: |path| match path {
         "/test.v1.Feed/Watch" => Some(0),
         _ => None,

@@ -41,10 +41,9 @@ impl CalledMethod {
 ///     action: String,
 /// }
 /// # static POLICY: keel::ServicePolicy = keel::ServicePolicy { name: "p.S", methods: &[
-/// #   keel::MethodPolicy { name: "Get", path: "/p.S/Get", kind: keel::MethodKind::Unary,
-/// #     access: keel::Access::Public, labels: &[], timeout: None, max_timeout: None,
-/// #     max_concurrency: None, rate_limit: None, retry: None,
-/// #     options: &[("acme.v1.audit", b"\x0a\x04read")] }], route: |_| Some(0) };
+/// #   keel::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
+/// #     ..keel::MethodPolicy::new("Get", "/p.S/Get", keel::MethodKind::Unary, keel::Access::Public) }],
+/// #   route: |_| Some(0) };
 /// use keel::pipeline::{CalledMethod, OptionTable};
 /// let audits = OptionTable::<Audit>::new(&POLICY, "acme.v1.audit").unwrap();
 /// let get = CalledMethod { service: &POLICY, index: 0 };
