@@ -103,13 +103,14 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // A table lookup by the method's index: nothing is parsed per call.
-        if let Some(audit) = self.layer.audits.for_request(&request) {
-            let method = CalledMethod::of(&request).map_or("", |m| m.policy().path);
+        if let Some(called) = CalledMethod::of(&request)
+            && let Some(audit) = self.layer.audits.get(called)
+        {
             let subject = (request.extensions().get::<keel::auth::Caller>())
                 .map(|caller| caller.0.sub.clone());
             self.layer.log.record(Entry {
                 action: audit.action.clone(),
-                method,
+                method: called.policy().path,
                 subject,
             });
         }

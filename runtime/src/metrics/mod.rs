@@ -55,8 +55,33 @@ pub struct Metrics {
     families: Families,
     /// Calls refused by their method's rate limit (which
     /// `grpc_server_handled_total` counts as `ResourceExhausted` among others).
-    rate_limited: IntCounterVec,
+    rate_limited: MethodCounter,
     connections: ConnectionMetrics,
+}
+
+/// A counter labelled by `grpc_service` and `grpc_method` for a step only
+/// some methods take (a rate limit, a retry policy): only their series exist.
+#[derive(Clone, Debug)]
+pub(crate) struct MethodCounter(IntCounterVec);
+
+impl MethodCounter {
+    fn register(registry: &Registry, name: &str, help: &str) -> Result<Self, prometheus::Error> {
+        let vec = IntCounterVec::new(Opts::new(name, help), &["grpc_service", "grpc_method"])?;
+        registry.register(Box::new(vec.clone()))?;
+        Ok(MethodCounter(vec))
+    }
+
+    /// By method index, the counter of each of `policy`'s methods that
+    /// `takes` the step (its series made, at zero); `None` for the others.
+    pub(crate) fn of(
+        &self,
+        policy: &ServicePolicy,
+        takes: impl Fn(&MethodPolicy) -> bool,
+    ) -> Box<[Option<IntCounter>]> {
+        (policy.methods.iter())
+            .map(|m| takes(m).then(|| self.0.with_label_values(&[policy.name, m.name])))
+            .collect()
+    }
 }
 
 /// The gRPC port's connections: how many are open, and why the server
@@ -159,19 +184,14 @@ impl Metrics {
             families.service(policy);
         }
         registry.register(Box::new(families.clone()))?;
-        let rate_limited = IntCounterVec::new(
-            Opts::new(
-                "keel_server_rate_limited_total",
-                "Total number of RPCs refused for being over their method's rate limit.",
-            ),
-            &["grpc_service", "grpc_method"],
+        let rate_limited = MethodCounter::register(
+            &registry,
+            "keel_server_rate_limited_total",
+            "Total number of RPCs refused for being over their method's rate limit.",
         )?;
         for policy in services {
-            for method in policy.methods.iter().filter(|m| m.rate_limit.is_some()) {
-                rate_limited.with_label_values(&[policy.name, method.name]);
-            }
+            rate_limited.of(policy, |m| m.rate_limit.is_some());
         }
-        registry.register(Box::new(rate_limited.clone()))?;
         let connections = ConnectionMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
@@ -186,10 +206,10 @@ impl Metrics {
         &self.connections
     }
 
-    /// The count of `method`'s calls refused by its rate limit.
-    pub(crate) fn rate_limited(&self, policy: &ServicePolicy, method: &MethodPolicy) -> IntCounter {
-        self.rate_limited
-            .with_label_values(&[policy.name, method.name])
+    /// By method index, the count of each rate-limited method's calls its
+    /// limit refused.
+    pub(crate) fn rate_limited(&self, policy: &ServicePolicy) -> Box<[Option<IntCounter>]> {
+        self.rate_limited.of(policy, |m| m.rate_limit.is_some())
     }
 
     /// The registry holding the metrics.
@@ -444,7 +464,7 @@ fn label_pair(name: &str, value: &str) -> LabelPair {
 pub struct ClientMetrics {
     families: Families,
     /// `keel_client_retries_total`: attempts after a call's first.
-    retries: IntCounterVec,
+    retries: MethodCounter,
 }
 
 impl ClientMetrics {
@@ -453,25 +473,18 @@ impl ClientMetrics {
     pub fn new(registry: &Registry) -> Result<Self, MetricsError> {
         let families = Families::new(Side::Client, Vec::new())?;
         registry.register(Box::new(families.clone()))?;
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "keel_client_retries_total",
-                "Total number of attempts generated clients made after a call's first.",
-            ),
-            &["grpc_service", "grpc_method"],
+        let retries = MethodCounter::register(
+            registry,
+            "keel_client_retries_total",
+            "Total number of attempts generated clients made after a call's first.",
         )?;
-        registry.register(Box::new(retries.clone()))?;
         Ok(ClientMetrics { families, retries })
     }
 
     /// By method index, the retry counter of each of `policy`'s methods
     /// with a retry policy (its series made, at zero).
     pub(crate) fn retries(&self, policy: &'static ServicePolicy) -> Box<[Option<IntCounter>]> {
-        (policy.methods.iter())
-            .map(|m| {
-                (m.retry.is_some()).then(|| self.retries.with_label_values(&[policy.name, m.name]))
-            })
-            .collect()
+        self.retries.of(policy, |m| m.retry.is_some())
     }
 
     /// The metrics of calls to `policy`'s methods, made on first use.

@@ -117,7 +117,7 @@ impl PipelineLayer {
         let policy = metrics.policy();
         let shared = Shared {
             policy,
-            rates: rate::RateLimits::new(policy, |method| all.rate_limited(policy, method)),
+            rates: rate::RateLimits::new(policy, all.rate_limited(policy)),
             in_flight: concurrency::InFlight::new(policy),
             exposes_method,
             verifier,

@@ -53,19 +53,16 @@ enum Keyed {
 }
 
 impl RateLimits {
-    /// The limits of `policy`'s methods; `refused` gives each limited
-    /// method's counter.
-    pub(super) fn new(
-        policy: &ServicePolicy,
-        refused: impl Fn(&MethodPolicy) -> IntCounter,
-    ) -> Self {
-        let methods = (policy.methods.iter())
-            .map(|method| {
+    /// The limits of `policy`'s methods; `refused` has, by method index,
+    /// each limited method's counter.
+    pub(super) fn new(policy: &ServicePolicy, refused: Box<[Option<IntCounter>]>) -> Self {
+        let methods = (policy.methods.iter().zip(refused))
+            .map(|(method, refused)| {
                 let limit = method.rate_limit?;
                 Some(Limiter {
                     buckets: Keyed::new(&limit),
                     limit,
-                    refused: refused(method),
+                    refused: refused?,
                 })
             })
             .collect();
@@ -96,27 +93,32 @@ impl RateLimits {
         path: &str,
         extensions: &http::Extensions,
     ) -> Result<(), tonic::Status> {
-        let Some(Some(limiter)) = self.methods.get(index) else {
+        let Some(Some(method)) = self.methods.get(index) else {
             return Ok(());
         };
-        let refused = match &limiter.buckets {
+        let refused = match &method.buckets {
             Keyed::Global(limiter) => limiter.check().err(),
-            Keyed::By {
-                limiter: buckets,
-                hasher,
-            } => {
-                let key = key_hash(limiter.limit.key, hasher, extensions);
-                buckets.check_key(&key).err()
+            Keyed::By { limiter, hasher } => {
+                let key = key_hash(method.limit.key, hasher, extensions);
+                limiter.check_key(&key).err()
             }
         };
         match refused {
             None => Ok(()),
-            Some(not_until) => Err(limiter.refuse(path, &not_until)),
+            Some(not_until) => Err(method.refuse(path, &not_until)),
         }
     }
 }
 
 impl Keyed {
+    /// The time on the clock the buckets are measured by.
+    fn now(&self) -> <QuantaClock as Clock>::Instant {
+        match self {
+            Keyed::Global(limiter) => limiter.clock().now(),
+            Keyed::By { limiter, .. } => limiter.clock().now(),
+        }
+    }
+
     fn new(limit: &RateLimit) -> Self {
         // Codegen accepts only rates from one per ~12 days to well under one
         // per nanosecond, and bursts of at least 1.
@@ -146,7 +148,7 @@ impl Limiter {
         not_until: &NotUntil<<QuantaClock as Clock>::Instant>,
     ) -> tonic::Status {
         self.refused.inc();
-        let wait = not_until.wait_time_from(QuantaClock::default().now());
+        let wait = not_until.wait_time_from(self.buckets.now());
         let RateLimit {
             per_second,
             burst,
