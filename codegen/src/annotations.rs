@@ -71,6 +71,9 @@ pub struct MethodSpec {
     /// each its value encoded: carried into the policy table for the user's
     /// layers to decode.
     pub options: Vec<(String, Vec<u8>)>,
+    /// Whether its input message has `buf.validate` rules (its requests
+    /// are checked before the handler).
+    pub validated: bool,
 }
 
 /// A method's client retry policy, checked.
@@ -297,6 +300,7 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         rate_limit: own.rate_limit.or_else(|| service.rate_limit.clone()),
         retry: retry_of(method, own.retry.or_else(|| service.retry.clone())),
         options: custom_options(method),
+        validated: false,
     }
 }
 
@@ -697,14 +701,14 @@ fn string_list(message: &DynamicMessage, name: &str) -> Vec<String> {
 }
 
 /// Finds the source position of a descriptor path in a file.
-struct Locator<'a> {
-    file: &'a FileDescriptor,
-    paths: &'a HashMap<String, PathBuf>,
+pub(crate) struct Locator<'a> {
+    pub(crate) file: &'a FileDescriptor,
+    pub(crate) paths: &'a HashMap<String, PathBuf>,
 }
 
 impl Locator<'_> {
     /// A diagnostic at the innermost recorded location enclosing `path`.
-    fn at(&self, path: &[i32], message: String) -> Diagnostic {
+    pub(crate) fn at(&self, path: &[i32], message: String) -> Diagnostic {
         let name = self.file.name();
         let file = self
             .paths

@@ -46,6 +46,7 @@ mod annotations;
 mod error;
 mod generate;
 mod redact;
+mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -66,6 +67,14 @@ pub const OPTIONS_PROTO: &str = include_str!("../proto/keel/v1/options.proto");
 
 /// Name under which [`OPTIONS_PROTO`] is imported.
 pub const OPTIONS_PROTO_NAME: &str = "keel/v1/options.proto";
+
+/// The standard validation rules (protovalidate's
+/// `buf/validate/validate.proto`, Apache-2.0, Buf Technologies), bundled
+/// like Keel's own options. Import it as `buf/validate/validate.proto`.
+pub const VALIDATE_PROTO: &str = include_str!("../proto/buf/validate/validate.proto");
+
+/// Name under which [`VALIDATE_PROTO`] is imported.
+pub const VALIDATE_PROTO_NAME: &str = "buf/validate/validate.proto";
 
 /// File name of the encoded `FileDescriptorSet` written beside the generated
 /// code (all compiled files and their imports, custom options included), and
@@ -193,7 +202,24 @@ impl Builder {
             .files()
             .filter(|f| requested.contains(f.name()))
             .collect();
-        let specs = annotations::resolve(&pool, &files, &paths).map_err(Error::Annotations)?;
+        let runtime: proc_macro2::TokenStream = self
+            .runtime_crate
+            .parse()
+            .map_err(|_| Error::RuntimeCrate(self.runtime_crate.clone()))?;
+        // Every annotation problem at once, Keel's and the validation rules'.
+        let (specs, validation) = match (
+            annotations::resolve(&pool, &files, &paths),
+            validate::generate(&pool, &files, &paths, &runtime),
+        ) {
+            (Ok(specs), Ok(validation)) => (specs, validation),
+            (specs, validation) => {
+                let mut all = specs.err().unwrap_or_default();
+                all.extend(validation.err().unwrap_or_default());
+                return Err(Error::Annotations(all));
+            }
+        };
+        let mut specs = specs;
+        let validated = validated_services(&files, &validation.with_rules, &mut specs);
         let redacted = redact::find(&files);
 
         // prost-build needs every file (imports too) to resolve types; only
@@ -206,10 +232,6 @@ impl Builder {
             .map(|f| f.package().to_owned())
             .collect();
 
-        let runtime: proc_macro2::TokenStream = self
-            .runtime_crate
-            .parse()
-            .map_err(|_| Error::RuntimeCrate(self.runtime_crate.clone()))?;
         let services = specs.iter().map(|s| s.full_name.clone()).collect();
         let policies = specs.clone();
         let generator = KeelGenerator {
@@ -217,6 +239,18 @@ impl Builder {
                 .build_server(self.build_server)
                 .build_client(self.build_client)
                 .service_generator(),
+            validating: Validating {
+                client: tonic_prost_build::configure()
+                    .build_server(false)
+                    .build_client(self.build_client)
+                    .service_generator(),
+                server: tonic_prost_build::configure()
+                    .build_server(self.build_server)
+                    .build_client(false)
+                    .codec_path(format!("{}::validate::ValidatingCodec", self.runtime_crate))
+                    .service_generator(),
+                services: validated,
+            },
             specs: specs
                 .into_iter()
                 .map(|s| (s.full_name.clone(), s))
@@ -255,6 +289,10 @@ impl Builder {
             if !own.is_empty() {
                 text.push_str(&redact::debug_impls(&own));
             }
+            if let Some(code) = validation.code.get(&package) {
+                text.push('\n');
+                text.push_str(code);
+            }
             text.push_str(&generate::descriptor_set_const(DESCRIPTOR_SET_FILE));
             if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
                 std::fs::write(&path, text)?;
@@ -289,9 +327,46 @@ impl Builder {
     }
 }
 
+/// The services whose methods' inputs have validation rules, and the tonic
+/// generators they are written with: their servers decode with
+/// `ValidatingCodec`, their clients with tonic's own codec.
+struct Validating {
+    client: Box<dyn ServiceGenerator>,
+    server: Box<dyn ServiceGenerator>,
+    services: HashSet<String>,
+}
+
+/// The services (full names) with a method whose input has rules; marks
+/// those methods `validated` in `specs`.
+fn validated_services(
+    files: &[prost_reflect::FileDescriptor],
+    with_rules: &HashSet<String>,
+    specs: &mut [annotations::ServiceSpec],
+) -> HashSet<String> {
+    let mut found = HashSet::new();
+    for service in files.iter().flat_map(|f| f.services()) {
+        let mut spec = specs
+            .iter_mut()
+            .find(|s| s.full_name == service.full_name());
+        for method in service.methods() {
+            if with_rules.contains(method.input().full_name()) {
+                found.insert(service.full_name().to_owned());
+                if let Some(m) = spec
+                    .as_deref_mut()
+                    .and_then(|s| s.methods.iter_mut().find(|m| m.name == method.name()))
+                {
+                    m.validated = true;
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Wraps tonic's service generator and appends Keel's code for each service.
 struct KeelGenerator {
     tonic: Box<dyn ServiceGenerator>,
+    validating: Validating,
     specs: HashMap<String, annotations::ServiceSpec>,
     server: bool,
     client: bool,
@@ -306,7 +381,12 @@ impl ServiceGenerator for KeelGenerator {
             format!("{}.{}", service.package, service.proto_name)
         };
         let rust_name = service.name.clone();
-        self.tonic.generate(service, buf);
+        if self.validating.services.contains(&full_name) {
+            self.validating.client.generate(service.clone(), buf);
+            self.validating.server.generate(service, buf);
+        } else {
+            self.tonic.generate(service, buf);
+        }
         if let Some(spec) = self.specs.get(&full_name) {
             buf.push('\n');
             buf.push_str(&generate::service(
@@ -335,6 +415,8 @@ impl FileResolver for BundledOptions {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
         if name == OPTIONS_PROTO_NAME {
             File::from_source(name, OPTIONS_PROTO)
+        } else if name == VALIDATE_PROTO_NAME {
+            File::from_source(name, VALIDATE_PROTO)
         } else {
             Err(protox::Error::file_not_found(name))
         }

@@ -57,6 +57,7 @@ pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod validate;
 
 pub use auth::{Claims, RequestExt, Verifier};
 pub use error::Error;

@@ -30,6 +30,11 @@ const TARGETS: &[Target] = &[
         out_dir: "examples/gateway-service/src/gen",
     },
     Target {
+        protos: &["tests/validation/proto/rules/v1/rules.proto"],
+        includes: &["tests/validation/proto"],
+        out_dir: "tests/validation/src/gen",
+    },
+    Target {
         protos: &["proto/keel/v1/auth.proto"],
         includes: &["proto"],
         out_dir: "examples/auth-service/src/gen",

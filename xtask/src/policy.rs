@@ -1,6 +1,6 @@
 //! `cargo xtask policy [--format json]`: every method of the workspace's
 //! services with its resolved rules (who may call it, its labels, its
-//! deadline, concurrency and rate limits), the table a security review asks for.
+//! validation, deadline, concurrency and rate limits), the table a security review asks for.
 //! `cargo xtask gen` keeps a copy in `POLICY.md`, so a change that opens a
 //! method shows in its diff (and `gen --check` fails when it is stale).
 
@@ -95,8 +95,8 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
          Every method of the workspace's services with its resolved annotations, method over service.\n\
          Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
          prints the same as JSON.\n\n\
-         | service | method | kind | auth | labels | timeout | max timeout | max concurrency | rate limit | client retry | own options | proto |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | service | method | kind | auth | labels | validated | timeout | max timeout | max concurrency | rate limit | client retry | own options | proto |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (proto, specs) in services {
         for service in specs {
@@ -105,12 +105,13 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
                     service.full_name,
                     m.name,
                     kind(m),
                     auth(&m.access),
                     labels.join(", "),
+                    if m.validated { "yes" } else { "-" },
                     duration(m.timeout),
                     duration(m.max_timeout),
                     m.max_concurrency
@@ -149,6 +150,7 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     "kind": kind(m),
                     "auth": access,
                     "labels": m.labels,
+                    "validated": m.validated,
                     "timeout_ms": m.timeout.map(|d| d.as_millis() as u64),
                     "max_timeout_ms": m.max_timeout.map(|d| d.as_millis() as u64),
                     "max_concurrency": m.max_concurrency,
@@ -190,6 +192,7 @@ mod tests {
             rate_limit: None,
             retry: None,
             options: Vec::new(),
+            validated: true,
         }
     }
 
@@ -220,8 +223,8 @@ mod tests {
         };
         let table = table(&[("t.proto", vec![service.clone()])]);
         for row in [
-            "| t.v1.S | Open | server stream | **public** | team=core | 1.5s | - | 8 | - | - |  | `t.proto` |",
-            "| t.v1.S | Read | server stream | token with r | team=core | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) | `t.proto` |",
+            "| t.v1.S | Open | server stream | **public** | team=core | yes | 1.5s | - | 8 | - | - |  | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r | team=core | yes | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) | `t.proto` |",
             "| t.v1.S | Internal | server stream | peer dns:a.example |",
         ] {
             assert!(table.contains(row), "{row} in:\n{table}");
@@ -232,6 +235,7 @@ mod tests {
         assert_eq!(json[1]["auth"]["scopes"][0], "r");
         assert_eq!(json[2]["path"], "/t.v1.S/Internal");
         assert_eq!(json[0]["timeout_ms"], 1500);
+        assert_eq!(json[0]["validated"], true);
         assert_eq!(json[0]["rate_limit"], serde_json::Value::Null);
         assert_eq!(json[1]["rate_limit"]["key"], "claim:tenant");
         assert_eq!(json[1]["retry"]["retryable_codes"][0], "UNAVAILABLE");

@@ -142,7 +142,10 @@ async fn counts_every_outcome_exactly() {
         .unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
-        (Code::InvalidArgument, "message 1: name: must not be empty")
+        (
+            Code::InvalidArgument,
+            "message 1: name: must be at least 1 characters; name: must not be blank"
+        )
     );
     // ExportUsers (server stream): 4 users, status in the trailers.
     let mut stream = client

@@ -30,6 +30,7 @@ pub struct GetUserRequest {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CreateUserRequest {
+    /// Stored trimmed.
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
@@ -468,7 +469,7 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetUserSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -507,7 +508,7 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateUserSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -546,7 +547,7 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListUsersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -588,7 +589,7 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ImportUsersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -632,7 +633,7 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ExportUsersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -671,7 +672,7 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CountUsersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -707,7 +708,7 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = HealthCheckSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -970,6 +971,103 @@ pub fn user_service_client(
     ::core::result::Result::Ok(user_service_client::UserServiceClient::new(
         client.wrap(&USER_SERVICE_POLICY, channel),
     ))
+}
+
+impl ::keel::validate::Validate for Audit {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for User {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for GetUserRequest {
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.id;
+            if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
+                violations.push("id", "string.min_len", "must be at least 1 characters");
+            }
+        }
+    }
+}
+impl ::keel::validate::Validate for CreateUserRequest {
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.name;
+            if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
+                violations.push("name", "string.min_len", "must be at least 1 characters");
+            }
+            if value.len() > 200usize && value.chars().nth(200usize).is_some() {
+                violations.push("name", "string.max_len", "must be at most 200 characters");
+            }
+            {
+                static CEL_0: ::keel::validate::CelRule = ::keel::validate::CelRule::new(
+                    "name.not_blank",
+                    "must not be blank",
+                    "this.trim() != ''",
+                );
+                &CEL_0
+            }
+            .check(violations, "name", value);
+        }
+        {
+            let value = &self.email;
+            if value.len() > 254usize && value.chars().nth(254usize).is_some() {
+                violations.push("email", "string.max_len", "must be at most 254 characters");
+            }
+            if value.is_empty() {
+                violations.push(
+                    "email",
+                    "string.email_empty",
+                    "value is empty, which is not a valid email address",
+                );
+            } else if !::keel::validate::format::is_email(value) {
+                violations.push("email", "string.email", "must be a valid email address");
+            }
+        }
+    }
+}
+impl ::keel::validate::Validate for ListUsersRequest {
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.page_size;
+            if !(*value >= 0i32) {
+                violations.push(
+                    "page_size",
+                    "int32.gte",
+                    "must be greater than or equal to 0",
+                );
+            }
+        }
+    }
+}
+impl ::keel::validate::Validate for ListUsersResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for ImportUsersResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for ExportUsersRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for CountUsersRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for CountUsersResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for HealthCheckResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
 }
 
 /// The encoded `FileDescriptorSet` of the compiled protos and their imports, custom

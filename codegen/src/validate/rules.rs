@@ -1,0 +1,955 @@
+//! One field's `(buf.validate.field)` rules: checked against the field's
+//! type, and written as checks of `value` (a reference to what prost holds:
+//! the scalar, the message, the `Vec` or the `HashMap`).
+//!
+//! Rule ids and messages are protovalidate's, so clients matching on
+//! `string.min_len` or showing the message see what other implementations
+//! give them.
+
+use proc_macro2::{Literal, TokenStream};
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, Value};
+use quote::quote;
+
+use super::{MessageWriter, Shape, message_type, strings};
+
+/// `buf.validate.Ignore` values.
+const IGNORE_IF_ZERO_VALUE: i32 = 1;
+const IGNORE_ALWAYS: i32 = 3;
+
+/// What a field's rules make of it.
+pub(super) struct FieldPlan {
+    /// The checks of `value`, when the field is set.
+    pub checks: TokenStream,
+    /// `required`: unset (or zero, for a field without presence) is a violation.
+    pub required: bool,
+    /// `ignore = IGNORE_IF_ZERO_VALUE`: no checks of a zero value.
+    pub ignore_if_zero: bool,
+    /// `ignore = IGNORE_ALWAYS`: no checks at all.
+    pub ignore_always: bool,
+}
+
+impl FieldPlan {
+    pub(super) fn read(
+        writer: &mut MessageWriter<'_>,
+        field: &FieldDescriptor,
+        rules: Option<&DynamicMessage>,
+        path: &[i32],
+        shape: Shape,
+    ) -> FieldPlan {
+        let mut plan = FieldPlan {
+            checks: TokenStream::new(),
+            required: false,
+            ignore_if_zero: false,
+            ignore_always: false,
+        };
+        let Some(rules) = rules else {
+            return plan;
+        };
+        let (required, ignore) = modifiers(rules);
+        plan.required = required;
+        plan.ignore_if_zero = ignore == IGNORE_IF_ZERO_VALUE;
+        plan.ignore_always = ignore == IGNORE_ALWAYS;
+        let at = Target {
+            field,
+            label: field.name().to_owned(),
+            shape,
+        };
+        plan.checks = writer.field_rules(&at, rules, path);
+        plan
+    }
+}
+
+/// `required` and `ignore` of a `FieldRules`.
+fn modifiers(rules: &DynamicMessage) -> (bool, i32) {
+    let required = rules
+        .get_field_by_name("required")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let ignore = rules
+        .get_field_by_name("ignore")
+        .and_then(|v| v.as_enum_number())
+        .unwrap_or(0);
+    (required, ignore)
+}
+
+/// What a set of rules applies to: a field as a whole, or its items, keys
+/// or values (then `label` is empty: the path already says where).
+struct Target<'a> {
+    field: &'a FieldDescriptor,
+    label: String,
+    shape: Shape,
+}
+
+/// The expression (a `bool`) saying whether `value` is its type's zero.
+pub(super) fn zero_test(field: &FieldDescriptor, shape: Shape) -> TokenStream {
+    match shape {
+        Shape::List | Shape::Map => quote! { value.is_empty() },
+        _ => scalar_zero(&field.kind()),
+    }
+}
+
+fn scalar_zero(kind: &Kind) -> TokenStream {
+    match kind {
+        Kind::String | Kind::Bytes => quote! { value.is_empty() },
+        Kind::Bool => quote! { !*value },
+        Kind::Float | Kind::Double => quote! { *value == 0.0 },
+        Kind::Message(_) => quote! { false },
+        _ => quote! { *value == 0 },
+    }
+}
+
+/// A numeric protobuf type, as prost holds it.
+#[derive(Clone, Copy)]
+enum Num {
+    I32,
+    I64,
+    U32,
+    U64,
+    F32,
+    F64,
+}
+
+impl Num {
+    fn of(kind: &Kind) -> Option<Num> {
+        Some(match kind {
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Num::I32,
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Num::I64,
+            Kind::Uint32 | Kind::Fixed32 => Num::U32,
+            Kind::Uint64 | Kind::Fixed64 => Num::U64,
+            Kind::Float => Num::F32,
+            Kind::Double => Num::F64,
+            _ => return None,
+        })
+    }
+
+    fn float(self) -> bool {
+        matches!(self, Num::F32 | Num::F64)
+    }
+
+    /// The literal of a rule's value, and how the message shows it.
+    fn literal(self, value: &Value) -> Option<(TokenStream, String)> {
+        Some(match (self, value) {
+            (Num::I32, Value::I32(v)) => {
+                (Literal::i32_suffixed(*v).into_token_stream(), v.to_string())
+            }
+            (Num::I64, Value::I64(v)) => {
+                (Literal::i64_suffixed(*v).into_token_stream(), v.to_string())
+            }
+            (Num::U32, Value::U32(v)) => {
+                (Literal::u32_suffixed(*v).into_token_stream(), v.to_string())
+            }
+            (Num::U64, Value::U64(v)) => {
+                (Literal::u64_suffixed(*v).into_token_stream(), v.to_string())
+            }
+            (Num::F32, Value::F32(v)) => {
+                let bits = v.to_bits();
+                (quote! { f32::from_bits(#bits) }, v.to_string())
+            }
+            (Num::F64, Value::F64(v)) => {
+                let bits = v.to_bits();
+                (quote! { f64::from_bits(#bits) }, v.to_string())
+            }
+            _ => return None,
+        })
+    }
+}
+
+trait IntoTokens {
+    fn into_token_stream(self) -> TokenStream;
+}
+
+impl IntoTokens for Literal {
+    fn into_token_stream(self) -> TokenStream {
+        quote! { #self }
+    }
+}
+
+/// The name of the rules message for a field kind (`int32`, `string`, …).
+fn rules_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Double => "double",
+        Kind::Float => "float",
+        Kind::Int32 => "int32",
+        Kind::Int64 => "int64",
+        Kind::Uint32 => "uint32",
+        Kind::Uint64 => "uint64",
+        Kind::Sint32 => "sint32",
+        Kind::Sint64 => "sint64",
+        Kind::Fixed32 => "fixed32",
+        Kind::Fixed64 => "fixed64",
+        Kind::Sfixed32 => "sfixed32",
+        Kind::Sfixed64 => "sfixed64",
+        Kind::Bool => "bool",
+        Kind::String => "string",
+        Kind::Bytes => "bytes",
+        Kind::Enum(_) => "enum",
+        Kind::Message(m) => match m.full_name() {
+            "google.protobuf.Any" => "any",
+            "google.protobuf.Duration" => "duration",
+            "google.protobuf.Timestamp" => "timestamp",
+            "google.protobuf.FieldMask" => "field_mask",
+            _ => "message",
+        },
+    }
+}
+
+/// A list of values as a message shows it: `[a, b]`.
+fn shown(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+impl MessageWriter<'_> {
+    /// The checks of one `FieldRules` on `at`.
+    fn field_rules(
+        &mut self,
+        at: &Target<'_>,
+        rules: &DynamicMessage,
+        path: &[i32],
+    ) -> TokenStream {
+        let mut checks = TokenStream::new();
+        let label = at.label.as_str();
+        let cel = self.cel_rules(rules, path);
+        if !cel.is_empty()
+            && let Some(message) = message_type(at.field)
+        {
+            self.read_by_cel.insert(message.full_name().to_owned());
+        }
+        let kind = at.field.kind();
+        for (member, value) in rules.fields() {
+            let name = member.name();
+            match name {
+                "cel" | "cel_expression" | "required" | "ignore" => {}
+                "repeated" if at.shape == Shape::List => {
+                    checks.extend(self.repeated(at, value.as_message(), path));
+                }
+                "map" if at.shape == Shape::Map => {
+                    checks.extend(self.map(at, value.as_message(), path));
+                }
+                "repeated" | "map" => self.report(
+                    path,
+                    format!(
+                        "buf.validate: `{name}` rules on field `{}`, which is not a {name} field",
+                        at.field.name()
+                    ),
+                ),
+                _ if matches!(at.shape, Shape::List | Shape::Map) => self.report(
+                    path,
+                    format!(
+                        "buf.validate: `{name}` rules on the {} field `{}`; rules of its {} go in `{}`",
+                        if at.shape == Shape::List { "repeated" } else { "map" },
+                        at.field.name(),
+                        if at.shape == Shape::List { "items" } else { "keys and values" },
+                        if at.shape == Shape::List { "repeated.items" } else { "map.keys / map.values" },
+                    ),
+                ),
+                _ if name != rules_name(&kind) => self.report(
+                    path,
+                    format!(
+                        "buf.validate: `{name}` rules on field `{}` of type {}",
+                        at.field.name(),
+                        rules_name(&kind)
+                    ),
+                ),
+                _ => {
+                    let Some(typed) = value.as_message() else { continue };
+                    if typed.extensions().next().is_some() {
+                        self.report(
+                            path,
+                            "buf.validate: predefined (extension) rules are not supported by Keel"
+                                .to_owned(),
+                        );
+                    }
+                    checks.extend(self.scalar(label, &kind, typed, path));
+                }
+            }
+        }
+        // The CEL rules after the standard ones, as protovalidate reports them.
+        for rule in cel {
+            checks.extend(quote! { #rule.check(violations, #label, value); });
+        }
+        checks
+    }
+
+    /// The rules of one scalar value (`string`, `int32`, …) of `kind`.
+    fn scalar(
+        &mut self,
+        label: &str,
+        kind: &Kind,
+        rules: &DynamicMessage,
+        path: &[i32],
+    ) -> TokenStream {
+        if let Some(num) = Num::of(kind) {
+            return self.number(label, num, rules_name(kind), rules, path);
+        }
+        match kind {
+            Kind::String => self.string(label, rules, path),
+            Kind::Bytes => self.bytes(label, rules, path),
+            Kind::Bool => {
+                let mut checks = TokenStream::new();
+                for (member, value) in rules.fields() {
+                    match (member.name(), value) {
+                        ("const", Value::Bool(c)) => {
+                            let message = format!("must equal {c}");
+                            checks.extend(quote! {
+                                if *value != #c { violations.push(#label, "bool.const", #message); }
+                            });
+                        }
+                        ("example", _) => {}
+                        (other, _) => self.unsupported("bool", other, path),
+                    }
+                }
+                checks
+            }
+            Kind::Enum(descriptor) => {
+                let mut checks = TokenStream::new();
+                for (member, value) in rules.fields() {
+                    match (member.name(), value) {
+                        ("const", Value::I32(c)) => {
+                            let message = format!("must equal {c}");
+                            checks.extend(quote! {
+                                if *value != #c { violations.push(#label, "enum.const", #message); }
+                            });
+                        }
+                        ("defined_only", Value::Bool(true)) => {
+                            let numbers: Vec<i32> =
+                                descriptor.values().map(|v| v.number()).collect();
+                            checks.extend(quote! {
+                                if ![#(#numbers),*].contains(value) {
+                                    violations.push(#label, "enum.defined_only", "must be one of the defined enum values");
+                                }
+                            });
+                        }
+                        ("defined_only", _) | ("example", _) => {}
+                        (rule @ ("in" | "not_in"), list) => {
+                            let items: Vec<i32> = list
+                                .as_list()
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|v| v.as_i32())
+                                .collect();
+                            checks.extend(membership(
+                                label,
+                                "enum",
+                                rule,
+                                quote! { value },
+                                &items,
+                                &items.iter().map(i32::to_string).collect::<Vec<_>>(),
+                            ));
+                        }
+                        (other, _) => self.unsupported("enum", other, path),
+                    }
+                }
+                checks
+            }
+            Kind::Message(_) => {
+                let name = rules_name(kind);
+                self.report(
+                    path,
+                    format!("buf.validate: `{name}` rules are not supported by Keel yet"),
+                );
+                TokenStream::new()
+            }
+            _ => unreachable!("numbers are handled above"),
+        }
+    }
+
+    fn unsupported(&mut self, type_name: &str, rule: &str, path: &[i32]) {
+        self.report(
+            path,
+            format!("buf.validate: rule `{type_name}.{rule}` is not supported by Keel"),
+        );
+    }
+
+    fn number(
+        &mut self,
+        label: &str,
+        num: Num,
+        type_name: &str,
+        rules: &DynamicMessage,
+        path: &[i32],
+    ) -> TokenStream {
+        let mut checks = TokenStream::new();
+        let mut lower: Option<(bool, Value)> = None; // (inclusive, bound)
+        let mut upper: Option<(bool, Value)> = None;
+        for (member, value) in rules.fields() {
+            let rule = member.name();
+            match rule {
+                "const" => {
+                    let Some((lit, shown)) = num.literal(value) else {
+                        continue;
+                    };
+                    let id = format!("{type_name}.const");
+                    let message = format!("must equal {shown}");
+                    checks.extend(quote! {
+                        if *value != #lit { violations.push(#label, #id, #message); }
+                    });
+                }
+                "lt" => upper = Some((false, value.clone())),
+                "lte" => upper = Some((true, value.clone())),
+                "gt" => lower = Some((false, value.clone())),
+                "gte" => lower = Some((true, value.clone())),
+                "in" | "not_in" => {
+                    let items: Vec<(TokenStream, String)> = value
+                        .as_list()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|v| num.literal(v))
+                        .collect();
+                    let (lits, shown): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+                    checks.extend(membership(
+                        label,
+                        type_name,
+                        rule,
+                        quote! { value },
+                        &lits,
+                        &shown,
+                    ));
+                }
+                "finite" if num.float() => {
+                    if value.as_bool() == Some(true) {
+                        let id = format!("{type_name}.finite");
+                        checks.extend(quote! {
+                            if !value.is_finite() { violations.push(#label, #id, "must be finite"); }
+                        });
+                    }
+                }
+                "example" => {}
+                other => self.unsupported(type_name, other, path),
+            }
+        }
+        let bound = |b: &Option<(bool, Value)>| {
+            b.as_ref().and_then(|(inclusive, v)| {
+                num.literal(v).map(|(lit, shown)| (*inclusive, lit, shown))
+            })
+        };
+        let test_lower = |inclusive: bool, lit: &TokenStream| match inclusive {
+            true => quote! { *value >= #lit },
+            false => quote! { *value > #lit },
+        };
+        let test_upper = |inclusive: bool, lit: &TokenStream| match inclusive {
+            true => quote! { *value <= #lit },
+            false => quote! { *value < #lit },
+        };
+        let words_lower = |inclusive: bool| {
+            if inclusive {
+                "greater than or equal to"
+            } else {
+                "greater than"
+            }
+        };
+        let words_upper = |inclusive: bool| {
+            if inclusive {
+                "less than or equal to"
+            } else {
+                "less than"
+            }
+        };
+        let name_lower = |inclusive: bool| if inclusive { "gte" } else { "gt" };
+        let name_upper = |inclusive: bool| if inclusive { "lte" } else { "lt" };
+        match (bound(&lower), bound(&upper)) {
+            (None, None) => {}
+            (Some((inc, lit, shown)), None) => {
+                let ok = test_lower(inc, &lit);
+                let id = format!("{type_name}.{}", name_lower(inc));
+                let message = format!("must be {} {shown}", words_lower(inc));
+                checks.extend(quote! { if !(#ok) { violations.push(#label, #id, #message); } });
+            }
+            (None, Some((inc, lit, shown))) => {
+                let ok = test_upper(inc, &lit);
+                let id = format!("{type_name}.{}", name_upper(inc));
+                let message = format!("must be {} {shown}", words_upper(inc));
+                checks.extend(quote! { if !(#ok) { violations.push(#label, #id, #message); } });
+            }
+            (Some((linc, llit, lshown)), Some((uinc, ulit, ushown))) => {
+                // protovalidate: an upper bound below the lower one means
+                // "outside the range" rather than an empty range.
+                let exclusive = compare(upper.as_ref().map(|u| &u.1), lower.as_ref().map(|l| &l.1))
+                    == Some(std::cmp::Ordering::Less);
+                let ok_lower = test_lower(linc, &llit);
+                let ok_upper = test_upper(uinc, &ulit);
+                let (ok, join, suffix) = match exclusive {
+                    false => (quote! { (#ok_lower) && (#ok_upper) }, "and", ""),
+                    true => (quote! { (#ok_lower) || (#ok_upper) }, "or", "_exclusive"),
+                };
+                let id = format!(
+                    "{type_name}.{}_{}{suffix}",
+                    name_lower(linc),
+                    name_upper(uinc)
+                );
+                let message = format!(
+                    "must be {} {lshown} {join} {} {ushown}",
+                    words_lower(linc),
+                    words_upper(uinc)
+                );
+                checks.extend(quote! { if !(#ok) { violations.push(#label, #id, #message); } });
+            }
+        }
+        checks
+    }
+
+    fn string(&mut self, label: &str, rules: &DynamicMessage, path: &[i32]) -> TokenStream {
+        let runtime = self.runtime.clone();
+        let mut checks = TokenStream::new();
+        let mut min_max: [Option<u64>; 2] = [None, None];
+        for (member, value) in rules.fields() {
+            let rule = member.name();
+            let id = format!("string.{rule}");
+            let text = value.as_str().unwrap_or_default().to_owned();
+            let count = value.as_u64().unwrap_or_default();
+            let n = count as usize;
+            let check = match rule {
+                "const" => {
+                    let message = format!("must equal `{text}`");
+                    quote! { if value.as_str() != #text { violations.push(#label, #id, #message); } }
+                }
+                // Characters are counted only as far as the rule needs: a
+                // byte length already decides most calls.
+                "len" => {
+                    let message = format!("must be {count} characters");
+                    let most = n.saturating_mul(4);
+                    quote! {
+                        if value.len() < #n || value.len() > #most || value.chars().count() != #n {
+                            violations.push(#label, #id, #message);
+                        }
+                    }
+                }
+                "min_len" => {
+                    min_max[0] = Some(count);
+                    let message = format!("must be at least {count} characters");
+                    quote! {
+                        if value.len() < #n || value.chars().take(#n).count() < #n {
+                            violations.push(#label, #id, #message);
+                        }
+                    }
+                }
+                "max_len" => {
+                    min_max[1] = Some(count);
+                    let message = format!("must be at most {count} characters");
+                    quote! {
+                        if value.len() > #n && value.chars().nth(#n).is_some() {
+                            violations.push(#label, #id, #message);
+                        }
+                    }
+                }
+                "len_bytes" | "min_bytes" | "max_bytes" => {
+                    let (op, message) = match rule {
+                        "len_bytes" => (quote! { != }, format!("must be {count} bytes")),
+                        "min_bytes" => (quote! { < }, format!("must be at least {count} bytes")),
+                        _ => (quote! { > }, format!("must be at most {count} bytes")),
+                    };
+                    quote! { if value.len() #op #n { violations.push(#label, #id, #message); } }
+                }
+                "pattern" => {
+                    if let Err(error) = regex::Regex::new(&text) {
+                        let first = error.to_string();
+                        let first = first.lines().last().unwrap_or_default().to_owned();
+                        self.report(
+                            path,
+                            format!("buf.validate: string.pattern {text:?} is not a valid regular expression: {first}"),
+                        );
+                    }
+                    let message = format!("does not match regex pattern `{text}`");
+                    quote! {
+                        {
+                            static PATTERN: #runtime::validate::Pattern = #runtime::validate::Pattern::new(#text);
+                            PATTERN.check(violations, #label, #id, #message, value);
+                        }
+                    }
+                }
+                "prefix" => {
+                    let message = format!("does not have prefix `{text}`");
+                    quote! { if !value.starts_with(#text) { violations.push(#label, #id, #message); } }
+                }
+                "suffix" => {
+                    let message = format!("does not have suffix `{text}`");
+                    quote! { if !value.ends_with(#text) { violations.push(#label, #id, #message); } }
+                }
+                "contains" => {
+                    let message = format!("does not contain substring `{text}`");
+                    quote! { if !value.contains(#text) { violations.push(#label, #id, #message); } }
+                }
+                "not_contains" => {
+                    let message = format!("contains substring `{text}`");
+                    quote! { if value.contains(#text) { violations.push(#label, #id, #message); } }
+                }
+                "in" | "not_in" => {
+                    let items = strings(value);
+                    membership(
+                        label,
+                        "string",
+                        rule,
+                        quote! { &value.as_str() },
+                        &items,
+                        &items,
+                    )
+                }
+                "email" | "hostname" | "ip" | "ipv4" | "ipv6" | "uri" | "uri_ref" | "address"
+                | "uuid" | "tuuid" => {
+                    if value.as_bool() != Some(true) {
+                        continue;
+                    }
+                    let (test, what) = match rule {
+                        "email" => ("is_email", "email address"),
+                        "hostname" => ("is_hostname", "hostname"),
+                        "ip" => ("is_ip", "IP address"),
+                        "ipv4" => ("is_ipv4", "IPv4 address"),
+                        "ipv6" => ("is_ipv6", "IPv6 address"),
+                        "uri" => ("is_uri", "URI"),
+                        "uri_ref" => ("is_uri_ref", "URI Reference"),
+                        "address" => ("is_address", "hostname, or ip address"),
+                        "uuid" => ("is_uuid", "UUID"),
+                        _ => ("is_tuuid", "trimmed UUID"),
+                    };
+                    let test = proc_macro2::Ident::new(test, proc_macro2::Span::call_site());
+                    let invalid = format!("must be a valid {what}");
+                    let test = quote! { #runtime::validate::format::#test(value) };
+                    if rule == "uri_ref" {
+                        quote! { if !#test { violations.push(#label, #id, #invalid); } }
+                    } else {
+                        let empty_id = format!("string.{rule}_empty");
+                        let empty = format!("value is empty, which is not a valid {what}");
+                        quote! {
+                            if value.is_empty() {
+                                violations.push(#label, #empty_id, #empty);
+                            } else if !#test {
+                                violations.push(#label, #id, #invalid);
+                            }
+                        }
+                    }
+                }
+                "strict" | "example" => continue,
+                other => {
+                    self.unsupported("string", other, path);
+                    continue;
+                }
+            };
+            checks.extend(check);
+        }
+        if let [Some(min), Some(max)] = min_max
+            && min > max
+        {
+            self.report(
+                path,
+                format!(
+                    "buf.validate: string.min_len ({min}) is greater than string.max_len ({max})"
+                ),
+            );
+        }
+        checks
+    }
+
+    fn bytes(&mut self, label: &str, rules: &DynamicMessage, path: &[i32]) -> TokenStream {
+        let mut checks = TokenStream::new();
+        for (member, value) in rules.fields() {
+            let rule = member.name();
+            let id = format!("bytes.{rule}");
+            let data: Vec<u8> = value.as_bytes().map(|b| b.to_vec()).unwrap_or_default();
+            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+            let count = value.as_u64().unwrap_or_default();
+            let n = count as usize;
+            let lit = Literal::byte_string(&data);
+            let check = match rule {
+                "const" => {
+                    let message = format!("must be {hex}");
+                    quote! { if value.as_slice() != #lit { violations.push(#label, #id, #message); } }
+                }
+                "len" => {
+                    let message = format!("must be {count} bytes");
+                    quote! { if value.len() != #n { violations.push(#label, #id, #message); } }
+                }
+                "min_len" => {
+                    let message = format!("must be at least {count} bytes");
+                    quote! { if value.len() < #n { violations.push(#label, #id, #message); } }
+                }
+                "max_len" => {
+                    let message = format!("must be at most {count} bytes");
+                    quote! { if value.len() > #n { violations.push(#label, #id, #message); } }
+                }
+                "prefix" => {
+                    let message = format!("does not have prefix {hex}");
+                    quote! { if !value.starts_with(#lit) { violations.push(#label, #id, #message); } }
+                }
+                "suffix" => {
+                    let message = format!("does not have suffix {hex}");
+                    quote! { if !value.ends_with(#lit) { violations.push(#label, #id, #message); } }
+                }
+                "contains" => {
+                    let message = format!("does not contain {hex}");
+                    let len = data.len();
+                    quote! {
+                        if #len > 0 && !value.windows(#len).any(|w| w == #lit) {
+                            violations.push(#label, #id, #message);
+                        }
+                    }
+                }
+                "in" | "not_in" => {
+                    let items: Vec<Vec<u8>> = value
+                        .as_list()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|v| v.as_bytes().map(|b| b.to_vec()))
+                        .collect();
+                    let lits: Vec<Literal> =
+                        items.iter().map(|i| Literal::byte_string(i)).collect();
+                    let shown: Vec<String> = items
+                        .iter()
+                        .map(|i| i.iter().map(|b| format!("{b:02x}")).collect())
+                        .collect();
+                    let lits: Vec<TokenStream> = lits.iter().map(|l| quote! { &#l[..] }).collect();
+                    membership(
+                        label,
+                        "bytes",
+                        rule,
+                        quote! { &value.as_slice() },
+                        &lits,
+                        &shown,
+                    )
+                }
+                "ip" | "ipv4" | "ipv6" => {
+                    if value.as_bool() != Some(true) {
+                        continue;
+                    }
+                    let (test, what) = match rule {
+                        "ip" => (
+                            quote! { value.len() == 4 || value.len() == 16 },
+                            "IP address",
+                        ),
+                        "ipv4" => (quote! { value.len() == 4 }, "IPv4 address"),
+                        _ => (quote! { value.len() == 16 }, "IPv6 address"),
+                    };
+                    let empty_id = format!("bytes.{rule}_empty");
+                    let empty = format!("value is empty, which is not a valid {what}");
+                    let invalid = format!("must be a valid {what}");
+                    quote! {
+                        if value.is_empty() {
+                            violations.push(#label, #empty_id, #empty);
+                        } else if !(#test) {
+                            violations.push(#label, #id, #invalid);
+                        }
+                    }
+                }
+                "example" => continue,
+                other => {
+                    self.unsupported("bytes", other, path);
+                    continue;
+                }
+            };
+            checks.extend(check);
+        }
+        checks
+    }
+
+    fn repeated(
+        &mut self,
+        at: &Target<'_>,
+        rules: Option<&DynamicMessage>,
+        path: &[i32],
+    ) -> TokenStream {
+        let Some(rules) = rules else {
+            return TokenStream::new();
+        };
+        let label = at.label.as_str();
+        let mut checks = TokenStream::new();
+        let mut bounds: [Option<u64>; 2] = [None, None];
+        for (member, value) in rules.fields() {
+            let rule = member.name();
+            let id = format!("repeated.{rule}");
+            let count = value.as_u64().unwrap_or_default();
+            let n = count as usize;
+            checks.extend(match rule {
+                "min_items" => {
+                    bounds[0] = Some(count);
+                    let message = format!("must contain at least {count} item(s)");
+                    quote! { if value.len() < #n { violations.push(#label, #id, #message); } }
+                }
+                "max_items" => {
+                    bounds[1] = Some(count);
+                    let message = format!("must contain no more than {count} item(s)");
+                    quote! { if value.len() > #n { violations.push(#label, #id, #message); } }
+                }
+                "unique" if value.as_bool() == Some(true) => {
+                    let runtime = self.runtime;
+                    let test = match at.field.kind() {
+                        Kind::Float | Kind::Double => quote! { #runtime::validate::unique_floats(value) },
+                        Kind::Message(_) => {
+                            self.report(
+                                path,
+                                "buf.validate: repeated.unique applies to scalar items, not messages"
+                                    .to_owned(),
+                            );
+                            continue;
+                        }
+                        _ => quote! { #runtime::validate::unique(value) },
+                    };
+                    quote! {
+                        if !#test { violations.push(#label, #id, "repeated value must contain unique items"); }
+                    }
+                }
+                "unique" => continue,
+                "items" => {
+                    let Some(items) = value.as_message() else { continue };
+                    let item = Target {
+                        field: at.field,
+                        label: String::new(),
+                        shape: Shape::Plain,
+                    };
+                    let (_, ignore) = modifiers(items);
+                    if ignore == IGNORE_ALWAYS {
+                        continue;
+                    }
+                    let inner = self.field_rules(&item, items, path);
+                    if inner.is_empty() {
+                        continue;
+                    }
+                    let inner = if ignore == IGNORE_IF_ZERO_VALUE {
+                        let zero = scalar_zero(&at.field.kind());
+                        quote! { if !(#zero) { #inner } }
+                    } else {
+                        inner
+                    };
+                    let name = at.field.name();
+                    quote! {
+                        for (index, value) in value.iter().enumerate() {
+                            let mark = violations.enter_index(#name, index);
+                            #inner
+                            violations.leave(mark);
+                        }
+                    }
+                }
+                other => {
+                    self.unsupported("repeated", other, path);
+                    continue;
+                }
+            });
+        }
+        if let [Some(min), Some(max)] = bounds
+            && min > max
+        {
+            self.report(
+                path,
+                format!("buf.validate: repeated.min_items ({min}) is greater than repeated.max_items ({max})"),
+            );
+        }
+        checks
+    }
+
+    fn map(
+        &mut self,
+        at: &Target<'_>,
+        rules: Option<&DynamicMessage>,
+        path: &[i32],
+    ) -> TokenStream {
+        let Some(rules) = rules else {
+            return TokenStream::new();
+        };
+        let label = at.label.as_str();
+        let Kind::Message(entry) = at.field.kind() else {
+            return TokenStream::new();
+        };
+        let mut checks = TokenStream::new();
+        for (member, value) in rules.fields() {
+            let rule = member.name();
+            let id = format!("map.{rule}");
+            let count = value.as_u64().unwrap_or_default();
+            let n = count as usize;
+            checks.extend(match rule {
+                "min_pairs" => {
+                    let message = format!("map must be at least {count} entries");
+                    quote! { if value.len() < #n { violations.push(#label, #id, #message); } }
+                }
+                "max_pairs" => {
+                    let message = format!("map must be at most {count} entries");
+                    quote! { if value.len() > #n { violations.push(#label, #id, #message); } }
+                }
+                "keys" | "values" => {
+                    let Some(inner_rules) = value.as_message() else {
+                        continue;
+                    };
+                    let part = if rule == "keys" {
+                        entry.map_entry_key_field()
+                    } else {
+                        entry.map_entry_value_field()
+                    };
+                    let target = Target {
+                        field: &part,
+                        label: String::new(),
+                        shape: Shape::Plain,
+                    };
+                    let (_, ignore) = modifiers(inner_rules);
+                    if ignore == IGNORE_ALWAYS {
+                        continue;
+                    }
+                    let inner = self.field_rules(&target, inner_rules, path);
+                    if inner.is_empty() {
+                        continue;
+                    }
+                    let inner = if ignore == IGNORE_IF_ZERO_VALUE {
+                        let zero = scalar_zero(&part.kind());
+                        quote! { if !(#zero) { #inner } }
+                    } else {
+                        inner
+                    };
+                    let name = at.field.name();
+                    let binding = if rule == "keys" {
+                        quote! { key }
+                    } else {
+                        quote! { item }
+                    };
+                    quote! {
+                        for (key, item) in value.iter() {
+                            let mark = violations.enter_key(#name, key);
+                            { let value = #binding; #inner }
+                            violations.leave(mark);
+                        }
+                    }
+                }
+                other => {
+                    self.unsupported("map", other, path);
+                    continue;
+                }
+            });
+        }
+        checks
+    }
+}
+
+/// `in` / `not_in`: whether `value` (an expression of the list's item
+/// reference type) is among the `items` literals.
+fn membership<T: quote::ToTokens>(
+    label: &str,
+    type_name: &str,
+    rule: &str,
+    value: TokenStream,
+    items: &[T],
+    shown_items: &[String],
+) -> TokenStream {
+    let id = format!("{type_name}.{rule}");
+    let list = shown(shown_items);
+    let (test, message) = match rule {
+        "in" => (
+            quote! { ![#(#items),*].contains(#value) },
+            format!("must be in list {list}"),
+        ),
+        _ => (
+            quote! { [#(#items),*].contains(#value) },
+            format!("must not be in list {list}"),
+        ),
+    };
+    if items.is_empty() {
+        return TokenStream::new();
+    }
+    quote! { if #test { violations.push(#label, #id, #message); } }
+}
+
+/// Orders two numeric rule values of the same type.
+fn compare(a: Option<&Value>, b: Option<&Value>) -> Option<std::cmp::Ordering> {
+    match (a?, b?) {
+        (Value::I32(a), Value::I32(b)) => a.partial_cmp(b),
+        (Value::I64(a), Value::I64(b)) => a.partial_cmp(b),
+        (Value::U32(a), Value::U32(b)) => a.partial_cmp(b),
+        (Value::U64(a), Value::U64(b)) => a.partial_cmp(b),
+        (Value::F32(a), Value::F32(b)) => a.partial_cmp(b),
+        (Value::F64(a), Value::F64(b)) => a.partial_cmp(b),
+        _ => None,
+    }
+}
