@@ -15,7 +15,11 @@
 //!   metrics, auth, panic recovery);
 //! - per service, a client constructor (`user_service_client(channel,
 //!   &client)`) that returns the tonic client over Keel's client layer
-//!   (bearer token, trace context, default deadline, client metrics).
+//!   (bearer token, trace context, default deadline, client metrics);
+//! - per message, its `impl keel::validate::Validate` from the standard
+//!   `buf.validate` rules (`buf/validate/validate.proto`, bundled: see
+//!   [`VALIDATE_PROTO`]); the servers of services whose methods' inputs have
+//!   rules decode with `keel::validate::ValidatingCodec`.
 //!
 //! Annotation mistakes fail the build with the file, line and column of the
 //! offending option.

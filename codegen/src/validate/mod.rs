@@ -15,7 +15,7 @@ use heck::{ToSnakeCase, ToUpperCamelCase};
 use proc_macro2::{Ident, Span, TokenStream};
 use prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind,
-    MessageDescriptor, OneofDescriptor, Value,
+    MessageDescriptor, OneofDescriptor,
 };
 use quote::quote;
 
@@ -116,9 +116,10 @@ pub fn generate(
             .or_default()
             .extend(tokens);
     }
+    let read_by_cel = cel_closure(&read_by_cel, &messages);
     for (message, file) in messages
         .iter()
-        .filter(|(m, _)| cel_closure(&read_by_cel, &messages).contains(m.full_name()))
+        .filter(|(m, _)| read_by_cel.contains(m.full_name()))
     {
         code.entry(file.package_name().to_owned())
             .or_default()
@@ -708,14 +709,4 @@ fn type_ident(proto_name: &str) -> Ident {
         "Self" => Ident::new("Self_", Span::call_site()),
         _ => Ident::new(&camel, Span::call_site()),
     }
-}
-
-/// The strings of a repeated string rule.
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_list()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect()
 }

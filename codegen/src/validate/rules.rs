@@ -10,7 +10,7 @@ use proc_macro2::{Literal, TokenStream};
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, Value};
 use quote::quote;
 
-use super::{MessageWriter, Shape, message_type, strings};
+use super::{MessageWriter, Shape, message_type};
 
 /// `buf.validate.Ignore` values.
 const IGNORE_IF_ZERO_VALUE: i32 = 1;
@@ -128,19 +128,12 @@ impl Num {
 
     /// The literal of a rule's value, and how the message shows it.
     fn literal(self, value: &Value) -> Option<(TokenStream, String)> {
+        let literal = |l: Literal| quote! { #l };
         Some(match (self, value) {
-            (Num::I32, Value::I32(v)) => {
-                (Literal::i32_suffixed(*v).into_token_stream(), v.to_string())
-            }
-            (Num::I64, Value::I64(v)) => {
-                (Literal::i64_suffixed(*v).into_token_stream(), v.to_string())
-            }
-            (Num::U32, Value::U32(v)) => {
-                (Literal::u32_suffixed(*v).into_token_stream(), v.to_string())
-            }
-            (Num::U64, Value::U64(v)) => {
-                (Literal::u64_suffixed(*v).into_token_stream(), v.to_string())
-            }
+            (Num::I32, Value::I32(v)) => (literal(Literal::i32_suffixed(*v)), v.to_string()),
+            (Num::I64, Value::I64(v)) => (literal(Literal::i64_suffixed(*v)), v.to_string()),
+            (Num::U32, Value::U32(v)) => (literal(Literal::u32_suffixed(*v)), v.to_string()),
+            (Num::U64, Value::U64(v)) => (literal(Literal::u64_suffixed(*v)), v.to_string()),
             (Num::F32, Value::F32(v)) => {
                 let bits = v.to_bits();
                 (quote! { f32::from_bits(#bits) }, v.to_string())
@@ -151,16 +144,6 @@ impl Num {
             }
             _ => return None,
         })
-    }
-}
-
-trait IntoTokens {
-    fn into_token_stream(self) -> TokenStream;
-}
-
-impl IntoTokens for Literal {
-    fn into_token_stream(self) -> TokenStream {
-        quote! { #self }
     }
 }
 
@@ -191,6 +174,16 @@ fn rules_name(kind: &Kind) -> &'static str {
             _ => "message",
         },
     }
+}
+
+/// The strings of a repeated string rule.
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A list of values as a message shows it: `[a, b]`.
@@ -278,9 +271,6 @@ impl MessageWriter<'_> {
         rules: &DynamicMessage,
         path: &[i32],
     ) -> TokenStream {
-        if let Some(num) = Num::of(kind) {
-            return self.number(label, num, rules_name(kind), rules, path);
-        }
         match kind {
             Kind::String => self.string(label, rules, path),
             Kind::Bytes => self.bytes(label, rules, path),
@@ -349,7 +339,10 @@ impl MessageWriter<'_> {
                 );
                 TokenStream::new()
             }
-            _ => unreachable!("numbers are handled above"),
+            number => match Num::of(number) {
+                Some(num) => self.number(label, num, rules_name(kind), rules, path),
+                None => TokenStream::new(),
+            },
         }
     }
 

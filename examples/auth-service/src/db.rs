@@ -14,11 +14,18 @@ use keel::with_store;
 /// The auth service's schema.
 pub static MIGRATIONS: Migrations = Migrations::new(
     "auth",
-    &[Migration {
-        version: 1,
-        description: "credentials, sessions and refresh tokens",
-        sql: include_str!("../migrations/0001_init.sql"),
-    }],
+    &[
+        Migration {
+            version: 1,
+            description: "credentials, sessions and refresh tokens",
+            sql: include_str!("../migrations/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "the refresh that spent a token, and its successor",
+            sql: include_str!("../migrations/0002_refresh_retries.sql"),
+        },
+    ],
 );
 
 /// A stored credential.
@@ -223,29 +230,61 @@ impl AuthStore {
     /// Spends the refresh token whose hash is `old_hash` and stores its
     /// successor `new_hash` (expiring at `new_expires_at`, capped by the
     /// session's end), atomically; or says why not. Presenting a spent token
-    /// revokes its session.
+    /// revokes its session, unless `request_id` (non-empty) is the one that
+    /// spent it and its successor is still unused: then this is another
+    /// attempt of that refresh, whose answer was lost, and `new_hash`
+    /// replaces the successor.
     pub async fn rotate(
         &self,
         old_hash: &str,
         new_hash: &str,
         now: i64,
         new_expires_at: i64,
+        request_id: &str,
     ) -> Result<Rotation, StoreError> {
+        let spent_by = (!request_id.is_empty()).then_some(request_id);
         let _turn = self.store.write().await;
         let rotation = with_store!(&self.store, pool => {
             let mut tx = pool.begin().await?;
             // The write comes first: on SQLite it takes the write lock at
             // once, and on PostgreSQL a concurrent rotation of the same
             // token waits here and then finds `spent_at` set.
-            let spent = sqlx::query(
-                "UPDATE refresh_tokens SET spent_at = $1 \
+            let mut spent = sqlx::query(
+                "UPDATE refresh_tokens SET spent_at = $1, spent_by = $3, replaced_by = $4 \
                  WHERE token_hash = $2 AND spent_at IS NULL \
                  RETURNING family_id, expires_at",
             )
             .bind(now)
             .bind(old_hash)
+            .bind(spent_by)
+            .bind(new_hash)
             .fetch_optional(&mut *tx)
             .await?;
+            if spent.is_none() && let Some(request_id) = spent_by {
+                // Another attempt of the refresh that spent it: its
+                // successor, if nobody used it, gives way to `new_hash`.
+                let superseded = sqlx::query(
+                    "UPDATE refresh_tokens SET spent_at = $1, spent_by = '(superseded)' \
+                     WHERE spent_at IS NULL AND token_hash = \
+                     (SELECT replaced_by FROM refresh_tokens WHERE token_hash = $2 AND spent_by = $3)",
+                )
+                .bind(now)
+                .bind(old_hash)
+                .bind(request_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if superseded == 1 {
+                    spent = sqlx::query(
+                        "UPDATE refresh_tokens SET replaced_by = $1 WHERE token_hash = $2 \
+                         RETURNING family_id, expires_at",
+                    )
+                    .bind(new_hash)
+                    .bind(old_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                }
+            }
             match spent {
                 Some(row) => {
                     let family_id: String = row.try_get("family_id")?;

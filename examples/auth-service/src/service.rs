@@ -489,7 +489,10 @@ impl AuthService for AuthHandler {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
-        let presented = request.into_inner().refresh_token;
+        let RefreshRequest {
+            refresh_token: presented,
+            request_id,
+        } = request.into_inner();
         check_refresh_token(&presented)?;
         let inner = &self.inner;
         let now = now_millis();
@@ -501,6 +504,7 @@ impl AuthService for AuthHandler {
                 &tokens::refresh_token_hash(&next),
                 now,
                 now.saturating_add(millis(inner.tokens.refresh_ttl)),
+                &request_id,
             )
             .await
             .map_err(store_status)?;

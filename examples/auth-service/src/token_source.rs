@@ -186,9 +186,13 @@ impl RefreshingTokenSource {
 
     async fn refresh(&self, refresh_token: Secret) -> Result<TokenResponse, tonic::Status> {
         let mut client = self.client.clone();
+        // One id for this refresh: the client's retries of it resend it.
+        let request_id = crate::tokens::new_request_id()
+            .map_err(|e| tonic::Status::internal(format!("no randomness for a request id: {e}")))?;
         let response = client
             .refresh(RefreshRequest {
                 refresh_token: refresh_token.expose().to_owned(),
+                request_id,
             })
             .await?;
         Ok(response.into_inner())

@@ -41,6 +41,11 @@ pub fn new_refresh_token() -> Result<String, Error> {
     Ok(b64(&random::<REFRESH_TOKEN_BYTES>()?))
 }
 
+/// A new `RefreshRequest.request_id`: 16 random bytes, base64url (22 characters).
+pub fn new_request_id() -> Result<String, Error> {
+    Ok(b64(&random::<16>()?))
+}
+
 /// Whether `token` has the shape of a refresh token this service issues.
 pub fn is_refresh_token_shaped(token: &str) -> bool {
     token.len() == REFRESH_TOKEN_LEN

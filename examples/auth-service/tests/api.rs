@@ -27,6 +27,7 @@ fn login(username: &str, password: &str) -> LoginRequest {
 fn refresh(token: &str) -> RefreshRequest {
     RefreshRequest {
         refresh_token: token.into(),
+        ..Default::default()
     }
 }
 

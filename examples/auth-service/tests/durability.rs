@@ -175,6 +175,7 @@ async fn worker(mut client: AuthServiceClient<Channel>, ledger: Arc<Mutex<Ledger
             match client
                 .refresh(RefreshRequest {
                     refresh_token: token,
+                    ..Default::default()
                 })
                 .await
             {
@@ -253,6 +254,7 @@ async fn acknowledged_tokens_survive_kill_9(db: Db) {
 
     let refresh = |token: &str| RefreshRequest {
         refresh_token: token.to_owned(),
+        ..Default::default()
     };
     let (mut continued, mut reuse_checked, mut uncertain) = (0, 0, 0);
     for (i, session) in ledger.sessions.iter().enumerate() {
@@ -314,3 +316,153 @@ async fn acknowledged_tokens_survive_kill_9(db: Db) {
 }
 
 on_both_backends!(acknowledged_tokens_survive_kill_9);
+
+/// Three replicas on one PostgreSQL database behind tonic's balanced
+/// channel, called through the generated client: one is killed with SIGKILL
+/// in the middle of a burst of logins and refreshes, and no call fails (the
+/// client's retry policy from auth.proto sends the calls it was serving to
+/// the others, and a refresh whose answer was lost is recognised by its
+/// `request_id`). Two refreshes of one token sent to two replicas at once
+/// still give exactly one success.
+#[tokio::test]
+async fn three_replicas_one_killed_mid_burst_no_call_fails() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let test = TestDb::new(Db::Postgres).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = test.config.url.expose().to_owned();
+        let mut replicas = Vec::new();
+        for name in ["a", "b", "c"] {
+            let mut replica = Process::start(&url, dir.path(), name);
+            replica.client().await;
+            replicas.push(replica);
+        }
+        let endpoints = replicas.iter().map(|r| {
+            tonic::transport::Endpoint::from_shared(format!("http://{}", r.addr))
+                .expect("endpoint")
+                .connect_timeout(Duration::from_secs(1))
+        });
+        let metrics = keel::Metrics::new(&[]).expect("metrics");
+        let client = keel::client::Client::from_parts(
+            Duration::from_secs(10),
+            keel::metrics::ClientMetrics::new(metrics.registry()).expect("client metrics"),
+        );
+        let auth =
+            auth_service::auth_v1::auth_service_client(Channel::balance_list(endpoints), &client)
+                .expect("generated client");
+
+        let acks = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|worker| {
+                let (mut auth, acks, stop, failures) =
+                    (auth.clone(), acks.clone(), stop.clone(), failures.clone());
+                tokio::spawn(async move {
+                    let mut refreshes = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let login = auth
+                            .login(LoginRequest {
+                                username: ADMIN.into(),
+                                password: ADMIN_PASSWORD.into(),
+                            })
+                            .await;
+                        let mut token = match login {
+                            Ok(reply) => reply.into_inner().refresh_token,
+                            Err(status) => {
+                                failures.lock().unwrap().push(format!("login: {status:?}"));
+                                return;
+                            }
+                        };
+                        acks.fetch_add(1, Ordering::SeqCst);
+                        for _ in 0..3 {
+                            // One id per refresh; the client's retries resend it.
+                            refreshes += 1;
+                            let refresh = RefreshRequest {
+                                refresh_token: token,
+                                request_id: format!("w{worker}-{refreshes}"),
+                            };
+                            match auth.refresh(refresh).await {
+                                Ok(reply) => token = reply.into_inner().refresh_token,
+                                Err(status) => {
+                                    failures
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("refresh: {status:?}"));
+                                    return;
+                                }
+                            }
+                            acks.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let wait_for = |count: usize| {
+            let acks = acks.clone();
+            async move {
+                let started = Instant::now();
+                while acks.load(Ordering::SeqCst) < count && started.elapsed() < MAX_BURST {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        };
+        wait_for(ACKS_BEFORE_KILL).await;
+        replicas[1].kill9();
+        let at_kill = acks.load(Ordering::SeqCst);
+        wait_for(at_kill + ACKS_BEFORE_KILL).await;
+        stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            worker.await.expect("worker");
+        }
+        let failures = failures.lock().unwrap().clone();
+        let after_kill = acks.load(Ordering::SeqCst) - at_kill;
+        let logs: Vec<String> = replicas.iter().map(Process::log).collect();
+        assert!(
+            failures.is_empty(),
+            "calls failed: {failures:#?}\nlogs: {logs:#?}"
+        );
+        assert!(
+            after_kill >= ACKS_BEFORE_KILL,
+            "only {after_kill} calls answered after the kill\nlogs: {logs:#?}"
+        );
+        let retries: f64 = metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("keel_client_retries_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        eprintln!("{at_kill} calls before the kill, {after_kill} after; {retries} retries");
+
+        // One token, two replicas, at once: exactly one refresh succeeds.
+        let mut a = replicas[0].client().await;
+        let mut c = replicas[2].client().await;
+        for _ in 0..5 {
+            let login = a
+                .login(LoginRequest {
+                    username: ADMIN.into(),
+                    password: ADMIN_PASSWORD.into(),
+                })
+                .await
+                .expect("login")
+                .into_inner();
+            let refresh = |id: &str| RefreshRequest {
+                refresh_token: login.refresh_token.clone(),
+                request_id: id.to_owned(),
+            };
+            let (first, second) =
+                tokio::join!(a.refresh(refresh("one")), c.refresh(refresh("two")));
+            let won = [first.is_ok(), second.is_ok()];
+            assert_eq!(
+                won.iter().filter(|w| **w).count(),
+                1,
+                "{first:?} {second:?}"
+            );
+            let lost = first.err().or(second.err()).expect("a loser");
+            assert_eq!(lost.code(), Code::Unauthenticated, "{lost:?}");
+        }
+    })
+    .await
+    .expect("within 120 s");
+}

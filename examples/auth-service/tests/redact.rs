@@ -41,7 +41,8 @@ fn debug_prints_redacted_for_passwords_and_tokens() {
     assert_redacted(&format!(
         "{:?}",
         RefreshRequest {
-            refresh_token: REFRESH.into()
+            refresh_token: REFRESH.into(),
+            ..Default::default()
         }
     ));
     // As a handler sees it: tonic's request prints the message with its Debug.

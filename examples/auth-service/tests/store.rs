@@ -36,12 +36,24 @@ async fn session(store: &AuthStore, id: &str, subject: &str, token: &str) {
 }
 
 async fn rotate(store: &AuthStore, old: &str, new: &str, now: i64) -> Rotation {
+    rotate_as(store, old, new, now, "").await
+}
+
+/// [`rotate`] by the refresh named `request_id`.
+async fn rotate_as(
+    store: &AuthStore,
+    old: &str,
+    new: &str,
+    now: i64,
+    request_id: &str,
+) -> Rotation {
     store
         .rotate(
             &refresh_token_hash(old),
             &refresh_token_hash(new),
             now,
             now + 2 * HOUR,
+            request_id,
         )
         .await
         .unwrap()
@@ -139,6 +151,63 @@ async fn rotation_spends_and_chains(db: Db) {
     assert_eq!(
         store.session_state("nope", HOUR).await.unwrap(),
         SessionState::Unknown
+    );
+    store.store().close().await;
+}
+
+/// Another attempt of a committed refresh whose answer was lost (the same
+/// request id) replaces the unused successor; anything else that presents a
+/// spent token is a reuse.
+async fn a_retried_refresh_replaces_its_unused_successor(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = test.auth_store().await;
+    with_credential(&store, "ada").await;
+    session(&store, "s1", "ada", "t1").await;
+
+    assert!(matches!(
+        rotate_as(&store, "t1", "t2", HOUR, "r1").await,
+        Rotation::Rotated { .. }
+    ));
+    // The answer carrying t2 was lost; the client sends the refresh again.
+    assert!(matches!(
+        rotate_as(&store, "t1", "t3", HOUR, "r1").await,
+        Rotation::Rotated { family_id, .. } if family_id == "s1"
+    ));
+    // t2 gave way to t3: presenting it is a reuse, as is any other refresh of t1.
+    assert!(matches!(
+        rotate_as(&store, "t3", "t4", HOUR, "r2").await,
+        Rotation::Rotated { .. }
+    ));
+    // Once t3 was used, the retry of r1 no longer applies: t1 is reused.
+    assert_eq!(
+        rotate_as(&store, "t1", "t5", HOUR, "r1").await,
+        Rotation::Reused {
+            family_id: "s1".into()
+        }
+    );
+    assert_eq!(
+        store.session_state("s1", HOUR).await.unwrap(),
+        SessionState::Ended
+    );
+
+    // A superseded successor presented later revokes its session too.
+    session(&store, "s2", "ada", "u1").await;
+    rotate_as(&store, "u1", "u2", HOUR, "q1").await;
+    rotate_as(&store, "u1", "u3", HOUR, "q1").await;
+    assert_eq!(
+        rotate_as(&store, "u2", "u4", HOUR, "q2").await,
+        Rotation::Reused {
+            family_id: "s2".into()
+        }
+    );
+    // And without a request id, every second presentation is a reuse.
+    session(&store, "s3", "ada", "v1").await;
+    rotate(&store, "v1", "v2", HOUR).await;
+    assert_eq!(
+        rotate(&store, "v1", "v3", HOUR).await,
+        Rotation::Reused {
+            family_id: "s3".into()
+        }
     );
     store.store().close().await;
 }
@@ -260,8 +329,18 @@ async fn concurrent_rotations_of_one_token_exactly_one_wins(db: Db) {
                 let first = first.clone();
                 tokio::spawn(async move {
                     let next = format!("next-{round}-{i}");
+                    // Half of them name their refresh: distinct refreshes
+                    // still race for one token.
+                    let id = if i % 2 == 1 {
+                        format!("r{i}")
+                    } else {
+                        String::new()
+                    };
                     barrier.wait().await;
-                    (next.clone(), rotate(&store, &first, &next, HOUR).await)
+                    (
+                        next.clone(),
+                        rotate_as(&store, &first, &next, HOUR, &id).await,
+                    )
                 })
             })
             .collect();
@@ -301,13 +380,14 @@ async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
             .await
             .unwrap()
     });
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "each of the two steps once");
     store.close().await;
 }
 
 on_both_backends!(
     credentials_are_unique_and_read_back,
     rotation_spends_and_chains,
+    a_retried_refresh_replaces_its_unused_successor,
     expiry_is_enforced_and_capped_by_the_session,
     revocation_by_token_and_by_subject,
     concurrent_rotations_of_one_token_exactly_one_wins,

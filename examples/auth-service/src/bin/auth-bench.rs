@@ -285,7 +285,10 @@ async fn refreshes(
         },
         |mut client, refresh_token| async move {
             let reply = client
-                .refresh(RefreshRequest { refresh_token })
+                .refresh(RefreshRequest {
+                    refresh_token,
+                    ..Default::default()
+                })
                 .await
                 .context("Refresh")?
                 .into_inner();

@@ -38,6 +38,13 @@ pub struct LoginRequest {
 pub struct RefreshRequest {
     #[prost(string, tag = "1")]
     pub refresh_token: ::prost::alloc::string::String,
+    /// Names this refresh, the same in every attempt of it (a generated client
+    /// resends the message as it is): an attempt after one that was committed
+    /// but whose answer was lost gets a new next token, and the unused one it
+    /// replaces is refused from then on, instead of the token counting as
+    /// reused. Empty: every second presentation of a token is a reuse.
+    #[prost(string, tag = "2")]
+    pub request_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 #[prost(skip_debug)]
@@ -532,7 +539,7 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateCredentialSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -570,7 +577,7 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = LoginSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -608,7 +615,7 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RefreshSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -646,7 +653,7 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ValidateSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -684,7 +691,7 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -723,7 +730,7 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeAllSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -761,7 +768,7 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetJwksSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = ::keel::validate::ValidatingCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -812,7 +819,7 @@ pub mod auth_service_server {
 }
 /// The gRPC service config (JSON) of `keel.auth.v1.AuthService`: the retry policies of [`AUTH_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const AUTH_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
+pub const AUTH_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Login\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Refresh\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
 /// Keel policy of `keel.auth.v1.AuthService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -852,7 +859,13 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
+            retry: ::core::option::Option::Some(::keel::RetryPolicy {
+                max_attempts: 5u32,
+                initial_backoff: ::core::time::Duration::from_nanos(50000000),
+                max_backoff: ::core::time::Duration::from_nanos(500000000),
+                backoff_multiplier: 2f64,
+                retryable_codes: &[::tonic::Code::Unavailable],
+            }),
             options: &[],
         },
         ::keel::MethodPolicy {
@@ -865,7 +878,13 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_timeout: ::core::option::Option::None,
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
+            retry: ::core::option::Option::Some(::keel::RetryPolicy {
+                max_attempts: 5u32,
+                initial_backoff: ::core::time::Duration::from_nanos(50000000),
+                max_backoff: ::core::time::Duration::from_nanos(500000000),
+                backoff_multiplier: 2f64,
+                retryable_codes: &[::tonic::Code::Unavailable],
+            }),
             options: &[],
         },
         ::keel::MethodPolicy {
@@ -1013,6 +1032,7 @@ impl ::core::fmt::Debug for RefreshRequest {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         let mut s = f.debug_struct("RefreshRequest");
         s.field("refresh_token", &::core::format_args!("[REDACTED]"));
+        s.field("request_id", &self.request_id);
         s.finish()
     }
 }
@@ -1042,6 +1062,78 @@ impl ::core::fmt::Debug for RevokeRequest {
         s.field("refresh_token", &::core::format_args!("[REDACTED]"));
         s.finish()
     }
+}
+
+impl ::keel::validate::Validate for CreateCredentialRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for Credential {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for LoginRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for RefreshRequest {
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.request_id;
+            {
+                static PATTERN: ::keel::validate::Pattern =
+                    ::keel::validate::Pattern::new("^[A-Za-z0-9_-]{0,64}$");
+                PATTERN.check(
+                    violations,
+                    "request_id",
+                    "string.pattern",
+                    "does not match regex pattern `^[A-Za-z0-9_-]{0,64}$`",
+                    value,
+                );
+            }
+        }
+    }
+}
+impl ::keel::validate::Validate for TokenResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for ValidateRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for ValidateResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for RevokeRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for RevokeResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for RevokeAllRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for RevokeAllResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for GetJwksRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for Jwks {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+}
+impl ::keel::validate::Validate for Jwk {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
 }
 
 /// The encoded `FileDescriptorSet` of the compiled protos and their imports, custom
