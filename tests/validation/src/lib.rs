@@ -2,6 +2,7 @@
 //! served by Keel, for the tests: its handler counts the messages it sees,
 //! so a test can tell that a bad request never reached it.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -45,6 +46,22 @@ impl RulesService for Handler {
             seen = self.saw();
         }
         Ok(Response::new(Reply { seen }))
+    }
+
+    type CheckEachStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<Reply, Status>> + Send + 'static>>;
+
+    async fn check_each(
+        &self,
+        request: Request<Streaming<Everything>>,
+    ) -> Result<Response<Self::CheckEachStream>, Status> {
+        let handler = self.clone();
+        let replies = tokio_stream::StreamExt::map(request.into_inner(), move |message| {
+            message.map(|_| Reply {
+                seen: handler.saw(),
+            })
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn r#break(&self, _: Request<Broken>) -> Result<Response<Reply>, Status> {

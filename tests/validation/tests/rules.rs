@@ -374,6 +374,23 @@ async fn bad_requests_never_reach_the_handler() {
         assert_eq!(status.message(), "tags: must contain at least 1 item(s)");
         assert_eq!(seen(), 3);
 
+        // A bidi stream: each message is answered until the bad one ends it.
+        let mut bad = valid();
+        bad.agreed = false;
+        let before = seen();
+        let mut replies = client
+            .check_each(tokio_stream::iter(vec![valid(), bad, valid()]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(replies.message().await.unwrap().unwrap().seen, before + 1);
+        let status = replies.message().await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::InvalidArgument, "agreed: must equal true")
+        );
+        assert_eq!(seen(), before + 1);
+
         // A method whose input has no rules takes anything.
         assert_eq!(
             client
@@ -384,14 +401,14 @@ async fn bad_requests_never_reach_the_handler() {
                 .unwrap()
                 .get_ref()
                 .seen,
-            4
+            5
         );
 
         // A rule that cannot be evaluated: INTERNAL, saying nothing internal.
         let status = client.r#break(Broken { n: 1 }).await.unwrap_err();
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "a validation rule could not be evaluated");
-        assert_eq!(seen(), 4);
+        assert_eq!(seen(), 5);
     })
     .await
     .expect("within 30 s");

@@ -233,6 +233,24 @@ pub mod rules_client {
                 .insert(GrpcMethod::new("rules.v1.Rules", "CheckMany"));
             self.inner.client_streaming(req, path, codec).await
         }
+        /// Answers each message with how many the handler has seen.
+        pub async fn check_each(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::Everything>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::Reply>>,
+            tonic::Status,
+        > {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/rules.v1.Rules/CheckEach");
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rules.v1.Rules", "CheckEach"));
+            self.inner.streaming(req, path, codec).await
+        }
         pub async fn r#break(
             &mut self,
             request: impl tonic::IntoRequest<super::Broken>,
@@ -284,6 +302,16 @@ pub mod rules_server {
             &self,
             request: tonic::Request<tonic::Streaming<super::Everything>>,
         ) -> std::result::Result<tonic::Response<super::Reply>, tonic::Status>;
+        /// Server streaming response type for the CheckEach method.
+        type CheckEachStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::Reply, tonic::Status>,
+            > + std::marker::Send
+            + 'static;
+        /// Answers each message with how many the handler has seen.
+        async fn check_each(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::Everything>>,
+        ) -> std::result::Result<tonic::Response<Self::CheckEachStream>, tonic::Status>;
         async fn r#break(
             &self,
             request: tonic::Request<super::Broken>,
@@ -441,6 +469,46 @@ pub mod rules_server {
                     };
                     Box::pin(fut)
                 }
+                "/rules.v1.Rules/CheckEach" => {
+                    #[allow(non_camel_case_types)]
+                    struct CheckEachSvc<T: Rules>(pub Arc<T>);
+                    impl<T: Rules> tonic::server::StreamingService<super::Everything> for CheckEachSvc<T> {
+                        type Response = super::Reply;
+                        type ResponseStream = T::CheckEachStream;
+                        type Future =
+                            BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::Everything>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut =
+                                async move { <T as Rules>::check_each(&inner, request).await };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CheckEachSvc(inner);
+                        let codec = ::keel::validate::ValidatingCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/rules.v1.Rules/Break" => {
                     #[allow(non_camel_case_types)]
                     struct BreakSvc<T: Rules>(pub Arc<T>);
@@ -552,6 +620,7 @@ pub const RULES_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// |---|---|---|
 /// | `Check` | public |  |
 /// | `CheckMany` | public |  |
+/// | `CheckEach` | public |  |
 /// | `Break` | public |  |
 /// | `Echo` | public |  |
 pub static RULES_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
@@ -574,6 +643,19 @@ pub static RULES_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             name: "CheckMany",
             path: "/rules.v1.Rules/CheckMany",
             kind: ::keel::MethodKind::ClientStreaming,
+            access: ::keel::Access::Public,
+            labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
+            options: &[],
+        },
+        ::keel::MethodPolicy {
+            name: "CheckEach",
+            path: "/rules.v1.Rules/CheckEach",
+            kind: ::keel::MethodKind::BidiStreaming,
             access: ::keel::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
@@ -617,8 +699,9 @@ fn rules_route(path: &str) -> ::core::option::Option<usize> {
     match path {
         "/rules.v1.Rules/Check" => Some(0),
         "/rules.v1.Rules/CheckMany" => Some(1),
-        "/rules.v1.Rules/Break" => Some(2),
-        "/rules.v1.Rules/Echo" => Some(3),
+        "/rules.v1.Rules/CheckEach" => Some(2),
+        "/rules.v1.Rules/Break" => Some(3),
+        "/rules.v1.Rules/Echo" => Some(4),
         _ => None,
     }
 }
