@@ -56,6 +56,8 @@ pub mod serve;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod validate;
 

@@ -751,7 +751,7 @@ async fn password_hashes_follow_the_configured_cost(db: Db) {
     let test = TestDb::new(db).await;
     let server = Server::start(&settings(&test.config)).await;
     server.stop().await;
-    let store = test.auth_store().await;
+    let store = auth_store(&test).await;
     let admin = store.credential(ADMIN).await.unwrap().unwrap();
     assert!(
         admin
@@ -789,7 +789,7 @@ async fn password_hashes_follow_the_configured_cost(db: Db) {
     stronger.stop().await;
 }
 
-on_both_backends!(
+keel::on_both_backends!(
     login_issues_tokens_other_keel_services_accept,
     login_failures_do_not_reveal_whether_the_user_exists,
     repeated_failures_are_throttled_with_a_retry_hint,

@@ -315,7 +315,7 @@ async fn acknowledged_tokens_survive_kill_9(db: Db) {
     second.kill9();
 }
 
-on_both_backends!(acknowledged_tokens_survive_kill_9);
+keel::on_both_backends!(acknowledged_tokens_survive_kill_9);
 
 /// Three replicas on one PostgreSQL database behind tonic's balanced
 /// channel, called through the generated client: one is killed with SIGKILL

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use auth_service::{AuthStore, NewSession, Rotation, SessionState, refresh_token_hash};
-use common::{Db, TestDb};
+use common::{Db, TestDb, auth_store};
 
 const HOUR: i64 = 3_600_000;
 
@@ -61,7 +61,7 @@ async fn rotate_as(
 
 async fn credentials_are_unique_and_read_back(db: Db) {
     let test = TestDb::new(db).await;
-    let store = test.auth_store().await;
+    let store = auth_store(&test).await;
     assert!(
         store
             .create_credential("ada", "h1", "x y", 5)
@@ -107,7 +107,7 @@ async fn credentials_are_unique_and_read_back(db: Db) {
 
 async fn rotation_spends_and_chains(db: Db) {
     let test = TestDb::new(db).await;
-    let store = test.auth_store().await;
+    let store = auth_store(&test).await;
     with_credential(&store, "ada").await;
     session(&store, "s1", "ada", "t1").await;
 
@@ -160,7 +160,7 @@ async fn rotation_spends_and_chains(db: Db) {
 /// spent token is a reuse.
 async fn a_retried_refresh_replaces_its_unused_successor(db: Db) {
     let test = TestDb::new(db).await;
-    let store = test.auth_store().await;
+    let store = auth_store(&test).await;
     with_credential(&store, "ada").await;
     session(&store, "s1", "ada", "t1").await;
 
@@ -214,7 +214,7 @@ async fn a_retried_refresh_replaces_its_unused_successor(db: Db) {
 
 async fn expiry_is_enforced_and_capped_by_the_session(db: Db) {
     let test = TestDb::new(db).await;
-    let store = test.auth_store().await;
+    let store = auth_store(&test).await;
     with_credential(&store, "ada").await;
     session(&store, "s1", "ada", "t1").await;
     // The token expires at 2 h: nothing changes, it is not spent.
@@ -258,7 +258,7 @@ async fn expiry_is_enforced_and_capped_by_the_session(db: Db) {
 
 async fn revocation_by_token_and_by_subject(db: Db) {
     let test = TestDb::new(db).await;
-    let store = test.auth_store().await;
+    let store = auth_store(&test).await;
     with_credential(&store, "ada").await;
     with_credential(&store, "bob").await;
     session(&store, "a1", "ada", "ta1").await;
@@ -313,8 +313,8 @@ async fn revocation_by_token_and_by_subject(db: Db) {
 /// (reuse detection), which the winner's new token then shows.
 async fn concurrent_rotations_of_one_token_exactly_one_wins(db: Db) {
     let test = TestDb::new(db).await;
-    let store = test.auth_store().await;
-    let replicas = [store.clone(), test.auth_store().await];
+    let store = auth_store(&test).await;
+    let replicas = [store.clone(), auth_store(&test).await];
     with_credential(&store, "ada").await;
     const RACERS: usize = 8;
     for round in 0..10 {
@@ -371,7 +371,7 @@ async fn concurrent_rotations_of_one_token_exactly_one_wins(db: Db) {
 
 async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
     let test = TestDb::new(db).await;
-    let store = test.store().await;
+    let store = test.store().await.expect("connect store");
     AuthStore::new(store.clone()).await.unwrap();
     AuthStore::new(store.clone()).await.unwrap();
     let applied: i64 = keel::with_store!(&store, pool => {
@@ -384,7 +384,7 @@ async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
     store.close().await;
 }
 
-on_both_backends!(
+keel::on_both_backends!(
     credentials_are_unique_and_read_back,
     rotation_spends_and_chains,
     a_retried_refresh_replaces_its_unused_successor,

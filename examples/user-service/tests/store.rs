@@ -201,28 +201,7 @@ async fn listing_exporting_and_all_or_nothing_imports(db: Db) {
     users.store().close().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+keel::on_both_backends!(
     users_survive_a_restart,
     concurrent_creates_get_distinct_ids,
     listing_exporting_and_all_or_nothing_imports,

@@ -90,6 +90,11 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// Whether it serves `/metrics` (so needs a listener for it).
+    pub(crate) fn metrics_enabled(&self) -> bool {
+        self.config.metrics.enabled
+    }
+
     pub(crate) fn new(keel: Keel, config: &Config) -> Self {
         Server {
             keel,

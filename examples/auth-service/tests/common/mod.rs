@@ -5,20 +5,14 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use auth_service::auth_v1::auth_service_client::AuthServiceClient;
 use auth_service::auth_v1::{LoginRequest, TokenResponse};
 use auth_service::{App, AuthStore, DEFAULT_CONFIG, DEVELOPMENT_CONFIG, Settings};
 use keel::config::{Environment, Loader, StoreConfig};
-use keel::store::Store;
-use keel::store::sqlx;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
-
-/// The variable that names the PostgreSQL database of the tests.
-pub const POSTGRES_ENV: &str = "KEEL_TEST_POSTGRES_URL";
 
 /// The bootstrap administrator of [`settings`].
 pub const ADMIN: &str = "admin";
@@ -38,118 +32,12 @@ admin_password = "admin-password-for-tests"
 admin_scopes = ["users:read", "users:write"]
 "#;
 
-/// Which database a test runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
+pub use keel::testing::{Db, TestDb};
 
-/// The PostgreSQL URL of the tests. PostgreSQL tests fail, rather than
-/// skip, when it is not set.
-pub fn postgres_url() -> String {
-    match std::env::var(POSTGRES_ENV) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "{POSTGRES_ENV} is not set: the PostgreSQL tests need a database, such as \
-             postgres://postgres@127.0.0.1:5432/test (trust auth). `cargo xtask test` starts \
-             PostgreSQL on 127.0.0.1:5432 and sets it."
-        ),
-    }
-}
-
-/// A fresh, empty database: dropped (PostgreSQL schema) or deleted (SQLite
-/// directory) when this is dropped.
-pub struct TestDb {
-    pub db: Db,
-    pub config: StoreConfig,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<(String, String)>,
-}
-
-static NEXT_SCHEMA: AtomicU64 = AtomicU64::new(0);
-
-impl TestDb {
-    pub async fn new(db: Db) -> TestDb {
-        match db {
-            Db::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
-                TestDb {
-                    db,
-                    config: StoreConfig::with_url(url),
-                    _dir: Some(dir),
-                    schema: None,
-                }
-            }
-            Db::Postgres => {
-                let base = postgres_url();
-                let schema = format!(
-                    "keel_test_{}_{}_{}",
-                    std::process::id(),
-                    NEXT_SCHEMA.fetch_add(1, Ordering::Relaxed),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos())
-                );
-                let admin = Store::connect_url(&base)
-                    .await
-                    .unwrap_or_else(|e| panic!("{POSTGRES_ENV}: cannot reach PostgreSQL: {e}"));
-                keel::with_store!(&admin, pool => {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                        .execute(pool)
-                        .await
-                        .expect("create schema");
-                });
-                admin.close().await;
-                let separator = if base.contains('?') { '&' } else { '?' };
-                let url = format!("{base}{separator}options[search_path]={schema}");
-                TestDb {
-                    db,
-                    config: StoreConfig::with_url(url),
-                    _dir: None,
-                    schema: Some((base, schema)),
-                }
-            }
-        }
-    }
-
-    pub async fn store(&self) -> Store {
-        Store::connect(&self.config).await.expect("connect store")
-    }
-
-    pub async fn auth_store(&self) -> AuthStore {
-        AuthStore::new(self.store().await).await.expect("migrate")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((base, schema)) = self.schema.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: clean up on a thread of its own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(store) = Store::connect_url(&base).await {
-                    let _ = keel::with_store!(&store, pool => {
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                        )))
-                        .execute(pool)
-                        .await
-                        .map(|_| ())
-                    });
-                    store.close().await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
+/// The auth store of `test`, migrated.
+pub async fn auth_store(test: &TestDb) -> AuthStore {
+    let store = test.store().await.expect("connect store");
+    AuthStore::new(store).await.expect("migrate")
 }
 
 /// The embedded defaults with cheap hashing and the test administrator, on
@@ -268,28 +156,4 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().expect("ascii token"),
     );
     request
-}
-
-/// Defines `sqlite_<name>` and `postgres_<name>` tests running
-/// `async fn name(db: Db)`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::Db::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::Db::Postgres).await
-                }
-            )*
-        }
-    };
 }

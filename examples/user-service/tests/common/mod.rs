@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel::config::{Config, Environment, Loader, StoreConfig};
+use keel::config::{Config, Environment, Loader};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -195,111 +195,6 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The variable that names the PostgreSQL database of the tests.
-pub const POSTGRES_ENV: &str = "KEEL_TEST_POSTGRES_URL";
-
-/// Which database a store test runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh, empty database: a SQLite file in a temporary directory, or a new
-/// schema in the PostgreSQL database of `KEEL_TEST_POSTGRES_URL` (the test
-/// fails, rather than skips, when it is not set). Removed when dropped.
-pub struct TestDb {
-    pub config: StoreConfig,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<(String, String)>,
-}
-
-static NEXT_SCHEMA: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-impl TestDb {
-    pub async fn new(db: Db) -> TestDb {
-        use keel::store::{Store, sqlx};
-        match db {
-            Db::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("users.db").display()
-                );
-                TestDb {
-                    config: StoreConfig::with_url(url),
-                    _dir: Some(dir),
-                    schema: None,
-                }
-            }
-            Db::Postgres => {
-                let base = match std::env::var(POSTGRES_ENV) {
-                    Ok(url) if !url.trim().is_empty() => url,
-                    _ => panic!(
-                        "{POSTGRES_ENV} is not set: the PostgreSQL tests need a database, such as \
-                         postgres://postgres@127.0.0.1:5432/test (trust auth). `cargo xtask test` \
-                         starts PostgreSQL on 127.0.0.1:5432 and sets it."
-                    ),
-                };
-                let schema = format!(
-                    "keel_test_users_{}_{}",
-                    std::process::id(),
-                    NEXT_SCHEMA.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                );
-                let admin = Store::connect_url(&base)
-                    .await
-                    .unwrap_or_else(|e| panic!("{POSTGRES_ENV}: cannot reach PostgreSQL: {e}"));
-                keel::with_store!(&admin, pool => {
-                    for statement in [
-                        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-                        format!("CREATE SCHEMA {schema}"),
-                    ] {
-                        sqlx::query(sqlx::AssertSqlSafe(statement))
-                            .execute(pool)
-                            .await
-                            .expect("create schema");
-                    }
-                });
-                admin.close().await;
-                let separator = if base.contains('?') { '&' } else { '?' };
-                TestDb {
-                    config: StoreConfig::with_url(format!(
-                        "{base}{separator}options[search_path]={schema}"
-                    )),
-                    _dir: None,
-                    schema: Some((base, schema)),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        use keel::store::{Store, sqlx};
-        let Some((base, schema)) = self.schema.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: clean up on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(store) = Store::connect_url(&base).await {
-                    let _ = keel::with_store!(&store, pool => {
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                        )))
-                        .execute(pool)
-                        .await
-                        .map(|_| ())
-                    });
-                    store.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
+// (Used by the store tests only.)
+#[allow(unused_imports)]
+pub use keel::testing::{Db, POSTGRES_ENV, TestDb};

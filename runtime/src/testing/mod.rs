@@ -1,0 +1,173 @@
+//! Tests of a Keel service in a few lines (cargo feature `testing`): the
+//! service served on an ephemeral port of 127.0.0.1 as in production
+//! ([`TestServer`]), a client runtime for its generated client
+//! ([`client`]), access tokens with given scopes ([`token`]), and, with the
+//! `store` feature, a fresh database per test on SQLite and on PostgreSQL
+//! ([`TestDb`], [`on_both_backends!`](crate::on_both_backends)).
+//!
+//! ```no_run
+//! # async fn run(config: keel::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! use keel::testing::{TestServer, token, with_token};
+//!
+//! // With the generated `user_v1`: `&[&user_v1::USER_SERVICE_POLICY]`.
+//! let keel = keel::Keel::new(&config, &[])?;
+//! let server = TestServer::start(
+//!     keel.server(&config), // .add_service(user_v1::user_service(Users::default(), &keel)?)
+//! )
+//! .await?;
+//! let token = token(&config, "ada", &["users:read"])?;
+//! // let mut users = user_v1::user_service_client(server.url(), &keel::testing::client())?;
+//! // users.get_user(with_token(GetUserRequest { id: "u-1".into() }, &token)).await?;
+//! # let _ = (with_token((), &token), server.url());
+//! server.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::auth::IssueError;
+use crate::config::Config;
+use crate::serve::{Listeners, Server};
+
+/// How long [`TestServer::stop`] waits for the server to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long tokens from [`token`] are valid.
+const TOKEN_TTL: Duration = Duration::from_secs(600);
+
+/// A [`Server`] serving on ephemeral ports of 127.0.0.1 (gRPC, and
+/// `/metrics` when the configuration enables it) until [`stop`](Self::stop)ped;
+/// dropped, it ends at once.
+#[derive(Debug)]
+pub struct TestServer {
+    grpc: SocketAddr,
+    metrics: Option<SocketAddr>,
+    /// Each send is a shutdown signal (the first starts the graceful
+    /// shutdown, a second ends everything at once).
+    signals: mpsc::Sender<()>,
+    task: Option<JoinHandle<Result<(), crate::Error>>>,
+}
+
+/// Why a [`TestServer`] did not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum TestServerError {
+    /// An ephemeral port of 127.0.0.1 could not be bound.
+    #[error("binding 127.0.0.1:0: {0}")]
+    Bind(#[from] std::io::Error),
+    /// The server ended with an error.
+    #[error("the server failed: {0}")]
+    Serve(#[from] crate::Error),
+    /// The server did not stop within the timeout.
+    #[error("the server did not stop within {0:?}")]
+    Timeout(Duration),
+    /// The server's task panicked or was cancelled.
+    #[error("the server's task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl TestServer {
+    /// Serves `server` on ephemeral ports of 127.0.0.1, as
+    /// [`Server::serve_on`] does in production (the configuration's server
+    /// settings, lame duck and drain included).
+    pub async fn start(server: Server) -> Result<TestServer, TestServerError> {
+        let grpc = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics = match server.metrics_enabled() {
+            true => Some(TcpListener::bind("127.0.0.1:0").await?),
+            false => None,
+        };
+        let addrs = (
+            grpc.local_addr()?,
+            metrics.as_ref().map(TcpListener::local_addr).transpose()?,
+        );
+        let (signals, received) = mpsc::channel(2);
+        let task = tokio::spawn(server.serve_on(
+            Listeners { grpc, metrics },
+            tokio_stream::wrappers::ReceiverStream::new(received),
+        ));
+        Ok(TestServer {
+            grpc: addrs.0,
+            metrics: addrs.1,
+            signals,
+            task: Some(task),
+        })
+    }
+
+    /// The gRPC address.
+    pub fn addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    /// The gRPC address as a URL (`http://127.0.0.1:port`), for a generated
+    /// client constructor or `Endpoint::from_shared`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// The `/metrics` address, when the configuration enables metrics.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// Sends a shutdown signal: the first starts the graceful shutdown, a
+    /// second ends every call at once.
+    pub async fn signal(&self) {
+        let _ = self.signals.send(()).await;
+    }
+
+    /// Stops the server gracefully and waits (at most 10 s) for it to end.
+    pub async fn stop(mut self) -> Result<(), TestServerError> {
+        self.signal().await;
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        tokio::time::timeout(STOP_TIMEOUT, task)
+            .await
+            .map_err(|_| TestServerError::Timeout(STOP_TIMEOUT))???;
+        Ok(())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A test that failed before `stop`: end the server at once.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A client runtime for generated clients in tests: a 10 s default
+/// deadline, no token of its own (put one on each request with
+/// [`with_token`]), metrics in a registry of its own.
+pub fn client() -> crate::client::Client {
+    let metrics = crate::metrics::ClientMetrics::new(&prometheus::Registry::new())
+        .expect("a new registry takes the client metrics");
+    crate::client::Client::from_parts(Duration::from_secs(10), metrics)
+}
+
+/// An access token for `subject` with `scopes`, valid for ten minutes,
+/// that a server with `config` accepts: signed with `auth.hmac_secret`,
+/// with the configured issuer and audience.
+pub fn token(config: &Config, subject: &str, scopes: &[&str]) -> Result<String, IssueError> {
+    crate::auth::mint_access_token(&config.auth, subject, scopes, TOKEN_TTL)
+}
+
+/// `message` as a request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+#[cfg(feature = "store")]
+mod db;
+#[cfg(feature = "store")]
+pub use db::{Db, POSTGRES_ENV, TestDb};
