@@ -8,12 +8,15 @@
 //! - `test` installs what the tests need on a fresh machine, then runs them.
 //! - `bench` measures plain tonic against the Keel service as README builds it
 //!   (callgrind instructions, h2load rounds, peak RSS) and runs the criterion benches.
+//! - `new <dir>` creates a standalone service crate at `dir` that depends on
+//!   Keel by path (annotated proto, build.rs, handler, test, Dockerfile).
 //! - `bench-auth` runs only the auth service's benchmark (Login, Refresh,
 //!   Validate on SQLite and PostgreSQL), which `bench` includes.
 
 mod bench;
 mod bench_auth;
 mod codegen;
+mod new;
 mod policy;
 mod postgres;
 mod run;
@@ -32,9 +35,10 @@ fn main() -> ExitCode {
         ["bench-auth", rest @ ..] => bench_auth::run(rest),
         ["policy", rest @ ..] => policy::run(rest),
         ["run", rest @ ..] => run::run(rest),
+        ["new", rest @ ..] => new::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick] | policy [--format json]"
+                "usage: cargo xtask run | new <dir> | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick] | policy [--format json]"
             );
             return ExitCode::from(2);
         }

@@ -42,8 +42,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const TOKEN_TTL: Duration = Duration::from_secs(600);
 
 /// A [`Server`] serving on ephemeral ports of 127.0.0.1 (gRPC, and
-/// `/metrics` when the configuration enables it) until [`stop`](Self::stop)ped;
-/// dropped, it ends at once.
+/// `/metrics` when the configuration enables it) until [`stop`](Self::stop)ped
+/// or [`shutdown`](Self::shutdown); dropped, it ends at once.
 #[derive(Debug)]
 pub struct TestServer {
     grpc: SocketAddr,
@@ -120,15 +120,29 @@ impl TestServer {
         let _ = self.signals.send(()).await;
     }
 
-    /// Stops the server gracefully and waits (at most 10 s) for it to end.
-    pub async fn stop(mut self) -> Result<(), TestServerError> {
+    /// Ends the server at once (the shutdown signal twice: calls still
+    /// running end `UNAVAILABLE`) and waits, at most 10 s, for it to stop.
+    pub async fn stop(self) -> Result<(), TestServerError> {
         self.signal().await;
+        self.signal().await;
+        self.wait(STOP_TIMEOUT).await
+    }
+
+    /// The graceful shutdown, as in production: health `NOT_SERVING`, the
+    /// lame duck and drain periods of the configuration; waits at most
+    /// `timeout` for the server to stop.
+    pub async fn shutdown(self, timeout: Duration) -> Result<(), TestServerError> {
+        self.signal().await;
+        self.wait(timeout).await
+    }
+
+    async fn wait(mut self, timeout: Duration) -> Result<(), TestServerError> {
         let Some(task) = self.task.take() else {
             return Ok(());
         };
-        tokio::time::timeout(STOP_TIMEOUT, task)
+        tokio::time::timeout(timeout, task)
             .await
-            .map_err(|_| TestServerError::Timeout(STOP_TIMEOUT))???;
+            .map_err(|_| TestServerError::Timeout(timeout))???;
         Ok(())
     }
 }
