@@ -41,6 +41,16 @@ struct Process {
 
 impl Process {
     fn start(store_url: &str, dir: &std::path::Path, name: &str) -> Process {
+        Process::start_with(store_url, dir, name, &[])
+    }
+
+    /// [`Process::start`] with more `KEEL_*` variables.
+    fn start_with(
+        store_url: &str,
+        dir: &std::path::Path,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -68,6 +78,7 @@ impl Process {
             .env("KEEL_PASSWORDS__MEMORY_KIB", "64")
             .env("KEEL_PASSWORDS__ITERATIONS", "1")
             .env("KEEL_BOOTSTRAP__ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -318,7 +329,8 @@ async fn acknowledged_tokens_survive_kill_9(db: Db) {
 keel::on_both_backends!(acknowledged_tokens_survive_kill_9);
 
 /// Three replicas on one PostgreSQL database behind tonic's balanced
-/// channel, called through the generated client: one is killed with SIGKILL
+/// channel (`keel::client::balanced`, which takes out a replica whose port
+/// refuses connections), called through the generated client: one is killed with SIGKILL
 /// in the middle of a burst of logins and refreshes, and no call fails (the
 /// client's retry policy from auth.proto sends the calls it was serving to
 /// the others, and a refresh whose answer was lost is recognised by its
@@ -334,7 +346,10 @@ async fn three_replicas_one_killed_mid_burst_no_call_fails() {
         let url = test.config.url.expose().to_owned();
         let mut replicas = Vec::new();
         for name in ["a", "b", "c"] {
-            let mut replica = Process::start(&url, dir.path(), name);
+            // Six workers log in as one user at once: more attempts in
+            // flight than the per-username throttle's burst.
+            let throttle = [("KEEL_THROTTLE__USERNAME_BURST", "100")];
+            let mut replica = Process::start_with(&url, dir.path(), name, &throttle);
             replica.client().await;
             replicas.push(replica);
         }
@@ -348,9 +363,12 @@ async fn three_replicas_one_killed_mid_burst_no_call_fails() {
             Duration::from_secs(10),
             keel::metrics::ClientMetrics::new(metrics.registry()).expect("client metrics"),
         );
-        let auth =
-            auth_service::auth_v1::auth_service_client(Channel::balance_list(endpoints), &client)
-                .expect("generated client");
+        let auth = auth_service::auth_v1::auth_service_client(
+            keel::client::balanced(endpoints, Duration::from_millis(100))
+                .expect("balanced channel"),
+            &client,
+        )
+        .expect("generated client");
 
         let acks = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));

@@ -64,6 +64,7 @@
 //! That is cheap (reference-counted clones; a called service's metrics are
 //! made once, on first use). The `gateway-service` example does this.
 
+mod balance;
 mod body;
 mod call;
 mod layer;
@@ -75,6 +76,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use tonic::transport::{Channel as TonicChannel, ClientTlsConfig as TonicTls, Endpoint};
 
+pub use balance::balanced;
 pub use body::ResponseBody;
 pub use call::ClientCall;
 pub use layer::{ClientFuture, ClientLayer, ClientService};

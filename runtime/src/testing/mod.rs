@@ -81,18 +81,26 @@ impl TestServer {
             true => Some(TcpListener::bind("127.0.0.1:0").await?),
             false => None,
         };
-        let addrs = (
-            grpc.local_addr()?,
-            metrics.as_ref().map(TcpListener::local_addr).transpose()?,
-        );
+        TestServer::start_on(server, Listeners { grpc, metrics })
+    }
+
+    /// Serves `server` on listeners of the caller's: a port that must stay
+    /// the same across restarts of the service, say.
+    pub fn start_on(server: Server, listeners: Listeners) -> Result<TestServer, TestServerError> {
+        let grpc = listeners.grpc.local_addr()?;
+        let metrics = listeners
+            .metrics
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let (signals, received) = mpsc::channel(2);
         let task = tokio::spawn(server.serve_on(
-            Listeners { grpc, metrics },
+            listeners,
             tokio_stream::wrappers::ReceiverStream::new(received),
         ));
         Ok(TestServer {
-            grpc: addrs.0,
-            metrics: addrs.1,
+            grpc,
+            metrics,
             signals,
             task: Some(task),
         })

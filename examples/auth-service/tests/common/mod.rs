@@ -59,13 +59,11 @@ pub fn settings(store: &StoreConfig) -> Settings {
     settings_with(store, "")
 }
 
+/// The auth service served by [`keel::testing::TestServer`].
 pub struct Server {
     pub addr: SocketAddr,
     pub app: App,
-    /// Each send is a shutdown signal (the first starts the graceful
-    /// shutdown, a second ends everything at once).
-    signals: tokio::sync::mpsc::Sender<()>,
-    task: Option<tokio::task::JoinHandle<Result<(), keel::Error>>>,
+    server: keel::testing::TestServer,
 }
 
 impl Server {
@@ -82,27 +80,21 @@ impl Server {
         config.server.drain_timeout = Duration::from_secs(5);
         let app = App::new(settings).await.expect("auth service app");
         let server = app.server(&config).expect("server");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (signals, received) = tokio::sync::mpsc::channel(2);
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let listeners = keel::serve::Listeners {
-            grpc: listener,
+            grpc,
             metrics: http,
         };
-        let task = tokio::spawn(server.serve_on(
-            listeners,
-            tokio_stream::wrappers::ReceiverStream::new(received),
-        ));
+        let server = keel::testing::TestServer::start_on(server, listeners).expect("serving");
         Server {
-            addr,
+            addr: server.addr(),
             app,
-            signals,
-            task: Some(task),
+            server,
         }
     }
 
     pub async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+        tonic::transport::Endpoint::from_shared(self.server.url())
             .expect("endpoint")
             .timeout(Duration::from_secs(20))
             .connect()
@@ -126,34 +118,16 @@ impl Server {
             .into_inner()
     }
 
-    pub async fn stop(mut self) {
-        let _ = self.signals.send(()).await;
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("server stops")
-                .expect("server task")
-                .expect("server ran cleanly");
-        }
+    /// The graceful shutdown; it must end cleanly.
+    pub async fn stop(self) {
+        self.server
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("server ran and stopped cleanly");
         self.app.handler.store().store().close().await;
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A test that failed before `stop`: end the server at once.
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// A request carrying `authorization: Bearer <token>`.
-pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii token"),
-    );
-    request
-}
+// (Not every test binary puts tokens on requests.)
+#[allow(unused_imports)]
+pub use keel::testing::with_token;

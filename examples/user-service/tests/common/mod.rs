@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel::config::{Config, Environment, Loader};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use user_service::user_v1::user_service_client::UserServiceClient;
 use user_service::{DEFAULT_CONFIG, DEV_SECRET, DEVELOPMENT_CONFIG, SERVICES, Users};
@@ -30,13 +29,12 @@ pub fn config() -> Config {
     config
 }
 
+/// The example served by [`keel::testing::TestServer`] (gRPC and
+/// `/metrics` on ephemeral ports of 127.0.0.1).
 pub struct Server {
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
-    /// Each send is a shutdown signal (the first starts the graceful
-    /// shutdown, a second ends everything at once).
-    pub signals: tokio::sync::mpsc::Sender<()>,
-    task: Option<tokio::task::JoinHandle<Result<(), keel::Error>>>,
+    server: keel::testing::TestServer,
 }
 
 impl Server {
@@ -60,30 +58,18 @@ impl Server {
     ) -> Server {
         let keel = keel::Keel::new(&config, SERVICES).expect("keel runtime");
         let server = user_service::server_with_audit(&keel, &config, users, audit).expect("server");
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-        let metrics = TcpListener::bind("127.0.0.1:0")
+        let server = keel::testing::TestServer::start(server)
             .await
-            .expect("bind metrics");
-        let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
-        let (signals, received) = tokio::sync::mpsc::channel(2);
-        let listeners = keel::serve::Listeners {
-            grpc,
-            metrics: Some(metrics),
-        };
-        let task = tokio::spawn(server.serve_on(
-            listeners,
-            tokio_stream::wrappers::ReceiverStream::new(received),
-        ));
+            .expect("serving");
         Server {
-            grpc: grpc_addr,
-            metrics: metrics_addr,
-            signals,
-            task: Some(task),
+            grpc: server.addr(),
+            metrics: server.metrics_addr().expect("metrics are on"),
+            server,
         }
     }
 
     pub async fn client(&self) -> UserServiceClient<Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+        let channel = tonic::transport::Endpoint::from_shared(self.server.url())
             .unwrap()
             .timeout(Duration::from_secs(10))
             .connect()
@@ -114,24 +100,12 @@ impl Server {
         body.to_owned()
     }
 
-    pub async fn stop(mut self) {
-        let _ = self.signals.send(()).await;
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("server stops")
-                .expect("server task")
-                .expect("server ran cleanly");
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A test that failed before `stop`: end the server at once.
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    /// The graceful shutdown (no lame duck in [`config`]); it must end cleanly.
+    pub async fn stop(self) {
+        self.server
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("server ran and stopped cleanly");
     }
 }
 
@@ -174,10 +148,7 @@ pub fn sign_with(
     jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, key).expect("sign")
 }
 
-/// A request carrying `authorization: Bearer <token>`.
-pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    with_auth(message, &format!("Bearer {token}"))
-}
+pub use keel::testing::with_token;
 
 /// A request carrying exactly this `authorization` value.
 pub fn with_auth<T>(message: T, value: &str) -> tonic::Request<T> {
