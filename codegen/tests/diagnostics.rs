@@ -1,24 +1,10 @@
 //! Every invalid annotation fails code generation with the proto file, line
 //! and column of the offending option; a valid file yields the policy table.
 
-use std::path::Path;
+mod common;
 
-fn compile(
-    source: &str,
-) -> (
-    tempfile::TempDir,
-    Result<keel_codegen::Generated, keel_codegen::Error>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let protos = dir.path().join("protos/test/v1");
-    std::fs::create_dir_all(&protos).unwrap();
-    std::fs::write(protos.join("svc.proto"), source).unwrap();
-    let result = keel_codegen::configure()
-        .out_dir(dir.path().join("out"))
-        .emit_rerun_if_changed(false)
-        .compile(&[protos.join("svc.proto")], &[dir.path().join("protos")]);
-    (dir, result)
-}
+use common::compile;
+use std::path::Path;
 
 /// A proto whose `Get` method carries `method_option` (one line, line 9).
 fn with_method_option(method_option: &str) -> String {

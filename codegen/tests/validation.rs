@@ -3,24 +3,10 @@
 //! an error, never skipped; valid rules give `impl Validate` and a server
 //! that decodes with the validating codec (its client keeps tonic's codec).
 
-use std::path::Path;
+mod common;
 
-fn compile(
-    source: &str,
-) -> (
-    tempfile::TempDir,
-    Result<keel_codegen::Generated, keel_codegen::Error>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let protos = dir.path().join("protos/test/v1");
-    std::fs::create_dir_all(&protos).unwrap();
-    std::fs::write(protos.join("svc.proto"), source).unwrap();
-    let result = keel_codegen::configure()
-        .out_dir(dir.path().join("out"))
-        .emit_rerun_if_changed(false)
-        .compile(&[protos.join("svc.proto")], &[dir.path().join("protos")]);
-    (dir, result)
-}
+use common::compile;
+use std::path::Path;
 
 /// A proto with one message holding `fields` (from line 5 on) and a
 /// service taking it.

@@ -259,14 +259,10 @@ impl MessageWriter<'_> {
     }
 
     fn message_rules(&mut self, message: &MessageDescriptor) -> TokenStream {
-        let options = message.options();
-        if !options.has_extension(&self.ext.message) {
-            return TokenStream::new();
-        }
-        let rules = options.get_extension(&self.ext.message);
-        let Some(rules) = rules.as_message() else {
+        let Some(rules) = extension(&message.options(), &self.ext.message) else {
             return TokenStream::new();
         };
+        let rules = &rules;
         let mut path = message.path().to_vec();
         path.extend([MESSAGE_OPTIONS_FIELD, EXTENSION_NUMBER]);
         let mut body = TokenStream::new();
@@ -361,12 +357,7 @@ impl MessageWriter<'_> {
 
     /// `(buf.validate.oneof).required`: one of the oneof's fields is set.
     fn oneof(&mut self, oneof: &OneofDescriptor) -> TokenStream {
-        let options = oneof.options();
-        if !options.has_extension(&self.ext.oneof) {
-            return TokenStream::new();
-        }
-        let rules = options.get_extension(&self.ext.oneof);
-        let Some(rules) = rules.as_message() else {
+        let Some(rules) = extension(&oneof.options(), &self.ext.oneof) else {
             return TokenStream::new();
         };
         let mut path = oneof.path().to_vec();
@@ -398,17 +389,7 @@ impl MessageWriter<'_> {
     fn field(&mut self, message: &MessageDescriptor, field: &FieldDescriptor) -> TokenStream {
         let mut path = field.path().to_vec();
         path.extend([FIELD_OPTIONS_FIELD, EXTENSION_NUMBER]);
-        let rules = field
-            .options()
-            .has_extension(&self.ext.field)
-            .then(|| {
-                field
-                    .options()
-                    .get_extension(&self.ext.field)
-                    .as_message()
-                    .cloned()
-            })
-            .flatten();
+        let rules = extension(&field.options(), &self.ext.field);
         let name = field.name();
         let shape = Shape::of(field);
         let plan = rules::FieldPlan::read(self, field, rules.as_ref(), &path, shape);
@@ -558,6 +539,14 @@ impl MessageWriter<'_> {
             }
         }
     }
+}
+
+/// The rules message an option holds, when it is set.
+fn extension(options: &DynamicMessage, ext: &ExtensionDescriptor) -> Option<DynamicMessage> {
+    if !options.has_extension(ext) {
+        return None;
+    }
+    options.get_extension(ext).as_message().cloned()
 }
 
 /// How prost holds a field.

@@ -732,6 +732,37 @@ impl MessageWriter<'_> {
         checks
     }
 
+    /// The rules of each item of a list, or each key or value of a map
+    /// (`field` is the list's, or the map entry's key or value field): none
+    /// when there are none, or they are ignored.
+    fn element_rules(
+        &mut self,
+        field: &FieldDescriptor,
+        rules: &DynamicMessage,
+        path: &[i32],
+    ) -> Option<TokenStream> {
+        let (_, ignore) = modifiers(rules);
+        if ignore == IGNORE_ALWAYS {
+            return None;
+        }
+        let element = Target {
+            field,
+            label: String::new(),
+            shape: Shape::Plain,
+        };
+        let inner = self.field_rules(&element, rules, path);
+        if inner.is_empty() {
+            return None;
+        }
+        Some(match ignore == IGNORE_IF_ZERO_VALUE {
+            true => {
+                let zero = scalar_zero(&field.kind());
+                quote! { if !(#zero) { #inner } }
+            }
+            false => inner,
+        })
+    }
+
     fn repeated(
         &mut self,
         at: &Target<'_>,
@@ -780,25 +811,11 @@ impl MessageWriter<'_> {
                 }
                 "unique" => continue,
                 "items" => {
-                    let Some(items) = value.as_message() else { continue };
-                    let item = Target {
-                        field: at.field,
-                        label: String::new(),
-                        shape: Shape::Plain,
+                    let Some(items) = value.as_message() else {
+                        continue;
                     };
-                    let (_, ignore) = modifiers(items);
-                    if ignore == IGNORE_ALWAYS {
+                    let Some(inner) = self.element_rules(at.field, items, path) else {
                         continue;
-                    }
-                    let inner = self.field_rules(&item, items, path);
-                    if inner.is_empty() {
-                        continue;
-                    }
-                    let inner = if ignore == IGNORE_IF_ZERO_VALUE {
-                        let zero = scalar_zero(&at.field.kind());
-                        quote! { if !(#zero) { #inner } }
-                    } else {
-                        inner
                     };
                     let name = at.field.name();
                     quote! {
@@ -863,24 +880,8 @@ impl MessageWriter<'_> {
                     } else {
                         entry.map_entry_value_field()
                     };
-                    let target = Target {
-                        field: &part,
-                        label: String::new(),
-                        shape: Shape::Plain,
-                    };
-                    let (_, ignore) = modifiers(inner_rules);
-                    if ignore == IGNORE_ALWAYS {
+                    let Some(inner) = self.element_rules(&part, inner_rules, path) else {
                         continue;
-                    }
-                    let inner = self.field_rules(&target, inner_rules, path);
-                    if inner.is_empty() {
-                        continue;
-                    }
-                    let inner = if ignore == IGNORE_IF_ZERO_VALUE {
-                        let zero = scalar_zero(&part.kind());
-                        quote! { if !(#zero) { #inner } }
-                    } else {
-                        inner
                     };
                     let name = at.field.name();
                     let binding = if rule == "keys" {
