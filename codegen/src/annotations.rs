@@ -11,6 +11,7 @@ use prost_reflect::{
 };
 
 use crate::error::Diagnostic;
+use crate::http::{self, HttpRoute};
 
 /// Label names Keel's own metrics use; an annotation may not redefine them.
 pub const RESERVED_LABELS: &[&str] = &[
@@ -74,6 +75,8 @@ pub struct MethodSpec {
     /// Whether its input message has `buf.validate` rules (its requests
     /// are checked before the handler).
     pub validated: bool,
+    /// Its HTTP routes (`google.api.http`), the main one first.
+    pub http: Vec<HttpRoute>,
 }
 
 /// A method's client retry policy, checked.
@@ -198,16 +201,23 @@ pub fn resolve(
 ) -> Result<Vec<ServiceSpec>, Vec<Diagnostic>> {
     let service_ext = pool.get_extension_by_name("keel.v1.service");
     let method_ext = pool.get_extension_by_name("keel.v1.method");
+    let http_ext = pool.get_extension_by_name("google.api.http");
     let mut diagnostics = Vec::new();
     let mut specs = Vec::new();
+    // Every route of the build so far, by the method that has it.
+    let mut routes: Vec<(String, HttpRoute)> = Vec::new();
     for file in files {
         let locate = Locator { file, paths };
         for service in file.services() {
             specs.push(resolve_service(
                 &service,
-                service_ext.as_ref(),
-                method_ext.as_ref(),
+                Extensions {
+                    service: service_ext.as_ref(),
+                    method: method_ext.as_ref(),
+                    http: http_ext.as_ref(),
+                },
                 &locate,
+                &mut routes,
                 &mut diagnostics,
             ));
         }
@@ -219,13 +229,21 @@ pub fn resolve(
     }
 }
 
+/// The options `resolve_service` reads, when their files are imported.
+struct Extensions<'a> {
+    service: Option<&'a ExtensionDescriptor>,
+    method: Option<&'a ExtensionDescriptor>,
+    http: Option<&'a ExtensionDescriptor>,
+}
+
 fn resolve_service(
     service: &ServiceDescriptor,
-    service_ext: Option<&ExtensionDescriptor>,
-    method_ext: Option<&ExtensionDescriptor>,
+    ext: Extensions<'_>,
     locate: &Locator<'_>,
+    routes: &mut Vec<(String, HttpRoute)>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ServiceSpec {
+    let (service_ext, method_ext) = (ext.service, ext.method);
     let mut report = |path: Vec<i32>, message: String| {
         diagnostics.push(locate.at(&path, message));
     };
@@ -252,7 +270,25 @@ fn resolve_service(
                         .to_owned(),
                 );
             }
-            let spec = merge(&method, &service_block, block);
+            let mut spec = merge(&method, &service_block, block);
+            let mut http_path = method.path().to_vec();
+            http_path.push(METHOD_OPTIONS_FIELD);
+            if let Some(ext) = ext.http {
+                http_path.push(ext.number() as i32);
+            }
+            spec.http = http::routes(&method, ext.http, &mut |problem| {
+                report(http_path.clone(), problem)
+            });
+            let name = format!("{}/{}", service.full_name(), method.name());
+            for route in &spec.http {
+                if let Some(other) = http::clash(routes, route) {
+                    report(
+                        http_path.clone(),
+                        format!("google.api.http: {route} is also a route of {other}"),
+                    );
+                }
+                routes.push((name.clone(), route.clone()));
+            }
             if let (Some(timeout), Some(max)) = (spec.timeout, spec.max_timeout)
                 && timeout > max
             {
@@ -301,6 +337,7 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         retry: retry_of(method, own.retry.or_else(|| service.retry.clone())),
         options: custom_options(method),
         validated: false,
+        http: Vec::new(),
     }
 }
 

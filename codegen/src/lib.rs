@@ -49,6 +49,7 @@
 mod annotations;
 mod error;
 mod generate;
+mod http;
 mod redact;
 mod validate;
 
@@ -64,6 +65,7 @@ pub use annotations::{
     Access, MethodSpec, RESERVED_LABELS, RateKey, RateLimit, RetryPolicy, ServiceSpec,
 };
 pub use error::{Diagnostic, Error};
+pub use http::{HttpRoute, PathTemplate, Segment};
 
 /// The annotation vocabulary, bundled so users need not put it on their
 /// include path. Import it as `keel/v1/options.proto`.
@@ -79,6 +81,20 @@ pub const VALIDATE_PROTO: &str = include_str!("../proto/buf/validate/validate.pr
 
 /// Name under which [`VALIDATE_PROTO`] is imported.
 pub const VALIDATE_PROTO_NAME: &str = "buf/validate/validate.proto";
+
+/// The standard HTTP mapping options (`google.api.http`): the files the
+/// ecosystem imports as `google/api/annotations.proto` and
+/// `google/api/http.proto`, with the same messages and numbers, bundled.
+pub const HTTP_PROTOS: [(&str, &str); 2] = [
+    (
+        "google/api/annotations.proto",
+        include_str!("../proto/google/api/annotations.proto"),
+    ),
+    (
+        "google/api/http.proto",
+        include_str!("../proto/google/api/http.proto"),
+    ),
+];
 
 /// File name of the encoded `FileDescriptorSet` written beside the generated
 /// code (all compiled files and their imports, custom options included), and
@@ -421,6 +437,8 @@ impl FileResolver for BundledOptions {
             File::from_source(name, OPTIONS_PROTO)
         } else if name == VALIDATE_PROTO_NAME {
             File::from_source(name, VALIDATE_PROTO)
+        } else if let Some((_, source)) = HTTP_PROTOS.iter().find(|(n, _)| *n == name) {
+            File::from_source(name, source)
         } else {
             Err(protox::Error::file_not_found(name))
         }

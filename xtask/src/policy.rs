@@ -95,8 +95,8 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
          Every method of the workspace's services with its resolved annotations, method over service.\n\
          Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
          prints the same as JSON.\n\n\
-         | service | method | kind | auth | labels | validated | timeout | max timeout | max concurrency | rate limit | client retry | own options | proto |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | service | method | kind | auth | labels | validated | timeout | max timeout | max concurrency | rate limit | client retry | own options | HTTP routes | proto |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (proto, specs) in services {
         for service in specs {
@@ -105,7 +105,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
                     service.full_name,
                     m.name,
                     kind(m),
@@ -121,6 +121,11 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.options
                         .iter()
                         .map(|(name, _)| format!("({name})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    m.http
+                        .iter()
+                        .map(|r| format!("`{r}`"))
                         .collect::<Vec<_>>()
                         .join(", "),
                 );
@@ -167,6 +172,12 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                         "retryable_codes": r.retryable_codes,
                     })),
                     "options": m.options.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                    "http": m.http.iter().map(|r| serde_json::json!({
+                        "method": r.method,
+                        "path": r.path.to_string(),
+                        "body": r.body,
+                        "response_body": r.response_body,
+                    })).collect::<Vec<_>>(),
                     "proto": proto,
                 }));
             }
@@ -193,6 +204,7 @@ mod tests {
             retry: None,
             options: Vec::new(),
             validated: true,
+            http: Vec::new(),
         }
     }
 
@@ -223,8 +235,8 @@ mod tests {
         };
         let table = table(&[("t.proto", vec![service.clone()])]);
         for row in [
-            "| t.v1.S | Open | server stream | **public** | team=core | yes | 1.5s | - | 8 | - | - |  | `t.proto` |",
-            "| t.v1.S | Read | server stream | token with r | team=core | yes | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) | `t.proto` |",
+            "| t.v1.S | Open | server stream | **public** | team=core | yes | 1.5s | - | 8 | - | - |  |  | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r | team=core | yes | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) |  | `t.proto` |",
             "| t.v1.S | Internal | server stream | peer dns:a.example |",
         ] {
             assert!(table.contains(row), "{row} in:\n{table}");
