@@ -47,6 +47,7 @@ pub mod config;
 pub mod deadline;
 mod error;
 mod interruptible;
+pub mod json;
 mod keel;
 pub mod metrics;
 mod observe;

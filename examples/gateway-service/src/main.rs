@@ -78,7 +78,12 @@ async fn main() -> anyhow::Result<()> {
             if let Some((trace_id, _)) = trace {
                 eprintln!("trace id: {trace_id}");
             }
-            println!("{:#?}", reply?.into_inner());
+            // In the proto3 JSON mapping, as grpcurl prints it.
+            let json = keel::json::Json::new(gateway_service::gateway_v1::FILE_DESCRIPTOR_SET)?;
+            println!(
+                "{}",
+                json.to_string_pretty("gateway.v1.Profile", &reply?.into_inner())?
+            );
         }
     }
     telemetry.shutdown().await?;

@@ -125,32 +125,37 @@ async fn call(url: String, token: String, rpc: Rpc) -> anyhow::Result<()> {
             }
             Ok(req)
         });
+    // Printed in the proto3 JSON mapping, as grpcurl prints it.
+    let json = keel::json::Json::new(user_service::user_v1::FILE_DESCRIPTOR_SET)?;
     let reply = match rpc {
-        Rpc::Get { id } => format!(
-            "{:#?}",
-            client.get_user(GetUserRequest { id }).await?.into_inner()
-        ),
-        Rpc::Create { name, email } => format!(
-            "{:#?}",
-            client
+        Rpc::Get { id } => json.to_string_pretty(
+            "user.v1.User",
+            &client.get_user(GetUserRequest { id }).await?.into_inner(),
+        )?,
+        Rpc::Create { name, email } => json.to_string_pretty(
+            "user.v1.User",
+            &client
                 .create_user(CreateUserRequest { name, email })
                 .await?
-                .into_inner()
-        ),
+                .into_inner(),
+        )?,
         Rpc::List {
             page_size,
             page_token,
-        } => format!(
-            "{:#?}",
-            client
+        } => json.to_string_pretty(
+            "user.v1.ListUsersResponse",
+            &client
                 .list_users(ListUsersRequest {
                     page_size,
-                    page_token
+                    page_token,
                 })
                 .await?
-                .into_inner()
-        ),
-        Rpc::Health => format!("{:#?}", client.health_check(()).await?.into_inner()),
+                .into_inner(),
+        )?,
+        Rpc::Health => json.to_string_pretty(
+            "user.v1.HealthCheckResponse",
+            &client.health_check(()).await?.into_inner(),
+        )?,
     };
     println!("{reply}");
     Ok(())

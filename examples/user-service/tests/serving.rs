@@ -1286,3 +1286,39 @@ async fn requests_breaking_user_proto_rules_are_refused_before_the_handler() {
     assert_eq!(users.len(), created_before + 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_call_command_prints_the_proto3_json_mapping() {
+    let server = common::Server::start(common::config()).await;
+    let token = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
+    let url = format!("http://{}", server.grpc);
+    let call = |args: &'static [&'static str]| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+                .args(["call", "--url", &url, "--token", &token])
+                .args(args)
+                .env_remove("KEEL_TOKEN")
+                .output()
+                .expect("run user-service call");
+            assert!(output.status.success(), "{output:?}");
+            serde_json::from_slice::<serde_json::Value>(&output.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+        })
+    };
+    let created = call(&["create", "Ada", "ada@example.com"]).await.unwrap();
+    assert_eq!(created["name"], "Ada");
+    assert_eq!(created["id"], "u-000001");
+    // camelCase names; a Timestamp as an RFC 3339 string.
+    let created_at = created["createdAt"].as_str().expect("createdAt");
+    assert!(
+        created_at.ends_with('Z') && created_at.contains('T'),
+        "{created}"
+    );
+    let listed = call(&["list"]).await.unwrap();
+    assert_eq!(listed["users"][0]["email"], "ada@example.com", "{listed}");
+    // An enum by its name.
+    let health = call(&["health"]).await.unwrap();
+    assert_eq!(health["status"], "STATUS_SERVING", "{health}");
+    server.stop().await;
+}

@@ -91,6 +91,7 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Whether it serves `/metrics` (so needs a listener for it).
+    #[cfg(feature = "testing")]
     pub(crate) fn metrics_enabled(&self) -> bool {
         self.config.metrics.enabled
     }
