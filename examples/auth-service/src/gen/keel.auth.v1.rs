@@ -1073,12 +1073,49 @@ impl ::keel::validate::Validate for Credential {
     fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
 }
 impl ::keel::validate::Validate for LoginRequest {
-    #[inline(always)]
-    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.username;
+            if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
+                violations.push(
+                    "username",
+                    "string.min_len",
+                    "must be at least 1 characters",
+                );
+            }
+            if value.len() > 256usize {
+                violations.push("username", "string.max_bytes", "must be at most 256 bytes");
+            }
+        }
+        {
+            let value = &self.password;
+            if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
+                violations.push(
+                    "password",
+                    "string.min_len",
+                    "must be at least 1 characters",
+                );
+            }
+            if value.len() > 1024usize {
+                violations.push("password", "string.max_bytes", "must be at most 1024 bytes");
+            }
+        }
+    }
 }
 impl ::keel::validate::Validate for RefreshRequest {
     #[allow(unused_variables, clippy::all)]
     fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.refresh_token;
+            if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
+                violations.push(
+                    "refresh_token",
+                    "string.min_len",
+                    "must be at least 1 characters",
+                );
+            }
+        }
         {
             let value = &self.request_id;
             {
@@ -1100,16 +1137,38 @@ impl ::keel::validate::Validate for TokenResponse {
     fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
 }
 impl ::keel::validate::Validate for ValidateRequest {
-    #[inline(always)]
-    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.access_token;
+            if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
+                violations.push(
+                    "access_token",
+                    "string.min_len",
+                    "must be at least 1 characters",
+                );
+            }
+        }
+    }
 }
 impl ::keel::validate::Validate for ValidateResponse {
     #[inline(always)]
     fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
 }
 impl ::keel::validate::Validate for RevokeRequest {
-    #[inline(always)]
-    fn validate_into(&self, _: &mut ::keel::validate::Violations) {}
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        {
+            let value = &self.refresh_token;
+            if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
+                violations.push(
+                    "refresh_token",
+                    "string.min_len",
+                    "must be at least 1 characters",
+                );
+            }
+        }
+    }
 }
 impl ::keel::validate::Validate for RevokeResponse {
     #[inline(always)]
