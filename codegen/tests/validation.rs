@@ -97,18 +97,18 @@ fn unimplemented_rule_types_and_bad_oneof_rules_are_errors() {
         r#"syntax = "proto3";
 package test.v1;
 import "buf/validate/validate.proto";
-import "google/protobuf/timestamp.proto";
+import "google/protobuf/any.proto";
 message Req {
   option (buf.validate.message).oneof = { fields: ["a", "nope"] };
   string a = 1;
-  google.protobuf.Timestamp at = 2 [(buf.validate.field).timestamp.lt_now = true];
+  google.protobuf.Any at = 2 [(buf.validate.field).any.in = "type.googleapis.com/x.Y"];
 }
 "#,
     );
     assert_eq!(found.len(), 2, "{found:#?}");
     assert!(
         found[0].starts_with("8:")
-            && found[0].contains("`timestamp` rules are not supported by Keel yet"),
+            && found[0].contains("`any` rules are not supported by Keel yet"),
         "{found:#?}"
     );
     assert!(

@@ -331,14 +331,17 @@ impl MessageWriter<'_> {
                 }
                 checks
             }
-            Kind::Message(_) => {
-                let name = rules_name(kind);
-                self.report(
-                    path,
-                    format!("buf.validate: `{name}` rules are not supported by Keel yet"),
-                );
-                TokenStream::new()
-            }
+            Kind::Message(_) => match rules_name(kind) {
+                "timestamp" => self.time(label, Time::Timestamp, rules, path),
+                "duration" => self.time(label, Time::Duration, rules, path),
+                name => {
+                    self.report(
+                        path,
+                        format!("buf.validate: `{name}` rules are not supported by Keel yet"),
+                    );
+                    TokenStream::new()
+                }
+            },
             number => match Num::of(number) {
                 Some(num) => self.number(label, num, rules_name(kind), rules, path),
                 None => TokenStream::new(),
@@ -412,71 +415,120 @@ impl MessageWriter<'_> {
         }
         let bound = |b: &Option<(bool, Value)>| {
             b.as_ref().and_then(|(inclusive, v)| {
-                num.literal(v).map(|(lit, shown)| (*inclusive, lit, shown))
+                num.literal(v).map(|(literal, shown)| Bound {
+                    inclusive: *inclusive,
+                    literal,
+                    shown,
+                })
             })
         };
-        let test_lower = |inclusive: bool, lit: &TokenStream| match inclusive {
-            true => quote! { *value >= #lit },
-            false => quote! { *value > #lit },
-        };
-        let test_upper = |inclusive: bool, lit: &TokenStream| match inclusive {
-            true => quote! { *value <= #lit },
-            false => quote! { *value < #lit },
-        };
-        let words_lower = |inclusive: bool| {
-            if inclusive {
-                "greater than or equal to"
-            } else {
-                "greater than"
-            }
-        };
-        let words_upper = |inclusive: bool| {
-            if inclusive {
-                "less than or equal to"
-            } else {
-                "less than"
-            }
-        };
-        let name_lower = |inclusive: bool| if inclusive { "gte" } else { "gt" };
-        let name_upper = |inclusive: bool| if inclusive { "lte" } else { "lt" };
-        match (bound(&lower), bound(&upper)) {
-            (None, None) => {}
-            (Some((inc, lit, shown)), None) => {
-                let ok = test_lower(inc, &lit);
-                let id = format!("{type_name}.{}", name_lower(inc));
-                let message = format!("must be {} {shown}", words_lower(inc));
-                checks.extend(quote! { if !(#ok) { violations.push(#label, #id, #message); } });
-            }
-            (None, Some((inc, lit, shown))) => {
-                let ok = test_upper(inc, &lit);
-                let id = format!("{type_name}.{}", name_upper(inc));
-                let message = format!("must be {} {shown}", words_upper(inc));
-                checks.extend(quote! { if !(#ok) { violations.push(#label, #id, #message); } });
-            }
-            (Some((linc, llit, lshown)), Some((uinc, ulit, ushown))) => {
-                // protovalidate: an upper bound below the lower one means
-                // "outside the range" rather than an empty range.
-                let exclusive = compare(upper.as_ref().map(|u| &u.1), lower.as_ref().map(|l| &l.1))
-                    == Some(std::cmp::Ordering::Less);
-                let ok_lower = test_lower(linc, &llit);
-                let ok_upper = test_upper(uinc, &ulit);
-                let (ok, join, suffix) = match exclusive {
-                    false => (quote! { (#ok_lower) && (#ok_upper) }, "and", ""),
-                    true => (quote! { (#ok_lower) || (#ok_upper) }, "or", "_exclusive"),
-                };
-                let id = format!(
-                    "{type_name}.{}_{}{suffix}",
-                    name_lower(linc),
-                    name_upper(uinc)
-                );
-                let message = format!(
-                    "must be {} {lshown} {join} {} {ushown}",
-                    words_lower(linc),
-                    words_upper(uinc)
-                );
-                checks.extend(quote! { if !(#ok) { violations.push(#label, #id, #message); } });
+        // protovalidate: an upper bound below the lower one means "outside
+        // the range" rather than an empty range.
+        let exclusive = compare(upper.as_ref().map(|u| &u.1), lower.as_ref().map(|l| &l.1))
+            == Some(std::cmp::Ordering::Less);
+        checks.extend(range(
+            label,
+            type_name,
+            &quote! { *value },
+            bound(&lower),
+            bound(&upper),
+            exclusive,
+        ));
+        checks
+    }
+
+    /// The rules of a `google.protobuf.Timestamp` or `Duration` field
+    /// (`time` says which), compared as `(seconds, nanos)`.
+    fn time(
+        &mut self,
+        label: &str,
+        time: Time,
+        rules: &DynamicMessage,
+        path: &[i32],
+    ) -> TokenStream {
+        let runtime = self.runtime.clone();
+        let type_name = time.rules_name();
+        let value = quote! { (value.seconds, value.nanos) };
+        let mut checks = TokenStream::new();
+        let mut lower: Option<(bool, (i64, i32))> = None;
+        let mut upper: Option<(bool, (i64, i32))> = None;
+        for (member, rule_value) in rules.fields() {
+            let rule = member.name();
+            let id = format!("{type_name}.{rule}");
+            let at = rule_value.as_message().map(seconds_nanos);
+            match (rule, at) {
+                ("const", Some(at)) => {
+                    let (literal, shown) = (tuple(at), time.show(at));
+                    let message = format!("must equal {shown}");
+                    checks.extend(quote! {
+                        if #value != #literal { violations.push(#label, #id, #message); }
+                    });
+                }
+                ("lt", Some(at)) => upper = Some((false, at)),
+                ("lte", Some(at)) => upper = Some((true, at)),
+                ("gt", Some(at)) => lower = Some((false, at)),
+                ("gte", Some(at)) => lower = Some((true, at)),
+                ("in" | "not_in", _) if time == Time::Duration => {
+                    let items: Vec<(i64, i32)> = rule_value
+                        .as_list()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|v| v.as_message().map(seconds_nanos))
+                        .collect();
+                    let literals: Vec<TokenStream> = items.iter().map(|at| tuple(*at)).collect();
+                    let shown: Vec<String> = items.iter().map(|at| time.show(*at)).collect();
+                    checks.extend(membership(
+                        label,
+                        type_name,
+                        rule,
+                        quote! { &#value },
+                        &literals,
+                        &shown,
+                    ));
+                }
+                ("lt_now" | "gt_now", _) if time == Time::Timestamp => {
+                    if rule_value.as_bool() != Some(true) {
+                        continue;
+                    }
+                    let (test, message) = match rule {
+                        "lt_now" => (quote! { < }, "must be less than now"),
+                        _ => (quote! { > }, "must be greater than now"),
+                    };
+                    checks.extend(quote! {
+                        if !(#value #test #runtime::validate::now()) {
+                            violations.push(#label, #id, #message);
+                        }
+                    });
+                }
+                ("within", Some(span)) if time == Time::Timestamp => {
+                    let literal = tuple(span);
+                    let message = format!("must be within {} of now", Time::Duration.show(span));
+                    checks.extend(quote! {
+                        if !#runtime::validate::within_of_now(#value, #literal) {
+                            violations.push(#label, #id, #message);
+                        }
+                    });
+                }
+                ("example", _) => {}
+                (other, _) => self.unsupported(type_name, other, path),
             }
         }
+        let bound = |b: &Option<(bool, (i64, i32))>| {
+            b.map(|(inclusive, at)| Bound {
+                inclusive,
+                literal: tuple(at),
+                shown: time.show(at),
+            })
+        };
+        let exclusive = matches!((&lower, &upper), (Some((_, l)), Some((_, u))) if u < l);
+        checks.extend(range(
+            label,
+            type_name,
+            &value,
+            bound(&lower),
+            bound(&upper),
+            exclusive,
+        ));
         checks
     }
 
@@ -905,6 +957,150 @@ impl MessageWriter<'_> {
         }
         checks
     }
+}
+
+/// One bound of a range rule: inclusive or not, its literal and how the
+/// message shows it.
+struct Bound {
+    inclusive: bool,
+    literal: TokenStream,
+    shown: String,
+}
+
+/// The `gt`/`gte`/`lt`/`lte` checks of `value` (an expression), with
+/// protovalidate's ids (`int32.gt_lt`, `…_exclusive` when the range is
+/// "outside") and messages.
+fn range(
+    label: &str,
+    type_name: &str,
+    value: &TokenStream,
+    lower: Option<Bound>,
+    upper: Option<Bound>,
+    exclusive: bool,
+) -> TokenStream {
+    let test = |bound: &Bound, lower: bool| {
+        let literal = &bound.literal;
+        match (lower, bound.inclusive) {
+            (true, true) => quote! { #value >= #literal },
+            (true, false) => quote! { #value > #literal },
+            (false, true) => quote! { #value <= #literal },
+            (false, false) => quote! { #value < #literal },
+        }
+    };
+    let words = |bound: &Bound, lower: bool| match (lower, bound.inclusive) {
+        (true, true) => "greater than or equal to",
+        (true, false) => "greater than",
+        (false, true) => "less than or equal to",
+        (false, false) => "less than",
+    };
+    let name = |bound: &Bound, lower: bool| match (lower, bound.inclusive) {
+        (true, true) => "gte",
+        (true, false) => "gt",
+        (false, true) => "lte",
+        (false, false) => "lt",
+    };
+    let (ok, id, message) = match (&lower, &upper) {
+        (None, None) => return TokenStream::new(),
+        (Some(b), None) | (None, Some(b)) => {
+            let is_lower = lower.is_some();
+            (
+                test(b, is_lower),
+                format!("{type_name}.{}", name(b, is_lower)),
+                format!("must be {} {}", words(b, is_lower), b.shown),
+            )
+        }
+        (Some(l), Some(u)) => {
+            let (ok_lower, ok_upper) = (test(l, true), test(u, false));
+            let (ok, join, suffix) = match exclusive {
+                false => (quote! { (#ok_lower) && (#ok_upper) }, "and", ""),
+                true => (quote! { (#ok_lower) || (#ok_upper) }, "or", "_exclusive"),
+            };
+            (
+                ok,
+                format!("{type_name}.{}_{}{suffix}", name(l, true), name(u, false)),
+                format!(
+                    "must be {} {} {join} {} {}",
+                    words(l, true),
+                    l.shown,
+                    words(u, false),
+                    u.shown
+                ),
+            )
+        }
+    };
+    quote! { if !(#ok) { violations.push(#label, #id, #message); } }
+}
+
+/// Which of the two well-known time types a field is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Time {
+    Timestamp,
+    Duration,
+}
+
+impl Time {
+    fn rules_name(self) -> &'static str {
+        match self {
+            Time::Timestamp => "timestamp",
+            Time::Duration => "duration",
+        }
+    }
+
+    /// A rule's value as its message shows it: RFC 3339, or `1.5s`.
+    fn show(self, (seconds, nanos): (i64, i32)) -> String {
+        match self {
+            Time::Timestamp => rfc3339(seconds, nanos),
+            Time::Duration if nanos == 0 => format!("{seconds}s"),
+            Time::Duration => {
+                let total = seconds as f64 + f64::from(nanos) / 1e9;
+                format!("{total}s")
+            }
+        }
+    }
+}
+
+/// A `Timestamp` or `Duration` rules value as `(seconds, nanos)`.
+fn seconds_nanos(message: &DynamicMessage) -> (i64, i32) {
+    let seconds = message
+        .get_field_by_name("seconds")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_default();
+    let nanos = message
+        .get_field_by_name("nanos")
+        .and_then(|v| v.as_i32())
+        .unwrap_or_default();
+    (seconds, nanos)
+}
+
+fn tuple((seconds, nanos): (i64, i32)) -> TokenStream {
+    let (s, n) = (Literal::i64_suffixed(seconds), Literal::i32_suffixed(nanos));
+    quote! { (#s, #n) }
+}
+
+/// `seconds` since the Unix epoch in UTC as RFC 3339 (days to a civil date
+/// by Howard Hinnant's algorithm).
+fn rfc3339(seconds: i64, nanos: i32) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let fraction = match nanos {
+        0 => String::new(),
+        n => format!(".{n:09}").trim_end_matches('0').to_owned(),
+    };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// `in` / `not_in`: whether `value` (an expression of the list's item

@@ -291,6 +291,25 @@ impl fmt::Debug for Pattern {
     }
 }
 
+/// Now, as a `Timestamp`'s `(seconds, nanos)` since the Unix epoch, for
+/// `timestamp.lt_now` / `gt_now`.
+pub fn now() -> (i64, i32) {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        since.subsec_nanos() as i32,
+    )
+}
+
+/// Whether a `Timestamp` is within `span` (a `Duration`'s `(seconds,
+/// nanos)`) of now, either side (`timestamp.within`).
+pub fn within_of_now(at: (i64, i32), span: (i64, i32)) -> bool {
+    let nanos = |(s, n): (i64, i32)| i128::from(s) * 1_000_000_000 + i128::from(n);
+    (nanos(at) - nanos(now())).abs() <= nanos(span)
+}
+
 /// Whether the items are all different (`repeated.unique`), by hashing:
 /// the check stays linear however long the list.
 pub fn unique<T: std::hash::Hash + Eq>(items: &[T]) -> bool {

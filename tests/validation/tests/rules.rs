@@ -215,6 +215,90 @@ fn each_rule_is_broken_on_its_own() {
 }
 
 #[test]
+fn timestamps_and_durations_are_compared_as_times() {
+    use prost_types::{Duration, Timestamp};
+    use validation_tests::rules_v1::Times;
+    let now = keel::validate::now().0;
+    let at = |seconds: i64| Some(Timestamp { seconds, nanos: 0 });
+    let valid = Times {
+        created: at(1_600_000_000),
+        seen: at(now - 60),
+        ttl: Some(Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
+        fixed: Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 500_000_000,
+        }),
+    };
+    let rules = |m: &Times| {
+        let mut found = Violations::default();
+        m.validate_into(&mut found);
+        found
+            .found()
+            .iter()
+            .map(|v| (v.field.clone(), v.rule.to_string(), v.message.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rules(&valid), vec![]);
+    // Unset: no rule applies (none is required).
+    assert_eq!(rules(&Times::default()), vec![]);
+    let broken = Times {
+        created: at(1_500_000_000),
+        seen: at(now - 7200),
+        ttl: Some(Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        fixed: at(1_700_000_000),
+    };
+    let found: Vec<(String, String)> = rules(&broken).into_iter().map(|(f, r, _)| (f, r)).collect();
+    assert_eq!(
+        found,
+        pairs(&[
+            ("created", "timestamp.gt"),
+            ("seen", "timestamp.within"),
+            ("ttl", "duration.not_in"),
+            ("fixed", "timestamp.const"),
+        ])
+    );
+    let messages: Vec<String> = rules(&broken).into_iter().map(|(_, _, m)| m).collect();
+    assert_eq!(
+        messages,
+        [
+            "must be greater than 2020-01-01T00:00:00Z",
+            "must be within 3600s of now",
+            "must not be in list [30s]",
+            "must equal 2023-11-14T22:13:20.5Z",
+        ]
+    );
+    let future = Times {
+        created: at(now + 3600),
+        ttl: Some(Duration {
+            seconds: 0,
+            nanos: 500_000_000,
+        }),
+        ..valid
+    };
+    assert_eq!(
+        rules(&future),
+        vec![
+            (
+                "created".to_owned(),
+                "timestamp.lt_now".to_owned(),
+                "must be less than now".to_owned()
+            ),
+            (
+                "ttl".to_owned(),
+                "duration.gte_lte".to_owned(),
+                "must be greater than or equal to 1s and less than or equal to 90s".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
 fn messages_say_what_the_rule_wants_and_never_the_value() {
     let mut message = valid();
     message.name = "secret-value".into();

@@ -66,6 +66,21 @@ pub mod everything {
         Pager(::prost::alloc::string::String),
     }
 }
+/// The well-known time types' rules.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Times {
+    /// After 2020-01-01, before now.
+    #[prost(message, optional, tag = "1")]
+    pub created: ::core::option::Option<::prost_types::Timestamp>,
+    /// Within an hour of now.
+    #[prost(message, optional, tag = "2")]
+    pub seen: ::core::option::Option<::prost_types::Timestamp>,
+    /// 1 s to 1.5 min, but not 30 s.
+    #[prost(message, optional, tag = "3")]
+    pub ttl: ::core::option::Option<::prost_types::Duration>,
+    #[prost(message, optional, tag = "4")]
+    pub fixed: ::core::option::Option<::prost_types::Timestamp>,
+}
 /// A rule that cannot be evaluated: `size()` of a number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Broken {
@@ -1039,6 +1054,63 @@ impl ::keel::validate::Validate for Everything {
                     "only one of nickname, alias can be set",
                 );
             }
+        }
+    }
+}
+impl ::keel::validate::Validate for Times {
+    #[allow(unused_variables, clippy::all)]
+    fn validate_into(&self, violations: &mut ::keel::validate::Violations) {
+        match &self.created {
+            ::core::option::Option::Some(value) => {
+                if !((value.seconds, value.nanos) < ::keel::validate::now()) {
+                    violations.push("created", "timestamp.lt_now", "must be less than now");
+                }
+                if !((value.seconds, value.nanos) > (1577836800i64, 0i32)) {
+                    violations.push(
+                        "created",
+                        "timestamp.gt",
+                        "must be greater than 2020-01-01T00:00:00Z",
+                    );
+                }
+            }
+            ::core::option::Option::None => {}
+        }
+        match &self.seen {
+            ::core::option::Option::Some(value) => {
+                if !::keel::validate::within_of_now((value.seconds, value.nanos), (3600i64, 0i32)) {
+                    violations.push("seen", "timestamp.within", "must be within 3600s of now");
+                }
+            }
+            ::core::option::Option::None => {}
+        }
+        match &self.ttl {
+            ::core::option::Option::Some(value) => {
+                if [(30i64, 0i32)].contains(&(value.seconds, value.nanos)) {
+                    violations.push("ttl", "duration.not_in", "must not be in list [30s]");
+                }
+                if !(((value.seconds, value.nanos) >= (1i64, 0i32))
+                    && ((value.seconds, value.nanos) <= (90i64, 0i32)))
+                {
+                    violations.push(
+                        "ttl",
+                        "duration.gte_lte",
+                        "must be greater than or equal to 1s and less than or equal to 90s",
+                    );
+                }
+            }
+            ::core::option::Option::None => {}
+        }
+        match &self.fixed {
+            ::core::option::Option::Some(value) => {
+                if (value.seconds, value.nanos) != (1700000000i64, 500000000i32) {
+                    violations.push(
+                        "fixed",
+                        "timestamp.const",
+                        "must equal 2023-11-14T22:13:20.5Z",
+                    );
+                }
+            }
+            ::core::option::Option::None => {}
         }
     }
 }
