@@ -860,3 +860,31 @@ fn a_jwks_url_must_be_an_http_url_with_a_host_and_its_refreshes_sane() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn cors_origins_must_be_origins() {
+    let secret = "s".repeat(32);
+    let toml = format!(
+        "[auth]\nhmac_secret = \"{secret}\"\n[http]\ngrpc_web = true\n\
+         cors.allowed_origins = [\"https://app.example\", \"http://127.0.0.1:8080\", \
+         \"app.example\", \"ftp://files.example\", \"https://app.example/path\"]\n"
+    );
+    let problems = problems_of(Loader::new().defaults_toml(&toml).load());
+    let cors: Vec<&String> = problems
+        .iter()
+        .filter(|p| p.starts_with("http.cors.allowed_origins:"))
+        .collect();
+    assert_eq!(cors.len(), 3, "{problems:#?}");
+    assert!(
+        cors[0].contains("\"app.example\" is not an origin"),
+        "{cors:?}"
+    );
+    assert!(cors[1].contains("not an http or https origin"), "{cors:?}");
+    assert!(cors[2].contains("no path"), "{cors:?}");
+    // Off by default: no gRPC-Web, no other origin.
+    let config = Loader::new()
+        .defaults_toml(&format!("[auth]\nhmac_secret = \"{secret}\"\n"))
+        .load()
+        .unwrap();
+    assert!(!config.http.grpc_web && config.http.cors.allowed_origins.is_empty());
+}

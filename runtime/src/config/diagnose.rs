@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use super::env::{ENV_LAYER_NAME, env_separator_hint};
 use super::secret::REDACTED;
 use super::{
-    Algorithm, ClientTlsConfig, Config, ConfigError, DatabaseUrl, Environment, KeyConfig,
-    LogFormat, SECTIONS, Secret, ServerTlsConfig,
+    Algorithm, ClientTlsConfig, Config, ConfigError, CorsConfig, DatabaseUrl, Environment,
+    KeyConfig, LogFormat, SECTIONS, Secret, ServerTlsConfig,
 };
 
 /// A key of a section and how to decode it on its own (for complete error reports).
@@ -87,6 +87,7 @@ const TELEMETRY_FIELDS: &[Field] = &[
     field::<String>("log_filter"),
     field::<BTreeMap<String, String>>("resource"),
 ];
+const HTTP_FIELDS: &[Field] = &[field::<bool>("grpc_web"), field::<CorsConfig>("cors")];
 const CLIENT_FIELDS: &[Field] = &[
     field::<humantime_serde::Serde<Duration>>("default_deadline"),
     field::<ClientTlsConfig>("tls"),
@@ -168,6 +169,7 @@ impl<'a> Decoder<'a> {
         let mut config = Config::default();
         self.section("service", SERVICE_FIELDS, &mut config.service);
         self.section("server", SERVER_FIELDS, &mut config.server);
+        self.section("http", HTTP_FIELDS, &mut config.http);
         self.section("metrics", METRICS_FIELDS, &mut config.metrics);
         self.section("auth", AUTH_FIELDS, &mut config.auth);
         self.section("telemetry", TELEMETRY_FIELDS, &mut config.telemetry);
@@ -411,8 +413,8 @@ mod tests {
 
     use super::*;
     use crate::config::{
-        AuthConfig, ClientConfig, MetricsConfig, ServerConfig, ServiceConfig, StoreConfig,
-        TelemetryConfig,
+        AuthConfig, ClientConfig, HttpConfig, MetricsConfig, ServerConfig, ServiceConfig,
+        StoreConfig, TelemetryConfig,
     };
 
     /// The keys serde knows for section `section`, from its unknown-field error.
@@ -445,6 +447,7 @@ mod tests {
             serde_fields::<TelemetryConfig>("telemetry")
         );
         assert_eq!(names(CLIENT_FIELDS), serde_fields::<ClientConfig>("client"));
+        assert_eq!(names(HTTP_FIELDS), serde_fields::<HttpConfig>("http"));
         assert_eq!(names(STORE_FIELDS), serde_fields::<StoreConfig>("store"));
     }
 }

@@ -63,6 +63,8 @@
 //! | `server.tls.cert_file`, `server.tls.key_file` | none | `KEEL_SERVER__TLS__CERT_FILE`, `KEEL_SERVER__TLS__KEY_FILE` | PEM certificate chain and key: the gRPC port serves TLS (both required, must exist); re-read when they change |
 //! | `server.tls.client_ca_file` | none | `KEEL_SERVER__TLS__CLIENT_CA_FILE` | PEM CAs of accepted client certificates: mTLS |
 //! | `server.tls.client_auth` | `"required"` | `KEEL_SERVER__TLS__CLIENT_AUTH` | `required` or `optional`; only with `client_ca_file` |
+//! | `http.grpc_web` | `false` | `KEEL_HTTP__GRPC_WEB` | serve gRPC-Web (and HTTP/1.1) on the gRPC port, through the same pipeline |
+//! | `http.cors.allowed_origins` | `[]` | (use a file) | origins (`scheme://host[:port]`) whose pages may call the port |
 //! | `metrics.enabled` | `true` | `KEEL_METRICS__ENABLED` | `true` or `false` |
 //! | `metrics.addr` | `"0.0.0.0:9090"` | `KEEL_METRICS__ADDR` | must differ from `server.addr` when enabled |
 //! | `metrics.tls.*` | none | `KEEL_METRICS__TLS__CERT_FILE`, … | as `server.tls.*`: the HTTP port (`/metrics`, the application's routes) serves HTTPS |
@@ -155,9 +157,10 @@ pub use validate::{
 };
 
 /// The top-level sections of [`Config`].
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "service",
     "server",
+    "http",
     "metrics",
     "auth",
     "telemetry",
@@ -173,6 +176,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// The gRPC server (`[server]`).
     pub server: ServerConfig,
+    /// What the gRPC port serves besides gRPC (`[http]`).
+    pub http: HttpConfig,
     /// The Prometheus metrics endpoint (`[metrics]`).
     pub metrics: MetricsConfig,
     /// JWT authentication (`[auth]`).
@@ -584,6 +589,35 @@ impl Default for TelemetryConfig {
             resource: BTreeMap::new(),
         }
     }
+}
+
+/// What the gRPC port serves besides gRPC: gRPC-Web for browsers, and which
+/// other origins may call it.
+///
+/// ```toml
+/// [http]
+/// grpc_web = true
+/// cors.allowed_origins = ["https://app.example.com"]
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve gRPC-Web (`application/grpc-web`, `-text`) beside gRPC, over
+    /// HTTP/1.1 too, through the same pipeline. Default `false`: the port then
+    /// speaks HTTP/2 only, and gRPC calls pay nothing for it.
+    pub grpc_web: bool,
+    /// Cross-origin requests (`[http.cors]`).
+    pub cors: CorsConfig,
+}
+
+/// Which origins' browsers may call the port (CORS). Default: none, so a page
+/// of another origin is refused by its browser.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`scheme://host[:port]`, no path) allowed to call, with the
+    /// `authorization` header and the gRPC-Web headers. Default empty.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Generated clients; see [`crate::client`].

@@ -8,8 +8,8 @@ use std::time::Duration;
 use humantime_serde::re::humantime::format_duration;
 
 use super::{
-    AuthConfig, ClientConfig, Config, ServerConfig, ServerTlsConfig, StoreConfig, TelemetryConfig,
-    TlsKeys,
+    AuthConfig, ClientConfig, Config, HttpConfig, ServerConfig, ServerTlsConfig, StoreConfig,
+    TelemetryConfig, TlsKeys,
 };
 
 /// Minimum length in bytes of `auth.hmac_secret`.
@@ -85,6 +85,7 @@ impl Config {
             );
         }
         self.server.problems(&mut problems);
+        self.http.problems(&mut problems);
         if let Some(tls) = self.metrics.tls.as_ref().filter(|_| self.metrics.enabled) {
             tls.problems(&TlsKeys::METRICS, &mut problems);
         }
@@ -617,4 +618,36 @@ impl StoreConfig {
             ));
         }
     }
+}
+
+impl HttpConfig {
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        for origin in &self.cors.allowed_origins {
+            if let Some(why) = origin_problem(origin) {
+                problems.push(Problem::new(
+                    "http.cors.allowed_origins",
+                    format!("{origin:?} {why}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Why `origin` is not an origin browsers send (`scheme://host[:port]`).
+fn origin_problem(origin: &str) -> Option<&'static str> {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Some(
+            "is not an origin: write it as scheme://host[:port], like https://app.example.com",
+        );
+    };
+    if scheme != "http" && scheme != "https" {
+        return Some("is not an http or https origin");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Some("is not an origin: no path, query or fragment (scheme://host[:port])");
+    }
+    if http::HeaderValue::from_str(origin).is_err() {
+        return Some("is not a valid header value");
+    }
+    None
 }

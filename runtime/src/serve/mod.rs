@@ -32,6 +32,7 @@ mod health;
 mod probe;
 mod reflection;
 mod signals;
+mod web;
 
 use std::time::Duration;
 
@@ -226,19 +227,25 @@ impl Server {
             deadline: CancellationToken::new(),
         };
         // Before anything is served: a certificate that does not load fails `serve`.
+        // gRPC-Web may come over HTTP/1.1: offer it to TLS clients too.
+        let alpn = match config.http.grpc_web {
+            true => crate::tls::ALPN_GRPC_WEB,
+            false => crate::tls::ALPN_GRPC,
+        };
         let tls = (settings.tls.as_ref())
-            .map(|tls| crate::tls::server_config(tls, &TlsKeys::SERVER, crate::tls::ALPN_GRPC))
+            .map(|tls| crate::tls::server_config(tls, &TlsKeys::SERVER, alpn))
             .transpose()?;
         let metrics_tls = (config.metrics.tls.as_ref())
             .map(|tls| crate::tls::server_config(tls, &TlsKeys::METRICS, crate::tls::ALPN_HTTP))
             .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
-        let router = routes.routes().prepare().into_axum_router();
+        let router = web::wrap(routes.routes().prepare().into_axum_router(), &config.http);
         let port = Port::new(
             router,
             phases.clone(),
             tls,
             settings,
+            config.http.grpc_web,
             keel.metrics().connections().clone(),
         );
         let grpc = tokio::spawn(port.serve(listeners.grpc));

@@ -37,4 +37,4 @@ pub(crate) use client::{client_tls, https_roots};
 pub use error::TlsError;
 pub(crate) use listener::TlsListener;
 pub(crate) use pinned::PinnedCertificate;
-pub(crate) use server::{ALPN_GRPC, ALPN_HTTP, server_config};
+pub(crate) use server::{ALPN_GRPC, ALPN_GRPC_WEB, ALPN_HTTP, server_config};

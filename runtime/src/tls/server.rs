@@ -13,6 +13,10 @@ use crate::config::{ClientAuth, ServerTlsConfig, TlsKeys};
 /// not answer `h2`).
 pub(crate) const ALPN_GRPC: &[&[u8]] = &[b"h2"];
 
+/// With gRPC-Web on, the gRPC port speaks HTTP/1.1 too (browsers over TLS
+/// mostly ask for `h2` anyway).
+pub(crate) const ALPN_GRPC_WEB: &[&[u8]] = &[b"h2", b"http/1.1"];
+
 /// The HTTP port speaks HTTP/1.1 (Prometheus, curl).
 pub(crate) const ALPN_HTTP: &[&[u8]] = &[b"http/1.1"];
 

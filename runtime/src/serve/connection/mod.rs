@@ -67,9 +67,20 @@ impl Port {
         phases: Phases,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
         settings: &ServerConfig,
+        http1: bool,
         metrics: ConnectionMetrics,
     ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        if http1 {
+            // gRPC-Web from browsers: HTTP/1.1 beside HTTP/2 (told apart by
+            // the first bytes), with a bound on reading a request's head.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.handshake_timeout);
+        } else {
+            builder = builder.http2_only();
+        }
         builder
             .http2()
             .timer(TokioTimer::new())
