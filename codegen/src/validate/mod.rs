@@ -407,13 +407,10 @@ impl MessageWriter<'_> {
         };
         match shape {
             Shape::Oneof => {
-                let oneof = field.containing_oneof().expect("a oneof member");
-                let member = field_ident(oneof.name());
-                let enum_path = oneof_enum_path(message, &oneof);
-                let variant = type_ident(field.name());
+                let (member, pattern) = oneof_variant(message, field, quote! { value });
                 quote! {
                     match &self.#member {
-                        ::core::option::Option::Some(#enum_path::#variant(value)) => { #checks #nested }
+                        #pattern => { #checks #nested }
                         _ => { #missing }
                     }
                 }
@@ -587,11 +584,8 @@ fn is_set(message: &MessageDescriptor, field: &FieldDescriptor) -> TokenStream {
     let shape = Shape::of(field);
     match shape {
         Shape::Oneof => {
-            let oneof = field.containing_oneof().expect("a oneof member");
-            let member = field_ident(oneof.name());
-            let enum_path = oneof_enum_path(message, &oneof);
-            let variant = type_ident(field.name());
-            quote! { ::core::matches!(&self.#member, ::core::option::Option::Some(#enum_path::#variant(_))) }
+            let (member, pattern) = oneof_variant(message, field, quote! { _ });
+            quote! { ::core::matches!(&self.#member, #pattern) }
         }
         Shape::Optional => {
             let member = field_ident(field.name());
@@ -615,13 +609,8 @@ fn to_cel_impl(message: &MessageDescriptor, runtime: &TokenStream) -> TokenStrea
         let add = quote! { fields = fields.field(#name, value); };
         fields.push(match shape {
             Shape::Oneof => {
-                let oneof = field.containing_oneof().expect("a oneof member");
-                let member = field_ident(oneof.name());
-                let enum_path = oneof_enum_path(message, &oneof);
-                let variant = type_ident(field.name());
-                quote! {
-                    if let ::core::option::Option::Some(#enum_path::#variant(value)) = &self.#member { #add }
-                }
+                let (member, pattern) = oneof_variant(message, &field, quote! { value });
+                quote! { if let #pattern = &self.#member { #add } }
             }
             Shape::Optional => {
                 let member = field_ident(name);
@@ -654,6 +643,23 @@ fn rust_path(message: &MessageDescriptor) -> TokenStream {
     }
     parts.push(type_ident(message.name()));
     quote! { #(#parts)::* }
+}
+
+/// For a member of a (real) oneof: the struct field that holds the oneof,
+/// and the pattern matching `field`'s variant with its value bound to
+/// `binding`.
+fn oneof_variant(
+    message: &MessageDescriptor,
+    field: &FieldDescriptor,
+    binding: TokenStream,
+) -> (Ident, TokenStream) {
+    let oneof = field.containing_oneof().expect("a oneof member");
+    let enum_path = oneof_enum_path(message, &oneof);
+    let variant = type_ident(field.name());
+    (
+        field_ident(oneof.name()),
+        quote! { ::core::option::Option::Some(#enum_path::#variant(#binding)) },
+    )
 }
 
 /// The path of a oneof's enum: the message's module, then the oneof's name.
