@@ -77,6 +77,10 @@ pub struct MethodSpec {
     pub validated: bool,
     /// Its HTTP routes (`google.api.http`), the main one first.
     pub http: Vec<HttpRoute>,
+    /// The request message's full name.
+    pub input: String,
+    /// The response message's full name.
+    pub output: String,
 }
 
 /// A method's client retry policy, checked.
@@ -338,6 +342,8 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         options: custom_options(method),
         validated: false,
         http: Vec::new(),
+        input: method.input().full_name().to_owned(),
+        output: method.output().full_name().to_owned(),
     }
 }
 

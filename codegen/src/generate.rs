@@ -99,6 +99,7 @@ pub fn service(
             }
             None => quote!(::core::option::Option::None),
         };
+        let http = m.http.iter().map(|route| http_route(route, m, runtime));
         let options = m.options.iter().map(|(name, value)| {
             let value = proc_macro2::Literal::byte_string(value);
             quote!((#name, #value))
@@ -116,6 +117,7 @@ pub fn service(
                 rate_limit: #rate_limit,
                 retry: #retry,
                 options: &[#(#options),*],
+                http: &[#(#http),*],
             }
         }
     });
@@ -234,6 +236,48 @@ pub fn descriptor_set_const(file_name: &str) -> String {
          /// options included: serve it with reflection (`keel::Server::reflection`).\n\
          pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(\"{file_name}\");\n"
     )
+}
+
+/// One route of a method as the runtime's `HttpRoute`.
+fn http_route(
+    route: &crate::HttpRoute,
+    method: &crate::MethodSpec,
+    runtime: &TokenStream,
+) -> TokenStream {
+    let verb_name = &route.method;
+    let segments = segments(&route.path.segments, runtime);
+    let option = |value: &Option<String>| match value {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    };
+    let verb = option(&route.path.verb);
+    let body = option(&route.body);
+    let response_body = option(&route.response_body);
+    let (input, output) = (&method.input, &method.output);
+    quote!(#runtime::HttpRoute {
+        method: #verb_name,
+        path: &[#(#segments),*],
+        verb: #verb,
+        body: #body,
+        response_body: #response_body,
+        input: #input,
+        output: #output,
+        descriptors: FILE_DESCRIPTOR_SET,
+    })
+}
+
+fn segments(list: &[crate::Segment], runtime: &TokenStream) -> Vec<TokenStream> {
+    list.iter()
+        .map(|segment| match segment {
+            crate::Segment::Literal(literal) => quote!(#runtime::PathSegment::Literal(#literal)),
+            crate::Segment::Single => quote!(#runtime::PathSegment::Single),
+            crate::Segment::Rest => quote!(#runtime::PathSegment::Rest),
+            crate::Segment::Variable { field, pattern } => {
+                let pattern = segments(pattern, runtime);
+                quote!(#runtime::PathSegment::Variable { field: #field, pattern: &[#(#pattern),*] })
+            }
+        })
+        .collect()
 }
 
 /// Doc comment of a policy table: one line per method, as a reader wants it.

@@ -41,6 +41,9 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The descriptors of a service's REST routes do not describe their messages.
+    #[error("REST routes: {0}")]
+    Rest(#[from] crate::serve::RestError),
     /// A descriptor set given to reflection does not decode.
     #[error("reflection: a file descriptor set does not decode: {0}")]
     Reflection(#[source] prost::DecodeError),

@@ -21,6 +21,8 @@ pub struct Keel {
     max_message_bytes: usize,
     /// The keys of `auth.jwks_url`, which [`Keel::server`]'s `serve` fetches and refreshes.
     remote_keys: Option<Arc<RemoteKeys>>,
+    /// The services it was built for (their REST routes are served).
+    services: Arc<[&'static ServicePolicy]>,
 }
 
 impl Keel {
@@ -45,7 +47,13 @@ impl Keel {
             metrics,
             max_message_bytes: config.server.max_message_bytes,
             remote_keys: remote_keys.map(Arc::new),
+            services: services.into(),
         })
+    }
+
+    /// The services it was built for.
+    pub(crate) fn services(&self) -> &[&'static ServicePolicy] {
+        &self.services
     }
 
     /// Assembles a runtime from parts built elsewhere (a shared registry, a
@@ -56,6 +64,7 @@ impl Keel {
             metrics,
             max_message_bytes,
             remote_keys: None,
+            services: Arc::new([]),
         }
     }
 

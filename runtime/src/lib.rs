@@ -68,6 +68,7 @@ pub use keel::Keel;
 pub use metrics::Metrics;
 pub use pipeline::Pipeline;
 pub use policy::{
-    Access, MethodKind, MethodPolicy, RateKey, RateLimit, RetryPolicy, ServicePolicy,
+    Access, HttpRoute, MethodKind, MethodPolicy, PathSegment, RateKey, RateLimit, RetryPolicy,
+    ServicePolicy,
 };
 pub use serve::Server;

@@ -85,6 +85,52 @@ pub struct MethodPolicy {
     /// encoded; read them with [`option`](Self::option) or an
     /// [`OptionTable`](crate::pipeline::OptionTable).
     pub options: &'static [(&'static str, &'static [u8])],
+    /// Its HTTP routes (`google.api.http`), the main one first: served as
+    /// REST/JSON through the same pipeline.
+    pub http: &'static [HttpRoute],
+}
+
+/// One HTTP route of a method, as codegen parsed its `google.api.http`
+/// option, with what transcoding needs: the request and response messages'
+/// names and the descriptors that describe them.
+#[derive(Debug)]
+pub struct HttpRoute {
+    /// `GET`, `POST`, … or a custom pattern's method.
+    pub method: &'static str,
+    /// The path template's segments.
+    pub path: &'static [PathSegment],
+    /// The template's `:verb` suffix.
+    pub verb: Option<&'static str>,
+    /// Where the body goes: `Some("*")` the whole request, `Some(field)` a
+    /// top-level field, `None` no body.
+    pub body: Option<&'static str>,
+    /// The response field sent as the body; `None`: the whole response.
+    pub response_body: Option<&'static str>,
+    /// The request message's full name.
+    pub input: &'static str,
+    /// The response message's full name.
+    pub output: &'static str,
+    /// The encoded `FileDescriptorSet` holding both.
+    pub descriptors: &'static [u8],
+}
+
+/// One segment of an [`HttpRoute`]'s path template.
+#[derive(Debug)]
+pub enum PathSegment {
+    /// A literal segment.
+    Literal(&'static str),
+    /// `*`: one segment.
+    Single,
+    /// `**`: the rest of the path.
+    Rest,
+    /// `{field=pattern}`: the segments `pattern` matches are the value of
+    /// the request field `field` (a dotted path).
+    Variable {
+        /// The field path.
+        field: &'static str,
+        /// What it matches (`*` unless the template says).
+        pattern: &'static [PathSegment],
+    },
 }
 
 /// How generated clients retry a method's calls, as the gRPC service
@@ -208,6 +254,7 @@ impl MethodPolicy {
             rate_limit: None,
             retry: None,
             options: &[],
+            http: &[],
         }
     }
 

@@ -205,6 +205,8 @@ mod tests {
             options: Vec::new(),
             validated: true,
             http: Vec::new(),
+            input: "t.v1.Req".to_owned(),
+            output: "t.v1.Res".to_owned(),
         }
     }
 

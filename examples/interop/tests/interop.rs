@@ -385,3 +385,23 @@ async fn all_cases_on_one_connection() {
         .await
         .expect("all cases finish within the test timeout");
 }
+
+/// A service with neither gRPC-Web nor REST routes: its port speaks HTTP/2
+/// only, and an HTTP/1.1 request gets no HTTP/1.1 answer.
+#[tokio::test]
+async fn the_port_speaks_no_http1_without_grpc_web_or_routes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let running = Running::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    tcp.write_all(b"GET /grpc.testing.TestService/EmptyCall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/1.1"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    running.stop().await;
+}

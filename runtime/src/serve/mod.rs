@@ -30,6 +30,8 @@ mod connection;
 mod drain;
 mod health;
 mod probe;
+mod rest;
+pub use rest::RestError;
 mod reflection;
 mod signals;
 mod web;
@@ -227,8 +229,11 @@ impl Server {
             deadline: CancellationToken::new(),
         };
         // Before anything is served: a certificate that does not load fails `serve`.
-        // gRPC-Web may come over HTTP/1.1: offer it to TLS clients too.
-        let alpn = match config.http.grpc_web {
+        // REST routes, if a service has any.
+        let rest = rest::Routes::new(keel.services(), settings.max_message_bytes)?;
+        // gRPC-Web and REST may come over HTTP/1.1: offer it to TLS clients too.
+        let http1 = config.http.grpc_web || rest.is_some();
+        let alpn = match http1 {
             true => crate::tls::ALPN_GRPC_WEB,
             false => crate::tls::ALPN_GRPC,
         };
@@ -239,13 +244,17 @@ impl Server {
             .map(|tls| crate::tls::server_config(tls, &TlsKeys::METRICS, crate::tls::ALPN_HTTP))
             .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
-        let router = web::wrap(routes.routes().prepare().into_axum_router(), &config.http);
+        let router = web::wrap(
+            routes.routes().prepare().into_axum_router(),
+            &config.http,
+            rest,
+        );
         let port = Port::new(
             router,
             phases.clone(),
             tls,
             settings,
-            config.http.grpc_web,
+            http1,
             keel.metrics().connections().clone(),
         );
         let grpc = tokio::spawn(port.serve(listeners.grpc));

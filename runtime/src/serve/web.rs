@@ -31,10 +31,19 @@ const ALLOWED_HEADERS: [&str; 8] = [
 /// them when the answer has no body).
 const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
-/// `router` with what `http` asks for.
-pub(crate) fn wrap(mut router: axum::Router, http: &HttpConfig) -> axum::Router {
+/// `router` with what `http` asks for, and the services' REST routes.
+pub(crate) fn wrap(
+    mut router: axum::Router,
+    http: &HttpConfig,
+    rest: Option<std::sync::Arc<super::rest::Routes>>,
+) -> axum::Router {
     if http.grpc_web {
         router = router.layer(tonic_web::GrpcWebLayer::new());
+    }
+    // In front of the whole router (REST paths are none of its routes):
+    // REST calls are transcoded, the rest passed on.
+    if let Some(rest) = rest {
+        router = axum::Router::new().fallback_service(super::rest::Rest::new(rest, router));
     }
     // Outermost: a preflight is answered before anything else looks at it.
     if !http.cors.allowed_origins.is_empty() {

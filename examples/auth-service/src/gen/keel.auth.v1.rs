@@ -848,6 +848,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "Login",
@@ -867,6 +868,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 retryable_codes: &[::tonic::Code::Unavailable],
             }),
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "Refresh",
@@ -886,6 +888,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 retryable_codes: &[::tonic::Code::Unavailable],
             }),
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "Validate",
@@ -899,6 +902,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "Revoke",
@@ -912,6 +916,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "RevokeAll",
@@ -925,6 +930,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "GetJwks",
@@ -938,6 +944,7 @@ pub static AUTH_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
     ],
     route: auth_service_route,

@@ -317,6 +317,7 @@ pub static PROFILE_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy
         rate_limit: ::core::option::Option::None,
         retry: ::core::option::Option::None,
         options: &[],
+        http: &[],
     }],
     route: profile_service_route,
 };

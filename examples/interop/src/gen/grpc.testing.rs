@@ -1322,6 +1322,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "UnaryCall",
@@ -1335,6 +1336,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "CacheableUnaryCall",
@@ -1348,6 +1350,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "StreamingOutputCall",
@@ -1361,6 +1364,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "StreamingInputCall",
@@ -1374,6 +1378,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "FullDuplexCall",
@@ -1387,6 +1392,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "HalfDuplexCall",
@@ -1400,6 +1406,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "UnimplementedCall",
@@ -1413,6 +1420,7 @@ pub static TEST_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
     ],
     route: test_service_route,
@@ -1787,6 +1795,7 @@ pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::Service
         rate_limit: ::core::option::Option::None,
         retry: ::core::option::Option::None,
         options: &[],
+        http: &[],
     }],
     route: unimplemented_service_route,
 };
@@ -2205,6 +2214,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "Stop",
@@ -2218,6 +2228,7 @@ pub static RECONNECT_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePoli
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
     ],
     route: reconnect_service_route,

@@ -793,7 +793,24 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 backoff_multiplier: 2f64,
                 retryable_codes: &[::tonic::Code::Unavailable],
             }),
-            options: &[],
+            options: &[("google.api.http", b"\x12\x0E/v1/users/{id}")],
+            http: &[::keel::HttpRoute {
+                method: "GET",
+                path: &[
+                    ::keel::PathSegment::Literal("v1"),
+                    ::keel::PathSegment::Literal("users"),
+                    ::keel::PathSegment::Variable {
+                        field: "id",
+                        pattern: &[::keel::PathSegment::Single],
+                    },
+                ],
+                verb: ::core::option::Option::None,
+                body: ::core::option::Option::None,
+                response_body: ::core::option::Option::None,
+                input: "user.v1.GetUserRequest",
+                output: "user.v1.User",
+                descriptors: FILE_DESCRIPTOR_SET,
+            }],
         },
         ::keel::MethodPolicy {
             name: "CreateUser",
@@ -812,7 +829,23 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 key: ::keel::RateKey::Subject,
             }),
             retry: ::core::option::Option::None,
-            options: &[("user.v1.audit", b"\n\x0Buser.create")],
+            options: &[
+                ("google.api.http", b"\"\t/v1/users:\x01*"),
+                ("user.v1.audit", b"\n\x0Buser.create"),
+            ],
+            http: &[::keel::HttpRoute {
+                method: "POST",
+                path: &[
+                    ::keel::PathSegment::Literal("v1"),
+                    ::keel::PathSegment::Literal("users"),
+                ],
+                verb: ::core::option::Option::None,
+                body: ::core::option::Option::Some("*"),
+                response_body: ::core::option::Option::None,
+                input: "user.v1.CreateUserRequest",
+                output: "user.v1.User",
+                descriptors: FILE_DESCRIPTOR_SET,
+            }],
         },
         ::keel::MethodPolicy {
             name: "ListUsers",
@@ -835,7 +868,20 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 backoff_multiplier: 2f64,
                 retryable_codes: &[::tonic::Code::Unavailable],
             }),
-            options: &[],
+            options: &[("google.api.http", b"\x12\t/v1/users")],
+            http: &[::keel::HttpRoute {
+                method: "GET",
+                path: &[
+                    ::keel::PathSegment::Literal("v1"),
+                    ::keel::PathSegment::Literal("users"),
+                ],
+                verb: ::core::option::Option::None,
+                body: ::core::option::Option::None,
+                response_body: ::core::option::Option::None,
+                input: "user.v1.ListUsersRequest",
+                output: "user.v1.ListUsersResponse",
+                descriptors: FILE_DESCRIPTOR_SET,
+            }],
         },
         ::keel::MethodPolicy {
             name: "ImportUsers",
@@ -851,6 +897,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[("user.v1.audit", b"\n\x0Buser.import")],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "ExportUsers",
@@ -866,6 +913,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "CountUsers",
@@ -888,6 +936,7 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
                 retryable_codes: &[::tonic::Code::Unavailable],
             }),
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "HealthCheck",
@@ -900,7 +949,20 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
-            options: &[],
+            options: &[("google.api.http", b"\x12\n/v1/health")],
+            http: &[::keel::HttpRoute {
+                method: "GET",
+                path: &[
+                    ::keel::PathSegment::Literal("v1"),
+                    ::keel::PathSegment::Literal("health"),
+                ],
+                verb: ::core::option::Option::None,
+                body: ::core::option::Option::None,
+                response_body: ::core::option::Option::None,
+                input: "google.protobuf.Empty",
+                output: "user.v1.HealthCheckResponse",
+                descriptors: FILE_DESCRIPTOR_SET,
+            }],
         },
     ],
     route: user_service_route,

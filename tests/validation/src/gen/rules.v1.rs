@@ -653,6 +653,7 @@ pub static RULES_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "CheckMany",
@@ -666,6 +667,7 @@ pub static RULES_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "CheckEach",
@@ -679,6 +681,7 @@ pub static RULES_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "Break",
@@ -692,6 +695,7 @@ pub static RULES_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
         ::keel::MethodPolicy {
             name: "Echo",
@@ -705,6 +709,7 @@ pub static RULES_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[],
+            http: &[],
         },
     ],
     route: rules_route,

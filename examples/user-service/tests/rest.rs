@@ -1,0 +1,224 @@
+//! REST/JSON from user.proto's `google.api.http` routes, with a real
+//! HTTP/1.1 client: each call runs the gRPC method's pipeline (auth,
+//! validation, metrics) and handler, and answers JSON in the proto3
+//! mapping, or a `google.rpc.Status` with the HTTP status of its code.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use user_service::user_v1::GetUserRequest;
+
+struct Answer {
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    json: Value,
+}
+
+async fn rest(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", server.grpc));
+    if !body.is_empty() {
+        request = request.header("content-type", "application/json");
+    }
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await
+        .expect("an HTTP/1.1 answer");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
+    assert_eq!(parts.headers["content-type"], "application/json");
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        json,
+    }
+}
+
+#[tokio::test]
+async fn routes_run_the_methods_pipelines_and_answer_json() {
+    let server = Server::start(config()).await;
+    let writer = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
+    let reader = sign_hs(Algorithm::HS256, &claims("users:read"));
+
+    let created = rest(
+        &server,
+        "POST",
+        "/v1/users",
+        Some(&writer),
+        r#"{"name": " Ada ", "email": "ada@example.com"}"#,
+    )
+    .await;
+    assert_eq!(created.status, http::StatusCode::OK, "{}", created.json);
+    assert_eq!(created.json["id"], "u-000001");
+    assert_eq!(created.json["name"], "Ada", "the handler ran: it trims");
+    assert!(created.json["createdAt"].as_str().unwrap().ends_with('Z'));
+
+    let got = rest(&server, "GET", "/v1/users/u-000001", Some(&reader), "").await;
+    assert_eq!(
+        (got.status, &got.json["email"]),
+        (http::StatusCode::OK, &json!("ada@example.com"))
+    );
+    // The same user over gRPC, on the same port.
+    let mut grpc = server.client().await;
+    let user = grpc
+        .get_user(with_token(
+            GetUserRequest {
+                id: "u-000001".into(),
+            },
+            &reader,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(user.name, "Ada");
+
+    rest(
+        &server,
+        "POST",
+        "/v1/users",
+        Some(&writer),
+        r#"{"name": "Bo", "email": "bo@example.com"}"#,
+    )
+    .await;
+    let page = rest(&server, "GET", "/v1/users?page_size=1", Some(&reader), "").await;
+    assert_eq!(
+        page.json["users"].as_array().unwrap().len(),
+        1,
+        "{}",
+        page.json
+    );
+    let token = page.json["nextPageToken"].as_str().unwrap().to_owned();
+    let next = rest(
+        &server,
+        "GET",
+        &format!("/v1/users?pageSize=1&pageToken={token}"),
+        Some(&reader),
+        "",
+    )
+    .await;
+    assert_eq!(next.json["users"][0]["name"], "Bo", "{}", next.json);
+
+    let health = rest(&server, "GET", "/v1/health", None, "").await;
+    assert_eq!(health.json["status"], "STATUS_SERVING");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failures_are_status_json_with_the_http_status_of_their_code() {
+    let mut small = config();
+    small.server.max_message_bytes = 1024;
+    let server = Server::start(small).await;
+    let writer = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
+    let reader = sign_hs(Algorithm::HS256, &claims("users:read"));
+
+    let missing = rest(&server, "GET", "/v1/users/u-000404", Some(&reader), "").await;
+    assert_eq!(missing.status, http::StatusCode::NOT_FOUND);
+    assert_eq!(missing.json["code"], 5);
+    assert_eq!(missing.json["message"], "user \"u-000404\" not found");
+
+    let anonymous = rest(&server, "GET", "/v1/users/u-000001", None, "").await;
+    assert_eq!(anonymous.status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers["www-authenticate"], "Bearer");
+    assert_eq!(anonymous.json["code"], 16);
+    let body = r#"{"name": "Ada", "email": "ada@example.com"}"#;
+    let forbidden = rest(&server, "POST", "/v1/users", Some(&reader), body).await;
+    assert_eq!(
+        (forbidden.status, &forbidden.json["code"]),
+        (http::StatusCode::FORBIDDEN, &json!(7))
+    );
+
+    // The method's validation, with its BadRequest detail.
+    let invalid = rest(
+        &server,
+        "POST",
+        "/v1/users",
+        Some(&writer),
+        r#"{"name": "  ", "email": "nope"}"#,
+    )
+    .await;
+    assert_eq!(invalid.status, http::StatusCode::BAD_REQUEST);
+    assert_eq!(
+        invalid.json["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.BadRequest"
+    );
+    let fields: Vec<&str> = invalid.json["details"][0]["fieldViolations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["name", "email"]);
+    let negative = rest(&server, "GET", "/v1/users?page_size=-1", Some(&reader), "").await;
+    assert_eq!(negative.status, http::StatusCode::BAD_REQUEST);
+
+    // What does not make a request at all.
+    for (path, body, needle) in [
+        ("/v1/users", "{not json", "the body is not JSON"),
+        ("/v1/users", r#"{"name": "A", "nickname": "x"}"#, "nickname"),
+        ("/v1/users", "[1, 2]", "must be a JSON object"),
+    ] {
+        let refused = rest(&server, "POST", path, Some(&writer), body).await;
+        assert_eq!(refused.status, http::StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            refused.json["message"].as_str().unwrap().contains(needle),
+            "{}",
+            refused.json
+        );
+    }
+    let unknown = rest(&server, "GET", "/v1/users?nickname=x", Some(&reader), "").await;
+    assert_eq!(
+        unknown.status,
+        http::StatusCode::BAD_REQUEST,
+        "{}",
+        unknown.json
+    );
+    let large = format!(
+        r#"{{"name": "{}", "email": "a@example.com"}}"#,
+        "x".repeat(2000)
+    );
+    let too_large = rest(&server, "POST", "/v1/users", Some(&writer), &large).await;
+    assert_eq!(too_large.status, http::StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Counted under the gRPC methods, once per call that reached them.
+    let metrics = server.scrape().await;
+    let handled = |method: &str, code: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("grpc_server_handled_total{")
+                    && l.contains(&format!("grpc_method=\"{method}\""))
+                    && l.contains(&format!("grpc_code=\"{code}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("absent")
+            .to_owned()
+    };
+    assert_eq!(handled("GetUser", "NotFound"), "1");
+    assert_eq!(handled("GetUser", "Unauthenticated"), "1");
+    assert_eq!(handled("CreateUser", "PermissionDenied"), "1");
+    assert_eq!(handled("CreateUser", "InvalidArgument"), "1");
+    server.stop().await;
+}

@@ -1,0 +1,613 @@
+//! REST/JSON on the gRPC port: the `google.api.http` routes of the served
+//! methods. A request that is not gRPC and matches a route becomes the
+//! method's request message (path variables, then the body, then query
+//! parameters for the fields left, in the proto3 JSON mapping), is sent as
+//! a gRPC call to the same router, so the method's pipeline (auth,
+//! metrics, deadline, limits, validation, recovery) and handler run as for
+//! any gRPC call, and the answer comes back as JSON: the response message,
+//! or a `google.rpc.Status` with the usual HTTP status.
+//!
+//! Unary methods only for now: a route of a streaming method answers 501.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::{Map, Value, json};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::policy::{HttpRoute, MethodKind, PathSegment, ServicePolicy};
+
+/// One route, with the descriptors it needs, ready to match.
+#[derive(Debug)]
+struct Route {
+    http: &'static HttpRoute,
+    /// The gRPC path of its method (`/user.v1.UserService/GetUser`).
+    grpc_path: &'static str,
+    streaming: bool,
+    input: MessageDescriptor,
+    output: MessageDescriptor,
+}
+
+/// Every route of the served services.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    routes: Vec<Route>,
+    /// The longest request body taken (`server.max_message_bytes`).
+    max_body: usize,
+}
+
+/// Why the routes could not be prepared: codegen's descriptors do not
+/// describe the messages it named (a mismatched build).
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    /// The descriptor set does not decode.
+    #[error("the descriptors of {service}: {source}")]
+    Descriptors {
+        /// The service.
+        service: &'static str,
+        /// Why.
+        source: prost_reflect::DescriptorError,
+    },
+    /// A message is not in them.
+    #[error("{message} (of {service}) is not in its descriptors")]
+    Missing {
+        /// The service.
+        service: &'static str,
+        /// The message.
+        message: &'static str,
+    },
+}
+
+impl Routes {
+    /// The routes of `services`; `None` when none has any.
+    pub(crate) fn new(
+        services: &[&'static ServicePolicy],
+        max_body: usize,
+    ) -> Result<Option<Arc<Routes>>, RestError> {
+        let mut routes = Vec::new();
+        let mut pools: Vec<(*const u8, DescriptorPool)> = Vec::new();
+        for service in services {
+            for method in service.methods {
+                for http in method.http {
+                    let key = http.descriptors.as_ptr();
+                    let pool = match pools.iter().find(|(k, _)| *k == key) {
+                        Some((_, pool)) => pool.clone(),
+                        None => {
+                            let pool =
+                                DescriptorPool::decode(http.descriptors).map_err(|source| {
+                                    RestError::Descriptors {
+                                        service: service.name,
+                                        source,
+                                    }
+                                })?;
+                            pools.push((key, pool.clone()));
+                            pool
+                        }
+                    };
+                    let message = |name: &'static str| {
+                        pool.get_message_by_name(name).ok_or(RestError::Missing {
+                            service: service.name,
+                            message: name,
+                        })
+                    };
+                    routes.push(Route {
+                        http,
+                        grpc_path: method.path,
+                        streaming: method.kind != MethodKind::Unary,
+                        input: message(http.input)?,
+                        output: message(http.output)?,
+                    });
+                }
+            }
+        }
+        Ok((!routes.is_empty()).then(|| Arc::new(Routes { routes, max_body })))
+    }
+
+    /// The index of the route `method` and `path` match, with the values of
+    /// its variables.
+    fn find(&self, method: &Method, path: &str) -> Option<(usize, Vec<(&'static str, String)>)> {
+        self.routes.iter().enumerate().find_map(|(index, route)| {
+            if route.http.method != method.as_str() {
+                return None;
+            }
+            let path = path.strip_prefix('/')?;
+            let path = match route.http.verb {
+                Some(verb) => path.strip_suffix(verb)?.strip_suffix(':')?,
+                None => path,
+            };
+            let parts: Vec<&str> = path.split('/').collect();
+            let mut vars = Vec::new();
+            matches(route.http.path, &parts, &mut vars).then_some((index, vars))
+        })
+    }
+}
+
+/// Whether `pattern` matches all of `parts`, collecting variables.
+fn matches(
+    pattern: &'static [PathSegment],
+    parts: &[&str],
+    vars: &mut Vec<(&'static str, String)>,
+) -> bool {
+    let Some((first, rest)) = pattern.split_first() else {
+        return parts.is_empty();
+    };
+    match first {
+        PathSegment::Literal(literal) => {
+            parts.first() == Some(literal) && matches(rest, &parts[1..], vars)
+        }
+        PathSegment::Single => {
+            parts.first().is_some_and(|p| !p.is_empty()) && matches(rest, &parts[1..], vars)
+        }
+        // `**` is last: the rest of the path.
+        PathSegment::Rest => true,
+        PathSegment::Variable {
+            field,
+            pattern: inner,
+        } => {
+            let taken = match inner.last() {
+                Some(PathSegment::Rest) => parts.len(),
+                _ => inner.len(),
+            };
+            if taken > parts.len() || taken == 0 && !inner.is_empty() {
+                return false;
+            }
+            let (value, after) = parts.split_at(taken);
+            let mut ignored = Vec::new();
+            if !matches(inner, value, &mut ignored) {
+                return false;
+            }
+            vars.push((field, percent_decode(&value.join("/"))));
+            matches(rest, after, vars)
+        }
+    }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The service in front of the router: REST requests are transcoded, the
+/// rest passed on.
+#[derive(Clone, Debug)]
+pub(crate) struct Rest<S> {
+    routes: Arc<Routes>,
+    inner: S,
+}
+
+impl<S> Rest<S> {
+    pub(crate) fn new(routes: Arc<Routes>, inner: S) -> Self {
+        Rest { routes, inner }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl<S> tower::Service<Request<Body>> for Rest<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
+        let found = (!grpc)
+            .then(|| self.routes.find(request.method(), request.uri().path()))
+            .flatten();
+        let Some((index, vars)) = found else {
+            return Box::pin(self.inner.call(request));
+        };
+        let routes = self.routes.clone();
+        // Take the readied service; the clone is readied next time.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let route = &routes.routes[index];
+            Ok(transcode(route, vars, request, inner, routes.max_body)
+                .await
+                .unwrap_or_else(|refused| refused))
+        })
+    }
+}
+
+/// Runs one REST call through the gRPC router.
+async fn transcode<S>(
+    route: &Route,
+    vars: Vec<(&'static str, String)>,
+    request: Request<Body>,
+    mut inner: S,
+    max_body: usize,
+) -> Result<Response<Body>, Response<Body>>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    if route.streaming {
+        return Err(error(
+            Code::Unimplemented,
+            "this route's method streams; streaming over REST is not served yet",
+        ));
+    }
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                status_json(
+                    Code::ResourceExhausted,
+                    &format!("the body is over the limit of {max_body} bytes"),
+                    Vec::new(),
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(error(
+                Code::InvalidArgument,
+                &format!("reading the body: {e}"),
+            ));
+        }
+    };
+    let message = request_message(route, &vars, parts.uri.query(), &body)
+        .map_err(|problem| error(Code::InvalidArgument, &problem))?;
+
+    let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
+    frame.put_u8(0);
+    frame.put_u32(message.encoded_len() as u32);
+    message
+        .encode(&mut frame)
+        .map_err(|e| error(Code::Internal, &e.to_string()))?;
+    let mut call = Request::builder()
+        .method(Method::POST)
+        .uri(route.grpc_path)
+        .version(http::Version::HTTP_2);
+    if let Some(headers) = call.headers_mut() {
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                headers.append(name, value.clone());
+            }
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let Ok(mut call) = call.body(Body::from(frame.freeze())) else {
+        return Err(error(Code::Internal, "building the call"));
+    };
+    // The connection's address and certificates, for auth and rate limits.
+    *call.extensions_mut() = parts.extensions;
+    let Ok(answer) = inner.call(call).await;
+    let (answer_parts, answer_body) = answer.into_parts();
+    let collected = answer_body
+        .collect()
+        .await
+        .map_err(|e| error(Code::Internal, &format!("reading the answer: {e}")))?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    let status = tonic::Status::from_header_map(&answer_parts.headers)
+        .or_else(|| tonic::Status::from_header_map(&trailers))
+        .unwrap_or_else(|| tonic::Status::unknown("the method answered without a status"));
+    if status.code() != Code::Ok {
+        return Err(status_response(&status));
+    }
+    let payload = data
+        .get(5..)
+        .ok_or_else(|| error(Code::Internal, "no response message"))?;
+    let answer = DynamicMessage::decode(route.output.clone(), payload)
+        .map_err(|e| error(Code::Internal, &format!("decoding the answer: {e}")))?;
+    let mut value = serde_json::to_value(&answer)
+        .map_err(|e| error(Code::Internal, &format!("the answer as JSON: {e}")))?;
+    if let Some(field) = route.http.response_body
+        && let Some(field) = route.output.get_field_by_name(field)
+    {
+        value = value
+            .get_mut(field.json_name())
+            .map(Value::take)
+            .unwrap_or(Value::Null);
+    }
+    Ok(json_response(StatusCode::OK, value))
+}
+
+/// Headers of the REST request not passed to the gRPC call.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "keep-alive",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "accept",
+];
+
+/// The method's request message from the path variables, the body and the
+/// query, in that order of precedence for a field set twice.
+fn request_message(
+    route: &Route,
+    vars: &[(&'static str, String)],
+    query: Option<&str>,
+    body: &Bytes,
+) -> Result<DynamicMessage, String> {
+    let mut json = match route.http.body {
+        None => Map::new(),
+        Some(body_field) => {
+            let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+                Value::Object(Map::new())
+            } else {
+                serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?
+            };
+            match body_field {
+                "*" => match value {
+                    Value::Object(map) => map,
+                    _ => return Err("the body must be a JSON object".to_owned()),
+                },
+                field => Map::from_iter([(field.to_owned(), value)]),
+            }
+        }
+    };
+    let mut bound: Vec<String> = Vec::new();
+    for (path, value) in vars {
+        set(&mut json, &route.input, path, value, false)?;
+        bound.push((*path).to_owned());
+    }
+    if let Some(query) = query {
+        if route.http.body == Some("*") {
+            return Err(
+                "this route takes the whole request in its body: no query parameters".to_owned(),
+            );
+        }
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if bound.iter().any(|b| *b == key) {
+                return Err(format!("{key}: set by the path already"));
+            }
+            set(&mut json, &route.input, &key, &value, true)?;
+        }
+    }
+    DynamicMessage::deserialize(route.input.clone(), Value::Object(json))
+        .map_err(|e| format!("invalid request: {e}"))
+}
+
+/// Sets the field at `path` (dotted, proto or JSON names) of `json` to the
+/// text `value`, as its type reads it; a repeated field gets one more item.
+fn set(
+    json: &mut Map<String, Value>,
+    message: &MessageDescriptor,
+    path: &str,
+    value: &str,
+    repeat: bool,
+) -> Result<(), String> {
+    let mut message = message.clone();
+    let mut object = json;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let field = field_named(&message, part)
+            .ok_or_else(|| format!("{path}: no field {part:?} in {}", message.full_name()))?;
+        let last = i + 1 == parts.len();
+        if !last {
+            let Kind::Message(inner) = field.kind() else {
+                return Err(format!("{path}: {part:?} is not a message field"));
+            };
+            let entry = object
+                .entry(field.name().to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            let Value::Object(next) = entry else {
+                return Err(format!("{path}: {part:?} is set twice"));
+            };
+            object = next;
+            message = inner;
+            continue;
+        }
+        let item = scalar(&field, value).map_err(|problem| format!("{path}: {problem}"))?;
+        let key = field.name().to_owned();
+        if field.is_list() {
+            match object
+                .entry(key)
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                Value::Array(items) => items.push(item),
+                _ => return Err(format!("{path}: set twice")),
+            }
+        } else if repeat && object.contains_key(&key) {
+            return Err(format!("{path}: given twice, and it is not repeated"));
+        } else {
+            object.insert(key, item);
+        }
+    }
+    Ok(())
+}
+
+fn field_named(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+    message
+        .get_field_by_name(name)
+        .or_else(|| message.get_field_by_json_name(name))
+}
+
+/// A path or query value as the JSON its field reads.
+fn scalar(field: &FieldDescriptor, value: &str) -> Result<Value, String> {
+    if field.is_map() {
+        return Err("a map field cannot be set from a path or query".to_owned());
+    }
+    Ok(match field.kind() {
+        Kind::Bool => match value {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            other => return Err(format!("{other:?} is not true or false")),
+        },
+        // Numbers, enums (by name), bytes (base64), Timestamps and the
+        // like are strings in the JSON mapping.
+        _ => Value::String(value.to_owned()),
+    })
+}
+
+/// A refusal before the call: `code` and `message` as a Status JSON.
+fn error(code: Code, message: &str) -> Response<Body> {
+    json_response(http_status(code), status_json(code, message, Vec::new()))
+}
+
+/// The JSON answer of a failed call, with its details.
+fn status_response(status: &tonic::Status) -> Response<Body> {
+    let details = status.get_error_details();
+    let mut listed = Vec::new();
+    if let Some(bad) = details.bad_request() {
+        let violations: Vec<Value> = bad
+            .field_violations
+            .iter()
+            .map(|v| json!({ "field": v.field, "description": v.description, "reason": v.reason }))
+            .collect();
+        listed.push(json!({
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": violations,
+        }));
+    }
+    if let Some(retry) = details.retry_info()
+        && let Some(delay) = retry.retry_delay
+    {
+        listed.push(json!({
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": format!("{}s", delay.as_secs_f64()),
+        }));
+    }
+    let mut response = json_response(
+        http_status(status.code()),
+        status_json(status.code(), status.message(), listed),
+    );
+    if status.code() == Code::Unauthenticated {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn status_json(code: Code, message: &str, details: Vec<Value>) -> Value {
+    json!({ "code": code as i32, "message": message, "details": details })
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The HTTP status of a gRPC code, as grpc-gateway and Google's APIs map them.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ROUTE: [PathSegment; 4] = [
+        PathSegment::Literal("v1"),
+        PathSegment::Variable {
+            field: "name",
+            pattern: &[PathSegment::Literal("users"), PathSegment::Single],
+        },
+        PathSegment::Literal("files"),
+        PathSegment::Variable {
+            field: "path",
+            pattern: &[PathSegment::Rest],
+        },
+    ];
+
+    #[test]
+    fn templates_match_and_bind_their_variables() {
+        let mut vars = Vec::new();
+        let parts: Vec<&str> = "v1/users/u%2D1/files/a/b.txt".split('/').collect();
+        assert!(matches(&ROUTE, &parts, &mut vars));
+        assert_eq!(
+            vars,
+            vec![
+                ("name", "users/u-1".to_owned()),
+                ("path", "a/b.txt".to_owned())
+            ]
+        );
+        for path in [
+            "v1/groups/g/files/a",
+            "v1/users/files/a",
+            "v2/users/u/files/a",
+        ] {
+            let parts: Vec<&str> = path.split('/').collect();
+            assert!(!matches(&ROUTE, &parts, &mut Vec::new()), "{path}");
+        }
+    }
+
+    #[test]
+    fn codes_map_to_http_statuses() {
+        assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(http_status(Code::Unauthenticated), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            http_status(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+}
