@@ -222,3 +222,54 @@ async fn failures_are_status_json_with_the_http_status_of_their_code() {
     assert_eq!(handled("CreateUser", "InvalidArgument"), "1");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn cors_covers_rest_routes_for_the_configured_origins() {
+    let mut config = config();
+    config.http.cors.allowed_origins = vec!["https://app.example".to_owned()];
+    let server = Server::start(config).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let preflight = |origin: &str| {
+        http::Request::builder()
+            .method("OPTIONS")
+            .uri(format!("http://{}/v1/users", server.grpc))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let allowed = client
+        .request(preflight("https://app.example"))
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let refused = client
+        .request(preflight("https://evil.example"))
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    // The call itself carries the header for the page to read its answer.
+    let call = http::Request::get(format!("http://{}/v1/health", server.grpc))
+        .header("origin", "https://app.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answered = client.request(call).await.unwrap();
+    assert_eq!(answered.status(), http::StatusCode::OK);
+    assert_eq!(
+        answered.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    server.stop().await;
+}

@@ -47,10 +47,19 @@ pub(crate) enum ConnectInfo {
     Tls(TlsConnectInfo<TcpConnectInfo>),
 }
 
+/// The service of requests that are not gRPC when some service has REST
+/// routes (CORS, then REST transcoding, then the router).
+pub(crate) type HttpService = tower::util::BoxCloneSyncService<
+    Request<axum::body::Body>,
+    Response<axum::body::Body>,
+    Infallible,
+>;
+
 /// What the calls of one connection share with its task.
 #[derive(Debug)]
 pub(crate) struct Calls {
     router: axum::Router,
+    http: Option<HttpService>,
     phases: Phases,
     info: ConnectInfo,
     /// Calls started on the connection, so its task sees activity between
@@ -60,9 +69,15 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
-    pub(crate) fn new(router: axum::Router, phases: Phases, info: ConnectInfo) -> Arc<Self> {
+    pub(crate) fn new(
+        router: axum::Router,
+        http: Option<HttpService>,
+        phases: Phases,
+        info: ConnectInfo,
+    ) -> Arc<Self> {
         Arc::new(Calls {
             router,
+            http,
             phases,
             info,
             started: AtomicU64::new(0),
@@ -100,7 +115,7 @@ where
 {
     type Response = Response<DrainBody<axum::body::Body>>;
     type Error = Infallible;
-    type Future = DrainFuture<RouteFuture<Infallible>>;
+    type Future = DrainFuture<Routed>;
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
         let calls = &self.calls;
@@ -120,10 +135,51 @@ where
             true => Phase::Draining,
             false => Phase::Deadline,
         };
+        // gRPC (and gRPC-Web) straight to the router; anything else, when
+        // there are REST routes, through their service.
+        let inner = match &calls.http {
+            Some(http) if !is_grpc(req.headers()) => Routed::Http {
+                future: http.clone().call(req.map(axum::body::Body::new)),
+            },
+            _ => Routed::Router {
+                future: calls.router.clone().call(req),
+            },
+        };
         DrainFuture {
-            inner: calls.router.clone().call(req),
+            inner,
             stop: Some(Stop::new(calls.clone(), Phase::Deadline)),
             end,
+        }
+    }
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"))
+}
+
+pin_project! {
+    /// Where a call went: the router, or the service of other HTTP requests.
+    #[project = RoutedProjection]
+    pub enum Routed {
+        Router {
+            #[pin]
+            future: RouteFuture<Infallible>,
+        },
+        Http {
+            future: <HttpService as Service<Request<axum::body::Body>>>::Future,
+        },
+    }
+}
+
+impl Future for Routed {
+    type Output = Result<Response<axum::body::Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RoutedProjection::Router { future } => future.poll(cx),
+            RoutedProjection::Http { future } => future.as_mut().poll(cx),
         }
     }
 }

@@ -244,13 +244,11 @@ impl Server {
             .map(|tls| crate::tls::server_config(tls, &TlsKeys::METRICS, crate::tls::ALPN_HTTP))
             .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
-        let router = web::wrap(
-            routes.routes().prepare().into_axum_router(),
-            &config.http,
-            rest,
-        );
+        let router = web::wrap(routes.routes().prepare().into_axum_router(), &config.http);
+        let rest_service = rest.map(|rest| web::rest(rest, router.clone(), &config.http));
         let port = Port::new(
             router,
+            rest_service,
             phases.clone(),
             tls,
             settings,

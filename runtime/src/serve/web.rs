@@ -31,25 +31,32 @@ const ALLOWED_HEADERS: [&str; 8] = [
 /// them when the answer has no body).
 const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
-/// `router` with what `http` asks for, and the services' REST routes.
-pub(crate) fn wrap(
-    mut router: axum::Router,
-    http: &HttpConfig,
-    rest: Option<std::sync::Arc<super::rest::Routes>>,
-) -> axum::Router {
+/// `router` with what `http` asks for.
+pub(crate) fn wrap(mut router: axum::Router, http: &HttpConfig) -> axum::Router {
     if http.grpc_web {
         router = router.layer(tonic_web::GrpcWebLayer::new());
-    }
-    // In front of the whole router (REST paths are none of its routes):
-    // REST calls are transcoded, the rest passed on.
-    if let Some(rest) = rest {
-        router = axum::Router::new().fallback_service(super::rest::Rest::new(rest, router));
     }
     // Outermost: a preflight is answered before anything else looks at it.
     if !http.cors.allowed_origins.is_empty() {
         router = router.layer(cors(&http.cors));
     }
     router
+}
+
+/// The service of the requests that are not gRPC when some service has REST
+/// routes: CORS (preflights of REST paths too), then REST transcoding into
+/// calls of `router`. gRPC calls never pass here.
+pub(crate) fn rest(
+    routes: std::sync::Arc<super::rest::Routes>,
+    router: axum::Router,
+    http: &HttpConfig,
+) -> super::drain::HttpService {
+    let cors = (!http.cors.allowed_origins.is_empty()).then(|| cors(&http.cors));
+    tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .option_layer(cors)
+            .service(super::rest::Rest::new(routes, router)),
+    )
 }
 
 fn cors(config: &CorsConfig) -> CorsLayer {

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::Connected;
 
-use super::drain::{Calls, ConnectInfo, Drain, Phases};
+use super::drain::{Calls, ConnectInfo, Drain, HttpService, Phases};
 use crate::config::ServerConfig;
 use crate::metrics::ConnectionMetrics;
 use preface::Preface;
@@ -48,6 +48,8 @@ const IDLE_LOOKS: u32 = 4;
 /// What every connection of the port needs.
 pub(crate) struct Port {
     router: axum::Router,
+    /// Requests that are not gRPC, when a service has REST routes.
+    http: Option<HttpService>,
     phases: Phases,
     tls: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
@@ -64,6 +66,7 @@ pub(crate) struct Port {
 impl Port {
     pub(crate) fn new(
         router: axum::Router,
+        http: Option<HttpService>,
         phases: Phases,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
         settings: &ServerConfig,
@@ -89,6 +92,7 @@ impl Port {
             .keep_alive_timeout(settings.keepalive_timeout);
         Port {
             router,
+            http,
             phases,
             tls: tls.map(TlsAcceptor::from),
             builder,
@@ -176,7 +180,12 @@ impl Port {
             ConnectInfo::Tls(info) => info.get_ref().remote_addr,
         };
         let prefaced = Arc::new(AtomicBool::new(false));
-        let calls = Calls::new(self.router.clone(), self.phases.clone(), info);
+        let calls = Calls::new(
+            self.router.clone(),
+            self.http.clone(),
+            self.phases.clone(),
+            info,
+        );
         let io = TokioIo::new(Preface::new(io, prefaced.clone()));
         let conn = self.builder.serve_connection(io, Drain::new(calls.clone()));
         tokio::pin!(conn);
