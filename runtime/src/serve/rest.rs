@@ -20,7 +20,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _,
+};
 use serde_json::{Map, Value, json};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -36,6 +38,10 @@ struct Route {
     streaming: bool,
     input: MessageDescriptor,
     output: MessageDescriptor,
+    /// Whether the request holds a `debug_redact` field (anywhere): then a
+    /// request that does not decode is refused without the decoder's
+    /// message, which may quote a value.
+    sensitive: bool,
 }
 
 /// Every route of the served services.
@@ -100,11 +106,13 @@ impl Routes {
                             message: name,
                         })
                     };
+                    let input = message(http.input)?;
                     routes.push(Route {
                         http,
                         grpc_path: method.path,
                         streaming: method.kind != MethodKind::Unary,
-                        input: message(http.input)?,
+                        sensitive: has_redacted(&input, &mut Vec::new()),
+                        input,
                         output: message(http.output)?,
                     });
                 }
@@ -408,8 +416,32 @@ fn request_message(
             set(&mut json, &route.input, &key, &value, true)?;
         }
     }
-    DynamicMessage::deserialize(route.input.clone(), Value::Object(json))
-        .map_err(|e| format!("invalid request: {e}"))
+    DynamicMessage::deserialize(route.input.clone(), Value::Object(json)).map_err(|e| {
+        match route.sensitive {
+            true => format!(
+                "invalid request: not a {} in the JSON mapping (a field that is not there, or a \
+             value of the wrong type)",
+                route.input.full_name()
+            ),
+            false => format!("invalid request: {e}"),
+        }
+    })
+}
+
+/// Whether `message`, or a message it holds, has a `debug_redact` field.
+fn has_redacted(message: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
+    if seen.iter().any(|s| s == message.full_name()) {
+        return false;
+    }
+    seen.push(message.full_name().to_owned());
+    message.fields().any(|field| {
+        let options = field.options();
+        let redacted = options
+            .descriptor()
+            .get_field_by_name("debug_redact")
+            .is_some_and(|f| options.get_field(&f).as_bool() == Some(true));
+        redacted || matches!(field.kind(), Kind::Message(inner) if has_redacted(&inner, seen))
+    })
 }
 
 /// Sets the field at `path` (dotted, proto or JSON names) of `json` to the
