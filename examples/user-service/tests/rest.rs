@@ -273,3 +273,65 @@ async fn cors_covers_rest_routes_for_the_configured_origins() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_stream_is_ndjson_or_server_sent_events() {
+    let server = Server::start(config()).await;
+    let writer = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
+    for (name, email) in [
+        ("Ada", "ada@example.com"),
+        ("Bo", "bo@example.com"),
+        ("Cy", "cy@example.com"),
+    ] {
+        let body = json!({ "name": name, "email": email }).to_string();
+        rest(&server, "POST", "/v1/users", Some(&writer), &body).await;
+    }
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let export = |accept: Option<&str>, token: Option<&str>| {
+        let mut request = http::Request::get(format!("http://{}/v1/users:export", server.grpc));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        client.request(request.body(Full::new(Bytes::new())).unwrap())
+    };
+    let text = |response: http::Response<hyper::body::Incoming>| async move {
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (content_type, String::from_utf8(bytes.to_vec()).unwrap())
+    };
+
+    let (content_type, body) = text(export(None, Some(&writer)).await.unwrap()).await;
+    assert_eq!(content_type, "application/x-ndjson");
+    let names: Vec<String> = body
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["result"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["Ada", "Bo", "Cy"], "{body}");
+
+    let (content_type, body) = text(
+        export(Some("text/event-stream"), Some(&writer))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(content_type, "text/event-stream");
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 3, "{body}");
+    assert!(events.iter().all(|e| e.starts_with("data: {")), "{body}");
+
+    // Refused before the stream: a status JSON, as for a unary method.
+    let refused = export(None, None).await.unwrap();
+    assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}

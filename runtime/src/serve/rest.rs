@@ -7,7 +7,10 @@
 //! any gRPC call, and the answer comes back as JSON: the response message,
 //! or a `google.rpc.Status` with the usual HTTP status.
 //!
-//! Unary methods only for now: a route of a streaming method answers 501.
+//! A server-streaming method answers newline-delimited JSON (`{"result":
+//! …}` a line per message, `{"error": …}` if the stream ends with one), or
+//! Server-Sent Events when the client accepts `text/event-stream`. A route
+//! of a client- or bidi-streaming method answers 501.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,7 +38,7 @@ struct Route {
     http: &'static HttpRoute,
     /// The gRPC path of its method (`/user.v1.UserService/GetUser`).
     grpc_path: &'static str,
-    streaming: bool,
+    kind: MethodKind,
     input: MessageDescriptor,
     output: MessageDescriptor,
     /// Whether the request holds a `debug_redact` field (anywhere): then a
@@ -110,7 +113,7 @@ impl Routes {
                     routes.push(Route {
                         http,
                         grpc_path: method.path,
-                        streaming: method.kind != MethodKind::Unary,
+                        kind: method.kind,
                         sensitive: has_redacted(&input, &mut Vec::new()),
                         input,
                         output: message(http.output)?,
@@ -272,12 +275,19 @@ async fn transcode<S>(
 where
     S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
-    if route.streaming {
+    if matches!(
+        route.kind,
+        MethodKind::ClientStreaming | MethodKind::BidiStreaming
+    ) {
         return Err(error(
             Code::Unimplemented,
-            "this route's method streams; streaming over REST is not served yet",
+            "this route's method takes a stream of requests, which REST does not carry",
         ));
     }
+    let events = request
+        .headers()
+        .get(header::ACCEPT)
+        .is_some_and(|a| a.as_bytes().windows(17).any(|w| w == b"text/event-stream"));
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -330,6 +340,15 @@ where
     *call.extensions_mut() = parts.extensions;
     let Ok(answer) = inner.call(call).await;
     let (answer_parts, answer_body) = answer.into_parts();
+    if route.kind == MethodKind::ServerStreaming {
+        // Refused before any message (auth, limits): a status alone.
+        if let Some(status) = tonic::Status::from_header_map(&answer_parts.headers)
+            && status.code() != Code::Ok
+        {
+            return Err(status_response(&status));
+        }
+        return Ok(stream(route.output.clone(), answer_body, events));
+    }
     let collected = answer_body
         .collect()
         .await
@@ -358,6 +377,101 @@ where
             .unwrap_or(Value::Null);
     }
     Ok(json_response(StatusCode::OK, value))
+}
+
+/// A server stream's answer: each message as it arrives, as an NDJSON line
+/// or an SSE event, and the stream's error, if it ends with one.
+fn stream(output: MessageDescriptor, body: Body, events: bool) -> Response<Body> {
+    struct State {
+        body: Body,
+        buffer: BytesMut,
+        output: MessageDescriptor,
+        events: bool,
+        done: bool,
+    }
+    let state = State {
+        body,
+        buffer: BytesMut::new(),
+        output,
+        events,
+        done: false,
+    };
+    let line = |events: bool, kind: &str, value: Value| -> Bytes {
+        match events {
+            true if kind == "error" => format!("event: error\ndata: {value}\n\n").into(),
+            true => format!("data: {value}\n\n").into(),
+            false => format!("{}\n", json!({ kind: value })).into(),
+        }
+    };
+    let chunks = futures_util::stream::unfold(state, move |mut state| async move {
+        loop {
+            if state.done {
+                return None;
+            }
+            // A whole message in the buffer: send it.
+            if let [_flag, a, b, c, d, ..] = state.buffer[..] {
+                let len = u32::from_be_bytes([a, b, c, d]) as usize;
+                if state.buffer.len() >= 5 + len {
+                    let frame = state.buffer.split_to(5 + len);
+                    let value = DynamicMessage::decode(state.output.clone(), &frame[5..])
+                        .map_err(|e| e.to_string())
+                        .and_then(|m| serde_json::to_value(&m).map_err(|e| e.to_string()));
+                    let chunk = match value {
+                        Ok(value) => line(state.events, "result", value),
+                        Err(e) => {
+                            state.done = true;
+                            let status =
+                                tonic::Status::internal(format!("decoding a message: {e}"));
+                            line(
+                                state.events,
+                                "error",
+                                status_json(status.code(), status.message(), Vec::new()),
+                            )
+                        }
+                    };
+                    return Some((Ok::<Bytes, Infallible>(chunk), state));
+                }
+            }
+            match state.body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => state.buffer.extend_from_slice(&data),
+                    Err(frame) => {
+                        state.done = true;
+                        let trailers = frame.into_trailers().unwrap_or_default();
+                        let status = tonic::Status::from_header_map(&trailers);
+                        match status.filter(|s| s.code() != Code::Ok) {
+                            Some(status) => {
+                                let value =
+                                    status_json(status.code(), status.message(), Vec::new());
+                                return Some((Ok(line(state.events, "error", value)), state));
+                            }
+                            None => return None,
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    state.done = true;
+                    let value = status_json(
+                        Code::Internal,
+                        &format!("the stream broke: {e}"),
+                        Vec::new(),
+                    );
+                    return Some((Ok(line(state.events, "error", value)), state));
+                }
+                None => return None,
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(chunks));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if events {
+            "text/event-stream"
+        } else {
+            "application/x-ndjson"
+        }),
+    );
+    response
 }
 
 /// Headers of the REST request not passed to the gRPC call.

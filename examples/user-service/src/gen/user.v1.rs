@@ -912,8 +912,20 @@ pub static USER_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy {
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
+            options: &[("google.api.http", b"\x12\x10/v1/users:export")],
+            http: &[::keel::HttpRoute {
+                method: "GET",
+                path: &[
+                    ::keel::PathSegment::Literal("v1"),
+                    ::keel::PathSegment::Literal("users"),
+                ],
+                verb: ::core::option::Option::Some("export"),
+                body: ::core::option::Option::None,
+                response_body: ::core::option::Option::None,
+                input: "user.v1.ExportUsersRequest",
+                output: "user.v1.User",
+                descriptors: FILE_DESCRIPTOR_SET,
+            }],
         },
         ::keel::MethodPolicy {
             name: "CountUsers",
