@@ -202,9 +202,24 @@ pub fn service(
     ));
     let service_config = service_config(spec);
 
+    // The OpenAPI document codegen writes beside this file, when there are routes.
+    let openapi = spec.methods.iter().any(|m| !m.http.is_empty()).then(|| {
+        let openapi_ident = ident(&format!("{}_OPENAPI", snake.to_uppercase()));
+        let file = format!("{full_name}.openapi.json");
+        let doc = format!(
+            " The OpenAPI 3.1 document of `{full_name}`'s HTTP routes (serve it with `keel::Server::openapi`)."
+        );
+        quote! {
+            #[doc = #doc]
+            pub const #openapi_ident: &str = include_str!(#file);
+        }
+    });
+
     let tokens = quote! {
         #(#[doc = #config_doc])*
         pub const #config_ident: &str = #service_config;
+
+        #openapi
 
         #(#[doc = #policy_doc])*
         pub static #policy_ident: #runtime::ServicePolicy = #runtime::ServicePolicy {

@@ -50,6 +50,7 @@ mod annotations;
 mod error;
 mod generate;
 mod http;
+mod openapi;
 mod redact;
 mod validate;
 
@@ -137,6 +138,9 @@ pub struct Generated {
     /// Their resolved policies, as the tables say them: for review
     /// (`cargo xtask policy`) and tools.
     pub policies: Vec<ServiceSpec>,
+    /// The OpenAPI 3.1 documents written, one per service with HTTP routes
+    /// (`user.v1.UserService.openapi.json`).
+    pub openapi: Vec<PathBuf>,
 }
 
 impl Builder {
@@ -320,6 +324,20 @@ impl Builder {
             written.push(path);
         }
         written.sort();
+        let mut openapi = Vec::new();
+        for service in files.iter().flat_map(|f| f.services()) {
+            let Some(spec) = policies.iter().find(|s| s.full_name == service.full_name()) else {
+                continue;
+            };
+            if let Some(document) = openapi::document(&service, spec) {
+                let path = out_dir.join(format!("{}.openapi.json", service.full_name()));
+                let text = format!("{:#}\n", document);
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                    std::fs::write(&path, text)?;
+                }
+                openapi.push(path);
+            }
+        }
         let descriptor_set = out_dir.join(DESCRIPTOR_SET_FILE);
         if std::fs::read(&descriptor_set).ok().as_deref() != Some(encoded.as_slice()) {
             std::fs::write(&descriptor_set, &encoded)?;
@@ -343,6 +361,7 @@ impl Builder {
             descriptor_set,
             services,
             policies,
+            openapi,
         })
     }
 }

@@ -112,3 +112,63 @@ fn every_route_mistake_is_reported_at_its_method() {
         );
     }
 }
+
+#[test]
+fn an_openapi_document_describes_the_routes() {
+    let (_dir, result) = compile(
+        &proto(
+            r#"  option (keel.v1.service) = { auth: { scopes: ["things:read"] } };
+  // Reads one thing.
+  rpc Get(Req) returns (Res) {
+    option (google.api.http) = { get: "/v1/things/{id}" };
+  }
+  rpc Create(Req) returns (Res) {
+    option (google.api.http) = { post: "/v1/things" body: "*" };
+    option (keel.v1.method) = { auth: { public: true } };
+  }
+  rpc Plain(Req) returns (Res);"#,
+        )
+        .replace(
+            "import \"google/api/annotations.proto\";",
+            "import \"google/api/annotations.proto\";\nimport \"keel/v1/options.proto\";",
+        ),
+    );
+    let generated = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(generated.openapi.len(), 1);
+    assert!(generated.openapi[0].ends_with("test.v1.Things.openapi.json"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&generated.openapi[0]).unwrap()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let get = &doc["paths"]["/v1/things/{id}"]["get"];
+    assert_eq!(get["description"], "Reads one thing.");
+    assert_eq!(get["parameters"][0]["in"], "path");
+    assert_eq!(get["security"][0]["bearer"][0], "things:read");
+    // The other scalar fields are query parameters, by their JSON names.
+    let query: Vec<&str> = get["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(query, ["tags"]);
+    let create = &doc["paths"]["/v1/things"]["post"];
+    assert_eq!(
+        create["security"],
+        serde_json::json!([]),
+        "public: no requirement"
+    );
+    assert_eq!(
+        create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/test.v1.Req"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["test.v1.Req"]["properties"]["labels"]["additionalProperties"]
+            ["type"],
+        "string"
+    );
+    assert_eq!(
+        get["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/google.rpc.Status"
+    );
+}

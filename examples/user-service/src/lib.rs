@@ -67,5 +67,6 @@ pub fn server_with_audit(
     Ok(keel
         .server(config)
         .add_service(audited)
-        .reflection(user_v1::FILE_DESCRIPTOR_SET))
+        .reflection(user_v1::FILE_DESCRIPTOR_SET)
+        .openapi(user_v1::USER_SERVICE_OPENAPI))
 }

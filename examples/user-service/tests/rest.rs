@@ -335,3 +335,24 @@ async fn a_server_stream_is_ndjson_or_server_sent_events() {
     assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_on_the_http_port() {
+    let server = Server::start(config()).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = http::Request::get(format!("http://{}/openapi.json", server.metrics))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "user.v1.UserService");
+    assert_eq!(
+        doc["paths"]["/v1/users"]["post"]["security"][0]["bearer"][0],
+        "users:write"
+    );
+    server.stop().await;
+}

@@ -176,6 +176,22 @@ impl Server {
         self
     }
 
+    /// Serves `document` (a generated `*_OPENAPI` document) at `GET /openapi.json` on the
+    /// HTTP port, beside `/metrics`.
+    ///
+    /// ```no_run
+    /// # async fn run(keel: keel::Keel, config: keel::config::Config) -> Result<(), keel::Error> {
+    /// # const USER_SERVICE_OPENAPI: &str = "{}";
+    /// keel.server(&config).openapi(USER_SERVICE_OPENAPI).serve().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn openapi(self, document: &'static str) -> Self {
+        let route = axum::routing::get(move || async move {
+            ([(http::header::CONTENT_TYPE, "application/json")], document)
+        });
+        self.http_routes(axum::Router::new().route("/openapi.json", route))
+    }
+
     /// Binds `server.addr` (and `metrics.addr` when enabled) and serves until
     /// SIGINT or SIGTERM, then shuts down gracefully. A second signal exits
     /// the process at once.

@@ -760,6 +760,8 @@ pub mod user_service_server {
 /// The gRPC service config (JSON) of `user.v1.UserService`: the retry policies of [`USER_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
 pub const USER_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"GetUser\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"ListUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"CountUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
+/// The OpenAPI 3.1 document of `user.v1.UserService`'s HTTP routes (serve it with `keel::Server::openapi`).
+pub const USER_SERVICE_OPENAPI: &str = include_str!("user.v1.UserService.openapi.json");
 /// Keel policy of `user.v1.UserService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
