@@ -188,6 +188,9 @@ async fn failures_are_status_json_with_the_http_status_of_their_code() {
             refused.json
         );
     }
+    let nowhere = rest(&server, "GET", "/v1/nothing", Some(&reader), "").await;
+    assert_eq!(nowhere.status, http::StatusCode::NOT_FOUND);
+    assert_eq!(nowhere.json["message"], "no route for GET /v1/nothing");
     let unknown = rest(&server, "GET", "/v1/users?nickname=x", Some(&reader), "").await;
     assert_eq!(
         unknown.status,

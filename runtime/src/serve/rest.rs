@@ -249,7 +249,15 @@ where
             .then(|| self.routes.find(request.method(), request.uri().path()))
             .flatten();
         let Some((index, vars)) = found else {
-            return Box::pin(self.inner.call(request));
+            if grpc {
+                return Box::pin(self.inner.call(request));
+            }
+            // Neither gRPC nor a route: a REST client's mistake, answered as one.
+            let message = format!("no route for {} {}", request.method(), request.uri().path());
+            return Box::pin(std::future::ready(Ok(json_response(
+                StatusCode::NOT_FOUND,
+                status_json(Code::NotFound, &message, Vec::new()),
+            ))));
         };
         let routes = self.routes.clone();
         // Take the readied service; the clone is readied next time.
