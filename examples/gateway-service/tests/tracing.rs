@@ -47,10 +47,12 @@ use user_service::user_v1::user_service_client::UserServiceClient;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Span ids the test's own "client span" uses as the parent of each call.
-const CALLS: [(&str, &str); 3] = [
+const CALLS: [(&str, &str); 4] = [
     ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"),
     ("5cf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"),
     ("6df92f3577b34da6a3ce929d0e0e4738", "20f067aa0ba902b9"),
+    // Over REST: `GET /v1/profiles/{user_id}` with a `traceparent` header.
+    ("7ef92f3577b34da6a3ce929d0e0e4739", "30f067aa0ba902ba"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +158,16 @@ async fn scenario() {
         .await
         .expect_err("no such user");
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    // 2b. The same method over REST: the same trace shape, continued from
+    // the request's `traceparent`.
+    let rest = rest_get(
+        gateway.addr,
+        &format!("/v1/profiles/{}", ada.id),
+        &token,
+        CALLS[3],
+    )
+    .await;
+    assert_eq!(rest["displayName"], "Ada", "{rest}");
     // 3. user-service gone: UNAVAILABLE.
     users.stop().await;
     let gone = profiles
@@ -169,6 +181,7 @@ async fn scenario() {
     check_ok_trace(&spans, CALLS[0]);
     check_not_found_trace(&spans, CALLS[1]);
     check_unavailable_trace(&spans, CALLS[2]);
+    check_ok_trace(&spans, CALLS[3]);
     check_logs(&logs, &spans, CALLS[0]);
     check_client_metrics(&client_metrics);
 }
@@ -304,16 +317,17 @@ fn check_logs(logs: &Mutex<Vec<u8>>, spans: &[Span], (trace_id, parent): (&str, 
 fn check_client_metrics(text: &str) {
     let labels = r#"grpc_method="GetUser",grpc_service="user.v1.UserService",grpc_type="unary""#;
     for expected in [
-        format!("grpc_client_started_total{{{labels}}} 3"),
-        format!("grpc_client_handled_total{{grpc_code=\"OK\",{labels}}} 1"),
+        // Four calls: OK, NotFound, OK over REST, Unavailable.
+        format!("grpc_client_started_total{{{labels}}} 4"),
+        format!("grpc_client_handled_total{{grpc_code=\"OK\",{labels}}} 2"),
         format!("grpc_client_handled_total{{grpc_code=\"NotFound\",{labels}}} 1"),
         format!("grpc_client_handled_total{{grpc_code=\"Unavailable\",{labels}}} 1"),
-        // The third request never reached a connection, but GetUser is
+        // The last request never reached a connection, but GetUser is
         // retried (`idempotency_level`), so its one message is counted as
         // the client layer takes it, once, as go-grpc-prometheus counts it.
-        format!("grpc_client_msg_sent_total{{{labels}}} 3"),
-        format!("grpc_client_msg_received_total{{{labels}}} 1"),
-        format!("grpc_client_handling_seconds_count{{{labels}}} 3"),
+        format!("grpc_client_msg_sent_total{{{labels}}} 4"),
+        format!("grpc_client_msg_received_total{{{labels}}} 2"),
+        format!("grpc_client_handling_seconds_count{{{labels}}} 4"),
     ] {
         assert!(
             text.lines().any(|l| l == expected),
@@ -626,6 +640,32 @@ async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
 }
 
 /// `message` with a bearer token and, when given, a sampled `traceparent`.
+/// `GET path` over HTTP/1.1 with the token and a `traceparent`, as JSON.
+async fn rest_get(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    (trace_id, span_id): (&str, &str),
+) -> Json {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("traceparent", format!("00-{trace_id}-{span_id}-01"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("a request");
+    let response = client.request(request).await.expect("an answer");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    serde_json::from_slice(&body).expect("JSON")
+}
+
 fn authorized<T>(message: T, token: &str, parent: Option<(&str, &str)>) -> Request<T> {
     let mut request = Request::new(message);
     let bearer: MetadataValue<_> = format!("Bearer {token}").parse().expect("header value");

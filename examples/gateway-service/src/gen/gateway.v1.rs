@@ -296,6 +296,8 @@ pub mod profile_service_server {
 /// The gRPC service config (JSON) of `gateway.v1.ProfileService`: the retry policies of [`PROFILE_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
 pub const PROFILE_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
+/// The OpenAPI 3.1 document of `gateway.v1.ProfileService`'s HTTP routes (serve it with `keel::Server::openapi`).
+pub const PROFILE_SERVICE_OPENAPI: &str = include_str!("gateway.v1.ProfileService.openapi.json");
 /// Keel policy of `gateway.v1.ProfileService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -316,8 +318,24 @@ pub static PROFILE_SERVICE_POLICY: ::keel::ServicePolicy = ::keel::ServicePolicy
         max_concurrency: ::core::option::Option::None,
         rate_limit: ::core::option::Option::None,
         retry: ::core::option::Option::None,
-        options: &[],
-        http: &[],
+        options: &[("google.api.http", b"\x12\x16/v1/profiles/{user_id}")],
+        http: &[::keel::HttpRoute {
+            method: "GET",
+            path: &[
+                ::keel::PathSegment::Literal("v1"),
+                ::keel::PathSegment::Literal("profiles"),
+                ::keel::PathSegment::Variable {
+                    field: "user_id",
+                    pattern: &[::keel::PathSegment::Single],
+                },
+            ],
+            verb: ::core::option::Option::None,
+            body: ::core::option::Option::None,
+            response_body: ::core::option::Option::None,
+            input: "gateway.v1.GetProfileRequest",
+            output: "gateway.v1.Profile",
+            descriptors: FILE_DESCRIPTOR_SET,
+        }],
     }],
     route: profile_service_route,
 };
