@@ -126,35 +126,61 @@ pub(super) fn count_events(
     for mode in Mode::BOTH {
         measure(load, mode, warmup)?;
     }
-    let mut counted = [Counted::default(), Counted::default()];
-    for ((mode, out), counted) in Mode::BOTH.into_iter().zip(outs).zip(&mut counted) {
-        let pid = load.server(mode).pid().to_string();
-        let control = |command: &str| {
-            crate::run_cmd(
-                Command::new("callgrind_control")
-                    .arg(command)
-                    .arg(&pid)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            )
-        };
-        let dump_name = format!("--dump={}-{}", mode.name(), load.case.name());
-        measure_around(load, mode, requests, &mut |edge| match edge {
-            Edge::Start => control("--zero"),
-            Edge::End => control(&dump_name),
-        })?;
-        let file = format!("{}.{dump}", out.display());
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
-        *counted = Counted::parse(&text).with_context(|| format!("reading {file}"))?;
-        println!(
-            "counted {} {} ({requests} calls): {} instructions",
-            mode.name(),
-            load.case.name(),
-            counted.sum(Counted::INSTRUCTIONS)
-        );
-    }
-    let [plain, keel] = counted;
+    let plain = count_one(load, Mode::Plain, requests, outs[0], dump)?;
+    let keel = count_one(load, Mode::Keel, requests, outs[1], dump)?;
     Ok((plain, keel))
+}
+
+/// [`count_events`] of the Keel server alone (for calls only it answers,
+/// such as REST ones); `dump` is the number of this dump of its.
+pub(super) fn count_keel_only(
+    load: &Load,
+    requests: u64,
+    warmup: u64,
+    out: &Path,
+    dump: usize,
+) -> anyhow::Result<Counted> {
+    measure(load, Mode::Keel, warmup)?;
+    count_one(load, Mode::Keel, requests, out, dump)
+}
+
+/// One counted run of `mode`'s server: zeroed just before h2load starts,
+/// dumped just after it ends.
+fn count_one(
+    load: &Load,
+    mode: Mode,
+    requests: u64,
+    out: &Path,
+    dump: usize,
+) -> anyhow::Result<Counted> {
+    let pid = load.server(mode).pid().to_string();
+    let control = |command: &str| {
+        crate::run_cmd(
+            Command::new("callgrind_control")
+                .arg(command)
+                .arg(&pid)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+    };
+    let what = match load.rest {
+        Some(_) => "rest",
+        None => load.case.name(),
+    };
+    let dump_name = format!("--dump={}-{what}", mode.name());
+    measure_around(load, mode, requests, &mut |edge| match edge {
+        Edge::Start => control("--zero"),
+        Edge::End => control(&dump_name),
+    })?;
+    let file = format!("{}.{dump}", out.display());
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+    let counted = Counted::parse(&text).with_context(|| format!("reading {file}"))?;
+    println!(
+        "counted {} {what} ({requests} calls): {} instructions",
+        mode.name(),
+        counted.sum(Counted::INSTRUCTIONS)
+    );
+    Ok(counted)
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 
-use callgrind::{count_events, print_counted};
+use callgrind::{count_events, count_keel_only, print_counted};
 use h2load::{H2loadReport, ensure_h2load};
 use machine::{
     CoreTimes, Pinning, children_cpu_ticks, clk_tck, core_times, cpu_time_ns, peak_rss_kib,
@@ -97,6 +97,9 @@ const TARGET_RATIO: f64 = 0.95;
 const TARGET_RATIO_TRACED: f64 = 0.93;
 /// Target: keel's instructions per call at most this multiple of plain's.
 const TARGET_INSTRUCTIONS: f64 = 1.05;
+/// Keel's REST `GetUser` against its gRPC `GetUser`, instructions per call
+/// (issue 22: transcoding may cost up to half a gRPC call more).
+const TARGET_REST: f64 = 1.5;
 /// Target with `--traced`.
 const TARGET_INSTRUCTIONS_TRACED: f64 = 1.08;
 /// Target: keel's peak resident memory at most this multiple of plain's.
@@ -179,6 +182,9 @@ struct Options {
     traced: Option<f64>,
     /// `--instructions`: count instructions with callgrind instead of timing.
     instructions: bool,
+    /// `--rest` (with `--instructions`): also count Keel's REST `GetUser`
+    /// (`GET /v1/users/{id}` over HTTP/1.1) against its gRPC `GetUser`.
+    rest: bool,
 }
 
 /// What answers `GetUser` in the bench server (`bench-server --handler`).
@@ -235,6 +241,7 @@ impl Options {
             cases: vec![Case::Unary, Case::Stream],
             traced: None,
             instructions: false,
+            rest: false,
         };
         let mut rounds = None;
         let mut requests = None;
@@ -274,6 +281,7 @@ impl Options {
                         format!("--requests: {v:?} is not a number of requests")
                     })?);
                 }
+                "--rest" => options.rest = true,
                 "--case" => {
                     options.cases = match value("--case")?.as_str() {
                         "unary" => vec![Case::Unary],
@@ -293,7 +301,7 @@ impl Options {
                 other => bail!(
                     "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
                      [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both] \
-                     [--case unary|stream|both] [--traced [--sampling R]] [--instructions]"
+                     [--case unary|stream|both] [--traced [--sampling R]] [--instructions [--rest]]"
                 ),
             }
         }
@@ -465,6 +473,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                  batched and exported over OTLP/gRPC to the sink (plain is unchanged)"
             );
         }
+        let mut unary_keel = None;
         for (dump, &case) in options.cases.iter().enumerate() {
             let divisor = handler.divisor() * case.divisor();
             let min = u64::from(case.shape(&options).0);
@@ -486,6 +495,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                     Case::Unary => &body_file,
                     Case::Stream => &stream_body_file,
                 },
+                rest: None,
                 pinning: &pinning,
                 clk_tck,
             };
@@ -498,6 +508,10 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                     None => TARGET_INSTRUCTIONS,
                 };
                 print_counted(&plain_counted, &keel_counted, requests, target);
+                if options.rest && case == Case::Unary {
+                    // After the other cases: the Keel server's dumps are numbered.
+                    unary_keel = Some((keel_counted, requests, warmup));
+                }
                 continue;
             }
             let rounds = run_rounds(&load, requests, warmup)?;
@@ -513,6 +527,23 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                     rounds.repeated, rounds.kept_disturbed
                 );
             }
+        }
+        if let Some((grpc, requests, warmup)) = unary_keel.take() {
+            let path = format!("/v1/users/{}", user_id(&keel.body)?);
+            println!("\n-- REST GetUser (GET {path}, HTTP/1.1): {requests} calls, keel only");
+            let load = Load {
+                servers: [&plain, &keel],
+                options: &options,
+                case: Case::Unary,
+                token: &keel.token,
+                body_file: &body_file,
+                rest: Some(&path),
+                pinning: &pinning,
+                clk_tck,
+            };
+            let out = callgrind_out[Mode::Keel as usize].as_path();
+            let counted = count_keel_only(&load, requests, warmup, out, options.cases.len() + 1)?;
+            print_rest(&grpc, &counted, requests);
         }
         if !options.instructions {
             let rss = [peak_rss_kib(plain.pid())?, peak_rss_kib(keel.pid())?];
@@ -541,6 +572,30 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     crate::bench_auth::run(if options.quick { &["--quick"] } else { &[] })
 }
 
+/// The id in a gRPC-framed `GetUserRequest` (field 1, a short string).
+fn user_id(framed: &[u8]) -> anyhow::Result<String> {
+    match framed {
+        [_, _, _, _, _, 0x0a, len, id @ ..] if id.len() == usize::from(*len) => {
+            Ok(String::from_utf8(id.to_vec())?)
+        }
+        _ => bail!("the GetUser request is not one short id: {framed:?}"),
+    }
+}
+
+/// Keel's REST `GetUser` against its gRPC `GetUser`, per call.
+fn print_rest(grpc: &callgrind::Counted, rest: &callgrind::Counted, requests: u64) {
+    let per_call =
+        |c: &callgrind::Counted| c.sum(callgrind::Counted::INSTRUCTIONS) / requests as f64;
+    let ratio = per_call(rest) / per_call(grpc);
+    let verdict = if ratio <= TARGET_REST { "PASS" } else { "MISS" };
+    println!(
+        "keel REST GetUser (GET /v1/users/{{id}}, HTTP/1.1): {:.0} instructions per call, \
+         keel gRPC GetUser {:.0}: {ratio:.3}x   target <= {TARGET_REST}x: {verdict}",
+        per_call(rest),
+        per_call(grpc)
+    );
+}
+
 /// The measured rounds against one pair of servers.
 struct Rounds {
     samples: Vec<Sample>,
@@ -558,6 +613,8 @@ struct Load<'a> {
     token: &'a str,
     /// The gRPC-framed request h2load sends.
     body_file: &'a std::path::Path,
+    /// Instead of the gRPC call: this REST path, over HTTP/1.1 (Keel only).
+    rest: Option<&'a str>,
     pinning: &'a Pinning,
     /// Clock ticks per second of `/proc/stat`.
     clk_tck: u64,
@@ -691,15 +748,22 @@ fn measure_around(
     h2load
         .args(["-n", &requests.to_string()])
         .args(["-c", &case.shape(options).0.to_string()])
-        .args(["-m", &case.shape(options).1.to_string()])
         .args(["-t", "1"])
-        .args(["-H", "content-type: application/grpc"])
-        .args(["-H", "te: trailers"])
         .arg("-H")
-        .arg(format!("authorization: Bearer {token}"))
-        .arg("-d")
-        .arg(body_file)
-        .arg(format!("http://{addr}{}", case.path()));
+        .arg(format!("authorization: Bearer {token}"));
+    match load.rest {
+        // HTTP/1.1, one request at a time per connection.
+        Some(path) => h2load
+            .args(["--h1", "-m", "1"])
+            .arg(format!("http://{addr}{path}")),
+        None => h2load
+            .args(["-m", &case.shape(options).1.to_string()])
+            .args(["-H", "content-type: application/grpc"])
+            .args(["-H", "te: trailers"])
+            .arg("-d")
+            .arg(body_file)
+            .arg(format!("http://{addr}{}", case.path())),
+    };
     let output = h2load
         .stdin(Stdio::null())
         .output()
