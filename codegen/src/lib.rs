@@ -50,6 +50,7 @@ mod annotations;
 mod error;
 mod generate;
 mod http;
+mod ident;
 mod openapi;
 mod redact;
 mod validate;

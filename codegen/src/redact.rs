@@ -11,7 +11,9 @@
 use heck::{ToSnakeCase, ToUpperCamelCase};
 use proc_macro2::TokenStream;
 use prost_reflect::{FileDescriptor, MessageDescriptor, ReflectMessage as _, Value};
-use quote::{format_ident, quote};
+use quote::quote;
+
+use crate::ident::{camel, raw_ident, sanitize, snake};
 
 /// A message whose `Debug` codegen writes: it has a redacted field (directly
 /// or in a oneof), or is nested in one that has.
@@ -129,14 +131,14 @@ pub fn debug_impls(messages: &[&Redacted]) -> String {
         let type_name = &m.name;
         let fields = m.members.iter().map(|member| match member {
             Member::Field { proto, redacted } => {
-                let field = raw_ident(&sanitize(&proto.to_snake_case()));
+                let field = snake(proto);
                 match redacted {
                     true => quote!(s.field(#proto, &::core::format_args!("[REDACTED]"));),
                     false => quote!(s.field(#proto, &self.#field);),
                 }
             }
             Member::Oneof { proto, .. } => {
-                let field = raw_ident(&sanitize(&proto.to_snake_case()));
+                let field = snake(proto);
                 quote!(s.field(#proto, &self.#field);)
             }
         });
@@ -144,8 +146,8 @@ pub fn debug_impls(messages: &[&Redacted]) -> String {
             let Member::Oneof { proto, variants } = member else {
                 return None;
             };
-            let own = raw_ident(&sanitize(&m.name.to_snake_case()));
-            let enum_name = raw_ident(&sanitize(&proto.to_upper_camel_case()));
+            let own = snake(&m.name);
+            let enum_name = camel(proto);
             let arms = variants.iter().map(|(variant, redacted)| {
                 let ident = raw_ident(variant);
                 match redacted {
@@ -182,29 +184,5 @@ pub fn debug_impls(messages: &[&Redacted]) -> String {
         ),
         // Unreachable: the tokens are built from identifiers prost-build accepts.
         Err(e) => format!("compile_error!({:?});", e.to_string()),
-    }
-}
-
-/// prost-build's identifier rule: a Rust keyword becomes a raw identifier,
-/// or gets a `_` suffix where a raw one is not allowed.
-fn sanitize(ident: &str) -> String {
-    match ident {
-        "as" | "break" | "const" | "continue" | "else" | "enum" | "false" | "fn" | "for" | "if"
-        | "impl" | "in" | "let" | "loop" | "match" | "mod" | "move" | "mut" | "pub" | "ref"
-        | "return" | "static" | "struct" | "trait" | "true" | "type" | "unsafe" | "use"
-        | "where" | "while" | "dyn" | "abstract" | "become" | "box" | "do" | "final" | "macro"
-        | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield" | "async" | "await"
-        | "try" | "gen" => format!("r#{ident}"),
-        "_" | "super" | "self" | "Self" | "extern" | "crate" => format!("{ident}_"),
-        s if s.starts_with(|c: char| c.is_numeric()) => format!("_{ident}"),
-        _ => ident.to_owned(),
-    }
-}
-
-/// `name` (possibly `r#name`) as an identifier.
-fn raw_ident(name: &str) -> proc_macro2::Ident {
-    match name.strip_prefix("r#") {
-        Some(raw) => proc_macro2::Ident::new_raw(raw, proc_macro2::Span::call_site()),
-        None => format_ident!("{}", name),
     }
 }

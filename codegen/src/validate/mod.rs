@@ -11,7 +11,6 @@ mod rules;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
-use heck::{ToSnakeCase, ToUpperCamelCase};
 use proc_macro2::{Ident, Span, TokenStream};
 use prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind,
@@ -21,6 +20,7 @@ use quote::quote;
 
 use crate::annotations::Locator;
 use crate::error::Diagnostic;
+use crate::ident::{camel, snake};
 
 /// The number of the `buf.validate` extensions (`field`, `message`, `oneof`).
 const EXTENSION_NUMBER: i32 = 1159;
@@ -375,7 +375,7 @@ impl MessageWriter<'_> {
         if !required {
             return TokenStream::new();
         }
-        let member = field_ident(oneof.name());
+        let member = snake(oneof.name());
         let name = oneof.name();
         quote! {
             if self.#member.is_none() {
@@ -416,7 +416,7 @@ impl MessageWriter<'_> {
                 }
             }
             Shape::Optional => {
-                let member = field_ident(name);
+                let member = snake(name);
                 quote! {
                     match &self.#member {
                         ::core::option::Option::Some(value) => { #checks #nested }
@@ -425,7 +425,7 @@ impl MessageWriter<'_> {
                 }
             }
             Shape::Plain | Shape::List | Shape::Map => {
-                let member = field_ident(name);
+                let member = snake(name);
                 let zero = rules::zero_test(field, shape);
                 let guard = match (plan.required, plan.ignore_if_zero) {
                     (true, _) => quote! { if #zero { #missing } else { #checks #nested } },
@@ -588,11 +588,11 @@ fn is_set(message: &MessageDescriptor, field: &FieldDescriptor) -> TokenStream {
             quote! { ::core::matches!(&self.#member, #pattern) }
         }
         Shape::Optional => {
-            let member = field_ident(field.name());
+            let member = snake(field.name());
             quote! { self.#member.is_some() }
         }
         Shape::List | Shape::Map | Shape::Plain => {
-            let member = field_ident(field.name());
+            let member = snake(field.name());
             let zero = rules::zero_test(field, shape);
             quote! { { let value = &self.#member; !(#zero) } }
         }
@@ -613,11 +613,11 @@ fn to_cel_impl(message: &MessageDescriptor, runtime: &TokenStream) -> TokenStrea
                 quote! { if let #pattern = &self.#member { #add } }
             }
             Shape::Optional => {
-                let member = field_ident(name);
+                let member = snake(name);
                 quote! { if let ::core::option::Option::Some(value) = &self.#member { #add } }
             }
             _ => {
-                let member = field_ident(name);
+                let member = snake(name);
                 quote! { { let value = &self.#member; #add } }
             }
         });
@@ -638,10 +638,10 @@ fn rust_path(message: &MessageDescriptor) -> TokenStream {
     let mut parts: Vec<Ident> = Vec::new();
     let mut parent = message.parent_message();
     while let Some(p) = parent {
-        parts.insert(0, field_ident_raw(&p.name().to_snake_case()));
+        parts.insert(0, snake(p.name()));
         parent = p.parent_message();
     }
-    parts.push(type_ident(message.name()));
+    parts.push(camel(message.name()));
     quote! { #(#parts)::* }
 }
 
@@ -655,9 +655,9 @@ fn oneof_variant(
 ) -> (Ident, TokenStream) {
     let oneof = field.containing_oneof().expect("a oneof member");
     let enum_path = oneof_enum_path(message, &oneof);
-    let variant = type_ident(field.name());
+    let variant = camel(field.name());
     (
-        field_ident(oneof.name()),
+        snake(oneof.name()),
         quote! { ::core::option::Option::Some(#enum_path::#variant(#binding)) },
     )
 }
@@ -667,41 +667,9 @@ fn oneof_enum_path(message: &MessageDescriptor, oneof: &OneofDescriptor) -> Toke
     let mut parts: Vec<Ident> = Vec::new();
     let mut current = Some(message.clone());
     while let Some(m) = current {
-        parts.insert(0, field_ident_raw(&m.name().to_snake_case()));
+        parts.insert(0, snake(m.name()));
         current = m.parent_message();
     }
-    parts.push(type_ident(oneof.name()));
+    parts.push(camel(oneof.name()));
     quote! { #(#parts)::* }
-}
-
-/// A field's (or module's) Rust identifier, as prost makes it.
-fn field_ident(proto_name: &str) -> Ident {
-    field_ident_raw(&proto_name.to_snake_case())
-}
-
-fn field_ident_raw(snake: &str) -> Ident {
-    match snake {
-        "as" | "break" | "const" | "continue" | "else" | "enum" | "false" | "fn" | "for" | "if"
-        | "impl" | "in" | "let" | "loop" | "match" | "mod" | "move" | "mut" | "pub" | "ref"
-        | "return" | "static" | "struct" | "trait" | "true" | "type" | "unsafe" | "use"
-        | "where" | "while" | "dyn" | "abstract" | "become" | "box" | "do" | "final" | "macro"
-        | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield" | "async" | "await"
-        | "try" | "gen" => Ident::new_raw(snake, Span::call_site()),
-        "_" | "super" | "self" | "Self" | "extern" | "crate" => {
-            Ident::new(&format!("{snake}_"), Span::call_site())
-        }
-        s if s.starts_with(|c: char| c.is_numeric()) => {
-            Ident::new(&format!("_{s}"), Span::call_site())
-        }
-        s => Ident::new(s, Span::call_site()),
-    }
-}
-
-/// A type's (or variant's) Rust identifier, as prost makes it.
-fn type_ident(proto_name: &str) -> Ident {
-    let camel = proto_name.to_upper_camel_case();
-    match camel.as_str() {
-        "Self" => Ident::new("Self_", Span::call_site()),
-        _ => Ident::new(&camel, Span::call_site()),
-    }
 }

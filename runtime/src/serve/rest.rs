@@ -208,8 +208,8 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The service in front of the router: REST requests are transcoded, the
-/// rest passed on.
+/// The service of requests that are not gRPC: those matching a route are
+/// transcoded into calls of the router, the others answered 404.
 #[derive(Clone, Debug)]
 pub(crate) struct Rest<S> {
     routes: Arc<Routes>,
@@ -240,19 +240,12 @@ where
         self.inner.poll_ready(cx)
     }
 
+    /// Only requests that are not gRPC come here: the connection's service
+    /// sends gRPC calls straight to the router.
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let grpc = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
-        let found = (!grpc)
-            .then(|| self.routes.find(request.method(), request.uri().path()))
-            .flatten();
+        let found = self.routes.find(request.method(), request.uri().path());
         let Some((index, vars)) = found else {
-            if grpc {
-                return Box::pin(self.inner.call(request));
-            }
-            // Neither gRPC nor a route: a REST client's mistake, answered as one.
+            // No route: a REST client's mistake, answered as one.
             let message = format!("no route for {} {}", request.method(), request.uri().path());
             return Box::pin(std::future::ready(Ok(json_response(
                 StatusCode::NOT_FOUND,
