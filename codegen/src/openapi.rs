@@ -53,6 +53,12 @@ pub fn document(service: &ServiceDescriptor, spec: &ServiceSpec) -> Option<Value
                     }
                 }
             }
+            // The call's deadline, as the server reads it (a field named
+            // `timeout` takes the query parameter's place).
+            parameters.push(timeout_parameter("header"));
+            if input.get_field_by_name("timeout").is_none() {
+                parameters.push(timeout_parameter("query"));
+            }
             let mut operation = Map::new();
             let comment = comment(&method.parent_file(), method.path());
             let comment = comment.as_str();
@@ -310,5 +316,16 @@ fn well_known(name: &str) -> Option<Value> {
         "google.protobuf.Int64Value" | "google.protobuf.UInt64Value" => json!({ "type": "string" }),
         "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => json!({ "type": "number" }),
         _ => return None,
+    })
+}
+
+/// The `timeout` parameter of every operation, `in` a header or the query.
+fn timeout_parameter(location: &str) -> Value {
+    json!({
+        "name": "timeout",
+        "in": location,
+        "description": "The call's deadline: seconds, or a number with a unit (`500ms`, `1.5s`, \
+                        `2m`). Past it the call ends DEADLINE_EXCEEDED (504).",
+        "schema": { "type": "string", "pattern": "^[0-9.]+(ns|us|µs|ms|s|m|h)?$" },
     })
 }

@@ -143,7 +143,8 @@ fn an_openapi_document_describes_the_routes() {
     assert_eq!(get["description"], "Reads one thing.");
     assert_eq!(get["parameters"][0]["in"], "path");
     assert_eq!(get["security"][0]["bearer"][0], "things:read");
-    // The other scalar fields are query parameters, by their JSON names.
+    // The other scalar fields are query parameters, by their JSON names, and
+    // the deadline.
     let query: Vec<&str> = get["parameters"]
         .as_array()
         .unwrap()
@@ -151,7 +152,7 @@ fn an_openapi_document_describes_the_routes() {
         .filter(|p| p["in"] == "query")
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(query, ["tags"]);
+    assert_eq!(query, ["tags", "timeout"]);
     let create = &doc["paths"]["/v1/things"]["post"];
     assert_eq!(
         create["security"],

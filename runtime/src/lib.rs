@@ -25,7 +25,7 @@
 //! # mod user_v1 { pub static USER_SERVICE_POLICY: keel::ServicePolicy =
 //! #   keel::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
 //! # async fn run() -> Result<(), keel::Error> {
-//! let config = keel::config::Config::load("", None)?;
+//! let config: keel::config::Config = keel::config::Config::load("", None)?;
 //! let mut telemetry = keel::telemetry::init(&config)?;
 //! let keel = keel::Keel::new(&config, &[&user_v1::USER_SERVICE_POLICY])?;
 //! keel.server(&config)
@@ -39,6 +39,9 @@
 
 #![warn(missing_docs)]
 
+// The code `#[derive(Section)]` writes names `::keel`, here too.
+extern crate self as keel;
+
 pub mod auth;
 mod call_headers;
 pub mod client;
@@ -48,11 +51,11 @@ pub mod deadline;
 mod error;
 mod interruptible;
 pub mod json;
-mod keel;
 pub mod metrics;
 mod observe;
 pub mod pipeline;
 mod policy;
+mod runtime;
 pub mod serve;
 #[cfg(feature = "store")]
 pub mod store;
@@ -64,11 +67,11 @@ pub mod validate;
 
 pub use auth::{Claims, RequestExt, Verifier};
 pub use error::Error;
-pub use keel::Keel;
 pub use metrics::Metrics;
 pub use pipeline::Pipeline;
 pub use policy::{
     Access, HttpRoute, MethodKind, MethodPolicy, PathSegment, RateKey, RateLimit, RetryPolicy,
     ServicePolicy,
 };
+pub use runtime::Keel;
 pub use serve::Server;

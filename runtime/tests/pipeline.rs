@@ -64,7 +64,7 @@ type Counted = keel::pipeline::CountingBody<tonic::body::Body>;
 fn pipeline<S>(server: S) -> (keel::Keel, keel::Pipeline<S>) {
     let config = keel::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::default()
+        ..keel::config::Config::<()>::default()
     };
     let keel = keel::Keel::new(&config, &[&POLICY]).unwrap();
     let service = keel.wrap(&POLICY, server).unwrap();
@@ -291,7 +291,7 @@ async fn each_outcome_is_answered_and_counted_once_under_its_code() {
     let metrics = untimed(keel.metrics());
     let series = |code: &str, method: &str, count: u32| {
         format!(
-            r#"grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}",grpc_service="test.v1.Things",grpc_type="unary"}} {count}"#
+            r#"grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}",grpc_service="test.v1.Things",grpc_type="unary",protocol="grpc"}} {count}"#
         )
     };
     for line in [
@@ -443,7 +443,7 @@ fn deadline_request(
 async fn a_methods_timeout_and_cap_end_calls_deadline_exceeded() {
     let config = keel::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::default()
+        ..keel::config::Config::<()>::default()
     };
     let keel = keel::Keel::new(&config, &[&DEADLINES]).unwrap();
     let service = keel.wrap(&DEADLINES, tower::service_fn(sleepy)).unwrap();
@@ -486,7 +486,7 @@ async fn a_methods_timeout_and_cap_end_calls_deadline_exceeded() {
     let metrics = untimed(keel.metrics());
     for (method, kind, count) in [("Quick", "unary", 3), ("Feed", "server_stream", 1)] {
         let line = format!(
-            r#"grpc_server_handled_total{{grpc_code="DeadlineExceeded",grpc_method="{method}",grpc_service="test.v1.Deadlines",grpc_type="{kind}"}} {count}"#
+            r#"grpc_server_handled_total{{grpc_code="DeadlineExceeded",grpc_method="{method}",grpc_service="test.v1.Deadlines",grpc_type="{kind}",protocol="grpc"}} {count}"#
         );
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
@@ -514,7 +514,7 @@ static LIMITED: ServicePolicy = ServicePolicy {
 async fn calls_over_max_concurrency_are_refused_at_once_and_slots_come_back() {
     let config = keel::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::default()
+        ..keel::config::Config::<()>::default()
     };
     let keel = keel::Keel::new(&config, &[&LIMITED]).unwrap();
     let service = keel.wrap(&LIMITED, tower::service_fn(sleepy)).unwrap();
@@ -551,7 +551,7 @@ async fn calls_over_max_concurrency_are_refused_at_once_and_slots_come_back() {
     let metrics = untimed(keel.metrics());
     for (code, count) in [("ResourceExhausted", 1), ("OK", 4), ("Canceled", 1)] {
         let line = format!(
-            r#"grpc_server_handled_total{{grpc_code="{code}",grpc_method="One",grpc_service="test.v1.Limited",grpc_type="unary"}} {count}"#
+            r#"grpc_server_handled_total{{grpc_code="{code}",grpc_method="One",grpc_service="test.v1.Limited",grpc_type="unary",protocol="grpc"}} {count}"#
         );
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
@@ -641,7 +641,7 @@ async fn calls_over_a_rate_limit_are_refused_with_when_to_retry_per_key() {
     let calls = Arc::new(AtomicUsize::new(0));
     let config = keel::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::default()
+        ..keel::config::Config::<()>::default()
     };
     let keel = keel::Keel::new(&config, &[&RATED]).unwrap();
     let service = keel.wrap(&RATED, handler(calls.clone())).unwrap();
@@ -768,7 +768,7 @@ async fn calls_over_a_rate_limit_are_refused_with_when_to_retry_per_key() {
         );
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
-    let line = r#"grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="Everyone",grpc_service="test.v1.Rated",grpc_type="unary"} 2"#;
+    let line = r#"grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="Everyone",grpc_service="test.v1.Rated",grpc_type="unary",protocol="grpc"} 2"#;
     assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     // 4 + 4 + 4 + 5 calls passed (and one was refused by auth, before the limit).
     assert_eq!(

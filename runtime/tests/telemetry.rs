@@ -89,7 +89,7 @@ fn sampling_ratio_must_be_a_probability() {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("telemetry.sampling_ratio: ")
-                && problems[0].contains("must be between 0 and 1")
+                && problems[0].contains("is out of range; between 0.0 and 1.0")
                 && problems[0].contains("KEEL_TELEMETRY__SAMPLING_RATIO"),
             "{bad}: {problems:?}"
         );

@@ -35,6 +35,11 @@ const TARGETS: &[Target] = &[
         out_dir: "tests/validation/src/gen",
     },
     Target {
+        protos: &["tests/rest/proto/ticks/v1/ticks.proto"],
+        includes: &["tests/rest/proto"],
+        out_dir: "tests/rest/src/gen",
+    },
+    Target {
         protos: &["proto/keel/v1/auth.proto"],
         includes: &["proto"],
         out_dir: "examples/auth-service/src/gen",
@@ -111,15 +116,18 @@ pub fn run(check: bool) -> Result<()> {
         }
         std::fs::remove_dir_all(&scratch)?;
     }
-    let table = crate::policy::table(&policies);
-    let path = root.join(crate::policy::FILE);
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if current != table {
-        match check {
-            true => stale.push(crate::policy::FILE.to_owned()),
-            false => {
-                std::fs::write(&path, &table)?;
-                println!("wrote {}", crate::policy::FILE);
+    let mut documents = vec![(crate::policy::FILE, crate::policy::table(&policies))];
+    documents.extend(crate::reference::outputs(&root)?);
+    for (file, text) in documents {
+        let path = root.join(file);
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != text {
+            match check {
+                true => stale.push(file.to_owned()),
+                false => {
+                    std::fs::write(&path, &text)?;
+                    println!("wrote {file}");
+                }
             }
         }
     }

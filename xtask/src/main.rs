@@ -19,6 +19,7 @@ mod codegen;
 mod new;
 mod policy;
 mod postgres;
+mod reference;
 mod run;
 mod test;
 

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the README's test command. Installs what the tests
-//! need on a fresh machine, then runs every test of the workspace.
+//! need on a fresh machine (promtool, PostgreSQL, Chromium and the Node
+//! package driving it), then runs every test of the workspace.
 
 use std::process::Command;
 
@@ -10,6 +11,18 @@ pub fn run(args: &[&str]) -> Result<()> {
     crate::ensure_tool("promtool", "prometheus")?;
     // The store tests run on PostgreSQL too, and fail (never skip) without it.
     let postgres = crate::postgres::ensure()?;
+    // user-service's browser test drives Debian's Chromium with
+    // playwright-core (the lock's version, from npm's cache when it has it).
+    crate::ensure_tool("chromium", "chromium")?;
+    crate::ensure_tool("npm", "npm")?;
+    crate::run_cmd(Command::new("npm").args([
+        "ci",
+        "--prefix",
+        "examples/user-service/tests/browser",
+        "--no-audit",
+        "--no-fund",
+        "--prefer-offline",
+    ]))?;
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .args(["test", "--workspace", "--locked", "--no-fail-fast"])

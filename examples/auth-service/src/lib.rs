@@ -52,7 +52,7 @@ pub use service::{
     MIN_PASSWORD_BYTES, RETRY_AFTER_MS, check_password, check_scopes, check_username,
 };
 pub use settings::{
-    APP_SECTIONS, BootstrapConfig, PasswordsConfig, Settings, ThrottleConfig, TokensConfig,
+    AuthSections, BootstrapConfig, PasswordsConfig, Settings, ThrottleConfig, TokensConfig,
 };
 pub use throttle::{Attempt, Throttle, ThrottleScope, Throttled};
 pub use token_source::{DEFAULT_REFRESH_MARGIN, RefreshingTokenSource};
@@ -82,6 +82,19 @@ pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
 /// The development password of the bootstrap administrator in
 /// [`DEVELOPMENT_CONFIG`], for tests.
 pub const DEV_ADMIN_PASSWORD: &str = "keel-dev-admin-password";
+
+/// The service's configuration layers: [`DEFAULT_CONFIG`], in development
+/// [`DEVELOPMENT_CONFIG`], `file` when given, then the process's `KEEL_*`
+/// variables; load them with `Settings::from_loader`.
+pub fn loader(file: Option<&std::path::Path>) -> keel::config::Loader {
+    let mut loader = keel::config::Loader::new()
+        .defaults_toml(DEFAULT_CONFIG)
+        .development_toml(DEVELOPMENT_CONFIG);
+    if let Some(file) = file {
+        loader = loader.file(file);
+    }
+    loader.env()
+}
 
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&auth_v1::AUTH_SERVICE_POLICY];
@@ -139,28 +152,28 @@ impl App {
     /// Connects the store (applying migrations), loads the keys, creates
     /// the bootstrap administrator when absent, and builds the handler.
     pub async fn new(settings: &Settings) -> Result<App, Error> {
-        let store = AuthStore::open(&settings.keel.store).await?;
+        let store = AuthStore::open(&settings.store).await?;
         App::with_store(settings, store).await
     }
 
     /// Like [`App::new`] on an already open store.
     pub async fn with_store(settings: &Settings, store: AuthStore) -> Result<App, Error> {
-        let keel = keel::Keel::new(&settings.keel, SERVICES)?;
+        let keel = keel::Keel::new(settings, SERVICES)?;
         let signer = Signer::new(
-            &settings.keel.auth,
-            &settings.tokens.signing_kid,
-            settings.tokens.access_ttl,
+            &settings.auth,
+            &settings.app.tokens.signing_kid,
+            settings.app.tokens.access_ttl,
         )?;
-        let passwords = Passwords::new(&settings.passwords).await?;
+        let passwords = Passwords::new(&settings.app.passwords).await?;
         let handler = AuthHandler::new(
             store,
             signer,
             Arc::clone(keel.verifier()),
             passwords,
-            Throttle::new(&settings.throttle),
-            settings.tokens.clone(),
+            Throttle::new(&settings.app.throttle),
+            settings.app.tokens.clone(),
         );
-        handler.bootstrap(&settings.bootstrap).await?;
+        handler.bootstrap(&settings.app.bootstrap).await?;
         Ok(App { keel, handler })
     }
 
@@ -168,7 +181,7 @@ impl App {
     /// plus the standard health and reflection services (public), and on the
     /// HTTP port `/metrics` and the JWKS at [`JWKS_PATH`] (for verifiers'
     /// `auth.jwks_url`), as `config` says.
-    pub fn server(&self, config: &keel::config::Config) -> Result<keel::Server, keel::Error> {
+    pub fn server<A>(&self, config: &keel::config::Config<A>) -> Result<keel::Server, keel::Error> {
         let jwks = jwks_json(self.handler.jwks());
         let document = axum::routing::get(move || {
             let jwks = jwks.clone();

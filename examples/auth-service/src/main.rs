@@ -13,7 +13,7 @@ use auth_service::auth_v1::{
     CreateCredentialRequest, GetJwksRequest, LoginRequest, RevokeAllRequest, ValidateRequest,
 };
 use auth_service::{App, Settings};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -88,15 +88,18 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // `print-config --help` ends with the reference of every key.
+    let command = Args::command()
+        .mut_subcommand("print-config", |c| c.after_long_help(Settings::reference()));
+    let args = Args::from_arg_matches(&command.get_matches())?;
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(args.config).await?,
         Command::Probe { service } => {
-            let settings = Settings::load(auth_service::DEFAULT_CONFIG, args.config.as_deref())?;
-            keel::serve::probe_local(&settings.keel, &service).await?
+            let settings = Settings::from_loader(&auth_service::loader(args.config.as_deref()))?;
+            keel::serve::probe_local(&settings, &service).await?
         }
         Command::PrintConfig => {
-            let settings = Settings::load(auth_service::DEFAULT_CONFIG, args.config.as_deref())?;
+            let settings = Settings::from_loader(&auth_service::loader(args.config.as_deref()))?;
             print!("{}", settings.to_toml_redacted());
         }
         Command::Login {
@@ -175,19 +178,20 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::load(auth_service::DEFAULT_CONFIG, config.as_deref())?;
+    let settings = Settings::from_loader(&auth_service::loader(config.as_deref()))?;
     // Logs and tracing as `[telemetry]` says; flushed after draining.
-    let mut telemetry = keel::telemetry::init(&settings.keel)?;
+    let mut telemetry = keel::telemetry::init(&settings)?;
+    let passwords = &settings.app.passwords;
     tracing::info!(
-        store = %settings.keel.store.url,
-        argon2_memory_kib = settings.passwords.memory_kib,
-        argon2_iterations = settings.passwords.iterations,
-        argon2_parallelism = settings.passwords.parallelism,
+        store = %settings.store.url,
+        argon2_memory_kib = passwords.memory_kib,
+        argon2_iterations = passwords.iterations,
+        argon2_parallelism = passwords.parallelism,
         "starting"
     );
     let app = App::new(&settings).await?;
     let purge = app.spawn_purge();
-    let served = app.server(&settings.keel)?.serve().await;
+    let served = app.server(&settings)?.serve().await;
     purge.abort();
     app.handler.store().store().close().await;
     served?;

@@ -235,8 +235,7 @@ impl AuthHandler {
     /// Creates the bootstrap administrator when configured and absent.
     /// Returns whether it was created.
     pub async fn bootstrap(&self, config: &BootstrapConfig) -> Result<bool, Error> {
-        let (Some(username), Some(password)) = (&config.admin_username, &config.admin_password)
-        else {
+        let (Some(username), Some(password)) = (config.admin(), &config.admin_password) else {
             return Ok(false);
         };
         if self.inner.store.credential(username).await?.is_some() {

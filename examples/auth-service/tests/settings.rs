@@ -10,7 +10,7 @@ fn load(vars: &[(&str, &str)]) -> Result<Settings, Vec<String>> {
         .defaults_toml(DEFAULT_CONFIG)
         .development_toml(DEVELOPMENT_CONFIG)
         .env_from(vars.iter().copied());
-    Settings::from_loader(loader).map_err(|e| e.problems().to_vec())
+    Settings::from_loader(&loader).map_err(|e| e.problems().to_vec())
 }
 
 fn has(problems: &[String], start: &str) -> bool {
@@ -82,16 +82,16 @@ fn production_with_its_own_key_and_password_loads_and_may_have_no_administrator(
             .file(&file)
             .env_from(vars.iter().copied())
     };
-    let settings = Settings::from_loader(loader(&[(
+    let settings = Settings::from_loader(&loader(&[(
         "KEEL_BOOTSTRAP__ADMIN_PASSWORD",
         "this-deployment-s-own-password",
     )]))
     .expect("production settings");
-    assert!(!settings.keel.service.environment.is_development());
-    assert_eq!(settings.bootstrap.admin_username.as_deref(), Some("admin"));
+    assert!(!settings.service.environment.is_development());
+    assert_eq!(settings.app.bootstrap.admin(), Some("admin"));
 
     // `admin_username = ""`: no bootstrap administrator, so no password needed.
-    let settings = Settings::from_loader(loader(&[("KEEL_BOOTSTRAP__ADMIN_USERNAME", "")]))
+    let settings = Settings::from_loader(&loader(&[("KEEL_BOOTSTRAP__ADMIN_USERNAME", "")]))
         .expect("production settings without an administrator");
-    assert_eq!(settings.bootstrap.admin_username, None);
+    assert_eq!(settings.app.bootstrap.admin(), None);
 }

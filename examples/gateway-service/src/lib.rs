@@ -13,8 +13,7 @@ mod profiles;
 
 use std::path::Path;
 
-use keel::config::{Config, ConfigError, Loader};
-use serde::Deserialize;
+use keel::config::{Config, Loader, Problems, Section};
 
 pub use profiles::Profiles;
 
@@ -34,68 +33,56 @@ pub const DEVELOPMENT_CONFIG: &str = include_str!("../development.toml");
 /// Every service this crate serves, for [`keel::Keel::new`].
 pub const SERVICES: &[&keel::ServicePolicy] = &[&gateway_v1::PROFILE_SERVICE_POLICY];
 
+/// The gateway's configuration: Keel's sections and its own `[upstream]`.
+pub type Settings = Config<Sections>;
+
+/// The gateway's own sections.
+#[derive(Clone, Debug, Section)]
+pub struct Sections {
+    /// Where the services it calls listen.
+    #[config(section)]
+    pub upstream: Upstream,
+}
+
 /// The `[upstream]` section: where the services the gateway calls listen.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq, Section)]
+#[config(validate = Self::problems)]
 pub struct Upstream {
-    /// URL of user-service (`KEEL_UPSTREAM__USER_SERVICE`). Default
-    /// `http://127.0.0.1:50051`.
+    /// URL of user-service.
+    #[config(default = "http://127.0.0.1:50051")]
     pub user_service: String,
 }
 
-impl Default for Upstream {
-    fn default() -> Self {
-        Upstream {
-            user_service: "http://127.0.0.1:50051".to_owned(),
+impl Upstream {
+    fn problems(&self, problems: &mut Problems<'_>) {
+        if let Err(e) = tonic::transport::Endpoint::from_shared(self.user_service.clone()) {
+            problems.push(
+                "user_service",
+                format!("{:?} is not a URL: {e}", self.user_service),
+            );
         }
     }
 }
 
-/// Loads Keel's configuration and `[upstream]` from the embedded defaults,
-/// in development [`DEVELOPMENT_CONFIG`], `file` when given, then `KEEL_*`
-/// variables, reporting every problem of both at once.
-pub fn load_config(file: Option<&Path>) -> Result<(Config, Upstream), ConfigError> {
+/// The gateway's configuration layers: [`DEFAULT_CONFIG`], in development
+/// [`DEVELOPMENT_CONFIG`], `file` when given, then the process's `KEEL_*`
+/// variables; load them with `Settings::from_loader`.
+pub fn loader(file: Option<&Path>) -> Loader {
     let mut loader = Loader::new()
         .defaults_toml(DEFAULT_CONFIG)
-        .development_toml(DEVELOPMENT_CONFIG)
-        .allow_section("upstream");
+        .development_toml(DEVELOPMENT_CONFIG);
     if let Some(file) = file {
         loader = loader.file(file);
     }
-    load_with(&loader.env())
-}
-
-/// [`load_config`] from a prepared loader (tests give their own
-/// environment); the loader must allow the `upstream` section.
-pub fn load_with(loader: &Loader) -> Result<(Config, Upstream), ConfigError> {
-    let config = loader.load();
-    let upstream = loader
-        .extract_section::<Upstream>("upstream")
-        .and_then(|upstream| {
-            match tonic::transport::Endpoint::from_shared(upstream.user_service.clone()) {
-                Ok(_) => Ok(upstream),
-                Err(e) => Err(ConfigError::new(vec![format!(
-                    "upstream.user_service: {:?} is not a URL: {e}",
-                    upstream.user_service
-                )])),
-            }
-        });
-    match (config, upstream) {
-        (Ok(config), Ok(upstream)) => Ok((config, upstream)),
-        (config, upstream) => {
-            let problems = config.err().into_iter().chain(upstream.err());
-            let problems = problems.flat_map(|e| e.problems().to_vec()).collect();
-            Err(ConfigError::new(problems))
-        }
-    }
+    loader.env()
 }
 
 /// The gateway's server: `ProfileService` wrapped in Keel's layers, with
 /// health, reflection and `/metrics`, calling user-service at `upstream`.
 /// The client metrics are registered beside the server's.
-pub fn server(
+pub fn server<A>(
     keel: &keel::Keel,
-    config: &Config,
+    config: &Config<A>,
     upstream: &Upstream,
 ) -> Result<keel::Server, keel::Error> {
     let client = keel::client::Client::new(config, keel.metrics().registry())?;

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use gateway_service::Settings;
 use keel::auth::StaticToken;
 
 #[derive(Parser)]
@@ -20,6 +21,8 @@ struct Args {
 enum Command {
     /// Serve the gateway (the default).
     Serve,
+    /// Print the effective configuration, secrets redacted.
+    PrintConfig,
     /// Exit 0 when the local server reports SERVING on the standard health
     /// service (for container health checks).
     Probe {
@@ -42,8 +45,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let (mut config, upstream) = gateway_service::load_config(args.config.as_deref())?;
+    // `print-config --help` ends with the reference of every key.
+    let command = Args::command()
+        .mut_subcommand("print-config", |c| c.after_long_help(Settings::reference()));
+    let args = Args::from_arg_matches(&command.get_matches())?;
+    let mut config = Settings::from_loader(&gateway_service::loader(args.config.as_deref()))?;
     let command = args.command.unwrap_or(Command::Serve);
     if let Command::Call { .. } = command {
         // The caller's spans are not the gateway's.
@@ -52,15 +58,19 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Probe { service } = &command {
         return Ok(keel::serve::probe_local(&config, service).await?);
     }
+    if let Command::PrintConfig = &command {
+        print!("{}", config.to_toml_redacted());
+        return Ok(());
+    }
     let mut telemetry = keel::telemetry::init(&config)?;
     match command {
         Command::Serve => {
             let keel = keel::Keel::new(&config, gateway_service::SERVICES)?;
-            gateway_service::server(&keel, &config, &upstream)?
+            gateway_service::server(&keel, &config, &config.app.upstream)?
                 .serve()
                 .await?;
         }
-        Command::Probe { .. } => {}
+        Command::Probe { .. } | Command::PrintConfig => {}
         Command::Call {
             url,
             token,

@@ -99,24 +99,24 @@ async fn scenario() {
     // The gateway, calling user-service, logging JSON into `logs`.
     let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
     let upstream = format!("http://{}", users.addr);
-    let (gateway_config, upstream) = gateway_service::load_with(
-        &loader(
-            (
-                gateway_service::DEFAULT_CONFIG,
-                gateway_service::DEVELOPMENT_CONFIG,
-            ),
-            &collector.endpoint(),
-            &[
-                ("KEEL_UPSTREAM__USER_SERVICE", upstream.as_str()),
-                ("KEEL_TELEMETRY__LOG_FORMAT", "json"),
-            ],
-        )
-        .allow_section("upstream"),
-    )
+    let gateway_config = gateway_service::Settings::from_loader(&loader(
+        (
+            gateway_service::DEFAULT_CONFIG,
+            gateway_service::DEVELOPMENT_CONFIG,
+        ),
+        &collector.endpoint(),
+        &[
+            ("KEEL_UPSTREAM__USER_SERVICE", upstream.as_str()),
+            ("KEEL_TELEMETRY__LOG_FORMAT", "json"),
+        ],
+    ))
     .expect("valid configuration");
-    let gateway = Service::start(gateway_config, Some(logs.clone()), move |keel, config| {
-        gateway_service::server(keel, config, &upstream)
-    })
+    let upstream = gateway_config.app.upstream.clone();
+    let gateway = Service::start(
+        gateway_config.keel(),
+        Some(logs.clone()),
+        move |keel, config| gateway_service::server(keel, config, &upstream),
+    )
     .await;
 
     // A user to read.

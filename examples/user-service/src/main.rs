@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use keel::config::Config;
 use user_service::user_v1::user_service_client::UserServiceClient;
 use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};
 use user_service::{SERVICES, Users};
@@ -77,7 +78,11 @@ enum Rpc {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // `print-config --help` ends with the reference of every key.
+    let command = Args::command().mut_subcommand("print-config", |c| {
+        c.after_long_help(Config::<()>::reference())
+    });
+    let args = Args::from_arg_matches(&command.get_matches())?;
     // Loaded by the commands that need it (not `call`, a client).
     let config = || user_service::loader(args.config.as_deref()).load();
     match args.command.unwrap_or(Command::Serve) {

@@ -40,13 +40,14 @@ fn samples(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-/// The value of the one `name` sample of `method` that has the `extra` labels.
+/// The value of the one `name` sample of `method`'s gRPC calls that has the
+/// `extra` labels.
 fn value(samples: &[Sample], name: &str, method: &str, extra: &[(&str, &str)]) -> f64 {
     let hits: Vec<&Sample> = samples
         .iter()
         .filter(|(n, labels, _)| {
             n == name
-                && [("grpc_method", method)]
+                && [("grpc_method", method), ("protocol", "grpc")]
                     .iter()
                     .chain(extra)
                     .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
@@ -204,11 +205,27 @@ async fn counts_every_outcome_exactly() {
         ),
         0.0
     );
-    let codes = s
+    // One series per code and protocol it is served by: gRPC, and REST (its route).
+    for protocol in ["grpc", "rest"] {
+        let codes = s
+            .iter()
+            .filter(|(n, l, _)| {
+                n == "grpc_server_handled_total"
+                    && l["grpc_method"] == "ListUsers"
+                    && l["protocol"] == protocol
+            })
+            .count();
+        assert_eq!(codes, 17, "{protocol}");
+    }
+    let methods_without_routes = s
         .iter()
-        .filter(|(n, l, _)| n == "grpc_server_handled_total" && l["grpc_method"] == "ListUsers")
+        .filter(|(n, l, _)| {
+            n == "grpc_server_started_total"
+                && l["grpc_method"] == "ImportUsers"
+                && l["protocol"] != "grpc"
+        })
         .count();
-    assert_eq!(codes, 17);
+    assert_eq!(methods_without_routes, 0, "no REST series without a route");
     assert_eq!(
         value(
             &s,

@@ -205,20 +205,24 @@ async fn failures_are_status_json_with_the_http_status_of_their_code() {
     let too_large = rest(&server, "POST", "/v1/users", Some(&writer), &large).await;
     assert_eq!(too_large.status, http::StatusCode::PAYLOAD_TOO_LARGE);
 
-    // Counted under the gRPC methods, once per call that reached them.
+    // Counted under the gRPC methods, once per call that reached them, as
+    // REST calls.
     let metrics = server.scrape().await;
-    let handled = |method: &str, code: &str| {
+    let handled_by = |method: &str, code: &str, protocol: &str| {
         metrics
             .lines()
             .find(|l| {
                 l.starts_with("grpc_server_handled_total{")
                     && l.contains(&format!("grpc_method=\"{method}\""))
                     && l.contains(&format!("grpc_code=\"{code}\""))
+                    && l.contains(&format!("protocol=\"{protocol}\""))
             })
             .and_then(|l| l.rsplit(' ').next())
             .unwrap_or("absent")
             .to_owned()
     };
+    let handled = |method: &str, code: &str| handled_by(method, code, "rest");
+    assert_eq!(handled_by("GetUser", "NotFound", "grpc"), "0");
     assert_eq!(handled("GetUser", "NotFound"), "1");
     assert_eq!(handled("GetUser", "Unauthenticated"), "1");
     assert_eq!(handled("CreateUser", "PermissionDenied"), "1");

@@ -1191,8 +1191,8 @@ async fn the_generated_client_retries_an_idempotent_method_and_not_the_others() 
     let text = server.keel.metrics().render();
     for line in [
         r#"keel_client_retries_total{grpc_method="GetUser",grpc_service="user.v1.UserService"} 4"#,
-        r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="GetUser",grpc_service="user.v1.UserService",grpc_type="unary",team="identity",tier="critical"} 5"#,
-        r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="CreateUser",grpc_service="user.v1.UserService",grpc_type="unary",team="identity",tier="critical"} 1"#,
+        r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="GetUser",grpc_service="user.v1.UserService",grpc_type="unary",protocol="grpc",team="identity",tier="critical"} 5"#,
+        r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="CreateUser",grpc_service="user.v1.UserService",grpc_type="unary",protocol="grpc",team="identity",tier="critical"} 1"#,
         r#"grpc_client_handled_total{grpc_code="Unavailable",grpc_method="GetUser",grpc_service="user.v1.UserService",grpc_type="unary"} 1"#,
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");

@@ -184,12 +184,15 @@ async fn grpc_web_calls_go_through_the_same_pipeline() {
         .into_inner();
     assert_eq!(read.name, "Ada");
 
-    // Counted under the gRPC method, once per call.
+    // Counted under the gRPC method, once per call, as gRPC-Web; the
+    // gRPC call that read the user back as gRPC.
     let metrics = server.scrape().await;
-    for (method, code) in [
-        ("HealthCheck", "OK"),
-        ("GetUser", "Unauthenticated"),
-        ("CreateUser", "OK"),
+    for (method, code, protocol, count) in [
+        ("HealthCheck", "OK", "grpc_web", 1),
+        ("HealthCheck", "OK", "grpc", 0),
+        ("GetUser", "Unauthenticated", "grpc_web", 1),
+        ("CreateUser", "OK", "grpc_web", 1),
+        ("GetUser", "OK", "grpc", 1),
     ] {
         let series = metrics
             .lines()
@@ -197,9 +200,10 @@ async fn grpc_web_calls_go_through_the_same_pipeline() {
                 l.starts_with("grpc_server_handled_total{")
                     && l.contains(&format!("grpc_method=\"{method}\""))
                     && l.contains(&format!("grpc_code=\"{code}\""))
+                    && l.contains(&format!("protocol=\"{protocol}\""))
             })
-            .unwrap_or_else(|| panic!("{method} {code}"));
-        assert!(series.ends_with(" 1"), "{series}");
+            .unwrap_or_else(|| panic!("{method} {code} {protocol}"));
+        assert!(series.ends_with(&format!(" {count}")), "{series}");
     }
     server.stop().await;
 }

@@ -80,8 +80,8 @@ impl std::fmt::Debug for RemoteKeys {
 impl RemoteKeys {
     /// The remote keys of `config.auth.jwks_url` for `verifier`, `None` when it is not set. Its
     /// refresh counter is registered in `registry`.
-    pub fn new(
-        config: &Config,
+    pub fn new<App>(
+        config: &Config<App>,
         verifier: Arc<Verifier>,
         registry: &Registry,
     ) -> Result<Option<Self>, JwksError> {
@@ -114,7 +114,7 @@ impl RemoteKeys {
         }
         Ok(Some(RemoteKeys {
             url,
-            config: config.clone(),
+            config: config.keel(),
             client,
             verifier,
             refreshes,

@@ -20,7 +20,7 @@ use crate::auth::TokenSource;
 use crate::clock;
 use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
 use crate::metrics::codes::status_code;
-use crate::metrics::{CallRecord, ServiceMetrics};
+use crate::metrics::{CallRecord, Protocol, ServiceMetrics};
 use crate::observe::{CountingBody, Tallies};
 use crate::policy::ServicePolicy;
 use crate::telemetry::{client_span, propagation};
@@ -157,7 +157,9 @@ where
             req.headers_mut().insert(&GRPC_TIMEOUT, header);
         }
 
-        let sent = shared.sent.get(method);
+        // A client's calls are gRPC.
+        let slot = method.map(|i| Protocol::Grpc.slot(i));
+        let sent = shared.sent.get(slot);
         let req = req.map(|body| Body::new(CountingBody::new(body, sent)));
         let tokens = match req.headers().contains_key(AUTHORIZATION) {
             true => None,
@@ -176,7 +178,7 @@ where
             })
         });
         let mut pending = Pending(Some(ClientCall {
-            metrics: method.map(|i| CallRecord::start(&shared.metrics, i, start)),
+            metrics: slot.map(|slot| CallRecord::start(&shared.metrics, slot, start)),
             expires,
             span,
             header_code: None,

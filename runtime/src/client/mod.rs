@@ -45,7 +45,7 @@
 //! # async fn run() -> Result<(), keel::Error> {
 //! use keel::auth::StaticToken;
 //!
-//! let config = keel::config::Config::load("", None)?;
+//! let config: keel::config::Config = keel::config::Config::load("", None)?;
 //! let keel = keel::Keel::new(&config, &[])?;
 //! // One per process, registered beside the server metrics.
 //! let client = keel::client::Client::new(&config, keel.metrics().registry())?
@@ -141,7 +141,7 @@ impl Client {
     /// `keel.metrics().registry()` so one `/metrics` shows both sides).
     /// Calls carry no token until one is given. `https://` URLs are called
     /// with `config.client.tls`, whose files are read now.
-    pub fn new(config: &Config, registry: &Registry) -> Result<Self, ClientError> {
+    pub fn new<App>(config: &Config<App>, registry: &Registry) -> Result<Self, ClientError> {
         let client = Self::from_parts(
             config.client.default_deadline,
             ClientMetrics::new(registry)?,

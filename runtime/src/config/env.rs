@@ -3,8 +3,6 @@
 use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider};
 
-use super::SECTIONS;
-
 /// Prefix of the environment variables read by [`Loader::env`](super::Loader::env).
 pub const ENV_PREFIX: &str = "KEEL_";
 
@@ -21,42 +19,27 @@ pub const ENV_SEPARATOR: &str = "__";
 /// Metadata name of the environment layer (see `diagnose::describe_source`).
 pub(super) const ENV_LAYER_NAME: &str = "environment variable";
 
-/// Keys whose environment values are taken verbatim as strings (never parsed as numbers etc.).
-const STRING_KEYS: [&str; 22] = [
-    "service.name",
-    "auth.hmac_secret",
-    "auth.public_key_pem",
-    "auth.public_key_file",
-    "auth.issuer",
-    "auth.audience",
-    "telemetry.otlp_endpoint",
-    "telemetry.log_filter",
-    "auth.jwks",
-    "auth.jwks_file",
-    "auth.jwks_url",
-    "store.url",
-    "server.tls.cert_file",
-    "server.tls.key_file",
-    "server.tls.client_ca_file",
-    "metrics.tls.cert_file",
-    "metrics.tls.key_file",
-    "metrics.tls.client_ca_file",
-    "client.tls.ca_file",
-    "client.tls.cert_file",
-    "client.tls.key_file",
-    "client.tls.server_name",
-];
+/// The `KEEL_*` variables of an environment, as read.
+#[derive(Clone)]
+pub(super) struct EnvVars {
+    vars: Vec<(String, String)>,
+    /// Variables that could not be read (non-UTF-8 values).
+    problems: Vec<String>,
+}
 
 /// The `KEEL_*` variables of an environment layer, parsed into nested keys.
 pub(super) struct EnvLayer {
-    /// The variable names (`Debug` of the loader shows them; the values may be secrets).
-    pub names: Vec<String>,
     pub dict: Dict,
     /// Problems of the variables themselves: non-UTF-8 values, malformed names, conflicts.
     pub problems: Vec<String>,
 }
 
-impl EnvLayer {
+impl EnvVars {
+    /// The variable names (`Debug` of the loader shows them; the values may be secrets).
+    pub fn names(&self) -> Vec<&str> {
+        self.vars.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
     /// The `KEEL_*` variables of the process environment, read now.
     pub fn from_process() -> Self {
         let mut vars = Vec::new();
@@ -72,18 +55,27 @@ impl EnvLayer {
                 )),
             }
         }
-        Self::new(vars, problems)
+        EnvVars { vars, problems }
     }
 
     /// The `KEEL_*` variables among `vars`; others are ignored.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let vars = vars.into_iter().filter(|(name, _)| has_env_prefix(name));
-        Self::new(vars.collect(), Vec::new())
+        EnvVars {
+            vars: vars.collect(),
+            problems: Vec::new(),
+        }
     }
 
-    fn new(vars: Vec<(String, String)>, mut problems: Vec<String>) -> Self {
+    /// The variables as nested keys. The values of the keys `text` says are
+    /// text are taken verbatim; others are parsed as figment's `Env`
+    /// provider does (`true`, `10`, `-1`, `"quoted"`, anything else is a
+    /// string), so `KEEL_METRICS__ENABLED=maybe` is an error rather than
+    /// `false`.
+    pub fn layer(&self, text: &dyn Fn(&str) -> bool) -> EnvLayer {
+        let mut problems = self.problems.clone();
         let mut dict = Dict::new();
-        for (name, raw) in &vars {
+        for (name, raw) in &self.vars {
             let Some(path) = key_path(name) else {
                 problems.push(format!(
                     "environment variable {name}: malformed name; use letters, digits and `_`, \
@@ -91,7 +83,7 @@ impl EnvLayer {
                 ));
                 continue;
             };
-            let value = if STRING_KEYS.contains(&path.join(".").as_str()) {
+            let value = if text(&path.join(".")) {
                 Value::from(raw.clone())
             } else {
                 let Ok(value) = raw.parse::<Value>();
@@ -104,12 +96,7 @@ impl EnvLayer {
                 ));
             }
         }
-        let names = vars.into_iter().map(|(name, _)| name).collect();
-        Self {
-            names,
-            dict,
-            problems,
-        }
+        EnvLayer { dict, problems }
     }
 }
 
@@ -166,14 +153,14 @@ fn insert_nested(dict: &mut Dict, path: &[String], value: Value) -> Result<(), S
 }
 
 /// The `KEEL_*` variable that sets the key path `keys` (the environment layer's interpolater).
-fn env_var_name(_: &Profile, keys: &[&str]) -> String {
+pub(super) fn env_var_name(_: &Profile, keys: &[&str]) -> String {
     let keys: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
     format!("{ENV_PREFIX}{}", keys.join(ENV_SEPARATOR))
 }
 
-/// `server_addr` (from `KEEL_SERVER_ADDR`) → `KEEL_SERVER__ADDR`.
-pub(super) fn env_separator_hint(name: &str) -> Option<String> {
-    SECTIONS.iter().find_map(|section| {
+/// `server_addr` (from `KEEL_SERVER_ADDR`) → `KEEL_SERVER__ADDR`, for one of `sections`.
+pub(super) fn env_separator_hint(name: &str, sections: &[&str]) -> Option<String> {
+    sections.iter().find_map(|section| {
         let rest = name.strip_prefix(section)?.strip_prefix('_')?;
         (!rest.is_empty()).then(|| env_var_name(&Profile::Default, &[section, rest]))
     })
@@ -181,6 +168,7 @@ pub(super) fn env_separator_hint(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn test_harness_variables_are_not_configuration() {
@@ -189,38 +177,29 @@ mod tests {
         assert!(!has_env_prefix("KEEL_TEST_POSTGRES_URL"));
         assert!(!has_env_prefix("keel_test_anything"));
         assert!(!has_env_prefix("OTHER"));
-        let layer = EnvLayer::from_vars([
+        let vars = EnvVars::from_vars([
             (
                 "KEEL_TEST_POSTGRES_URL".to_owned(),
                 "postgres://x".to_owned(),
             ),
             ("KEEL_SERVICE__NAME".to_owned(), "s".to_owned()),
         ]);
-        assert_eq!(layer.names, ["KEEL_SERVICE__NAME"]);
-        assert!(layer.problems.is_empty());
+        assert_eq!(vars.names(), ["KEEL_SERVICE__NAME"]);
+        assert!(vars.layer(&|_| false).problems.is_empty());
     }
 
-    use super::*;
-    use crate::config::Config;
-
     #[test]
-    fn string_keys_are_string_keys_of_the_config() {
-        // All at once: some need each other (`server.tls.cert_file` and `key_file`).
-        let mut table = toml::Table::new();
-        for key in STRING_KEYS {
-            let (parents, name) = key.rsplit_once('.').expect("section.key");
-            let mut current = &mut table;
-            for parent in parents.split('.') {
-                current = current
-                    .entry(parent)
-                    .or_insert_with(|| toml::Table::new().into())
-                    .as_table_mut()
-                    .expect("a table");
-            }
-            current.insert(name.to_owned(), "text".into());
-        }
-        if let Err(e) = table.try_into::<Config>() {
-            panic!("{e}");
-        }
+    fn text_keys_are_taken_verbatim_and_others_parsed() {
+        let vars = EnvVars::from_vars([
+            ("KEEL_SERVICE__NAME".to_owned(), "123".to_owned()),
+            ("KEEL_SERVER__MAX_CONNECTIONS".to_owned(), "123".to_owned()),
+        ]);
+        let layer = vars.layer(&|key| key == "service.name");
+        let get = |section: &str, key: &str| match &layer.dict[section] {
+            Value::Dict(_, dict) => dict[key].clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(get("service", "name").into_string().as_deref(), Some("123"));
+        assert_eq!(get("server", "max_connections").to_u128(), Some(123));
     }
 }

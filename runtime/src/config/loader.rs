@@ -1,17 +1,15 @@
 //! [`Loader`]: layering the configuration sources.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use serde::de::DeserializeOwned;
 
-use super::diagnose::Decoder;
-use super::env::EnvLayer;
-use super::{Config, ConfigError, Environment, environment, key_set};
+use super::env::{EnvLayer, EnvVars};
+use super::section::{Key, Problems, Section, find};
+use super::{Config, ConfigError, Decoder, Environment, environment, key_set};
 
 /// Metadata name of the `defaults_toml` layers.
 const DEFAULTS_LAYER_NAME: &str = "application defaults (defaults_toml)";
@@ -31,35 +29,38 @@ const DEVELOPMENT_LAYER_NAME: &str = "development defaults (development_toml)";
 /// [`file`]: Loader::file
 /// [`env`]: Loader::env
 /// [`env_from`]: Loader::env_from
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Loader {
     /// Set by [`Loader::environment`]: `service.environment` below every layer.
     environment: Option<Environment>,
     defaults: Vec<String>,
     development: Vec<String>,
     files: Vec<PathBuf>,
-    env: Option<EnvLayer>,
-    extra_sections: BTreeSet<String>,
-    /// The layers above, merged by `rebuild`.
+    env: Option<EnvVars>,
+}
+
+/// The layers merged for one configuration type (whose keys say which environment values
+/// are text).
+struct Assembled {
     figment: Figment,
-    /// Problems of the TOML layers (unreadable file, bad TOML), found by `rebuild`. When there
-    /// are any, decoding the rest would only mislead.
-    toml_problems: Vec<String>,
-    /// In production, the development layers' credentials, which no key may hold (found by
-    /// `rebuild`; empty in development).
+    /// Problems of the layers (unreadable file, bad TOML, malformed variables). When a TOML
+    /// layer failed, decoding the rest would only mislead.
+    problems: Vec<String>,
+    toml_failed: bool,
+    /// In production, the development layers' credentials, which no key may hold (empty in
+    /// development).
     development_credentials: Vec<String>,
 }
 
 impl fmt::Debug for Loader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Values may hold secrets: show the variable names only.
-        let env_names = self.env.as_ref().map(|env| &env.names);
+        let env_names = self.env.as_ref().map(EnvVars::names);
         f.debug_struct("Loader")
             .field("defaults_toml_layers", &self.defaults.len())
             .field("development_toml_layers", &self.development.len())
             .field("files", &self.files)
             .field("env", &env_names)
-            .field("extra_sections", &self.extra_sections)
             .finish_non_exhaustive()
     }
 }
@@ -74,7 +75,6 @@ impl Loader {
     /// the layer just above the built-in defaults. Several calls layer in call order.
     pub fn defaults_toml(mut self, toml: &str) -> Self {
         self.defaults.push(toml.to_owned());
-        self.rebuild();
         self
     }
 
@@ -94,7 +94,6 @@ impl Loader {
     /// ```
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
-        self.rebuild();
         self
     }
 
@@ -109,7 +108,6 @@ impl Loader {
     /// order. See [`Environment`] for an example.
     pub fn development_toml(mut self, toml: &str) -> Self {
         self.development.push(toml.to_owned());
-        self.rebuild();
         self
     }
 
@@ -117,15 +115,13 @@ impl Loader {
     /// by [`load`](Loader::load) with its path. Several calls layer in call order.
     pub fn file(mut self, path: impl AsRef<Path>) -> Self {
         self.files.push(path.as_ref().to_owned());
-        self.rebuild();
         self
     }
 
     /// Adds the `KEEL_*` variables of the process environment, read now, as the top layer
     /// (replacing any earlier [`env`](Loader::env) / [`env_from`](Loader::env_from) layer).
     pub fn env(mut self) -> Self {
-        self.env = Some(EnvLayer::from_process());
-        self.rebuild();
+        self.env = Some(EnvVars::from_process());
         self
     }
 
@@ -138,34 +134,30 @@ impl Loader {
         V: Into<String>,
     {
         let vars = vars.into_iter().map(|(k, v)| (k.into(), v.into()));
-        self.env = Some(EnvLayer::from_vars(vars));
-        self.rebuild();
+        self.env = Some(EnvVars::from_vars(vars));
         self
     }
 
-    /// Declares an application-specific top-level section (such as `database`), so that
-    /// [`load`](Loader::load) does not report it as unknown.
-    pub fn allow_section(mut self, name: impl Into<String>) -> Self {
-        self.extra_sections.insert(name.into());
-        self
-    }
-
-    /// The merged layers (without the built-in defaults), for applications that extract their
-    /// own sections. Problems of the sources themselves (missing file, malformed TOML) are only
-    /// reported by [`load`](Loader::load) and [`extract_section`](Loader::extract_section): a
-    /// layer that failed is absent here.
-    pub fn figment(&self) -> &Figment {
-        &self.figment
-    }
-
-    /// Loads, decodes and validates the configuration, reporting every problem at once.
+    /// Loads, decodes and validates Keel's configuration, reporting every problem at once
+    /// (with a service's own sections: [`Config::from_loader`]).
     pub fn load(&self) -> Result<Config, ConfigError> {
-        let mut decoder = self.decoder()?;
-        decoder.unknown_sections(&self.extra_sections);
-        if let Ok(data) = self.figment.data()
+        Config::from_loader(self)
+    }
+
+    /// Loads `T` (a whole configuration: its fields are the top-level sections) from the
+    /// layers, reporting every problem at once: layers that cannot be read, values that do
+    /// not decode, unknown keys and sections, development credentials in production, and
+    /// `T`'s checks.
+    pub(super) fn load_as<T: Section>(&self) -> Result<T, ConfigError> {
+        let assembled = self.assemble(T::KEYS);
+        if assembled.toml_failed {
+            return Err(ConfigError::new(assembled.problems));
+        }
+        let mut decoder = Decoder::new(&assembled.figment, assembled.problems);
+        if let Ok(data) = assembled.figment.data()
             && let Some(data) = data.get(&Profile::Default)
         {
-            for (key, tag) in environment::keys_holding(data, &self.development_credentials) {
+            for (key, tag) in environment::keys_holding(data, &assembled.development_credentials) {
                 decoder.report_tagged(
                     &key,
                     tag,
@@ -176,47 +168,19 @@ impl Loader {
                 );
             }
         }
-        let config = decoder.config();
-        for problem in config.semantic_problems() {
+        let value: T = decoder.table("");
+        let mut found = Vec::new();
+        value.check(&mut Problems::new(&mut found));
+        for problem in found {
             if problem.keys().all(|key| decoder.decoded(key)) {
-                decoder.report(problem.key, problem);
+                decoder.report(&problem.key.clone(), problem);
             }
         }
-        decoder.finish(config)
-    }
-
-    /// Extracts an application section (declare it with [`allow_section`](Loader::allow_section)),
-    /// with the same error reporting as [`load`](Loader::load). A missing section yields
-    /// `T::default()`.
-    pub fn extract_section<T>(&self, name: &str) -> Result<T, ConfigError>
-    where
-        T: DeserializeOwned + Default,
-    {
-        let mut decoder = self.decoder()?;
-        let value = decoder.app_section(name);
         decoder.finish(value)
     }
 
-    /// A decoder of the merged layers, starting with the problems of the sources themselves;
-    /// just these when a TOML layer failed.
-    fn decoder(&self) -> Result<Decoder<'_>, ConfigError> {
-        let env_problems = self.env.iter().flat_map(|env| &env.problems);
-        let problems: Vec<String> = self
-            .toml_problems
-            .iter()
-            .chain(env_problems)
-            .cloned()
-            .collect();
-        if self.toml_problems.is_empty() {
-            Ok(Decoder::new(&self.figment, problems))
-        } else {
-            Err(ConfigError::new(problems))
-        }
-    }
-
-    /// Recomputes `figment`, `toml_problems` and `development_credentials` from the layers, in
-    /// precedence order.
-    fn rebuild(&mut self) {
+    /// The layers merged, in precedence order, for a configuration of `keys`.
+    fn assemble(&self, keys: &'static [Key]) -> Assembled {
         let toml = |name: &'static str, text: &str| Layer {
             metadata: Metadata::named(name),
             name: name.to_owned(),
@@ -250,15 +214,17 @@ impl Loader {
         let below_development = layers.len();
         layers.extend(files);
 
+        let env = (self.env.as_ref())
+            .map(|env| env.layer(&|key| find(keys, key).is_some_and(|key| key.text)));
         // Any layer but the development one may ask for development.
-        let (without_development, _) = self.merge(&layers);
+        let (without_development, _) = merge(&layers, env.as_ref());
         let environment: Environment = without_development
             .extract_inner("service.environment")
             .unwrap_or_default();
         let dicts = development
             .iter()
             .filter_map(|layer| layer.dict.as_ref().ok());
-        self.development_credentials = match environment {
+        let development_credentials = match environment {
             Environment::Development => Vec::new(),
             Environment::Production => environment::credentials(dicts),
         };
@@ -271,8 +237,7 @@ impl Loader {
         }
 
         // Every layer below the highest that defines the verification keys loses its own.
-        let env_defines_keys =
-            (self.env.as_ref()).is_some_and(|env| key_set::defines_keys(&env.dict));
+        let env_defines_keys = (env.as_ref()).is_some_and(|env| key_set::defines_keys(&env.dict));
         let top = if env_defines_keys {
             Some(layers.len())
         } else {
@@ -283,32 +248,38 @@ impl Loader {
                 key_set::remove_keys(dict);
             }
         }
-        let (figment, merge_problems) = self.merge(&layers);
+        let (figment, merge_problems) = merge(&layers, env.as_ref());
         problems.extend(merge_problems);
-        self.figment = figment;
-        self.toml_problems = problems;
+        let toml_failed = !problems.is_empty();
+        problems.extend(env.into_iter().flat_map(|env| env.problems));
+        Assembled {
+            figment,
+            problems,
+            toml_failed,
+            development_credentials,
+        }
     }
+}
 
-    /// `layers` and the environment merged, and the problems of the layers that failed.
-    fn merge(&self, layers: &[Layer]) -> (Figment, Vec<String>) {
-        let mut figment = Figment::new();
-        let mut problems = Vec::new();
-        for layer in layers {
-            match &layer.dict {
-                Ok(dict) => {
-                    figment = figment.merge(TomlLayer {
-                        metadata: layer.metadata.clone(),
-                        dict: dict.clone(),
-                    })
-                }
-                Err(_) => problems.extend(layer.problem()),
+/// `layers` and the environment merged, and the problems of the layers that failed.
+fn merge(layers: &[Layer], env: Option<&EnvLayer>) -> (Figment, Vec<String>) {
+    let mut figment = Figment::new();
+    let mut problems = Vec::new();
+    for layer in layers {
+        match &layer.dict {
+            Ok(dict) => {
+                figment = figment.merge(TomlLayer {
+                    metadata: layer.metadata.clone(),
+                    dict: dict.clone(),
+                })
             }
+            Err(_) => problems.extend(layer.problem()),
         }
-        if let Some(env) = &self.env {
-            figment = figment.merge(env);
-        }
-        (figment, problems)
     }
+    if let Some(env) = env {
+        figment = figment.merge(env);
+    }
+    (figment, problems)
 }
 
 /// A TOML layer as read: where it came from, and its table or what was wrong with it.

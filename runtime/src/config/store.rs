@@ -7,43 +7,30 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::Section;
+
 /// What `store.url` must look like (the scheme names the backend).
 pub const STORE_SCHEMES: &str = "the scheme must be sqlite: or postgres: (e.g. sqlite://data.db?mode=rwc, postgres://user@host/db)";
 
 /// Configuration of a service's store (`[store]`): used by `keel::store::Store::connect`
 /// (cargo feature `store`); services without a store ignore it.
-///
-/// | key | default | notes |
-/// |---|---|---|
-/// | `store.url` | `"sqlite://keel.db?mode=rwc"` | `sqlite://…` or `postgres://…`; the password is redacted when printed |
-/// | `store.max_connections` | `8` | pool size, at least 1 |
-/// | `store.acquire_timeout` | `"10s"` | waiting for a free connection |
-/// | `store.busy_timeout` | `"5s"` | SQLite: waiting for the write lock |
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, Section)]
+#[config(validate = Self::problems)]
 pub struct StoreConfig {
     /// Where the data lives: `sqlite://PATH?mode=rwc`, `sqlite::memory:` or
-    /// `postgres://…`.
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (TLS: `?sslmode=verify-full&sslrootcert=CA.pem`);
+    /// its password is redacted when shown.
+    #[config(default = "sqlite://keel.db?mode=rwc")]
     pub url: DatabaseUrl,
-    /// Maximum number of pooled connections. Default 8.
+    /// Pool size.
+    #[config(default = 8, min = 1)]
     pub max_connections: u32,
-    /// How long a query waits for a free connection. Default 10 s.
-    #[serde(with = "humantime_serde")]
+    /// How long a query waits for a free connection.
+    #[config(default = "10s", above = "0s")]
     pub acquire_timeout: Duration,
-    /// SQLite only: how long a writer waits for the database lock. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    /// SQLite: how long a writer waits for the database lock.
+    #[config(default = "5s")]
     pub busy_timeout: Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            url: DatabaseUrl::new("sqlite://keel.db?mode=rwc"),
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(10),
-            busy_timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 impl StoreConfig {

@@ -1,279 +1,105 @@
-//! The semantic rules of a [`Config`], checked after decoding.
+//! The rules between keys of Keel's sections, which bounds cannot say; each
+//! section's `#[config(validate = …)]`, run after its bounds. Keys are
+//! relative to the section ([`Problems`]).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use humantime_serde::re::humantime::format_duration;
 
+use super::section::Problems;
 use super::{
-    AuthConfig, ClientConfig, Config, HttpConfig, ServerConfig, ServerTlsConfig, StoreConfig,
-    TelemetryConfig, TlsKeys,
+    AuthConfig, ClientTlsConfig, Config, CorsConfig, Section, ServerTlsConfig, StoreConfig,
+    TelemetryConfig,
 };
 
 /// Minimum length in bytes of `auth.hmac_secret`.
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 
-/// Maximum accepted `auth.leeway`.
-pub const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
-
-/// Smallest accepted `auth.max_token_bytes`.
-pub const MIN_MAX_TOKEN_BYTES: usize = 256;
-
-/// Largest accepted `auth.max_token_bytes`.
-pub const MAX_MAX_TOKEN_BYTES: usize = 65_536;
-
-/// Maximum accepted `telemetry.export_timeout`.
-pub const MAX_EXPORT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-
-/// Maximum accepted `client.default_deadline`.
-pub const MAX_DEFAULT_DEADLINE: Duration = Duration::from_secs(60 * 60);
-
-/// A semantic problem found by validation; displays as `key: message`.
-pub(super) struct Problem {
-    pub key: &'static str,
-    message: String,
-    /// Other keys the check reads (besides `key`): when one of them failed to decode, the check
-    /// ran on a default and its verdict is meaningless.
-    depends: &'static [&'static str],
-}
-
-impl Problem {
-    fn new(key: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            key,
-            message: message.into(),
-            depends: &[],
-        }
-    }
-
-    fn depends(mut self, keys: &'static [&'static str]) -> Self {
-        self.depends = keys;
-        self
-    }
-
-    /// Every key the check read.
-    pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
-        std::iter::once(self.key).chain(self.depends.iter().copied())
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-impl Config {
-    /// Every semantic problem (see [`Config::validate`]).
-    pub(super) fn semantic_problems(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+impl<App: Section> Config<App> {
+    /// Rules across sections, then the service's own against Keel's.
+    pub(super) fn problems(&self, problems: &mut Problems<'_>) {
         if self.service.name.trim().is_empty() {
-            problems.push(Problem::new("service.name", "must not be empty"));
+            problems.push("service.name", "must not be empty");
         }
         if self.metrics.enabled && addrs_collide(self.metrics.addr, self.server.addr) {
-            problems.push(
-                Problem::new(
-                    "metrics.addr",
-                    format!(
-                        "{} collides with server.addr {}; use another port or set metrics.enabled = false",
-                        self.metrics.addr, self.server.addr
-                    ),
-                )
-                .depends(&["metrics.enabled", "server.addr"]),
+            problems.push_reading(
+                "metrics.addr",
+                format!(
+                    "{} collides with server.addr {}; use another port or set \
+                     metrics.enabled = false",
+                    self.metrics.addr, self.server.addr
+                ),
+                &["metrics.enabled", "server.addr"],
             );
         }
-        self.server.problems(&mut problems);
-        self.http.problems(&mut problems);
-        if let Some(tls) = self.metrics.tls.as_ref().filter(|_| self.metrics.enabled) {
-            tls.problems(&TlsKeys::METRICS, &mut problems);
-        }
-        self.auth.key_material_problems(&mut problems);
-        self.auth.value_problems(&mut problems);
-        self.telemetry.problems(&mut problems);
-        self.client.problems(&mut problems);
-        self.store.problems(&mut problems);
-        problems
+        App::check_in(self, problems);
     }
 }
 
-impl ServerConfig {
-    /// Shutdown timings and limits within sane bounds.
-    fn problems(&self, problems: &mut Vec<Problem>) {
-        if self.lame_duck > Duration::from_secs(5 * 60) {
-            problems.push(Problem::new(
-                "server.lame_duck",
-                format!(
-                    "{} is too long; at most 5m",
-                    format_duration(self.lame_duck)
-                ),
-            ));
-        }
-        if self.drain_timeout.is_zero() || self.drain_timeout > Duration::from_secs(10 * 60) {
-            problems.push(Problem::new(
-                "server.drain_timeout",
-                format!(
-                    "{} is out of range; more than 0, at most 10m",
-                    format_duration(self.drain_timeout)
-                ),
-            ));
-        }
-        if !(1024..=1 << 30).contains(&self.max_message_bytes) {
-            problems.push(Problem::new(
-                "server.max_message_bytes",
-                format!(
-                    "{} is out of range; between 1024 and 1073741824",
-                    self.max_message_bytes
-                ),
-            ));
-        }
-        if self.max_concurrent_streams == 0 {
-            problems.push(Problem::new(
-                "server.max_concurrent_streams",
-                "0 would refuse every call; at least 1",
-            ));
-        }
-        if self.max_connections == 0 {
-            problems.push(Problem::new(
-                "server.max_connections",
-                "0 would refuse every connection; at least 1",
-            ));
-        }
-        let minute = Duration::from_secs(60);
-        for (key, value, min, max) in [
-            (
-                "server.handshake_timeout",
-                self.handshake_timeout,
-                Duration::from_nanos(1),
-                5 * minute,
-            ),
-            (
-                "server.idle_timeout",
-                self.idle_timeout,
-                Duration::from_secs(1),
-                24 * 60 * minute,
-            ),
-            (
-                "server.keepalive_timeout",
-                self.keepalive_timeout,
-                Duration::from_nanos(1),
-                Duration::MAX,
-            ),
-        ]
-        .into_iter()
-        .chain((self.keepalive_interval).map(|value| {
-            (
-                "server.keepalive_interval",
-                value,
-                Duration::from_nanos(1),
-                Duration::MAX,
-            )
-        })) {
-            if value < min || value > max {
-                let bounds = match (min.as_nanos(), max) {
-                    (1, Duration::MAX) => "more than 0".to_owned(),
-                    (1, max) => format!("more than 0, at most {}", format_duration(max)),
-                    _ => format!(
-                        "between {} and {}",
-                        format_duration(min),
-                        format_duration(max)
-                    ),
-                };
-                problems.push(Problem::new(
-                    key,
-                    format!("{} is out of range; {bounds}", format_duration(value)),
-                ));
-            }
-        }
-        if let Some(tls) = &self.tls {
-            tls.problems(&TlsKeys::SERVER, problems);
-        }
-    }
+/// Two listen addresses collide when they use the same (non-zero) port and the same IP, or one
+/// of them is the unspecified address (which binds every interface).
+fn addrs_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 impl ServerTlsConfig {
     /// Files that exist; `client_auth` only with the CAs it is about.
-    fn problems(&self, keys: &TlsKeys, problems: &mut Vec<Problem>) {
+    pub(super) fn problems(&self, problems: &mut Problems<'_>) {
         let files = [
-            (keys.cert_file, Some(&self.cert_file)),
-            (keys.key_file, Some(&self.key_file)),
-            (keys.client_ca_file, self.client_ca_file.as_ref()),
+            ("cert_file", Some(&self.cert_file)),
+            ("key_file", Some(&self.key_file)),
+            ("client_ca_file", self.client_ca_file.as_ref()),
         ];
         file_problems(&files, problems);
         if self.client_auth.is_some() && self.client_ca_file.is_none() {
-            problems.push(Problem::new(
-                keys.client_auth,
-                format!(
-                    "needs {}, the CAs client certificates are checked against",
-                    keys.client_ca_file
-                ),
-            ));
+            let needs = format!(
+                "needs {}, the CAs client certificates are checked against",
+                problems.key("client_ca_file")
+            );
+            problems.push("client_auth", needs);
         }
     }
 }
 
 /// A problem for each of `files` that is set but is no file.
-fn file_problems(files: &[(&'static str, Option<&PathBuf>)], problems: &mut Vec<Problem>) {
+fn file_problems(files: &[(&str, Option<&PathBuf>)], problems: &mut Problems<'_>) {
     for (key, path) in files {
         if let Some(path) = path.filter(|path| !path.is_file()) {
-            problems.push(Problem::new(
+            problems.push(
                 key,
                 format!("{} does not exist or is not a file", path.display()),
-            ));
+            );
         }
     }
 }
 
 impl TelemetryConfig {
-    /// A usable endpoint, a ratio that is a probability, a sane timeout, a filter that parses.
-    fn problems(&self, problems: &mut Vec<Problem>) {
+    /// A usable endpoint, a filter that parses, resource names of our own.
+    pub(super) fn problems(&self, problems: &mut Problems<'_>) {
         if let Some(endpoint) = &self.otlp_endpoint
             && let Some(message) = url_problem(endpoint, "to disable export", "localhost:4317")
         {
-            problems.push(Problem::new("telemetry.otlp_endpoint", message));
-        }
-        if !(0.0..=1.0).contains(&self.sampling_ratio) {
-            problems.push(Problem::new(
-                "telemetry.sampling_ratio",
-                format!(
-                    "{} is out of range; must be between 0 and 1 (0.01 samples 1% of new traces)",
-                    self.sampling_ratio
-                ),
-            ));
-        }
-        if self.export_timeout.is_zero() || self.export_timeout > MAX_EXPORT_TIMEOUT {
-            problems.push(Problem::new(
-                "telemetry.export_timeout",
-                format!(
-                    "{} is out of range; must be more than 0 and at most {}",
-                    format_duration(self.export_timeout),
-                    format_duration(MAX_EXPORT_TIMEOUT)
-                ),
-            ));
+            problems.push("otlp_endpoint", message);
         }
         if self.log_filter.trim().is_empty() {
-            problems.push(Problem::new(
-                "telemetry.log_filter",
-                "is empty; use \"off\" to log nothing",
-            ));
+            problems.push("log_filter", "is empty; use \"off\" to log nothing");
         } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
-            problems.push(Problem::new(
-                "telemetry.log_filter",
+            problems.push(
+                "log_filter",
                 format!("{:?} is not a valid filter: {e}", self.log_filter),
-            ));
+            );
         }
         for name in self.resource.keys() {
             if name.trim().is_empty() {
-                problems.push(Problem::new(
-                    "telemetry.resource",
-                    "attribute names must not be empty",
-                ));
+                problems.push("resource", "attribute names must not be empty");
             } else if name == "service.name" {
-                problems.push(Problem::new(
-                    "telemetry.resource",
+                problems.push(
+                    "resource",
                     "service.name comes from the [service] section; remove it here",
-                ));
+                );
             }
         }
     }
@@ -299,62 +125,78 @@ fn url_problem(endpoint: &str, unset: &str, example: &str) -> Option<String> {
     }
 }
 
-impl ClientConfig {
-    fn problems(&self, problems: &mut Vec<Problem>) {
-        let tls = &self.tls;
+impl ClientTlsConfig {
+    /// Files that exist, a certificate with its key, a name that is one.
+    pub(super) fn problems(&self, problems: &mut Problems<'_>) {
         let files = [
-            ("client.tls.ca_file", tls.ca_file.as_ref()),
-            ("client.tls.cert_file", tls.cert_file.as_ref()),
-            ("client.tls.key_file", tls.key_file.as_ref()),
+            ("ca_file", self.ca_file.as_ref()),
+            ("cert_file", self.cert_file.as_ref()),
+            ("key_file", self.key_file.as_ref()),
         ];
         file_problems(&files, problems);
-        match (&tls.cert_file, &tls.key_file) {
-            (Some(_), None) => problems.push(Problem::new(
-                "client.tls.key_file",
-                "missing; client.tls.cert_file needs its private key",
-            )),
-            (None, Some(_)) => problems.push(Problem::new(
-                "client.tls.cert_file",
-                "missing; client.tls.key_file needs its certificate",
-            )),
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => {
+                let message = format!(
+                    "missing; {} needs its private key",
+                    problems.key("cert_file")
+                );
+                problems.push("key_file", message);
+            }
+            (None, Some(_)) => {
+                let message = format!(
+                    "missing; {} needs its certificate",
+                    problems.key("key_file")
+                );
+                problems.push("cert_file", message);
+            }
             _ => {}
         }
-        if tls
-            .server_name
-            .as_deref()
-            .is_some_and(|name| name.trim().is_empty())
-        {
-            problems.push(Problem::new(
-                "client.tls.server_name",
+        if (self.server_name.as_deref()).is_some_and(|name| name.trim().is_empty()) {
+            problems.push(
+                "server_name",
                 "is empty; remove the key to check the endpoint's host",
-            ));
-        }
-        if self.default_deadline.is_zero() || self.default_deadline > MAX_DEFAULT_DEADLINE {
-            problems.push(Problem::new(
-                "client.default_deadline",
-                format!(
-                    "{} is out of range; must be more than 0 and at most {}",
-                    format_duration(self.default_deadline),
-                    format_duration(MAX_DEFAULT_DEADLINE)
-                ),
-            ));
+            );
         }
     }
 }
 
-/// Two listen addresses collide when they use the same (non-zero) port and the same IP, or one
-/// of them is the unspecified address (which binds every interface).
-fn addrs_collide(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
 impl AuthConfig {
-    /// The secret or public key must be the one the algorithm verifies with.
-    fn key_material_problems(&self, problems: &mut Vec<Problem>) {
+    /// Key material matching the algorithm, the key list, the JWKS sources, the claims.
+    pub(super) fn problems(&self, problems: &mut Problems<'_>) {
+        self.key_material_problems(problems);
         self.key_list_problems(problems);
-        const ALG: &[&str] = &["auth.algorithm"];
+        if let Some(url) = &self.jwks_url
+            && let Some(message) = url_problem(url, "to fetch no key set", "auth:9092")
+        {
+            problems.push("jwks_url", message);
+        }
+        if self.jwks_min_refresh > self.jwks_refresh {
+            problems.push_reading(
+                "jwks_min_refresh",
+                format!(
+                    "{} is longer than auth.jwks_refresh ({}); at most that",
+                    format_duration(self.jwks_min_refresh),
+                    format_duration(self.jwks_refresh)
+                ),
+                &["jwks_refresh"],
+            );
+        }
+        for (key, value, claim) in [
+            ("issuer", &self.issuer, "iss"),
+            ("audience", &self.audience, "aud"),
+        ] {
+            if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                problems.push(
+                    key,
+                    format!("is empty; remove the key to disable the `{claim}` check"),
+                );
+            }
+        }
+    }
+
+    /// The secret or public key must be the one the algorithm verifies with.
+    fn key_material_problems(&self, problems: &mut Problems<'_>) {
+        const ALG: &[&str] = &["algorithm"];
         let alg = self.algorithm;
         let has_default_key = self.hmac_secret.is_some()
             || self.public_key_pem.is_some()
@@ -367,17 +209,16 @@ impl AuthConfig {
             // The default key is optional when keys come from `auth.keys` or a JWKS.
             return;
         }
-        let mut push =
-            |key, message: String| problems.push(Problem::new(key, message).depends(ALG));
+        let mut push = |key: &str, message: String| problems.push_reading(key, message, ALG);
 
         if alg.is_hmac() {
             match &self.hmac_secret {
                 None => push(
-                    "auth.hmac_secret",
+                    "hmac_secret",
                     format!("missing; required for {alg} (set KEEL_AUTH__HMAC_SECRET)"),
                 ),
                 Some(secret) if secret.expose().len() < MIN_HMAC_SECRET_BYTES => push(
-                    "auth.hmac_secret",
+                    "hmac_secret",
                     format!(
                         "too short: {} bytes; {alg} needs at least {MIN_HMAC_SECRET_BYTES} bytes",
                         secret.expose().len()
@@ -386,8 +227,8 @@ impl AuthConfig {
                 Some(_) => {}
             }
             let public_keys = [
-                ("auth.public_key_pem", self.public_key_pem.is_some()),
-                ("auth.public_key_file", self.public_key_file.is_some()),
+                ("public_key_pem", self.public_key_pem.is_some()),
+                ("public_key_file", self.public_key_file.is_some()),
             ];
             for (key, _) in public_keys.into_iter().filter(|(_, set)| *set) {
                 push(
@@ -400,7 +241,7 @@ impl AuthConfig {
 
         if self.hmac_secret.is_some() {
             push(
-                "auth.hmac_secret",
+                "hmac_secret",
                 format!(
                     "not allowed with {alg}, which verifies with auth.public_key_pem or \
                      auth.public_key_file"
@@ -408,30 +249,26 @@ impl AuthConfig {
             );
         }
         match (&self.public_key_pem, &self.public_key_file) {
-            (None, None) => problems.push(
-                Problem::new(
-                    "auth.public_key_pem",
-                    format!(
-                        "missing; {alg} needs exactly one of auth.public_key_pem or \
-                         auth.public_key_file (set KEEL_AUTH__PUBLIC_KEY_PEM or \
-                         KEEL_AUTH__PUBLIC_KEY_FILE)"
-                    ),
-                )
-                .depends(&["auth.algorithm", "auth.public_key_file"]),
+            (None, None) => problems.push_reading(
+                "public_key_pem",
+                format!(
+                    "missing; {alg} needs exactly one of auth.public_key_pem or \
+                     auth.public_key_file (set KEEL_AUTH__PUBLIC_KEY_PEM or \
+                     KEEL_AUTH__PUBLIC_KEY_FILE)"
+                ),
+                &["algorithm", "public_key_file"],
             ),
-            (Some(_), Some(_)) => problems.push(
-                Problem::new(
-                    "auth.public_key_file",
-                    "auth.public_key_pem is set too; set exactly one of them",
-                )
-                .depends(&["auth.algorithm", "auth.public_key_pem"]),
+            (Some(_), Some(_)) => problems.push_reading(
+                "public_key_file",
+                "auth.public_key_pem is set too; set exactly one of them",
+                &["algorithm", "public_key_pem"],
             ),
             (Some(pem), None) if !pem.contains("-----BEGIN") => push(
-                "auth.public_key_pem",
+                "public_key_pem",
                 "is not PEM text (no \"-----BEGIN\" line)".to_owned(),
             ),
             (None, Some(path)) if !path.is_file() => push(
-                "auth.public_key_file",
+                "public_key_file",
                 format!("{} does not exist or is not a file", path.display()),
             ),
             _ => {}
@@ -439,8 +276,8 @@ impl AuthConfig {
     }
 
     /// `auth.keys` entries and the JWKS source.
-    fn key_list_problems(&self, problems: &mut Vec<Problem>) {
-        let mut push = |message: String| problems.push(Problem::new("auth.keys", message));
+    fn key_list_problems(&self, problems: &mut Problems<'_>) {
+        let mut push = |message: String| problems.push("keys", message);
         let mut seen = std::collections::BTreeSet::new();
         for (i, key) in self.keys.iter().enumerate() {
             let at = format!("entry {i} (kid {:?})", key.kid);
@@ -517,117 +354,39 @@ impl AuthConfig {
             }
         }
         match (&self.jwks, &self.jwks_file) {
-            (Some(_), Some(_)) => problems.push(
-                Problem::new(
-                    "auth.jwks_file",
-                    "auth.jwks is set too; set at most one of them",
-                )
-                .depends(&["auth.jwks"]),
+            (Some(_), Some(_)) => problems.push_reading(
+                "jwks_file",
+                "auth.jwks is set too; set at most one of them",
+                &["jwks"],
             ),
             (Some(jwks), None) => {
                 if let Err(e) = serde_json::from_str::<serde_json::Value>(jwks) {
-                    problems.push(Problem::new("auth.jwks", format!("is not JSON: {e}")));
+                    problems.push("jwks", format!("is not JSON: {e}"));
                 }
             }
-            (None, Some(path)) if !path.is_file() => problems.push(Problem::new(
-                "auth.jwks_file",
+            (None, Some(path)) if !path.is_file() => problems.push(
+                "jwks_file",
                 format!("{} does not exist or is not a file", path.display()),
-            )),
+            ),
             _ => {}
-        }
-    }
-
-    /// Bounds of the leeway and the token size, and no empty `iss` / `aud` expectations.
-    fn value_problems(&self, problems: &mut Vec<Problem>) {
-        if let Some(url) = &self.jwks_url
-            && let Some(message) = url_problem(url, "to fetch no key set", "auth:9092")
-        {
-            problems.push(Problem::new("auth.jwks_url", message));
-        }
-        if self.jwks_refresh < Duration::from_secs(1) {
-            problems.push(Problem::new(
-                "auth.jwks_refresh",
-                format!(
-                    "{} is too short; at least 1s",
-                    format_duration(self.jwks_refresh)
-                ),
-            ));
-        }
-        if self.jwks_min_refresh > self.jwks_refresh {
-            problems.push(
-                Problem::new(
-                    "auth.jwks_min_refresh",
-                    format!(
-                        "{} is longer than auth.jwks_refresh ({}); at most that",
-                        format_duration(self.jwks_min_refresh),
-                        format_duration(self.jwks_refresh)
-                    ),
-                )
-                .depends(&["auth.jwks_refresh"]),
-            );
-        }
-        if self.leeway > MAX_LEEWAY {
-            problems.push(Problem::new(
-                "auth.leeway",
-                format!(
-                    "{} exceeds the maximum of {}",
-                    format_duration(self.leeway),
-                    format_duration(MAX_LEEWAY)
-                ),
-            ));
-        }
-        if !(MIN_MAX_TOKEN_BYTES..=MAX_MAX_TOKEN_BYTES).contains(&self.max_token_bytes) {
-            problems.push(Problem::new(
-                "auth.max_token_bytes",
-                format!(
-                    "{} is out of range; must be between {MIN_MAX_TOKEN_BYTES} and {MAX_MAX_TOKEN_BYTES}",
-                    self.max_token_bytes
-                ),
-            ));
-        }
-        for (key, value, claim) in [
-            ("auth.issuer", &self.issuer, "iss"),
-            ("auth.audience", &self.audience, "aud"),
-        ] {
-            if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
-                problems.push(Problem::new(
-                    key,
-                    format!("is empty; remove the key to disable the `{claim}` check"),
-                ));
-            }
         }
     }
 }
 
 impl StoreConfig {
-    /// A URL scheme a store supports, a pool of at least one connection, a non-zero wait.
-    fn problems(&self, problems: &mut Vec<Problem>) {
+    /// A URL scheme a store supports.
+    pub(super) fn problems(&self, problems: &mut Problems<'_>) {
         if !super::store::supported_scheme(self.url.expose()) {
-            problems.push(Problem::new(
-                "store.url",
-                format!("{}: {}", self.url, super::STORE_SCHEMES),
-            ));
-        }
-        if self.max_connections == 0 {
-            problems.push(Problem::new("store.max_connections", "must be at least 1"));
-        }
-        if self.acquire_timeout.is_zero() {
-            problems.push(Problem::new(
-                "store.acquire_timeout",
-                "must be more than 0s",
-            ));
+            problems.push("url", format!("{}: {}", self.url, super::STORE_SCHEMES));
         }
     }
 }
 
-impl HttpConfig {
-    fn problems(&self, problems: &mut Vec<Problem>) {
-        for origin in &self.cors.allowed_origins {
+impl CorsConfig {
+    pub(super) fn problems(&self, problems: &mut Problems<'_>) {
+        for origin in &self.allowed_origins {
             if let Some(why) = origin_problem(origin) {
-                problems.push(Problem::new(
-                    "http.cors.allowed_origins",
-                    format!("{origin:?} {why}"),
-                ));
+                problems.push("allowed_origins", format!("{origin:?} {why}"));
             }
         }
     }

@@ -101,25 +101,26 @@ impl Counts {
     }
 }
 
-/// A service's counts: per thread, one [`Counts`] per method of its policy.
+/// A service's counts: per thread, one [`Counts`] per slot (a method of its
+/// policy and a protocol, [`Protocol::slot`](super::Protocol::slot)).
 #[derive(Debug)]
 pub(crate) struct ServiceCounts {
-    methods: usize,
+    slots: usize,
     threads: ThreadLocal<Box<[Counts]>>,
 }
 
 impl ServiceCounts {
-    /// No counts yet, for a service of `methods` methods.
-    pub(crate) fn new(methods: usize) -> Self {
+    /// No counts yet, for `slots` slots.
+    pub(crate) fn new(slots: usize) -> Self {
         ServiceCounts {
-            methods,
+            slots,
             threads: ThreadLocal::new(),
         }
     }
 
-    /// This thread's counts of the method at `index` in the policy.
+    /// This thread's counts of the slot at `index`.
     #[inline]
-    pub(crate) fn method(&self, index: usize) -> &Counts {
+    pub(crate) fn slot(&self, index: usize) -> &Counts {
         &self.threads.get_or(|| self.fresh())[index]
     }
 
@@ -127,10 +128,10 @@ impl ServiceCounts {
     #[cold]
     #[inline(never)]
     fn fresh(&self) -> Box<[Counts]> {
-        (0..self.methods).map(|_| Counts::default()).collect()
+        (0..self.slots).map(|_| Counts::default()).collect()
     }
 
-    /// The method at `index`, summed over every thread.
+    /// The slot at `index`, summed over every thread.
     pub(crate) fn total(&self, index: usize) -> Total {
         let mut total = Total::default();
         for thread in self.threads.iter() {
@@ -172,7 +173,7 @@ mod tests {
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| {
-                    let method = counts.method(1);
+                    let method = counts.slot(1);
                     method.started();
                     method.received(2);
                     method.sent(3);
@@ -182,7 +183,7 @@ mod tests {
                 });
             }
         });
-        counts.method(1).started();
+        counts.slot(1).started();
 
         let total = counts.total(1);
         assert_eq!(total.started, 5);

@@ -12,6 +12,11 @@
 //! | `keel_server_connections` | gauge | open connections of the gRPC port |
 //! | `keel_server_connections_closed_total` | counter | `reason`: `max_connections` (refused), `handshake_timeout`, `idle` |
 //!
+//! The server's `grpc_server_*` series also carry `protocol`: `grpc`, or
+//! `grpc_web` / `rest` for calls that came as gRPC-Web or REST/JSON and were
+//! translated on the port (same method, same pipeline, series of their own,
+//! so `sum without (protocol)` gives every call of a method).
+//!
 //! Every metric also carries the static labels the proto annotations name.
 //! A Prometheus metric has one set of label names, so each metric carries the
 //! union of the annotation keys of all services given to [`Metrics::new`]; a
@@ -31,6 +36,7 @@ mod call;
 pub(crate) mod codes;
 mod counts;
 mod endpoint;
+mod protocol;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +50,7 @@ pub use codes::code_name;
 pub(crate) use counts::Counts;
 use counts::{BOUNDS, ServiceCounts, Total};
 pub use endpoint::{CONTENT_TYPE, router};
+pub(crate) use protocol::Protocol;
 
 use crate::observe::Side;
 use crate::policy::{MethodPolicy, ServicePolicy};
@@ -167,6 +174,17 @@ impl Metrics {
         registry: Registry,
         services: &[&'static ServicePolicy],
     ) -> Result<Self, MetricsError> {
+        Self::serving(registry, services, false)
+    }
+
+    /// Metrics for `services`, whose gRPC-Web series exist from the start
+    /// when `grpc_web` (`http.grpc_web`) is on; otherwise they appear with
+    /// the first gRPC-Web call.
+    pub(crate) fn serving(
+        registry: Registry,
+        services: &[&'static ServicePolicy],
+        grpc_web: bool,
+    ) -> Result<Self, MetricsError> {
         for (i, s) in services.iter().enumerate() {
             if services[..i].contains(s) {
                 return Err(MetricsError::DuplicateService(s.name));
@@ -179,7 +197,7 @@ impl Metrics {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let families = Families::new(Side::Server, extra)?;
+        let families = Families::new(Side::Server, extra, grpc_web)?;
         for policy in services {
             families.service(policy);
         }
@@ -239,18 +257,32 @@ impl ServiceMetrics {
         self.policy
     }
 
-    /// This thread's counts of the method at `index` in the policy.
+    /// This thread's counts of a method's calls by one protocol, at
+    /// [`Protocol::slot`].
     #[inline]
-    pub(crate) fn method(&self, index: usize) -> &Counts {
-        self.counts.method(index)
+    pub(crate) fn slot(&self, slot: usize) -> &Counts {
+        self.counts.slot(slot)
+    }
+
+    /// How many slots of counts there are (one per method and protocol).
+    pub(crate) fn slots(&self) -> usize {
+        self.policy.methods.len() * Protocol::COUNT
     }
 }
 
 /// The five go-grpc-prometheus metric families of one side, as one
 /// Prometheus collector of the services given to it: every method's series,
 /// for every code, exist (at zero) from the moment its service is.
+///
+/// A server's series also have a `protocol` label: `grpc` for every method,
+/// `rest` for each method with `google.api.http` routes, `grpc_web` for
+/// every method when gRPC-Web is served. A client's calls are all gRPC, and
+/// not labelled so.
 #[derive(Clone, Debug)]
 struct Families {
+    side: Side,
+    /// Whether gRPC-Web is served: its series exist from the start.
+    grpc_web: bool,
     /// Annotation label keys every sample carries after the standard ones.
     extra: Arc<[&'static str]>,
     /// `started`, `handled`, `handling`, `msg_received`, `msg_sent`.
@@ -260,11 +292,18 @@ struct Families {
 
 impl Families {
     /// The families of `side`, with go-grpc-prometheus's names and help texts.
-    fn new(side: Side, extra: Vec<&'static str>) -> Result<Self, prometheus::Error> {
+    fn new(
+        side: Side,
+        extra: Vec<&'static str>,
+        grpc_web: bool,
+    ) -> Result<Self, prometheus::Error> {
         let names = |with_code: bool| {
             let mut names = vec!["grpc_type", "grpc_service", "grpc_method"];
             if with_code {
                 names.push("grpc_code");
+            }
+            if side == Side::Server {
+                names.push("protocol");
             }
             names.extend(&extra);
             names.into_iter().map(String::from).collect()
@@ -327,10 +366,22 @@ impl Families {
             desc(sent, false)?,
         ];
         Ok(Families {
+            side,
+            grpc_web,
             extra: extra.into(),
             descs: Arc::new(descs),
             services: Arc::default(),
         })
+    }
+
+    /// Whether `method`'s series of `protocol` are shown: a gRPC-Web call
+    /// before any came shows them even when not served from the start.
+    fn has_series(&self, method: &MethodPolicy, protocol: Protocol, total: &Total) -> bool {
+        match protocol {
+            Protocol::Grpc => true,
+            Protocol::GrpcWeb => self.grpc_web || total.started > 0,
+            Protocol::Rest => self.side == Side::Server && !method.http.is_empty(),
+        }
     }
 
     /// The metrics of `policy`'s calls, if they were made.
@@ -348,7 +399,7 @@ impl Families {
         }
         let service = Arc::new(ServiceMetrics {
             policy,
-            counts: ServiceCounts::new(policy.methods.len()),
+            counts: ServiceCounts::new(policy.methods.len() * Protocol::COUNT),
         });
         services.push(service.clone());
         service
@@ -373,24 +424,32 @@ impl Collector for Families {
         for service in services.iter() {
             let policy = service.policy;
             for (index, method) in policy.methods.iter().enumerate() {
-                let total = service.counts.total(index);
-                let labels = label_pairs(policy, method, &self.extra);
-                started
-                    .mut_metric()
-                    .push(counter(labels.clone(), total.started));
-                received
-                    .mut_metric()
-                    .push(counter(labels.clone(), total.msg_received));
-                sent.mut_metric()
-                    .push(counter(labels.clone(), total.msg_sent));
-                handling
-                    .mut_metric()
-                    .push(histogram(labels.clone(), &total));
-                for (code, &count) in total.handled.iter().enumerate() {
-                    let mut labels = labels.clone();
-                    let name = code_name(tonic::Code::from_i32(code as i32));
-                    labels.push(label_pair("grpc_code", name));
-                    handled.mut_metric().push(counter(labels, count));
+                for protocol in Protocol::ALL {
+                    let total = service.counts.total(protocol.slot(index));
+                    if !self.has_series(method, protocol, &total) {
+                        continue;
+                    }
+                    let mut labels = label_pairs(policy, method, &self.extra);
+                    if self.side == Side::Server {
+                        labels.push(label_pair("protocol", protocol.as_str()));
+                    }
+                    started
+                        .mut_metric()
+                        .push(counter(labels.clone(), total.started));
+                    received
+                        .mut_metric()
+                        .push(counter(labels.clone(), total.msg_received));
+                    sent.mut_metric()
+                        .push(counter(labels.clone(), total.msg_sent));
+                    handling
+                        .mut_metric()
+                        .push(histogram(labels.clone(), &total));
+                    for (code, &count) in total.handled.iter().enumerate() {
+                        let mut labels = labels.clone();
+                        let name = code_name(tonic::Code::from_i32(code as i32));
+                        labels.push(label_pair("grpc_code", name));
+                        handled.mut_metric().push(counter(labels, count));
+                    }
                 }
             }
         }
@@ -471,7 +530,7 @@ impl ClientMetrics {
     /// Registers the client families in `registry` (typically the one of the
     /// server's [`Metrics`], so one `/metrics` shows both sides).
     pub fn new(registry: &Registry) -> Result<Self, MetricsError> {
-        let families = Families::new(Side::Client, Vec::new())?;
+        let families = Families::new(Side::Client, Vec::new(), false)?;
         registry.register(Box::new(families.clone()))?;
         let retries = MethodCounter::register(
             registry,

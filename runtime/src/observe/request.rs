@@ -43,7 +43,7 @@ const _: () = assert!(std::mem::size_of::<CountingBody<tonic::body::Body>>() == 
 /// with the layer, so that a call clones one `Arc` for both.
 #[derive(Debug)]
 pub(crate) struct Tally {
-    /// The service and the index of the method in its policy.
+    /// The service and the slot of counts (the method and protocol).
     method: Option<(Arc<ServiceMetrics>, usize)>,
     /// Whether the messages are the ones the method's calls send, rather
     /// than receive.
@@ -51,8 +51,9 @@ pub(crate) struct Tally {
     limit: u64,
 }
 
-/// The [`Tally`] of each method of a service, by its index in the policy, and
-/// one for paths outside it (counting nothing).
+/// The [`Tally`] of each slot of a service's counts (a method and a
+/// protocol, [`Protocol::slot`](crate::metrics::Protocol::slot)), and one for
+/// paths outside its policy (counting nothing).
 #[derive(Debug)]
 pub(crate) struct Tallies {
     methods: Box<[Arc<Tally>]>,
@@ -72,28 +73,25 @@ impl Tallies {
         Tallies::new(service, true, usize::MAX)
     }
 
-    /// One tally per method of `service`, in policy order, each counting
+    /// One tally per slot of `service`'s counts, each counting
     /// messages `sent` (else received), with `limit`.
     fn new(service: &Arc<ServiceMetrics>, sent: bool, limit: usize) -> Self {
-        let tally = |method: Option<usize>| {
+        let tally = |slot: Option<usize>| {
             Arc::new(Tally {
-                method: method.map(|index| (service.clone(), index)),
+                method: slot.map(|slot| (service.clone(), slot)),
                 sent,
                 limit: limit as u64,
             })
         };
         Tallies {
-            methods: (0..service.policy().methods.len())
-                .map(|index| tally(Some(index)))
-                .collect(),
+            methods: (0..service.slots()).map(|slot| tally(Some(slot))).collect(),
             outside: tally(None),
         }
     }
 
-    /// The tally of the method at `index` in the policy, or of a path outside it.
-    pub(crate) fn get(&self, index: Option<usize>) -> Arc<Tally> {
-        index
-            .and_then(|index| self.methods.get(index))
+    /// The tally of a slot, or of a path outside the policy.
+    pub(crate) fn get(&self, slot: Option<usize>) -> Arc<Tally> {
+        slot.and_then(|slot| self.methods.get(slot))
             .unwrap_or(&self.outside)
             .clone()
     }
@@ -119,8 +117,8 @@ where
             let tally = &**this.tally;
             match this.counter.feed_limited(data, tally.limit) {
                 Ok(started) => {
-                    if let Some((service, index)) = &tally.method {
-                        let counts = service.method(*index);
+                    if let Some((service, slot)) = &tally.method {
+                        let counts = service.slot(*slot);
                         match tally.sent {
                             true => counts.sent(started),
                             false => counts.received(started),

@@ -13,8 +13,9 @@
 //!    call `DEADLINE_EXCEEDED` (`pipeline/deadline.rs`). The context is
 //!    attached while the handler runs, so its logs carry the trace id;
 //! 2. **metrics** ([`metrics`](crate::metrics)): the call is counted as
-//!    started and its clock starts, so everything after is counted,
-//!    rejections included;
+//!    started, under its method and the protocol it came by (gRPC, or
+//!    gRPC-Web or REST translated on the port), and its clock starts, so
+//!    everything after is counted, rejections included;
 //! 3. **auth** ([`auth`]): the method's access rule; a rejected
 //!    call is answered `UNAUTHENTICATED` or `PERMISSION_DENIED` and never
 //!    reaches the handler. What was verified goes in the request's
@@ -64,7 +65,7 @@ use tower::Service;
 use crate::auth::{self, Verifier};
 use crate::call_headers::CallHeaders;
 use crate::clock;
-use crate::metrics::{CallRecord, Metrics, ServiceMetrics};
+use crate::metrics::{CallRecord, Metrics, Protocol, ServiceMetrics};
 use crate::observe::Tallies;
 use crate::policy::{MethodKind, ServicePolicy};
 use crate::telemetry::call_context;
@@ -172,11 +173,12 @@ where
             return self.call_outside_policy(req);
         };
         let method = &shared.policy.methods[index];
+        let slot = Protocol::of(req.extensions()).slot(index);
         let headers = CallHeaders::read(req.headers());
         // 1. context (and deadline), 2. metrics
         let mut call = Call::new(
             call_context(shared.policy, method, &headers),
-            CallRecord::start(&shared.metrics, index, clock::now()),
+            CallRecord::start(&shared.metrics, slot, clock::now()),
             method.path,
             matches!(
                 method.kind,
@@ -216,7 +218,7 @@ where
             req.extensions_mut().insert(called);
         }
         // 6. request messages
-        let received = shared.received.get(Some(index));
+        let received = shared.received.get(Some(slot));
         let req = req.map(|body| CountingBody::new(body, received));
         // 8. recovery, around your layers and the server; 9. the end, in the response
         ResponseFuture::call(&mut self.inner, req, Some(call))

@@ -46,8 +46,8 @@ use tonic::service::RoutesBuilder;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::Error;
+use crate::Keel;
 use crate::config::{Config, TlsKeys};
-use crate::keel::Keel;
 use connection::Port;
 use drain::Phases;
 use reflection::Reflection;
@@ -99,10 +99,10 @@ impl Server {
         self.config.metrics.enabled
     }
 
-    pub(crate) fn new(keel: Keel, config: &Config) -> Self {
+    pub(crate) fn new<App>(keel: Keel, config: &Config<App>) -> Self {
         Server {
             keel,
-            config: config.clone(),
+            config: config.keel(),
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             descriptor_sets: Vec::new(),
@@ -321,7 +321,7 @@ impl Server {
 impl Keel {
     /// A [`Server`] for this runtime, configured by `config.server` and
     /// `config.metrics`.
-    pub fn server(&self, config: &Config) -> Server {
+    pub fn server<App>(&self, config: &Config<App>) -> Server {
         Server::new(self.clone(), config)
     }
 }

@@ -62,7 +62,7 @@ async fn probe_with(
 /// `Ok(())` when the server on `config.server.addr`'s port at 127.0.0.1
 /// reports `service` (`""`: the whole server) SERVING within 2 seconds, over
 /// TLS when `[server.tls]` is set.
-pub async fn probe_local(config: &Config, service: &str) -> Result<(), Error> {
+pub async fn probe_local<App>(config: &Config<App>, service: &str) -> Result<(), Error> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.server.addr.port()));
     let tls = config.server.tls.as_ref();
     match probe_with(addr, tls, service, Duration::from_secs(2)).await? {

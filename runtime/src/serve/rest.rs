@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -30,6 +31,8 @@ use serde_json::{Map, Value, json};
 use tonic::Code;
 use tonic_types::StatusExt;
 
+use crate::deadline::{GRPC_TIMEOUT, decode_timeout, encode_timeout};
+use crate::metrics::Protocol;
 use crate::policy::{HttpRoute, MethodKind, PathSegment, ServicePolicy};
 
 /// One route, with the descriptors it needs, ready to match.
@@ -311,6 +314,8 @@ where
     };
     let message = request_message(route, &vars, parts.uri.query(), &body)
         .map_err(|problem| error(Code::InvalidArgument, &problem))?;
+    let timeout = requested_timeout(route, &parts.headers, parts.uri.query())
+        .map_err(|problem| error(Code::InvalidArgument, &problem))?;
 
     let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
     frame.put_u8(0);
@@ -333,12 +338,20 @@ where
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        // The shorter of the two, as the pipeline reads `grpc-timeout`.
+        if let Some(timeout) = timeout {
+            let given = headers.get(&GRPC_TIMEOUT).and_then(decode_timeout);
+            if given.is_none_or(|given| timeout < given) {
+                headers.insert(&GRPC_TIMEOUT, encode_timeout(timeout));
+            }
+        }
     }
     let Ok(mut call) = call.body(Body::from(frame.freeze())) else {
         return Err(error(Code::Internal, "building the call"));
     };
     // The connection's address and certificates, for auth and rate limits.
     *call.extensions_mut() = parts.extensions;
+    call.extensions_mut().insert(Protocol::Rest);
     let Ok(answer) = inner.call(call).await;
     let (answer_parts, answer_body) = answer.into_parts();
     if route.kind == MethodKind::ServerStreaming {
@@ -475,8 +488,67 @@ fn stream(output: MessageDescriptor, body: Body, events: bool) -> Response<Body>
     response
 }
 
+/// The query parameter and header of a REST call's deadline.
+const TIMEOUT: &str = "timeout";
+
+/// The deadline a REST client asked for: the `timeout` header, or query
+/// parameter (unless the request message has a field of that name), as a
+/// number of seconds or with a unit: `250ms`, `1.5s`, `2m`.
+fn requested_timeout(
+    route: &Route,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Duration>, String> {
+    let from_query = || {
+        url::form_urlencoded::parse(query?.as_bytes())
+            .find(|(key, _)| key == TIMEOUT)
+            .map(|(_, value)| value.into_owned())
+    };
+    let text = match headers.get(TIMEOUT) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| "the timeout header is not text".to_owned())?
+                .to_owned(),
+        ),
+        None if takes_timeout_parameter(route) => from_query(),
+        None => None,
+    };
+    text.map(|text| {
+        parse_timeout(text.trim())
+            .ok_or_else(|| format!("timeout: {text:?} is not a duration such as 500ms, 1.5s or 2m"))
+    })
+    .transpose()
+}
+
+/// Whether the `timeout` query parameter is the deadline, rather than a
+/// field of the request.
+fn takes_timeout_parameter(route: &Route) -> bool {
+    field_named(&route.input, TIMEOUT).is_none()
+}
+
+/// `text` as a duration: a non-negative number, in seconds or with one of
+/// the units `ns`, `us`, `ms`, `s`, `m`, `h`.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ns" => number / 1e9,
+        "us" | "µs" => number / 1e6,
+        "ms" => number / 1e3,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
 /// Headers of the REST request not passed to the gRPC call.
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "content-length",
     "content-type",
@@ -486,6 +558,7 @@ const HOP_BY_HOP: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
     "accept",
+    TIMEOUT,
 ];
 
 /// The method's request message from the path variables, the body and the
@@ -519,12 +592,17 @@ fn request_message(
         bound.push((*path).to_owned());
     }
     if let Some(query) = query {
-        if route.http.body == Some("*") {
-            return Err(
-                "this route takes the whole request in its body: no query parameters".to_owned(),
-            );
-        }
+        let deadline = takes_timeout_parameter(route);
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if deadline && key == TIMEOUT {
+                continue;
+            }
+            if route.http.body == Some("*") {
+                return Err(
+                    "this route takes the whole request in its body: no query parameters"
+                        .to_owned(),
+                );
+            }
             if bound.iter().any(|b| *b == key) {
                 return Err(format!("{key}: set by the path already"));
             }
@@ -741,6 +819,27 @@ mod tests {
         ] {
             let parts: Vec<&str> = path.split('/').collect();
             assert!(!matches(&ROUTE, &parts, &mut Vec::new()), "{path}");
+        }
+    }
+
+    #[test]
+    fn timeouts_read_as_seconds_or_with_a_unit() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("2", Some(ms(2000))),
+            ("1.5s", Some(ms(1500))),
+            ("250ms", Some(ms(250))),
+            ("2m", Some(ms(120_000))),
+            ("1h", Some(ms(3_600_000))),
+            ("1500us", Some(ms(1) + Duration::from_micros(500))),
+            ("0", Some(Duration::ZERO)),
+            ("", None),
+            ("-1s", None),
+            ("5 parsecs", None),
+            ("1.2.3s", None),
+            ("ms", None),
+        ] {
+            assert_eq!(parse_timeout(text), want, "{text:?}");
         }
     }
 

@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
+use axum::body::Body;
+use http::{HeaderName, HeaderValue, Method, Request, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{CorsConfig, HttpConfig};
+use crate::metrics::Protocol;
 
 /// How long a browser may keep a preflight's answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -34,7 +36,11 @@ const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-
 /// `router` with what `http` asks for.
 pub(crate) fn wrap(mut router: axum::Router, http: &HttpConfig) -> axum::Router {
     if http.grpc_web {
-        router = router.layer(tonic_web::GrpcWebLayer::new());
+        router = router
+            .layer(tonic_web::GrpcWebLayer::new())
+            // Outside the translation, which makes the call look like gRPC:
+            // its metrics are gRPC-Web's.
+            .layer(tower::util::MapRequestLayer::new(mark_grpc_web));
     }
     // Outermost: a preflight is answered before anything else looks at it.
     if !http.cors.allowed_origins.is_empty() {
@@ -57,6 +63,18 @@ pub(crate) fn rest(
             .option_layer(cors)
             .service(super::rest::Rest::new(routes, router)),
     )
+}
+
+/// Marks a gRPC-Web request as one for the metrics' `protocol` label.
+fn mark_grpc_web(mut request: Request<Body>) -> Request<Body> {
+    let web = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web"));
+    if web {
+        request.extensions_mut().insert(Protocol::GrpcWeb);
+    }
+    request
 }
 
 fn cors(config: &CorsConfig) -> CorsLayer {

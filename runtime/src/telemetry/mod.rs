@@ -43,7 +43,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = keel::config::Config::load("", None)?;
+//! let config: keel::config::Config = keel::config::Config::load("", None)?;
 //! let mut telemetry = keel::telemetry::init(&config)?;
 //! // … serve …
 //! telemetry.shutdown().await?; // flush the spans still queued
@@ -82,7 +82,7 @@ pub use sampler::RatioSampler;
 pub(crate) use server_span::{call_context, end_server_span};
 use tracer::{SampledIds, TracerHandle};
 
-use crate::config::{Config, TelemetryConfig};
+use crate::config::{ClientTlsConfig, Config, TelemetryConfig};
 use format::EventFormat;
 
 /// Instrumentation scope name of Keel's spans.
@@ -133,15 +133,17 @@ pub enum TelemetryError {
 /// set (the exporter's channel runs on it). Keep the returned guard for the
 /// life of the process: dropping it flushes and shuts the exporter down;
 /// [`TelemetryGuard::shutdown`] does the same and reports errors.
-pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init<App>(config: &Config<App>) -> Result<TelemetryGuard, TelemetryError> {
     builder(config).install()
 }
 
 /// A [`TelemetryBuilder`] for `config`, to choose where logs go or to get the
 /// subscriber without installing it globally.
-pub fn builder(config: &Config) -> TelemetryBuilder<'_, fn() -> io::Stdout> {
+pub fn builder<App>(config: &Config<App>) -> TelemetryBuilder<'_, fn() -> io::Stdout> {
     TelemetryBuilder {
-        config,
+        service: &config.service.name,
+        telemetry: &config.telemetry,
+        client_tls: &config.client.tls,
         writer: io::stdout,
     }
 }
@@ -149,7 +151,10 @@ pub fn builder(config: &Config) -> TelemetryBuilder<'_, fn() -> io::Stdout> {
 /// Builds the telemetry of one service; made by [`builder`].
 #[derive(Debug)]
 pub struct TelemetryBuilder<'a, W> {
-    config: &'a Config,
+    service: &'a str,
+    telemetry: &'a TelemetryConfig,
+    /// For an `https://` collector.
+    client_tls: &'a ClientTlsConfig,
     writer: W,
 }
 
@@ -163,7 +168,9 @@ where
         W2: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
         TelemetryBuilder {
-            config: self.config,
+            service: self.service,
+            telemetry: self.telemetry,
+            client_tls: self.client_tls,
             writer,
         }
     }
@@ -173,9 +180,8 @@ where
     /// [`tracing::dispatcher::set_global_default`]. Useful for tests and for
     /// several services in one process, each with its own service name.
     pub fn build(self) -> Result<(Dispatch, TelemetryGuard), TelemetryError> {
-        let settings = &self.config.telemetry;
-        let provider =
-            tracer_provider(&self.config.service.name, settings, &self.config.client.tls)?;
+        let settings = self.telemetry;
+        let provider = tracer_provider(self.service, settings, self.client_tls)?;
         let tracer = provider.tracer(SCOPE);
         let exporting = settings.otlp_endpoint.is_some();
         // Holds the tracer for the pipeline's server spans; sees no event.

@@ -176,7 +176,11 @@ pub fn client() -> crate::client::Client {
 /// An access token for `subject` with `scopes`, valid for ten minutes,
 /// that a server with `config` accepts: signed with `auth.hmac_secret`,
 /// with the configured issuer and audience.
-pub fn token(config: &Config, subject: &str, scopes: &[&str]) -> Result<String, IssueError> {
+pub fn token<App>(
+    config: &Config<App>,
+    subject: &str,
+    scopes: &[&str],
+) -> Result<String, IssueError> {
     crate::auth::mint_access_token(&config.auth, subject, scopes, TOKEN_TTL)
 }
 

@@ -17,7 +17,7 @@
 //! //   cert_file = "/etc/tls/tls.crt"
 //! //   key_file = "/etc/tls/tls.key"
 //! //   client_ca_file = "/etc/tls/ca.crt"   # mTLS: clients need a certificate of this CA
-//! let config = keel::config::Config::load("", None)?;
+//! let config: keel::config::Config = keel::config::Config::load("", None)?;
 //! let keel = keel::Keel::new(&config, &[])?;
 //! keel.server(&config).serve().await?; // TLS on server.addr when [server.tls] is set
 //! # Ok(()) }

@@ -129,12 +129,12 @@ async fn run(args: Args, pinned: bool) -> anyhow::Result<()> {
 
 async fn bench(args: &Args, url: &str, dir: &Path, pinned: bool) -> anyhow::Result<()> {
     let settings = auth_service::Settings::from_loader(
-        keel::config::Loader::new()
+        &keel::config::Loader::new()
             .environment(keel::config::Environment::Development)
             .defaults_toml(auth_service::DEFAULT_CONFIG)
             .development_toml(auth_service::DEVELOPMENT_CONFIG),
     )?;
-    let p = &settings.passwords;
+    let p = &settings.app.passwords;
     let cost = format!(
         "argon2id m={} KiB t={} p={}",
         p.memory_kib, p.iterations, p.parallelism

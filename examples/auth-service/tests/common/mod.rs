@@ -50,8 +50,8 @@ pub fn settings_with(store: &StoreConfig, extra: &str) -> Settings {
         // Above the development credentials, as a developer's own would be.
         .development_toml(TEST_OVERRIDES)
         .development_toml(extra);
-    let mut settings = Settings::from_loader(loader).expect("test settings are valid");
-    settings.keel.store = store.clone();
+    let mut settings = Settings::from_loader(&loader).expect("test settings are valid");
+    settings.store = store.clone();
     settings
 }
 
@@ -75,7 +75,7 @@ impl Server {
     /// [`Server::start`], serving its HTTP port (`/metrics`, the JWKS) on
     /// `http` too.
     pub async fn start_with_http(settings: &Settings, http: Option<TcpListener>) -> Server {
-        let mut config = settings.keel.clone();
+        let mut config = settings.keel();
         config.server.lame_duck = Duration::ZERO;
         config.server.drain_timeout = Duration::from_secs(5);
         let app = App::new(settings).await.expect("auth service app");

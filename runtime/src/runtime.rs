@@ -28,7 +28,10 @@ pub struct Keel {
 impl Keel {
     /// Builds the runtime for `services` (the generated `*_POLICY` tables of
     /// every service this process serves) from `config`.
-    pub fn new(config: &Config, services: &[&'static ServicePolicy]) -> Result<Self, Error> {
+    pub fn new<App>(
+        config: &Config<App>,
+        services: &[&'static ServicePolicy],
+    ) -> Result<Self, Error> {
         // The per-call clock (quanta's, on the TSC where the CPU allows)
         // calibrates on first use, for up to 200 ms: here, not on a request.
         crate::clock::now();
@@ -40,7 +43,8 @@ impl Keel {
             );
         }
         let verifier = Arc::new(Verifier::from_config(&config.auth)?);
-        let metrics = Metrics::new(services)?;
+        let metrics =
+            Metrics::serving(prometheus::Registry::new(), services, config.http.grpc_web)?;
         let remote_keys = RemoteKeys::new(config, verifier.clone(), metrics.registry())?;
         Ok(Keel {
             verifier,

@@ -1,0 +1,11 @@
+use keel_macros::Section;
+
+#[derive(Section)]
+struct Bootstrap {
+    admin_password: String,
+    #[config(secret)]
+    api_key: String,
+    client_secret: Option<Vec<u8>>,
+}
+
+fn main() {}
