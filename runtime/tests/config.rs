@@ -948,3 +948,26 @@ fn cors_origins_must_be_origins() {
         .unwrap();
     assert!(!config.http.grpc_web && config.http.cors.allowed_origins.is_empty());
 }
+
+#[test]
+fn a_nested_table_without_a_required_key_names_it_and_where_the_table_came_from() {
+    let file = toml_file("[server.tls]\nkey_file = \"/nonexistent/key.pem\"\nkey_fle = 1\n");
+    let problems = problems_of(env_only([]).file(file.path()).load());
+    let source = format!("(from file {})", file.path().display());
+    let missing = problem_for(&problems, "server.tls.cert_file");
+    assert_eq!(
+        missing,
+        format!("server.tls.cert_file: missing; required in [server.tls] {source}")
+    );
+    assert!(
+        problem_for(&problems, "server.tls.key_fle").contains(
+            "unknown key; expected one of: cert_file, key_file, client_ca_file, client_auth"
+        ),
+        "{problems:#?}"
+    );
+    // The file check of the key that is there still runs.
+    assert!(
+        problem_for(&problems, "server.tls.key_file").contains("does not exist"),
+        "{problems:#?}"
+    );
+}

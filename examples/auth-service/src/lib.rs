@@ -87,13 +87,7 @@ pub const DEV_ADMIN_PASSWORD: &str = "keel-dev-admin-password";
 /// [`DEVELOPMENT_CONFIG`], `file` when given, then the process's `KEEL_*`
 /// variables; load them with `Settings::from_loader`.
 pub fn loader(file: Option<&std::path::Path>) -> keel::config::Loader {
-    let mut loader = keel::config::Loader::new()
-        .defaults_toml(DEFAULT_CONFIG)
-        .development_toml(DEVELOPMENT_CONFIG);
-    if let Some(file) = file {
-        loader = loader.file(file);
-    }
-    loader.env()
+    keel::config::Loader::service(DEFAULT_CONFIG, DEVELOPMENT_CONFIG, file)
 }
 
 /// Every service this crate serves, for [`keel::Keel::new`].

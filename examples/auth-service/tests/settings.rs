@@ -95,3 +95,25 @@ fn production_with_its_own_key_and_password_loads_and_may_have_no_administrator(
         .expect("production settings without an administrator");
     assert_eq!(settings.app.bootstrap.admin(), None);
 }
+
+#[test]
+fn print_config_help_is_the_reference_of_every_key_keels_and_the_services() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-service"))
+        .args(["print-config", "--help"])
+        .output()
+        .expect("auth-service runs");
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8(output.stdout).expect("UTF-8");
+    for row in [
+        "| `server.addr` | `\"0.0.0.0:50051\"` | `KEEL_SERVER__ADDR` |",
+        "| `tokens.access_ttl` | `\"15m\"` | `KEEL_TOKENS__ACCESS_TTL` |",
+        "| `passwords.max_concurrent` | `the number of CPUs` |",
+    ] {
+        assert!(help.contains(row), "{row} in:\n{help}");
+    }
+    let password = help
+        .lines()
+        .find(|l| l.starts_with("| `bootstrap.admin_password`"))
+        .expect("bootstrap.admin_password");
+    assert!(password.contains("Redacted"), "{password}");
+}

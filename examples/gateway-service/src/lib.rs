@@ -68,13 +68,7 @@ impl Upstream {
 /// [`DEVELOPMENT_CONFIG`], `file` when given, then the process's `KEEL_*`
 /// variables; load them with `Settings::from_loader`.
 pub fn loader(file: Option<&Path>) -> Loader {
-    let mut loader = Loader::new()
-        .defaults_toml(DEFAULT_CONFIG)
-        .development_toml(DEVELOPMENT_CONFIG);
-    if let Some(file) = file {
-        loader = loader.file(file);
-    }
-    loader.env()
+    Loader::service(DEFAULT_CONFIG, DEVELOPMENT_CONFIG, file)
 }
 
 /// The gateway's server: `ProfileService` wrapped in Keel's layers, with

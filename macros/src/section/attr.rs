@@ -73,45 +73,19 @@ impl FieldAttrs {
             let parsed = attr.parse_nested_meta(|meta| {
                 let name = meta.path.get_ident().map(ToString::to_string);
                 let span = meta.path.span();
-                let once = |slot: bool, errors: &mut Errors| {
-                    if slot {
-                        errors.push(syn::Error::new(span, "given twice"));
-                    }
-                };
-                match name.as_deref() {
-                    Some("default") => {
-                        once(out.default.is_some(), errors);
-                        out.default = Some(value(meta.value()?.parse()?)?);
-                    }
-                    Some("default_fn") => {
-                        once(out.default_fn.is_some(), errors);
-                        out.default_fn = Some(meta.value()?.parse()?);
-                    }
-                    Some("default_doc") => {
-                        once(out.default_doc.is_some(), errors);
-                        out.default_doc = Some(meta.value()?.parse()?);
-                    }
-                    Some("min") => {
-                        once(out.min.is_some(), errors);
-                        out.min = Some(value(meta.value()?.parse()?)?);
-                    }
-                    Some("max") => {
-                        once(out.max.is_some(), errors);
-                        out.max = Some(value(meta.value()?.parse()?)?);
-                    }
-                    Some("above") => {
-                        once(out.above.is_some(), errors);
-                        out.above = Some(value(meta.value()?.parse()?)?);
-                    }
-                    Some("env") => {
-                        once(out.env.is_some(), errors);
-                        out.env = Some(meta.value()?.parse()?);
-                    }
-                    Some("required") => out.required = Some(span),
-                    Some("section") => out.section = Some(span),
-                    Some("flatten") => out.flatten = Some(span),
-                    Some("not_secret") => out.not_secret = Some(span),
-                    Some("secret") => out.secret = Some(span),
+                let twice = match name.as_deref() {
+                    Some("default") => set(&mut out.default, value(meta.value()?.parse()?)?),
+                    Some("default_fn") => set(&mut out.default_fn, meta.value()?.parse()?),
+                    Some("default_doc") => set(&mut out.default_doc, meta.value()?.parse()?),
+                    Some("min") => set(&mut out.min, value(meta.value()?.parse()?)?),
+                    Some("max") => set(&mut out.max, value(meta.value()?.parse()?)?),
+                    Some("above") => set(&mut out.above, value(meta.value()?.parse()?)?),
+                    Some("env") => set(&mut out.env, meta.value()?.parse()?),
+                    Some("required") => set(&mut out.required, span),
+                    Some("section") => set(&mut out.section, span),
+                    Some("flatten") => set(&mut out.flatten, span),
+                    Some("not_secret") => set(&mut out.not_secret, span),
+                    Some("secret") => set(&mut out.secret, span),
                     Some("validate") => {
                         return Err(
                             meta.error("`validate` is an attribute of the struct, not of a field")
@@ -122,6 +96,9 @@ impl FieldAttrs {
                             "unknown config attribute; expected one of: {FIELD_KEYS}"
                         )));
                     }
+                };
+                if twice {
+                    errors.at(span, "given twice");
                 }
                 Ok(())
             });
@@ -157,6 +134,11 @@ impl SectionAttrs {
         }
         out
     }
+}
+
+/// Fills `slot`; whether it was filled already (an attribute given twice).
+fn set<T>(slot: &mut Option<T>, value: T) -> bool {
+    slot.replace(value).is_some()
 }
 
 /// A literal, possibly negative.

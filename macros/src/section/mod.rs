@@ -179,14 +179,7 @@ fn check(field: &Field, errors: &mut Errors) {
     }
     if let Some(default) = &attrs.default {
         match (kind, &default.lit) {
-            (Kind::Duration, Lit::Str(text)) => {
-                if let Err(e) = humantime::parse_duration(&text.value()) {
-                    errors.at(
-                        default.span,
-                        format!("not a duration ({e}); write it like \"5m\", \"30s\" or \"250ms\""),
-                    );
-                }
-            }
+            (Kind::Duration, Lit::Str(text)) => check_duration(text, errors),
             (Kind::Duration, _) => {
                 errors.at(default.span, "a duration is written as text, like \"5m\"")
             }
@@ -206,14 +199,7 @@ fn check(field: &Field, errors: &mut Errors) {
     let bounds = [&attrs.min, &attrs.max, &attrs.above];
     for bound in bounds.into_iter().flatten().filter(|_| role == Role::Value) {
         match (kind, &bound.lit) {
-            (Kind::Duration, Lit::Str(text)) => {
-                if let Err(e) = humantime::parse_duration(&text.value()) {
-                    errors.at(
-                        bound.span,
-                        format!("not a duration ({e}); write it like \"5m\""),
-                    );
-                }
-            }
+            (Kind::Duration, Lit::Str(text)) => check_duration(text, errors),
             (Kind::Duration, _) => errors.at(bound.span, "a duration bound is text, like \"5m\""),
             (Kind::Number, Lit::Int(_) | Lit::Float(_)) => {}
             (Kind::Number, _) => errors.at(bound.span, "a number's bound is a number"),
@@ -248,6 +234,16 @@ fn check(field: &Field, errors: &mut Errors) {
                  Display, errors and print-config), or mark it #[config(not_secret)]",
                 field.name
             ),
+        );
+    }
+}
+
+/// A duration's text must parse (humantime's, as the configuration reads it).
+fn check_duration(text: &syn::LitStr, errors: &mut Errors) {
+    if let Err(e) = humantime::parse_duration(&text.value()) {
+        errors.at(
+            text.span(),
+            format!("not a duration ({e}); write it like \"5m\", \"30s\" or \"250ms\""),
         );
     }
 }

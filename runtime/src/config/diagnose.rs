@@ -123,12 +123,9 @@ impl<'a> Decoder<'a> {
         let full = join(path, key.name);
         if !self.figment.contains(&full) {
             if key.required {
-                let table = if path.is_empty() {
-                    "the top level"
-                } else {
-                    path
-                };
-                self.push(format!("{full}: missing; required in [{table}]"));
+                // Named with where the table that lacks it came from.
+                let problem = format!("{full}: missing; required in [{path}]");
+                self.report(path, problem);
                 self.failed.insert(full);
             }
             return None;

@@ -71,6 +71,28 @@ impl Loader {
         Self::default()
     }
 
+    /// A service's usual layers: its embedded `defaults_toml`, in development its
+    /// `development_toml`, `file` when given (it must exist), then the process's `KEEL_*`
+    /// variables.
+    ///
+    /// ```no_run
+    /// use keel::config::{Config, Loader};
+    ///
+    /// const DEFAULTS: &str = "[service]\nname = \"users\"\n";
+    /// const DEVELOPMENT: &str = "[auth]\nhmac_secret = \"a-development-secret-everyone-knows\"\n";
+    /// let config: Config = Config::from_loader(&Loader::service(DEFAULTS, DEVELOPMENT, None))?;
+    /// # Ok::<(), keel::config::ConfigError>(())
+    /// ```
+    pub fn service(defaults_toml: &str, development_toml: &str, file: Option<&Path>) -> Self {
+        let mut loader = Loader::new()
+            .defaults_toml(defaults_toml)
+            .development_toml(development_toml);
+        if let Some(file) = file {
+            loader = loader.file(file);
+        }
+        loader.env()
+    }
+
     /// Adds the application's embedded TOML defaults (typically `include_str!("defaults.toml")`),
     /// the layer just above the built-in defaults. Several calls layer in call order.
     pub fn defaults_toml(mut self, toml: &str) -> Self {
