@@ -59,7 +59,10 @@ fn ticks(
             return None;
         }
         // Each tick after the first is worked on for `interval_ms`, and the
-        // panic comes from that work: the ticks before it were sent.
+        // panic comes from that work, after an await: the ticks before it
+        // were sent. (A panic in the very poll after a yield would lose that
+        // tick: tonic's encoder buffers what one poll yields, and the panic
+        // unwinds through it before the buffer is sent.)
         if n > 0 {
             tokio::time::sleep(interval).await;
         }
