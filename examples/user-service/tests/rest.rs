@@ -363,3 +363,60 @@ async fn the_openapi_document_is_served_on_the_http_port() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn unknown_fields_are_ignored_when_configured_and_refused_otherwise() {
+    let writer = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
+    let body = r#"{"name": "Ada", "email": "ada@example.com", "nickname": "countess"}"#;
+
+    let strict = Server::start(config()).await;
+    let refused = rest(&strict, "POST", "/v1/users", Some(&writer), body).await;
+    assert_eq!(
+        refused.status,
+        http::StatusCode::BAD_REQUEST,
+        "{}",
+        refused.json
+    );
+    assert!(
+        refused.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("nickname"),
+        "names the field: {}",
+        refused.json
+    );
+    strict.stop().await;
+
+    let mut config = config();
+    config.http.discard_unknown_fields = true;
+    let lenient = Server::start(config).await;
+    let created = rest(&lenient, "POST", "/v1/users", Some(&writer), body).await;
+    assert_eq!(created.status, http::StatusCode::OK, "{}", created.json);
+    assert_eq!(created.json["name"], "Ada");
+    let listed = rest(
+        &lenient,
+        "GET",
+        "/v1/users?page_size=1&nickname=countess",
+        Some(&writer),
+        "",
+    )
+    .await;
+    assert_eq!(listed.status, http::StatusCode::OK, "{}", listed.json);
+    assert_eq!(listed.json["users"][0]["name"], "Ada");
+    // Fields that are there still have to be right.
+    let wrong = rest(
+        &lenient,
+        "GET",
+        "/v1/users?page_size=many",
+        Some(&writer),
+        "",
+    )
+    .await;
+    assert_eq!(
+        wrong.status,
+        http::StatusCode::BAD_REQUEST,
+        "{}",
+        wrong.json
+    );
+    lenient.stop().await;
+}

@@ -512,6 +512,10 @@ pub struct HttpConfig {
     /// through the same pipeline (auth, metrics under the gRPC method, validation,
     /// deadlines). Off, the port speaks HTTP/2 only, and gRPC calls pay nothing for it.
     pub grpc_web: bool,
+    /// REST requests: fields the request message does not have (in the body or the query)
+    /// are ignored instead of refused with 400, as grpc-gateway's `DiscardUnknown`; for
+    /// clients built against a newer version of the API.
+    pub discard_unknown_fields: bool,
     /// Cross-origin requests (`[http.cors]`).
     #[config(section)]
     pub cors: CorsConfig,

@@ -246,7 +246,11 @@ impl Server {
         };
         // Before anything is served: a certificate that does not load fails `serve`.
         // REST routes, if a service has any.
-        let rest = rest::Routes::new(keel.services(), settings.max_message_bytes)?;
+        let reading = rest::Reading {
+            max_body: settings.max_message_bytes,
+            discard_unknown: config.http.discard_unknown_fields,
+        };
+        let rest = rest::Routes::new(keel.services(), reading)?;
         // gRPC-Web and REST may come over HTTP/1.1: offer it to TLS clients too.
         let http1 = config.http.grpc_web || rest.is_some();
         let alpn = match http1 {

@@ -25,7 +25,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use prost::Message as _;
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _,
+    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
+    ReflectMessage as _,
 };
 use serde_json::{Map, Value, json};
 use tonic::Code;
@@ -54,8 +55,18 @@ struct Route {
 #[derive(Debug)]
 pub(crate) struct Routes {
     routes: Vec<Route>,
+    /// How a request is read.
+    reading: Reading,
+}
+
+/// How REST requests are read, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reading {
     /// The longest request body taken (`server.max_message_bytes`).
-    max_body: usize,
+    pub(crate) max_body: usize,
+    /// Whether fields the request message does not have are ignored rather than refused
+    /// (`http.discard_unknown_fields`).
+    pub(crate) discard_unknown: bool,
 }
 
 /// Why the routes could not be prepared: codegen's descriptors do not
@@ -84,7 +95,7 @@ impl Routes {
     /// The routes of `services`; `None` when none has any.
     pub(crate) fn new(
         services: &[&'static ServicePolicy],
-        max_body: usize,
+        reading: Reading,
     ) -> Result<Option<Arc<Routes>>, RestError> {
         let mut routes = Vec::new();
         let mut pools: Vec<(*const u8, DescriptorPool)> = Vec::new();
@@ -124,7 +135,7 @@ impl Routes {
                 }
             }
         }
-        Ok((!routes.is_empty()).then(|| Arc::new(Routes { routes, max_body })))
+        Ok((!routes.is_empty()).then(|| Arc::new(Routes { routes, reading })))
     }
 
     /// The index of the route `method` and `path` match, with the values of
@@ -261,7 +272,7 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let route = &routes.routes[index];
-            Ok(transcode(route, vars, request, inner, routes.max_body)
+            Ok(transcode(route, vars, request, inner, routes.reading)
                 .await
                 .unwrap_or_else(|refused| refused))
         })
@@ -274,7 +285,7 @@ async fn transcode<S>(
     vars: Vec<(&'static str, String)>,
     request: Request<Body>,
     mut inner: S,
-    max_body: usize,
+    reading: Reading,
 ) -> Result<Response<Body>, Response<Body>>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
@@ -293,6 +304,7 @@ where
         .get(header::ACCEPT)
         .is_some_and(|a| a.as_bytes().windows(17).any(|w| w == b"text/event-stream"));
     let (parts, body) = request.into_parts();
+    let max_body = reading.max_body;
     let body = match Limited::new(body, max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -312,8 +324,14 @@ where
             ));
         }
     };
-    let message = request_message(route, &vars, parts.uri.query(), &body)
-        .map_err(|problem| error(Code::InvalidArgument, &problem))?;
+    let message = request_message(
+        route,
+        &vars,
+        parts.uri.query(),
+        &body,
+        reading.discard_unknown,
+    )
+    .map_err(|problem| error(Code::InvalidArgument, &problem))?;
     let timeout = requested_timeout(route, &parts.headers, parts.uri.query())
         .map_err(|problem| error(Code::InvalidArgument, &problem))?;
 
@@ -568,6 +586,7 @@ fn request_message(
     vars: &[(&'static str, String)],
     query: Option<&str>,
     body: &Bytes,
+    discard_unknown: bool,
 ) -> Result<DynamicMessage, String> {
     let mut json = match route.http.body {
         None => Map::new(),
@@ -606,19 +625,22 @@ fn request_message(
             if bound.iter().any(|b| *b == key) {
                 return Err(format!("{key}: set by the path already"));
             }
+            if discard_unknown && !has_field(&route.input, &key) {
+                continue;
+            }
             set(&mut json, &route.input, &key, &value, true)?;
         }
     }
-    DynamicMessage::deserialize(route.input.clone(), Value::Object(json)).map_err(|e| {
-        match route.sensitive {
+    let options = DeserializeOptions::new().deny_unknown_fields(!discard_unknown);
+    DynamicMessage::deserialize_with_options(route.input.clone(), Value::Object(json), &options)
+        .map_err(|e| match route.sensitive {
             true => format!(
                 "invalid request: not a {} in the JSON mapping (a field that is not there, or a \
              value of the wrong type)",
                 route.input.full_name()
             ),
             false => format!("invalid request: {e}"),
-        }
-    })
+        })
 }
 
 /// Whether `message`, or a message it holds, has a `debug_redact` field.
@@ -684,6 +706,20 @@ fn set(
         }
     }
     Ok(())
+}
+
+/// Whether the dotted `path` (proto or JSON names) names a field of `message`.
+fn has_field(message: &MessageDescriptor, path: &str) -> bool {
+    let mut message = message.clone();
+    for part in path.split('.') {
+        let Some(field) = field_named(&message, part) else {
+            return false;
+        };
+        if let Kind::Message(inner) = field.kind() {
+            message = inner;
+        }
+    }
+    true
 }
 
 fn field_named(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
