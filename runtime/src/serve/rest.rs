@@ -45,6 +45,9 @@ struct Route {
     kind: MethodKind,
     input: MessageDescriptor,
     output: MessageDescriptor,
+    /// Whether its `timeout` query parameter is the call's deadline: the
+    /// request message has no field of that name.
+    timeout_parameter: bool,
     /// Whether the request holds a `debug_redact` field (anywhere): then a
     /// request that does not decode is refused without the decoder's
     /// message, which may quote a value.
@@ -128,6 +131,7 @@ impl Routes {
                         http,
                         grpc_path: method.path,
                         kind: method.kind,
+                        timeout_parameter: field_named(&input, TIMEOUT).is_none(),
                         sensitive: has_redacted(&input, &mut Vec::new()),
                         input,
                         output: message(http.output)?,
@@ -324,7 +328,7 @@ where
             ));
         }
     };
-    let message = request_message(
+    let (message, query_timeout) = request_message(
         route,
         &vars,
         parts.uri.query(),
@@ -332,7 +336,7 @@ where
         reading.discard_unknown,
     )
     .map_err(|problem| error(Code::InvalidArgument, &problem))?;
-    let timeout = requested_timeout(route, &parts.headers, parts.uri.query())
+    let timeout = requested_timeout(&parts.headers, query_timeout)
         .map_err(|problem| error(Code::InvalidArgument, &problem))?;
 
     let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
@@ -509,19 +513,13 @@ fn stream(output: MessageDescriptor, body: Body, events: bool) -> Response<Body>
 /// The query parameter and header of a REST call's deadline.
 const TIMEOUT: &str = "timeout";
 
-/// The deadline a REST client asked for: the `timeout` header, or query
-/// parameter (unless the request message has a field of that name), as a
-/// number of seconds or with a unit: `250ms`, `1.5s`, `2m`.
+/// The deadline a REST client asked for: the `timeout` header, else the
+/// `timeout` query parameter (`query`, as [`request_message`] found it), as
+/// a number of seconds or with a unit: `250ms`, `1.5s`, `2m`.
 fn requested_timeout(
-    route: &Route,
     headers: &http::HeaderMap,
-    query: Option<&str>,
+    query: Option<String>,
 ) -> Result<Option<Duration>, String> {
-    let from_query = || {
-        url::form_urlencoded::parse(query?.as_bytes())
-            .find(|(key, _)| key == TIMEOUT)
-            .map(|(_, value)| value.into_owned())
-    };
     let text = match headers.get(TIMEOUT) {
         Some(value) => Some(
             value
@@ -529,20 +527,13 @@ fn requested_timeout(
                 .map_err(|_| "the timeout header is not text".to_owned())?
                 .to_owned(),
         ),
-        None if takes_timeout_parameter(route) => from_query(),
-        None => None,
+        None => query,
     };
     text.map(|text| {
         parse_timeout(text.trim())
             .ok_or_else(|| format!("timeout: {text:?} is not a duration such as 500ms, 1.5s or 2m"))
     })
     .transpose()
-}
-
-/// Whether the `timeout` query parameter is the deadline, rather than a
-/// field of the request.
-fn takes_timeout_parameter(route: &Route) -> bool {
-    field_named(&route.input, TIMEOUT).is_none()
 }
 
 /// `text` as a duration: a non-negative number, in seconds or with one of
@@ -580,14 +571,16 @@ const HOP_BY_HOP: [&str; 10] = [
 ];
 
 /// The method's request message from the path variables, the body and the
-/// query, in that order of precedence for a field set twice.
+/// query, in that order of precedence for a field set twice; and the
+/// `timeout` query parameter, when it is the deadline rather than a field.
+/// With `discard_unknown`, fields the message does not have are left out.
 fn request_message(
     route: &Route,
     vars: &[(&'static str, String)],
     query: Option<&str>,
     body: &Bytes,
     discard_unknown: bool,
-) -> Result<DynamicMessage, String> {
+) -> Result<(DynamicMessage, Option<String>), String> {
     let mut json = match route.http.body {
         None => Map::new(),
         Some(body_field) => {
@@ -607,13 +600,15 @@ fn request_message(
     };
     let mut bound: Vec<String> = Vec::new();
     for (path, value) in vars {
-        set(&mut json, &route.input, path, value, false)?;
+        // The template's variables are fields (codegen checked them).
+        set(&mut json, &route.input, path, value, false, false)?;
         bound.push((*path).to_owned());
     }
+    let mut timeout = None;
     if let Some(query) = query {
-        let deadline = takes_timeout_parameter(route);
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            if deadline && key == TIMEOUT {
+            if route.timeout_parameter && key == TIMEOUT {
+                timeout = Some(value.into_owned());
                 continue;
             }
             if route.http.body == Some("*") {
@@ -625,22 +620,24 @@ fn request_message(
             if bound.iter().any(|b| *b == key) {
                 return Err(format!("{key}: set by the path already"));
             }
-            if discard_unknown && !has_field(&route.input, &key) {
-                continue;
-            }
-            set(&mut json, &route.input, &key, &value, true)?;
+            set(&mut json, &route.input, &key, &value, true, discard_unknown)?;
         }
     }
     let options = DeserializeOptions::new().deny_unknown_fields(!discard_unknown);
-    DynamicMessage::deserialize_with_options(route.input.clone(), Value::Object(json), &options)
-        .map_err(|e| match route.sensitive {
-            true => format!(
-                "invalid request: not a {} in the JSON mapping (a field that is not there, or a \
+    let message = DynamicMessage::deserialize_with_options(
+        route.input.clone(),
+        Value::Object(json),
+        &options,
+    )
+    .map_err(|e| match route.sensitive {
+        true => format!(
+            "invalid request: not a {} in the JSON mapping (a field that is not there, or a \
              value of the wrong type)",
-                route.input.full_name()
-            ),
-            false => format!("invalid request: {e}"),
-        })
+            route.input.full_name()
+        ),
+        false => format!("invalid request: {e}"),
+    })?;
+    Ok((message, timeout))
 }
 
 /// Whether `message`, or a message it holds, has a `debug_redact` field.
@@ -661,65 +658,67 @@ fn has_redacted(message: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
 
 /// Sets the field at `path` (dotted, proto or JSON names) of `json` to the
 /// text `value`, as its type reads it; a repeated field gets one more item.
+/// A path naming no field is an error, or, with `discard_unknown`, left out.
 fn set(
     json: &mut Map<String, Value>,
     message: &MessageDescriptor,
     path: &str,
     value: &str,
     repeat: bool,
+    discard_unknown: bool,
 ) -> Result<(), String> {
+    // The fields the path names, found before anything is set, so that a
+    // path left out sets nothing on its way.
+    let mut fields = Vec::new();
     let mut message = message.clone();
-    let mut object = json;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let field = field_named(&message, part)
-            .ok_or_else(|| format!("{path}: no field {part:?} in {}", message.full_name()))?;
-        let last = i + 1 == parts.len();
-        if !last {
+        let Some(field) = field_named(&message, part) else {
+            return match discard_unknown {
+                true => Ok(()),
+                false => Err(format!(
+                    "{path}: no field {part:?} in {}",
+                    message.full_name()
+                )),
+            };
+        };
+        if i + 1 < parts.len() {
             let Kind::Message(inner) = field.kind() else {
                 return Err(format!("{path}: {part:?} is not a message field"));
             };
-            let entry = object
-                .entry(field.name().to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-            let Value::Object(next) = entry else {
-                return Err(format!("{path}: {part:?} is set twice"));
-            };
-            object = next;
             message = inner;
-            continue;
         }
-        let item = scalar(&field, value).map_err(|problem| format!("{path}: {problem}"))?;
-        let key = field.name().to_owned();
-        if field.is_list() {
-            match object
-                .entry(key)
-                .or_insert_with(|| Value::Array(Vec::new()))
-            {
-                Value::Array(items) => items.push(item),
-                _ => return Err(format!("{path}: set twice")),
-            }
-        } else if repeat && object.contains_key(&key) {
-            return Err(format!("{path}: given twice, and it is not repeated"));
-        } else {
-            object.insert(key, item);
+        fields.push(field);
+    }
+    let Some((field, parents)) = fields.split_last() else {
+        return Ok(());
+    };
+    let mut object = json;
+    for (parent, part) in parents.iter().zip(&parts) {
+        let entry = object
+            .entry(parent.name().to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(next) = entry else {
+            return Err(format!("{path}: {part:?} is set twice"));
+        };
+        object = next;
+    }
+    let item = scalar(field, value).map_err(|problem| format!("{path}: {problem}"))?;
+    let key = field.name().to_owned();
+    if field.is_list() {
+        match object
+            .entry(key)
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            Value::Array(items) => items.push(item),
+            _ => return Err(format!("{path}: set twice")),
         }
+    } else if repeat && object.contains_key(&key) {
+        return Err(format!("{path}: given twice, and it is not repeated"));
+    } else {
+        object.insert(key, item);
     }
     Ok(())
-}
-
-/// Whether the dotted `path` (proto or JSON names) names a field of `message`.
-fn has_field(message: &MessageDescriptor, path: &str) -> bool {
-    let mut message = message.clone();
-    for part in path.split('.') {
-        let Some(field) = field_named(&message, part) else {
-            return false;
-        };
-        if let Kind::Message(inner) = field.kind() {
-            message = inner;
-        }
-    }
-    true
 }
 
 fn field_named(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
