@@ -139,7 +139,7 @@ pub fn service(
         ));
         let with_ident = ident(&format!("{snake}_with"));
         let with_doc = doc_lines(&format!(
-            " [`{snake}`], with `layer` (a tower layer of yours) between the pipeline's own steps and the\n handler: it finds the call's `keel::pipeline::CalledMethod` in the request's extensions, and\n a `keel::pipeline::OptionTable` gives the methods' own options from [`{policy_ident}`]."
+            " [`{snake}`], with `layer` (a tower layer of yours) between the pipeline's own steps and the\n handler: it finds the call's `keel_rpc::pipeline::CalledMethod` in the request's extensions, and\n a `keel_rpc::pipeline::OptionTable` gives the methods' own options from [`{policy_ident}`]."
         ));
         quote! {
             #(#[doc = #doc])*
@@ -207,7 +207,7 @@ pub fn service(
         let openapi_ident = ident(&format!("{}_OPENAPI", snake.to_uppercase()));
         let file = format!("{full_name}.openapi.json");
         let doc = format!(
-            " The OpenAPI 3.1 document of `{full_name}`'s HTTP routes (serve it with `keel::Server::openapi`)."
+            " The OpenAPI 3.1 document of `{full_name}`'s HTTP routes (serve it with `keel_rpc::Server::openapi`)."
         );
         quote! {
             #[doc = #doc]
@@ -248,7 +248,7 @@ pub fn service(
 pub fn descriptor_set_const(file_name: &str) -> String {
     format!(
         "\n/// The encoded `FileDescriptorSet` of the compiled protos and their imports, custom\n\
-         /// options included: serve it with reflection (`keel::Server::reflection`).\n\
+         /// options included: serve it with reflection (`keel_rpc::Server::reflection`).\n\
          pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(\"{file_name}\");\n"
     )
 }

@@ -7,7 +7,7 @@ fn generate(source: &str) -> String {
     let protos = dir.path().join("protos/test/v1");
     std::fs::create_dir_all(&protos).unwrap();
     std::fs::write(protos.join("secrets.proto"), source).unwrap();
-    let generated = keel_codegen::configure()
+    let generated = keel_rpc_codegen::configure()
         .out_dir(dir.path().join("out"))
         .emit_rerun_if_changed(false)
         .compile(

@@ -127,7 +127,7 @@ fn rules_give_checks_and_a_validating_server_codec() {
     let generated = result.unwrap();
     let code = std::fs::read_to_string(dir.path().join("out/test.v1.rs")).unwrap();
     assert!(
-        code.contains("impl ::keel::validate::Validate for Req"),
+        code.contains("impl ::keel_rpc::validate::Validate for Req"),
         "{code}"
     );
     assert!(
@@ -138,7 +138,7 @@ fn rules_give_checks_and_a_validating_server_codec() {
     let server = &code[code.find("pub mod things_server").unwrap()..];
     let client = &code
         [code.find("pub mod things_client").unwrap()..code.find("pub mod things_server").unwrap()];
-    assert!(server.contains("::keel::validate::ValidatingCodec::default()"));
+    assert!(server.contains("::keel_rpc::validate::ValidatingCodec::default()"));
     assert!(
         client.contains("tonic_prost::ProstCodec::default()")
             && !client.contains("ValidatingCodec")

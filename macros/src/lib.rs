@@ -1,5 +1,5 @@
-//! Derive macros of [Keel](https://docs.rs/keel), re-exported by it: use
-//! them as `keel::config::Section`.
+//! Derive macros of [Keel](https://docs.rs/keel-rpc), re-exported by it: use
+//! them as `keel_rpc::config::Section`.
 //!
 //! # `#[derive(Section)]`
 //!
@@ -11,7 +11,7 @@
 //!
 //! ```ignore
 //! use std::time::Duration;
-//! use keel::config::{Secret, Section};
+//! use keel_rpc::config::{Secret, Section};
 //!
 //! /// `[tokens]`: what the service issues.
 //! #[derive(Clone, Debug, Section)]
@@ -41,10 +41,10 @@
 //! | `not_secret` | a field whose name says secret, password or private key, but whose value is not one |
 //!
 //! Container attributes: `#[config(validate = path)]`, a
-//! `fn(&Self, &mut keel::config::Problems)` of the rules between keys,
+//! `fn(&Self, &mut keel_rpc::config::Problems)` of the rules between keys,
 //! run after the bounds; and, for a service's sections,
 //! `#[config(validate_config = path)]`, a
-//! `fn(&keel::config::Config<Self>, &mut keel::config::Problems)` of the
+//! `fn(&keel_rpc::config::Config<Self>, &mut keel_rpc::config::Problems)` of the
 //! rules between them and Keel's (an auth service needs `auth.issuer`).
 //!
 //! Secrets are typed: a field of type `Secret` (or `DatabaseUrl`) is
@@ -56,7 +56,7 @@ mod section;
 
 use proc_macro::TokenStream;
 
-/// Derives `keel::config::Section` and `Default`; see the [crate docs](crate).
+/// Derives `keel_rpc::config::Section` and `Default`; see the [crate docs](crate).
 #[proc_macro_derive(Section, attributes(config))]
 pub fn derive_section(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);

@@ -17,7 +17,7 @@
 //! Futures are driven by [`block_on`], which polls once with a no-op waker:
 //! everything here is ready immediately, so no executor cost is measured.
 //!
-//! Run with `cargo bench -p keel --bench pipeline` (or `cargo xtask bench`).
+//! Run with `cargo bench -p keel-rpc --bench pipeline` (or `cargo xtask bench`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,8 +30,8 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
-use keel::config::{Config, Loader};
-use keel::{Access, Keel, MethodKind, MethodPolicy, ServicePolicy, Verifier};
+use keel_rpc::config::{Config, Loader};
+use keel_rpc::{Access, Keel, MethodKind, MethodPolicy, ServicePolicy, Verifier};
 use tonic::body::Body;
 use tower::{Service, ServiceExt};
 
@@ -127,7 +127,7 @@ fn config() -> Config {
 }
 
 fn token(config: &Config) -> String {
-    keel::auth::mint_access_token(
+    keel_rpc::auth::mint_access_token(
         &config.auth,
         "bench",
         &["users:read"],
@@ -253,7 +253,7 @@ fn jwt(c: &mut Criterion) {
     // shared cache, none in the thread's last hit (which it then replaces).
     let tokens: Vec<String> = (0..64)
         .map(|i| {
-            keel::auth::mint_access_token(
+            keel_rpc::auth::mint_access_token(
                 &config.auth,
                 &format!("bench-{i}"),
                 &["users:read"],

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! // Outside a call with a deadline there is none.
-//! assert_eq!(keel::deadline::remaining(), None);
+//! assert_eq!(keel_rpc::deadline::remaining(), None);
 //! ```
 
 use std::time::Duration;

@@ -30,10 +30,10 @@ pub enum JsonError {
 /// Shows messages as proto3 JSON.
 ///
 /// ```
-/// # fn run() -> Result<(), keel::json::JsonError> {
+/// # fn run() -> Result<(), keel_rpc::json::JsonError> {
 /// // With generated code: `Json::new(user_v1::FILE_DESCRIPTOR_SET)?`.
 /// let set = prost_types::FileDescriptorSet::default();
-/// let json = keel::json::Json::new(&prost::Message::encode_to_vec(&set))?;
+/// let json = keel_rpc::json::Json::new(&prost::Message::encode_to_vec(&set))?;
 /// assert!(json.to_string_pretty("user.v1.User", &()).is_err()); // not described
 /// # Ok(())
 /// # }

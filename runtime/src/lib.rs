@@ -1,6 +1,6 @@
 //! Keel's runtime: what a Keel service links against.
 //!
-//! `keel-codegen` turns annotated `.proto` files into tonic servers plus a
+//! `keel-rpc-codegen` turns annotated `.proto` files into tonic servers plus a
 //! static [`ServicePolicy`] per service. At run time:
 //!
 //! - [`config`] loads the typed configuration (defaults < TOML file <
@@ -22,12 +22,12 @@
 //!   and shuts down gracefully on SIGINT/SIGTERM (lame duck, then drain).
 //!
 //! ```no_run
-//! # mod user_v1 { pub static USER_SERVICE_POLICY: keel::ServicePolicy =
-//! #   keel::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
-//! # async fn run() -> Result<(), keel::Error> {
-//! let config: keel::config::Config = keel::config::Config::load("", None)?;
-//! let mut telemetry = keel::telemetry::init(&config)?;
-//! let keel = keel::Keel::new(&config, &[&user_v1::USER_SERVICE_POLICY])?;
+//! # mod user_v1 { pub static USER_SERVICE_POLICY: keel_rpc::ServicePolicy =
+//! #   keel_rpc::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
+//! # async fn run() -> Result<(), keel_rpc::Error> {
+//! let config: keel_rpc::config::Config = keel_rpc::config::Config::load("", None)?;
+//! let mut telemetry = keel_rpc::telemetry::init(&config)?;
+//! let keel = keel_rpc::Keel::new(&config, &[&user_v1::USER_SERVICE_POLICY])?;
 //! keel.server(&config)
 //!     // .add_service(user_v1::user_service(MyUsers::default(), &keel)?)
 //!     // .reflection(user_v1::FILE_DESCRIPTOR_SET)
@@ -39,8 +39,8 @@
 
 #![warn(missing_docs)]
 
-// The code `#[derive(Section)]` writes names `::keel`, here too.
-extern crate self as keel;
+// The code `#[derive(Section)]` writes names `::keel_rpc`, here too.
+extern crate self as keel_rpc;
 
 pub mod auth;
 mod call_headers;

@@ -117,10 +117,10 @@ impl Keel {
     /// `CalledMethod`.
     ///
     /// ```no_run
-    /// # mod user_v1 { pub static USER_SERVICE_POLICY: keel::ServicePolicy =
-    /// #   keel::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
-    /// # fn run<S>(keel: keel::Keel, server: S)
-    /// # where S: tower::Service<http::Request<keel::pipeline::CountingBody<tonic::body::Body>>> {
+    /// # mod user_v1 { pub static USER_SERVICE_POLICY: keel_rpc::ServicePolicy =
+    /// #   keel_rpc::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
+    /// # fn run<S>(keel: keel_rpc::Keel, server: S)
+    /// # where S: tower::Service<http::Request<keel_rpc::pipeline::CountingBody<tonic::body::Body>>> {
     /// // Any tower layer: here, one that times each call.
     /// let timed = tower::layer::layer_fn(|inner| inner);
     /// let service = keel.wrap_with(&user_v1::USER_SERVICE_POLICY, server, timed);

@@ -25,8 +25,8 @@
 //! Queries run on the concrete pool, written once with [`with_store!`]:
 //!
 //! ```no_run
-//! use keel::store::sqlx::{self, Row};
-//! use keel::store::{Migration, Migrations, Store, StoreConfig};
+//! use keel_rpc::store::sqlx::{self, Row};
+//! use keel_rpc::store::{Migration, Migrations, Store, StoreConfig};
 //!
 //! static MIGRATIONS: Migrations = Migrations::new(
 //!     "notes",
@@ -40,7 +40,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Store::connect(&StoreConfig::default()).await?;
 //! store.migrate(&MIGRATIONS).await?;
-//! let body: Option<String> = keel::with_store!(&store, pool => {
+//! let body: Option<String> = keel_rpc::with_store!(&store, pool => {
 //!     sqlx::query("SELECT body FROM notes WHERE id = $1")
 //!         .bind("n-1")
 //!         .fetch_optional(pool)
@@ -378,9 +378,9 @@ impl Store {
 /// give the same type.
 ///
 /// ```no_run
-/// # async fn f(store: &keel::store::Store) -> Result<u64, keel::store::sqlx::Error> {
-/// use keel::store::sqlx;
-/// let deleted = keel::with_store!(store, pool => {
+/// # async fn f(store: &keel_rpc::store::Store) -> Result<u64, keel_rpc::store::sqlx::Error> {
+/// use keel_rpc::store::sqlx;
+/// let deleted = keel_rpc::with_store!(store, pool => {
 ///     sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
 ///         .bind(0_i64)
 ///         .execute(pool)

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Empty};
-use keel::auth::{StaticToken, TokenError, TokenFuture, TokenSource};
-use keel::client::Client;
-use keel::config::Loader;
-use keel::metrics::ClientMetrics;
-use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
+use keel_rpc::auth::{StaticToken, TokenError, TokenFuture, TokenSource};
+use keel_rpc::client::Client;
+use keel_rpc::config::Loader;
+use keel_rpc::metrics::ClientMetrics;
+use keel_rpc::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use tonic::body::Body;
 use tower::{Service, ServiceExt};
 
@@ -269,7 +269,7 @@ async fn the_call_continues_the_current_trace() {
         .defaults_toml("[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n")
         .load()
         .expect("valid");
-    let (dispatch, _guard) = keel::telemetry::builder(&config)
+    let (dispatch, _guard) = keel_rpc::telemetry::builder(&config)
         .writer(std::io::sink)
         .build()
         .expect("telemetry");
@@ -280,7 +280,7 @@ async fn the_call_continues_the_current_trace() {
     let service = client(&registry).wrap(&POLICY, transport(seen.clone(), Duration::ZERO, "0"));
     let outer = tracing::info_span!("outer");
     let (trace_id, outer_id) = outer
-        .in_scope(keel::telemetry::current_ids)
+        .in_scope(keel_rpc::telemetry::current_ids)
         .expect("ids inside a span");
     tracing::Instrument::instrument(call(service, request(READ)), outer)
         .await
@@ -414,7 +414,7 @@ async fn serve_and_call_downstream(timeout: Option<&str>, seen: &Seen) -> String
         .defaults_toml("[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n")
         .load()
         .expect("config");
-    let keel = keel::Keel::new(&config, &[&POLICY]).expect("keel");
+    let keel = keel_rpc::Keel::new(&config, &[&POLICY]).expect("keel");
     let server = keel.wrap(&POLICY, calling_downstream(seen)).expect("wrap");
     let response = server.oneshot(incoming(timeout)).await.expect("infallible");
     response.headers()["grpc-status"]
@@ -466,7 +466,7 @@ static RETRIED: ServicePolicy = ServicePolicy {
     name: "test.v1.Retried",
     methods: &[
         MethodPolicy {
-            retry: Some(keel::RetryPolicy {
+            retry: Some(keel_rpc::RetryPolicy {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(10),
                 max_backoff: Duration::from_millis(20),

@@ -1,11 +1,11 @@
-//! Integration tests of `keel::config`: layering, decoding errors, validation, redaction.
+//! Integration tests of `keel_rpc::config`: layering, decoding errors, validation, redaction.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use keel::config::*;
+use keel_rpc::config::*;
 
 /// A valid HMAC secret (>= 32 bytes) that must never show up in any output.
 const SECRET: &str = "s3cr3t-value-that-must-never-leak-0123456789";

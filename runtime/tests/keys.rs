@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header};
-use keel::auth::{AuthError, KeySet, SetupError, Verifier, encoding_key, public_jwk};
-use keel::config::{Algorithm, AuthConfig, KeyConfig, Loader, Secret};
+use keel_rpc::auth::{AuthError, KeySet, SetupError, Verifier, encoding_key, public_jwk};
+use keel_rpc::config::{Algorithm, AuthConfig, KeyConfig, Loader, Secret};
 use serde_json::{Value, json};
 
 const SECRET_A: &str = "0123456789abcdef0123456789abcdef-key-a";

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel::config::{AuthConfig, Secret};
-use keel::{Access, MethodKind, MethodPolicy, RequestExt, ServicePolicy, Verifier};
+use keel_rpc::config::{AuthConfig, Secret};
+use keel_rpc::{Access, MethodKind, MethodPolicy, RequestExt, ServicePolicy, Verifier};
 use tower::ServiceExt;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
@@ -46,7 +46,7 @@ fn auth_config() -> AuthConfig {
 }
 
 fn token(scope: &str, ttl: Duration) -> String {
-    keel::auth::mint_access_token(&auth_config(), "alice", &[scope], ttl).unwrap()
+    keel_rpc::auth::mint_access_token(&auth_config(), "alice", &[scope], ttl).unwrap()
 }
 
 fn request(path: &str, token: Option<&str>) -> http::Request<tonic::body::Body> {
@@ -58,15 +58,15 @@ fn request(path: &str, token: Option<&str>) -> http::Request<tonic::body::Body> 
 }
 
 /// The request body the pipeline hands the server.
-type Counted = keel::pipeline::CountingBody<tonic::body::Body>;
+type Counted = keel_rpc::pipeline::CountingBody<tonic::body::Body>;
 
 /// The pipeline of `POLICY` over `server`, with the test key.
-fn pipeline<S>(server: S) -> (keel::Keel, keel::Pipeline<S>) {
-    let config = keel::config::Config {
+fn pipeline<S>(server: S) -> (keel_rpc::Keel, keel_rpc::Pipeline<S>) {
+    let config = keel_rpc::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::<()>::default()
+        ..keel_rpc::config::Config::<()>::default()
     };
-    let keel = keel::Keel::new(&config, &[&POLICY]).unwrap();
+    let keel = keel_rpc::Keel::new(&config, &[&POLICY]).unwrap();
     let service = keel.wrap(&POLICY, server).unwrap();
     (keel, service)
 }
@@ -166,7 +166,7 @@ fn cached_tokens_never_outlive_their_expiry() {
     std::thread::sleep(Duration::from_millis((exp + 1 - now) * 1000));
     assert_eq!(
         verifier.verify(&short).unwrap_err(),
-        keel::auth::AuthError::Expired
+        keel_rpc::auth::AuthError::Expired
     );
 }
 
@@ -178,7 +178,7 @@ fn the_cache_is_bounded() {
     };
     let verifier = Verifier::from_config(&config).unwrap();
     for i in 0..200 {
-        let token = keel::auth::mint_access_token(
+        let token = keel_rpc::auth::mint_access_token(
             &config,
             &format!("user-{i}"),
             &[],
@@ -251,7 +251,7 @@ where
 
 /// The metrics text without the latency buckets and sums, which depend on
 /// timing (a panic that captures a backtrace takes a while).
-fn untimed(metrics: &keel::Metrics) -> String {
+fn untimed(metrics: &keel_rpc::Metrics) -> String {
     metrics
         .render()
         .lines()
@@ -337,16 +337,16 @@ static UNDECLARED: ServicePolicy = ServicePolicy {
 
 #[test]
 fn only_services_given_to_the_runtime_can_be_wrapped() {
-    let metrics = keel::Metrics::new(&[&POLICY]).unwrap();
+    let metrics = keel_rpc::Metrics::new(&[&POLICY]).unwrap();
     assert!(metrics.service(&POLICY).is_some());
     assert!(metrics.service(&UNDECLARED).is_none());
 
     let verifier = Arc::new(Verifier::from_config(&auth_config()).unwrap());
-    let keel = keel::Keel::from_parts(verifier, metrics, 4 << 20);
+    let keel = keel_rpc::Keel::from_parts(verifier, metrics, 4 << 20);
     assert!(keel.layer(&POLICY).is_ok());
     let error = keel.layer(&UNDECLARED).unwrap_err();
     assert!(
-        matches!(error, keel::Error::UndeclaredService("test.v1.Undeclared")),
+        matches!(error, keel_rpc::Error::UndeclaredService("test.v1.Undeclared")),
         "{error}"
     );
 }
@@ -393,7 +393,7 @@ fn sleepy(
         .unwrap_or(0);
     let streams = req.uri().path().ends_with("/Feed");
     async move {
-        let left = keel::deadline::remaining().map_or(u128::MAX, |d| d.as_millis());
+        let left = keel_rpc::deadline::remaining().map_or(u128::MAX, |d| d.as_millis());
         tokio::time::sleep(Duration::from_millis(sleep)).await;
         let body = match streams {
             // One message, then nothing more: the stream stalls.
@@ -441,11 +441,11 @@ fn deadline_request(
 
 #[tokio::test]
 async fn a_methods_timeout_and_cap_end_calls_deadline_exceeded() {
-    let config = keel::config::Config {
+    let config = keel_rpc::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::<()>::default()
+        ..keel_rpc::config::Config::<()>::default()
     };
-    let keel = keel::Keel::new(&config, &[&DEADLINES]).unwrap();
+    let keel = keel_rpc::Keel::new(&config, &[&DEADLINES]).unwrap();
     let service = keel.wrap(&DEADLINES, tower::service_fn(sleepy)).unwrap();
     let quick = "/test.v1.Deadlines/Quick";
     let outcome = |request| {
@@ -512,11 +512,11 @@ static LIMITED: ServicePolicy = ServicePolicy {
 
 #[tokio::test]
 async fn calls_over_max_concurrency_are_refused_at_once_and_slots_come_back() {
-    let config = keel::config::Config {
+    let config = keel_rpc::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::<()>::default()
+        ..keel_rpc::config::Config::<()>::default()
     };
-    let keel = keel::Keel::new(&config, &[&LIMITED]).unwrap();
+    let keel = keel_rpc::Keel::new(&config, &[&LIMITED]).unwrap();
     let service = keel.wrap(&LIMITED, tower::service_fn(sleepy)).unwrap();
     let one = "/test.v1.Limited/One";
     let call = |sleep_ms: u64| {
@@ -562,17 +562,17 @@ async fn calls_over_max_concurrency_are_refused_at_once_and_slots_come_back() {
 static RATED: ServicePolicy = ServicePolicy {
     name: "test.v1.Rated",
     methods: &[
-        rated("Everyone", "/test.v1.Rated/Everyone", keel::RateKey::Global),
-        rated("ByAddress", "/test.v1.Rated/ByAddress", keel::RateKey::Peer),
+        rated("Everyone", "/test.v1.Rated/Everyone", keel_rpc::RateKey::Global),
+        rated("ByAddress", "/test.v1.Rated/ByAddress", keel_rpc::RateKey::Peer),
         rated(
             "BySubject",
             "/test.v1.Rated/BySubject",
-            keel::RateKey::Subject,
+            keel_rpc::RateKey::Subject,
         ),
         rated(
             "ByTenant",
             "/test.v1.Rated/ByTenant",
-            keel::RateKey::Claim("tenant"),
+            keel_rpc::RateKey::Claim("tenant"),
         ),
     ],
     route: |path| match path {
@@ -584,13 +584,13 @@ static RATED: ServicePolicy = ServicePolicy {
     },
 };
 
-const fn rated(name: &'static str, path: &'static str, key: keel::RateKey) -> MethodPolicy {
+const fn rated(name: &'static str, path: &'static str, key: keel_rpc::RateKey) -> MethodPolicy {
     let access = match key {
-        keel::RateKey::Global | keel::RateKey::Peer => Access::Public,
+        keel_rpc::RateKey::Global | keel_rpc::RateKey::Peer => Access::Public,
         _ => Access::Token { scopes: &[] },
     };
     MethodPolicy {
-        rate_limit: Some(keel::RateLimit {
+        rate_limit: Some(keel_rpc::RateLimit {
             per_second: 2.0,
             burst: 3,
             key,
@@ -639,11 +639,11 @@ fn rated_request(
 async fn calls_over_a_rate_limit_are_refused_with_when_to_retry_per_key() {
     use tonic_types::StatusExt;
     let calls = Arc::new(AtomicUsize::new(0));
-    let config = keel::config::Config {
+    let config = keel_rpc::config::Config {
         auth: auth_config(),
-        ..keel::config::Config::<()>::default()
+        ..keel_rpc::config::Config::<()>::default()
     };
-    let keel = keel::Keel::new(&config, &[&RATED]).unwrap();
+    let keel = keel_rpc::Keel::new(&config, &[&RATED]).unwrap();
     let service = keel.wrap(&RATED, handler(calls.clone())).unwrap();
     let status_of = |req| {
         let service = service.clone();

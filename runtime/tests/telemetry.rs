@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
-use keel::config::{Config, Loader, LogFormat, TelemetryConfig};
-use keel::{Access, MethodKind, MethodPolicy, ServicePolicy};
+use keel_rpc::config::{Config, Loader, LogFormat, TelemetryConfig};
+use keel_rpc::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
@@ -17,7 +17,7 @@ use tower::ServiceExt;
 /// The built-in defaults plus the secret they lack.
 const BASE: &str = "[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n";
 
-fn load(vars: &[(&str, &str)]) -> Result<Config, keel::config::ConfigError> {
+fn load(vars: &[(&str, &str)]) -> Result<Config, keel_rpc::config::ConfigError> {
     Loader::new()
         .defaults_toml(BASE)
         .env_from(vars.iter().copied())
@@ -61,7 +61,7 @@ fn telemetry_keys_come_from_toml_and_environment() {
         )
         .env_from([
             ("KEEL_TELEMETRY__SAMPLING_RATIO", "0.01"),
-            ("KEEL_TELEMETRY__LOG_FILTER", "info,keel=debug"),
+            ("KEEL_TELEMETRY__LOG_FILTER", "info,keel_rpc=debug"),
             ("KEEL_TELEMETRY__EXPORT_TIMEOUT", "3s"),
         ])
         .load()
@@ -70,7 +70,7 @@ fn telemetry_keys_come_from_toml_and_environment() {
     assert_eq!(t.otlp_endpoint.as_deref(), Some("http://localhost:4317"));
     assert_eq!(t.sampling_ratio, 0.01);
     assert_eq!(t.log_format, LogFormat::Json);
-    assert_eq!(t.log_filter, "info,keel=debug");
+    assert_eq!(t.log_filter, "info,keel_rpc=debug");
     assert_eq!(t.export_timeout, Duration::from_secs(3));
     assert_eq!(t.resource["deployment.environment"], "dev");
     assert_eq!(config.client.default_deadline, Duration::from_millis(250));
@@ -117,7 +117,7 @@ fn every_telemetry_and_client_problem_is_reported_at_once() {
         ("KEEL_TELEMETRY__SAMPLING_RATIO", "3"),
         ("KEEL_TELEMETRY__EXPORT_TIMEOUT", "0s"),
         ("KEEL_TELEMETRY__LOG_FORMAT", "xml"),
-        ("KEEL_TELEMETRY__LOG_FILTER", "info,keel=loud"),
+        ("KEEL_TELEMETRY__LOG_FILTER", "info,keel_rpc=loud"),
         ("KEEL_CLIENT__DEFAULT_DEADLINE", "2h"),
     ]);
     let keys: Vec<&str> = all
@@ -172,7 +172,7 @@ fn decide(ratio: f64, parent: Option<TraceFlags>, trace_id: TraceId) -> Sampling
             TraceState::default(),
         ))
     });
-    keel::telemetry::sampler(&settings(ratio))
+    keel_rpc::telemetry::sampler(&settings(ratio))
         .should_sample(
             parent.as_ref(),
             trace_id,
@@ -221,7 +221,7 @@ struct CapturedLogs {
     config: Config,
     logs: Arc<Mutex<Vec<u8>>>,
     dispatch: tracing::Dispatch,
-    _guard: keel::telemetry::TelemetryGuard,
+    _guard: keel_rpc::telemetry::TelemetryGuard,
 }
 
 impl CapturedLogs {
@@ -233,7 +233,7 @@ impl CapturedLogs {
         .expect("valid");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let writer = logs.clone();
-        let (dispatch, _guard) = keel::telemetry::builder(&config)
+        let (dispatch, _guard) = keel_rpc::telemetry::builder(&config)
             .writer(move || Writer(writer.clone()))
             .build()
             .expect("telemetry");
@@ -251,12 +251,12 @@ impl CapturedLogs {
 }
 
 /// The request body the pipeline hands the server.
-type Counted = keel::pipeline::CountingBody<Empty<bytes::Bytes>>;
+type Counted = keel_rpc::pipeline::CountingBody<Empty<bytes::Bytes>>;
 
 /// `server` behind the pipeline of `POLICY` (a public method).
-fn pipeline<S>(server: S) -> keel::Pipeline<S> {
+fn pipeline<S>(server: S) -> keel_rpc::Pipeline<S> {
     let config = load(&[]).expect("valid");
-    let keel = keel::Keel::new(&config, &[&POLICY]).expect("runtime");
+    let keel = keel_rpc::Keel::new(&config, &[&POLICY]).expect("runtime");
     keel.wrap(&POLICY, server).expect("declared")
 }
 
@@ -340,7 +340,7 @@ impl std::io::Write for Writer {
 /// (no `traceparent`) at `ratio`.
 async fn sampled_roots(ratio: &str, calls: usize) -> usize {
     let config = load(&[("KEEL_TELEMETRY__SAMPLING_RATIO", ratio)]).expect("valid");
-    let (dispatch, _guard) = keel::telemetry::builder(&config)
+    let (dispatch, _guard) = keel_rpc::telemetry::builder(&config)
         .writer(std::io::sink)
         .build()
         .expect("telemetry");
@@ -434,7 +434,7 @@ async fn a_streamed_response_is_produced_inside_the_span_of_its_call() {
     let captured = CapturedLogs::new("json");
     let _default = tracing::dispatcher::set_default(&captured.dispatch);
 
-    let keel = keel::Keel::new(&captured.config, &[&STREAMING_POLICY]).expect("keel");
+    let keel = keel_rpc::Keel::new(&captured.config, &[&STREAMING_POLICY]).expect("keel");
     let handler = tower::service_fn(|_: http::Request<_>| async {
         Ok::<_, Infallible>(http::Response::new(LoggingStream::default()))
     });

@@ -47,11 +47,11 @@ const TARGETS: &[Target] = &[
 ];
 
 /// Runs the builder for `target` into a fresh scratch directory.
-fn generate(root: &Path, target: &Target) -> Result<(PathBuf, keel_codegen::Generated)> {
+fn generate(root: &Path, target: &Target) -> Result<(PathBuf, keel_rpc_codegen::Generated)> {
     let scratch = tempfile_dir()?;
     let protos: Vec<PathBuf> = target.protos.iter().map(|p| root.join(p)).collect();
     let includes: Vec<PathBuf> = target.includes.iter().map(|p| root.join(p)).collect();
-    let generated = keel_codegen::configure()
+    let generated = keel_rpc_codegen::configure()
         .out_dir(&scratch)
         .emit_rerun_if_changed(false)
         .header("Regenerate with `cargo xtask gen`.")
@@ -61,7 +61,7 @@ fn generate(root: &Path, target: &Target) -> Result<(PathBuf, keel_codegen::Gene
 }
 
 /// The resolved policies of every target's services, with the proto each comes from.
-pub fn policies() -> Result<Vec<(&'static str, Vec<keel_codegen::ServiceSpec>)>> {
+pub fn policies() -> Result<Vec<(&'static str, Vec<keel_rpc_codegen::ServiceSpec>)>> {
     let root = crate::root();
     let mut all = Vec::new();
     for target in TARGETS {

@@ -1,7 +1,7 @@
 //! `cargo xtask new <dir>`: a standalone service crate at `dir` (anywhere,
 //! typically outside this repository) that depends on Keel by path: an
 //! annotated proto with a public and a scoped method, `build.rs`, a short
-//! `main`, the handler, a test with `keel::testing`, and a Dockerfile.
+//! `main`, the handler, a test with `keel_rpc::testing`, and a Dockerfile.
 //! The crate is named after the directory.
 
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
-use keel_codegen::{Access, MethodSpec, RateKey, RateLimit, RetryPolicy, ServiceSpec};
+use keel_rpc_codegen::{Access, MethodSpec, RateKey, RateLimit, RetryPolicy, ServiceSpec};
 
 /// The file `cargo xtask gen` writes the table to.
 pub const FILE: &str = "POLICY.md";

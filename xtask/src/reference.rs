@@ -1,5 +1,5 @@
 //! The configuration reference, generated from the declarations of Keel's
-//! sections (`keel::config::Config::reference`) into the crate docs and the
+//! sections (`keel_rpc::config::Config::reference`) into the crate docs and the
 //! README.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ const END: &str = "<!-- config-reference:end -->";
 
 /// Each file holding the reference, with the text it should have.
 pub fn outputs(root: &Path) -> Result<Vec<(&'static str, String)>> {
-    let table = keel::config::Config::<()>::reference();
+    let table = keel_rpc::config::Config::<()>::reference();
     let readme = std::fs::read_to_string(root.join(README)).context("reading README.md")?;
     let start = readme
         .find(BEGIN)

@@ -6,13 +6,13 @@ pub fn compile(
     source: &str,
 ) -> (
     tempfile::TempDir,
-    Result<keel_codegen::Generated, keel_codegen::Error>,
+    Result<keel_rpc_codegen::Generated, keel_rpc_codegen::Error>,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let protos = dir.path().join("protos/test/v1");
     std::fs::create_dir_all(&protos).unwrap();
     std::fs::write(protos.join("svc.proto"), source).unwrap();
-    let result = keel_codegen::configure()
+    let result = keel_rpc_codegen::configure()
         .out_dir(dir.path().join("out"))
         .emit_rerun_if_changed(false)
         .compile(&[protos.join("svc.proto")], &[dir.path().join("protos")]);

@@ -3,13 +3,13 @@
 //!
 //! Every change holds the store's turn to write ([`Store::write`]) and every
 //! multi-statement change is one transaction that starts with a write (see
-//! [`keel::store`]); the refresh rotation hinges on
+//! [`keel_rpc::store`]); the refresh rotation hinges on
 //! `UPDATE … SET spent_at = … WHERE token_hash = … AND spent_at IS NULL`:
 //! of concurrent rotations of one token, exactly one updates a row.
 
-use keel::store::sqlx::{self, Row};
-use keel::store::{Migration, Migrations, Store, StoreConfig, StoreError};
-use keel::with_store;
+use keel_rpc::store::sqlx::{self, Row};
+use keel_rpc::store::{Migration, Migrations, Store, StoreConfig, StoreError};
+use keel_rpc::with_store;
 
 /// The auth service's schema.
 pub static MIGRATIONS: Migrations = Migrations::new(

@@ -16,7 +16,7 @@
 //! | `GetJwks` | public | the public keys, as a JWKS, for asymmetric algorithms |
 //!
 //! Access tokens are accepted by every Keel service's
-//! [`keel::auth::Verifier`]: they carry `sub`, `scope`, `iss`, `aud`, `exp`,
+//! [`keel_rpc::auth::Verifier`]: they carry `sub`, `scope`, `iss`, `aud`, `exp`,
 //! `iat`, `nbf`, `jti`, `sid` (the session) and `token_use: "access"`, and a
 //! `kid` header naming the `[[auth.keys]]` entry that signed them.
 //!
@@ -26,7 +26,7 @@
 //! stores its successor, so of concurrent refreshes with one token exactly
 //! one succeeds; presenting a spent token again revokes the family.
 //!
-//! Clients use [`RefreshingTokenSource`], a [`keel::auth::TokenSource`] that
+//! Clients use [`RefreshingTokenSource`], a [`keel_rpc::auth::TokenSource`] that
 //! logs in once and refreshes before expiry.
 //!
 //! The binary (`src/main.rs`) serves it and has client commands (`login`,
@@ -86,12 +86,12 @@ pub const DEV_ADMIN_PASSWORD: &str = "keel-dev-admin-password";
 /// The service's configuration layers: [`DEFAULT_CONFIG`], in development
 /// [`DEVELOPMENT_CONFIG`], `file` when given, then the process's `KEEL_*`
 /// variables; load them with `Settings::from_loader`.
-pub fn loader(file: Option<&std::path::Path>) -> keel::config::Loader {
-    keel::config::Loader::service(DEFAULT_CONFIG, DEVELOPMENT_CONFIG, file)
+pub fn loader(file: Option<&std::path::Path>) -> keel_rpc::config::Loader {
+    keel_rpc::config::Loader::service(DEFAULT_CONFIG, DEVELOPMENT_CONFIG, file)
 }
 
-/// Every service this crate serves, for [`keel::Keel::new`].
-pub const SERVICES: &[&keel::ServicePolicy] = &[&auth_v1::AUTH_SERVICE_POLICY];
+/// Every service this crate serves, for [`keel_rpc::Keel::new`].
+pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&auth_v1::AUTH_SERVICE_POLICY];
 
 /// Where the HTTP port serves the public keys of the asymmetric signing keys,
 /// as a JWKS (RFC 7517; the same document as `GetJwks`).
@@ -109,16 +109,16 @@ pub const PURGE_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
-    Config(#[from] keel::config::ConfigError),
+    Config(#[from] keel_rpc::config::ConfigError),
     /// The Keel runtime could not be set up or serve.
     #[error(transparent)]
-    Keel(#[from] keel::Error),
+    Keel(#[from] keel_rpc::Error),
     /// A key could not be loaded.
     #[error(transparent)]
-    Keys(#[from] keel::auth::SetupError),
+    Keys(#[from] keel_rpc::auth::SetupError),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] keel::store::StoreError),
+    Store(#[from] keel_rpc::store::StoreError),
     /// Password hashing failed.
     #[error(transparent)]
     Password(#[from] PasswordError),
@@ -137,7 +137,7 @@ pub enum Error {
 #[derive(Clone, Debug)]
 pub struct App {
     /// The Keel runtime (verifier, metrics).
-    pub keel: keel::Keel,
+    pub keel: keel_rpc::Keel,
     /// The handler.
     pub handler: AuthHandler,
 }
@@ -152,7 +152,7 @@ impl App {
 
     /// Like [`App::new`] on an already open store.
     pub async fn with_store(settings: &Settings, store: AuthStore) -> Result<App, Error> {
-        let keel = keel::Keel::new(settings, SERVICES)?;
+        let keel = keel_rpc::Keel::new(settings, SERVICES)?;
         let signer = Signer::new(
             &settings.auth,
             &settings.app.tokens.signing_kid,
@@ -175,7 +175,7 @@ impl App {
     /// plus the standard health and reflection services (public), and on the
     /// HTTP port `/metrics` and the JWKS at [`JWKS_PATH`] (for verifiers'
     /// `auth.jwks_url`), as `config` says.
-    pub fn server<A>(&self, config: &keel::config::Config<A>) -> Result<keel::Server, keel::Error> {
+    pub fn server<A>(&self, config: &keel_rpc::config::Config<A>) -> Result<keel_rpc::Server, keel_rpc::Error> {
         let jwks = jwks_json(self.handler.jwks());
         let document = axum::routing::get(move || {
             let jwks = jwks.clone();

@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(args.config).await?,
         Command::Probe { service } => {
             let settings = Settings::from_loader(&auth_service::loader(args.config.as_deref()))?;
-            keel::serve::probe_local(&settings, &service).await?
+            keel_rpc::serve::probe_local(&settings, &service).await?
         }
         Command::PrintConfig => {
             let settings = Settings::from_loader(&auth_service::loader(args.config.as_deref()))?;
@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = Settings::from_loader(&auth_service::loader(config.as_deref()))?;
     // Logs and tracing as `[telemetry]` says; flushed after draining.
-    let mut telemetry = keel::telemetry::init(&settings)?;
+    let mut telemetry = keel_rpc::telemetry::init(&settings)?;
     let passwords = &settings.app.passwords;
     tracing::info!(
         store = %settings.store.url,

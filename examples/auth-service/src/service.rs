@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel::auth::Verifier;
-use keel::store::StoreError;
-use keel::{Claims, RequestExt};
+use keel_rpc::auth::Verifier;
+use keel_rpc::store::StoreError;
+use keel_rpc::{Claims, RequestExt};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
@@ -105,7 +105,7 @@ fn secs(millis: i64) -> u64 {
 /// help (pool exhausted, connection lost, database locked), `INTERNAL`
 /// otherwise. The details go to the log only.
 fn store_status(error: StoreError) -> Status {
-    use keel::store::sqlx::Error as Sqlx;
+    use keel_rpc::store::sqlx::Error as Sqlx;
     let transient = match &error {
         StoreError::Query(e) | StoreError::Connect { source: e, .. } => match e {
             Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Io(_) | Sqlx::WorkerCrashed => true,

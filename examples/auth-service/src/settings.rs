@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use keel::config::{Config, Problems, Secret, Section};
+use keel_rpc::config::{Config, Problems, Secret, Section};
 
 /// Everything the auth service is configured with: Keel's sections
 /// (`service`, `server`, `metrics`, `auth`, `store`, …) and, in `app`, its

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use keel::auth::{TokenError, TokenFuture, TokenSource};
-use keel::config::Secret;
+use keel_rpc::auth::{TokenError, TokenFuture, TokenSource};
+use keel_rpc::config::Secret;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tonic::Code;

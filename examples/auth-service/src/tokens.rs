@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{EncodingKey, Header};
-use keel::config::{Algorithm, AuthConfig};
+use keel_rpc::config::{Algorithm, AuthConfig};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -129,8 +129,8 @@ impl Signer {
             if !has_private {
                 continue;
             }
-            let key = keel::auth::encoding_key(entry)?;
-            if let Some(jwk) = keel::auth::public_jwk(&entry.kid, entry.algorithm, &key)? {
+            let key = keel_rpc::auth::encoding_key(entry)?;
+            if let Some(jwk) = keel_rpc::auth::public_jwk(&entry.kid, entry.algorithm, &key)? {
                 jwks.keys.push(to_proto(&jwk)?);
             }
             if entry.kid == signing_kid {

@@ -13,8 +13,8 @@ use auth_service::auth_v1::{
 };
 use auth_service::{DEV_SECRET, RETRY_AFTER_MS};
 use common::*;
-use keel::auth::Verifier;
-use keel::config::{Algorithm, AuthConfig, Secret};
+use keel_rpc::auth::Verifier;
+use keel_rpc::config::{Algorithm, AuthConfig, Secret};
 use tonic::Code;
 
 fn login(username: &str, password: &str) -> LoginRequest {
@@ -370,7 +370,7 @@ async fn validate_reports_why_a_token_is_not_valid(db: Db) {
     assert!(reply.subject.is_empty());
 
     // Signed with the shared secret but not issued here (no kid, no session).
-    let minted = keel::auth::mint_access_token(
+    let minted = keel_rpc::auth::mint_access_token(
         &AuthConfig {
             hmac_secret: Some(Secret::new(DEV_SECRET)),
             issuer: Some("keel-dev".into()),
@@ -724,7 +724,7 @@ signing_kid = "{signing}"
         assert_eq!(remote.verify(token).expect("verified").sub, ADMIN);
     }
     // An HS256 token (no such key there) is refused.
-    let hs = keel::auth::mint_access_token(
+    let hs = keel_rpc::auth::mint_access_token(
         &AuthConfig {
             hmac_secret: Some(Secret::new(DEV_SECRET)),
             issuer: Some("keel-dev".into()),
@@ -738,7 +738,7 @@ signing_kid = "{signing}"
     .unwrap();
     assert_eq!(
         remote.verify(&hs).unwrap_err(),
-        keel::auth::AuthError::UnknownKey
+        keel_rpc::auth::AuthError::UnknownKey
     );
     // The auth service itself accepts its old tokens too.
     let validated = after
@@ -796,7 +796,7 @@ async fn password_hashes_follow_the_configured_cost(db: Db) {
     stronger.stop().await;
 }
 
-keel::on_both_backends!(
+keel_rpc::on_both_backends!(
     login_issues_tokens_other_keel_services_accept,
     login_failures_do_not_reveal_whether_the_user_exists,
     repeated_failures_are_throttled_with_a_retry_hint,

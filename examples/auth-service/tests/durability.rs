@@ -326,10 +326,10 @@ async fn acknowledged_tokens_survive_kill_9(db: Db) {
     second.kill9();
 }
 
-keel::on_both_backends!(acknowledged_tokens_survive_kill_9);
+keel_rpc::on_both_backends!(acknowledged_tokens_survive_kill_9);
 
 /// Three replicas on one PostgreSQL database behind tonic's balanced
-/// channel (`keel::client::balanced`, which takes out a replica whose port
+/// channel (`keel_rpc::client::balanced`, which takes out a replica whose port
 /// refuses connections), called through the generated client: one is killed with SIGKILL
 /// in the middle of a burst of logins and refreshes, and no call fails (the
 /// client's retry policy from auth.proto sends the calls it was serving to
@@ -358,13 +358,13 @@ async fn three_replicas_one_killed_mid_burst_no_call_fails() {
                 .expect("endpoint")
                 .connect_timeout(Duration::from_secs(1))
         });
-        let metrics = keel::Metrics::new(&[]).expect("metrics");
-        let client = keel::client::Client::from_parts(
+        let metrics = keel_rpc::Metrics::new(&[]).expect("metrics");
+        let client = keel_rpc::client::Client::from_parts(
             Duration::from_secs(10),
-            keel::metrics::ClientMetrics::new(metrics.registry()).expect("client metrics"),
+            keel_rpc::metrics::ClientMetrics::new(metrics.registry()).expect("client metrics"),
         );
         let auth = auth_service::auth_v1::auth_service_client(
-            keel::client::balanced(endpoints, Duration::from_millis(100))
+            keel_rpc::client::balanced(endpoints, Duration::from_millis(100))
                 .expect("balanced channel"),
             &client,
         )

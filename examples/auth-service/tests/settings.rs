@@ -2,7 +2,7 @@
 //! no administrator without a password of its own.
 
 use auth_service::{DEFAULT_CONFIG, DEV_ADMIN_PASSWORD, DEV_SECRET, DEVELOPMENT_CONFIG, Settings};
-use keel::config::Loader;
+use keel_rpc::config::Loader;
 
 /// The service's layers as its binary builds them, with `vars` as the environment.
 fn load(vars: &[(&str, &str)]) -> Result<Settings, Vec<String>> {

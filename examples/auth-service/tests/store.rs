@@ -374,8 +374,8 @@ async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
     let store = test.store().await.expect("connect store");
     AuthStore::new(store.clone()).await.unwrap();
     AuthStore::new(store.clone()).await.unwrap();
-    let applied: i64 = keel::with_store!(&store, pool => {
-        keel::store::sqlx::query_scalar("SELECT COUNT(*) FROM _keel_auth_migrations")
+    let applied: i64 = keel_rpc::with_store!(&store, pool => {
+        keel_rpc::store::sqlx::query_scalar("SELECT COUNT(*) FROM _keel_auth_migrations")
             .fetch_one(pool)
             .await
             .unwrap()
@@ -384,7 +384,7 @@ async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
     store.close().await;
 }
 
-keel::on_both_backends!(
+keel_rpc::on_both_backends!(
     credentials_are_unique_and_read_back,
     rotation_spends_and_chains,
     a_retried_refresh_replaces_its_unused_successor,

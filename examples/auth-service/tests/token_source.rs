@@ -9,12 +9,12 @@ use std::time::Duration;
 use auth_service::RefreshingTokenSource;
 use auth_service::auth_v1::{RevokeAllRequest, ValidateRequest};
 use common::*;
-use keel::auth::TokenSource;
-use keel::store::sqlx;
+use keel_rpc::auth::TokenSource;
+use keel_rpc::store::sqlx;
 
 /// Sessions (logins) recorded in the store.
 async fn sessions(server: &Server) -> i64 {
-    keel::with_store!(server.app.handler.store().store(), pool => {
+    keel_rpc::with_store!(server.app.handler.store().store(), pool => {
         sqlx::query_scalar("SELECT COUNT(*) FROM refresh_families")
             .fetch_one(pool)
             .await

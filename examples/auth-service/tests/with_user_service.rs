@@ -9,8 +9,8 @@ use std::time::Duration;
 use auth_service::RefreshingTokenSource;
 use auth_service::auth_v1::CreateCredentialRequest;
 use common::*;
-use keel::auth::TokenSource;
-use keel::config::{Environment, Loader};
+use keel_rpc::auth::TokenSource;
+use keel_rpc::config::{Environment, Loader};
 use tokio::net::TcpListener;
 use tonic::Code;
 use user_service::user_v1::user_service_client::UserServiceClient;
@@ -30,7 +30,7 @@ async fn user_service_with(
 ) -> (
     std::net::SocketAddr,
     tokio::sync::mpsc::Sender<()>,
-    keel::Keel,
+    keel_rpc::Keel,
 ) {
     let mut config = Loader::new()
         .environment(Environment::Development)
@@ -40,14 +40,14 @@ async fn user_service_with(
         .load()
         .expect("user-service defaults");
     config.server.lame_duck = Duration::ZERO;
-    let keel = keel::Keel::new(&config, user_service::SERVICES).expect("keel");
+    let keel = keel_rpc::Keel::new(&config, user_service::SERVICES).expect("keel");
     let users = user_service::Users::in_memory().await.expect("store");
     let server = user_service::server(&keel, &config, users).expect("server");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::mpsc::channel(2);
     tokio::spawn(server.serve_on(
-        keel::serve::Listeners {
+        keel_rpc::serve::Listeners {
             grpc: listener,
             metrics: None,
         },
@@ -158,9 +158,9 @@ async fn the_generated_client_takes_its_token_from_the_refreshing_source() {
         .development_toml(user_service::DEVELOPMENT_CONFIG)
         .load()
         .expect("defaults");
-    let metrics = keel::Metrics::new(&[]).expect("metrics");
+    let metrics = keel_rpc::Metrics::new(&[]).expect("metrics");
     let source = RefreshingTokenSource::new(auth.channel().await, ADMIN, ADMIN_PASSWORD);
-    let client = keel::client::Client::new(&config, metrics.registry())
+    let client = keel_rpc::client::Client::new(&config, metrics.registry())
         .expect("client")
         .with_token_source(source);
     let mut users =
@@ -182,8 +182,8 @@ async fn the_generated_client_takes_its_token_from_the_refreshing_source() {
     assert_eq!(got.email, "ada@example.com");
 
     // Wrong credentials: the call fails UNAUTHENTICATED before leaving.
-    let other_metrics = keel::Metrics::new(&[]).expect("metrics");
-    let refused = keel::client::Client::new(&config, other_metrics.registry())
+    let other_metrics = keel_rpc::Metrics::new(&[]).expect("metrics");
+    let refused = keel_rpc::client::Client::new(&config, other_metrics.registry())
         .expect("client")
         .with_token_source(RefreshingTokenSource::new(
             auth.channel().await,
@@ -266,9 +266,9 @@ async fn a_running_user_service_follows_the_auth_service_s_key_rotation_through_
         "ec-1 verifies"
     );
     // jwks_url replaced the development secret: its tokens are refused.
-    let hs = keel::auth::mint_access_token(
-        &keel::config::AuthConfig {
-            hmac_secret: Some(keel::config::Secret::new(auth_service::DEV_SECRET)),
+    let hs = keel_rpc::auth::mint_access_token(
+        &keel_rpc::config::AuthConfig {
+            hmac_secret: Some(keel_rpc::config::Secret::new(auth_service::DEV_SECRET)),
             issuer: Some("keel-dev".into()),
             audience: Some("keel-examples".into()),
             ..Default::default()
@@ -390,10 +390,10 @@ async fn a_jwks_url_that_does_not_answer_is_a_startup_error() {
         .env_from([("KEEL_AUTH__JWKS_URL", url.as_str())])
         .load()
         .expect("configuration");
-    let keel = keel::Keel::new(&config, user_service::SERVICES).expect("keel");
+    let keel = keel_rpc::Keel::new(&config, user_service::SERVICES).expect("keel");
     let users = user_service::Users::in_memory().await.expect("store");
     let server = user_service::server(&keel, &config, users).expect("server");
-    let listeners = keel::serve::Listeners {
+    let listeners = keel_rpc::serve::Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         metrics: None,
     };

@@ -13,7 +13,7 @@ mod profiles;
 
 use std::path::Path;
 
-use keel::config::{Config, Loader, Problems, Section};
+use keel_rpc::config::{Config, Loader, Problems, Section};
 
 pub use profiles::Profiles;
 
@@ -30,8 +30,8 @@ pub const DEFAULT_CONFIG: &str = include_str!("../keel.toml");
 /// `service.environment = "development"`.
 pub const DEVELOPMENT_CONFIG: &str = include_str!("../development.toml");
 
-/// Every service this crate serves, for [`keel::Keel::new`].
-pub const SERVICES: &[&keel::ServicePolicy] = &[&gateway_v1::PROFILE_SERVICE_POLICY];
+/// Every service this crate serves, for [`keel_rpc::Keel::new`].
+pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&gateway_v1::PROFILE_SERVICE_POLICY];
 
 /// The gateway's configuration: Keel's sections and its own `[upstream]`.
 pub type Settings = Config<Sections>;
@@ -75,11 +75,11 @@ pub fn loader(file: Option<&Path>) -> Loader {
 /// health, reflection and `/metrics`, calling user-service at `upstream`.
 /// The client metrics are registered beside the server's.
 pub fn server<A>(
-    keel: &keel::Keel,
+    keel: &keel_rpc::Keel,
     config: &Config<A>,
     upstream: &Upstream,
-) -> Result<keel::Server, keel::Error> {
-    let client = keel::client::Client::new(config, keel.metrics().registry())?;
+) -> Result<keel_rpc::Server, keel_rpc::Error> {
+    let client = keel_rpc::client::Client::new(config, keel.metrics().registry())?;
     let profiles = Profiles::new(client, upstream)?;
     Ok(keel
         .server(config)

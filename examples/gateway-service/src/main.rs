@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use gateway_service::Settings;
-use keel::auth::StaticToken;
+use keel_rpc::auth::StaticToken;
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -56,16 +56,16 @@ async fn main() -> anyhow::Result<()> {
         config.service.name = "gateway-cli".to_owned();
     }
     if let Command::Probe { service } = &command {
-        return Ok(keel::serve::probe_local(&config, service).await?);
+        return Ok(keel_rpc::serve::probe_local(&config, service).await?);
     }
     if let Command::PrintConfig = &command {
         print!("{}", config.to_toml_redacted());
         return Ok(());
     }
-    let mut telemetry = keel::telemetry::init(&config)?;
+    let mut telemetry = keel_rpc::telemetry::init(&config)?;
     match command {
         Command::Serve => {
-            let keel = keel::Keel::new(&config, gateway_service::SERVICES)?;
+            let keel = keel_rpc::Keel::new(&config, gateway_service::SERVICES)?;
             gateway_service::server(&keel, &config, &config.app.upstream)?
                 .serve()
                 .await?;
@@ -76,20 +76,20 @@ async fn main() -> anyhow::Result<()> {
             token,
             user_id,
         } => {
-            let metrics = keel::Metrics::new(&[])?;
-            let client = keel::client::Client::new(&config, metrics.registry())?
+            let metrics = keel_rpc::Metrics::new(&[])?;
+            let client = keel_rpc::client::Client::new(&config, metrics.registry())?
                 .with_token_source(StaticToken::new(token));
             let mut profiles = gateway_service::gateway_v1::profile_service_client(url, &client)?;
             let request = gateway_service::gateway_v1::GetProfileRequest { user_id };
             // One root span around the call, so the CLI's trace id can be printed.
             let span = tracing::info_span!("get-profile");
-            let trace = span.in_scope(keel::telemetry::current_ids);
+            let trace = span.in_scope(keel_rpc::telemetry::current_ids);
             let reply = tracing::Instrument::instrument(profiles.get_profile(request), span).await;
             if let Some((trace_id, _)) = trace {
                 eprintln!("trace id: {trace_id}");
             }
             // In the proto3 JSON mapping, as grpcurl prints it.
-            let json = keel::json::Json::new(gateway_service::gateway_v1::FILE_DESCRIPTOR_SET)?;
+            let json = keel_rpc::json::Json::new(gateway_service::gateway_v1::FILE_DESCRIPTOR_SET)?;
             println!(
                 "{}",
                 json.to_string_pretty("gateway.v1.Profile", &reply?.into_inner())?

@@ -1,8 +1,8 @@
 //! The `ProfileService` handler: profiles read from user-service.
 
-use keel::RequestExt;
-use keel::auth::StaticToken;
-use keel::client::Client;
+use keel_rpc::RequestExt;
+use keel_rpc::auth::StaticToken;
+use keel_rpc::client::Client;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -27,7 +27,7 @@ pub struct Profiles {
 impl Profiles {
     /// A handler calling user-service at `upstream.user_service` (connected
     /// lazily, on the first call) with `client`'s layer.
-    pub fn new(client: Client, upstream: &Upstream) -> Result<Self, keel::Error> {
+    pub fn new(client: Client, upstream: &Upstream) -> Result<Self, keel_rpc::Error> {
         let user_service = client.connect(upstream.user_service.as_str())?;
         Ok(Profiles {
             client,

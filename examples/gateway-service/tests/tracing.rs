@@ -4,7 +4,7 @@
 //! An in-process OTLP collector (a tonic `TraceService` built from the
 //! opentelemetry-proto types) listens on 127.0.0.1. user-service and the
 //! gateway each run on their own thread, with their own runtime and their own
-//! `keel::telemetry` subscriber (so each exports under its own service name),
+//! `keel_rpc::telemetry` subscriber (so each exports under its own service name),
 //! on ephemeral 127.0.0.1 ports, with the exporter pointed at the collector
 //! and `sampling_ratio = 0`: only the caller's sampled `traceparent` makes
 //! their spans sampled (parent-based sampling).
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use gateway_service::gateway_v1::GetProfileRequest;
 use gateway_service::gateway_v1::profile_service_client::ProfileServiceClient;
-use keel::config::{Config, Loader};
+use keel_rpc::config::{Config, Loader};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -76,7 +76,7 @@ async fn scenario() {
     )
     .load()
     .expect("valid configuration");
-    let token = keel::auth::mint_access_token(
+    let token = keel_rpc::auth::mint_access_token(
         &users_config.auth,
         "ada",
         &["users:read", "users:write"],
@@ -541,7 +541,7 @@ impl Service {
     async fn start(
         config: Config,
         logs: Option<Arc<Mutex<Vec<u8>>>>,
-        make: impl FnOnce(&keel::Keel, &Config) -> Result<keel::Server, keel::Error> + Send + 'static,
+        make: impl FnOnce(&keel_rpc::Keel, &Config) -> Result<keel_rpc::Server, keel_rpc::Error> + Send + 'static,
     ) -> Service {
         let (addr_tx, addr_rx) = oneshot::channel();
         let (stop, stop_rx) = mpsc::channel(2);
@@ -553,16 +553,16 @@ impl Service {
                 .expect("runtime");
             runtime.block_on(async move {
                 let logs = logs.unwrap_or_default();
-                let (dispatch, mut telemetry) = keel::telemetry::builder(&config)
+                let (dispatch, mut telemetry) = keel_rpc::telemetry::builder(&config)
                     .writer(move || LogWriter(logs.clone()))
                     .build()
                     .expect("telemetry");
                 let _default = tracing::dispatcher::set_default(&dispatch);
-                let keel = keel::Keel::new(&config, &services(&config)).expect("keel");
+                let keel = keel_rpc::Keel::new(&config, &services(&config)).expect("keel");
                 let server = make(&keel, &config).expect("server");
                 let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 addr_tx.send(grpc.local_addr().expect("address")).ok();
-                let listeners = keel::serve::Listeners {
+                let listeners = keel_rpc::serve::Listeners {
                     grpc,
                     metrics: None,
                 };
@@ -603,7 +603,7 @@ impl std::io::Write for LogWriter {
 }
 
 /// The policies a service's Keel needs, by its name.
-fn services(config: &Config) -> Vec<&'static keel::ServicePolicy> {
+fn services(config: &Config) -> Vec<&'static keel_rpc::ServicePolicy> {
     match config.service.name.as_str() {
         "user-service" => user_service::SERVICES.to_vec(),
         _ => gateway_service::SERVICES.to_vec(),
@@ -723,7 +723,7 @@ async fn spans_are_exported_over_tls_to_a_collector_the_configured_ca_vouches_fo
                 ])
                 .load()
                 .expect("configuration");
-            let (dispatch, guard) = keel::telemetry::builder(&config)
+            let (dispatch, guard) = keel_rpc::telemetry::builder(&config)
                 .build()
                 .expect("telemetry");
             tracing::dispatcher::with_default(&dispatch, || {

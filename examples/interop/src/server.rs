@@ -17,8 +17,8 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{Stream, StreamExt};
-use keel::Keel;
-use keel::config::{Config, ConfigError, Loader};
+use keel_rpc::Keel;
+use keel_rpc::config::{Config, ConfigError, Loader};
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -36,7 +36,7 @@ use crate::grpc_testing::{
 pub const DEFAULT_PORT: u16 = 10000;
 
 /// Every service the server wraps, for [`Keel::new`].
-pub const SERVICES: &[&keel::ServicePolicy] = &[&grpc_testing::TEST_SERVICE_POLICY];
+pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&grpc_testing::TEST_SERVICE_POLICY];
 
 /// `SimpleResponse.server_id` when `fill_server_id` is set.
 pub const SERVER_ID: &str = "keel-interop";
@@ -71,7 +71,7 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     /// Keel could not build its runtime or wrap the service.
     #[error("keel: {0}")]
-    Keel(#[from] keel::Error),
+    Keel(#[from] keel_rpc::Error),
     /// The listener could not be bound or read.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -100,7 +100,7 @@ impl InteropServer {
     /// interop server's `--use_tls`).
     pub fn with_tls(
         addr: SocketAddr,
-        tls: Option<keel::config::ServerTlsConfig>,
+        tls: Option<keel_rpc::config::ServerTlsConfig>,
     ) -> Result<Self, ServerError> {
         let mut config = Loader::new().defaults_toml(CONFIG_TOML).load()?;
         config.server.addr = addr;
@@ -129,7 +129,7 @@ impl InteropServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let service = grpc_testing::test_service(Interop, &self.keel)?;
-        let listeners = keel::serve::Listeners {
+        let listeners = keel_rpc::serve::Listeners {
             grpc: listener,
             metrics: None,
         };
@@ -137,7 +137,7 @@ impl InteropServer {
             .server(&self.config)
             .add_service(EchoTrailing::new(service))
             .reflection(grpc_testing::FILE_DESCRIPTOR_SET)
-            .serve_on(listeners, keel::serve::shutdown_on(shutdown))
+            .serve_on(listeners, keel_rpc::serve::shutdown_on(shutdown))
             .await?;
         Ok(())
     }

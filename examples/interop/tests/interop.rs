@@ -21,7 +21,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Running {
     addr: SocketAddr,
-    keel: keel::Keel,
+    keel: keel_rpc::Keel,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -124,7 +124,7 @@ fn unfinished(text: &str) -> BTreeMap<String, f64> {
 
 /// Waits until every call Keel saw start has been recorded as handled, and
 /// returns the metrics text then.
-async fn settled(keel: &keel::Keel) -> String {
+async fn settled(keel: &keel_rpc::Keel) -> String {
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
     loop {
         let text = keel.metrics().render();

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use keel::pipeline::{CalledMethod, OptionTable};
+use keel_rpc::pipeline::{CalledMethod, OptionTable};
 use tower::{Layer, Service};
 
 use crate::user_v1::{Audit, USER_SERVICE_POLICY};
@@ -62,7 +62,7 @@ pub struct AuditLayer {
 impl AuditLayer {
     /// A layer recording into `log`; fails when the policy table's options
     /// do not decode as `Audit` (they come from the same proto).
-    pub fn new(log: AuditLog) -> Result<Self, keel::Error> {
+    pub fn new(log: AuditLog) -> Result<Self, keel_rpc::Error> {
         let audits = OptionTable::new(&USER_SERVICE_POLICY, "user.v1.audit")?;
         Ok(AuditLayer {
             audits: Arc::new(audits),
@@ -106,7 +106,7 @@ where
         if let Some(called) = CalledMethod::of(&request)
             && let Some(audit) = self.layer.audits.get(called)
         {
-            let subject = (request.extensions().get::<keel::auth::Caller>())
+            let subject = (request.extensions().get::<keel_rpc::auth::Caller>())
                 .map(|caller| caller.0.sub.clone());
             self.layer.log.record(Entry {
                 action: audit.action.clone(),

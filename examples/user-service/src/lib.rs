@@ -1,7 +1,7 @@
 //! The example user service: users with per-method auth and metrics that
 //! come from the annotations in `proto/user/v1/user.proto`.
 //!
-//! Users live in a [`keel::store::Store`]: a SQLite file by default
+//! Users live in a [`keel_rpc::store::Store`]: a SQLite file by default
 //! (`store.url` in `keel.toml`), or PostgreSQL.
 //!
 //! The binary (`src/main.rs`) serves it and also mints development tokens and
@@ -32,31 +32,31 @@ pub const DEV_SECRET: &str = "keel-dev-secret-do-not-use-in-production";
 /// The service's configuration layers: [`DEFAULT_CONFIG`], in development
 /// [`DEVELOPMENT_CONFIG`], `file` when given, then the process's `KEEL_*`
 /// variables.
-pub fn loader(file: Option<&std::path::Path>) -> keel::config::Loader {
-    keel::config::Loader::service(DEFAULT_CONFIG, DEVELOPMENT_CONFIG, file)
+pub fn loader(file: Option<&std::path::Path>) -> keel_rpc::config::Loader {
+    keel_rpc::config::Loader::service(DEFAULT_CONFIG, DEVELOPMENT_CONFIG, file)
 }
 
-/// Every service this crate serves, for [`keel::Keel::new`].
-pub const SERVICES: &[&keel::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
+/// Every service this crate serves, for [`keel_rpc::Keel::new`].
+pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
 
 /// The service, ready to serve: `UserService` wrapped in Keel's layers
 /// (with the audit layer, which logs the audited calls), plus the standard
 /// health and reflection services (not wrapped, so public).
 pub fn server(
-    keel: &keel::Keel,
-    config: &keel::config::Config,
+    keel: &keel_rpc::Keel,
+    config: &keel_rpc::config::Config,
     users: Users,
-) -> Result<keel::Server, keel::Error> {
+) -> Result<keel_rpc::Server, keel_rpc::Error> {
     server_with_audit(keel, config, users, AuditLog::default())
 }
 
 /// [`server`], its audit layer recording into `audit`.
 pub fn server_with_audit(
-    keel: &keel::Keel,
-    config: &keel::config::Config,
+    keel: &keel_rpc::Keel,
+    config: &keel_rpc::config::Config,
     users: Users,
     audit: AuditLog,
-) -> Result<keel::Server, keel::Error> {
+) -> Result<keel_rpc::Server, keel_rpc::Error> {
     let audited = user_v1::user_service_with(users, keel, AuditLayer::new(audit)?)?;
     Ok(keel
         .server(config)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use keel::config::Config;
+use keel_rpc::config::Config;
 use user_service::user_v1::user_service_client::UserServiceClient;
 use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};
 use user_service::{SERVICES, Users};
@@ -89,19 +89,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let config = config()?;
             // Logs and tracing as `[telemetry]` says; flushed after draining.
-            let mut telemetry = keel::telemetry::init(&config)?;
-            let keel = keel::Keel::new(&config, SERVICES)?;
+            let mut telemetry = keel_rpc::telemetry::init(&config)?;
+            let keel = keel_rpc::Keel::new(&config, SERVICES)?;
             let users = Users::connect(&config.store).await?;
             user_service::server(&keel, &config, users)?.serve().await?;
             telemetry.shutdown().await?;
         }
         Command::PrintConfig => print!("{}", config()?.to_toml_redacted()),
-        Command::Probe { service } => keel::serve::probe_local(&config()?, &service).await?,
+        Command::Probe { service } => keel_rpc::serve::probe_local(&config()?, &service).await?,
         Command::MintToken { sub, scopes, ttl } => {
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
             println!(
                 "{}",
-                keel::auth::mint_access_token(&config()?.auth, &sub, &scopes, ttl)?
+                keel_rpc::auth::mint_access_token(&config()?.auth, &sub, &scopes, ttl)?
             );
         }
         Command::Call { url, token, rpc } => call(url, token, rpc).await?,
@@ -131,7 +131,7 @@ async fn call(url: String, token: String, rpc: Rpc) -> anyhow::Result<()> {
             Ok(req)
         });
     // Printed in the proto3 JSON mapping, as grpcurl prints it.
-    let json = keel::json::Json::new(user_service::user_v1::FILE_DESCRIPTOR_SET)?;
+    let json = keel_rpc::json::Json::new(user_service::user_v1::FILE_DESCRIPTOR_SET)?;
     let reply = match rpc {
         Rpc::Get { id } => json.to_string_pretty(
             "user.v1.User",

@@ -5,11 +5,11 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::Stream;
-use keel::RequestExt;
-use keel::config::StoreConfig;
-use keel::store::sqlx::{self, Row};
-use keel::store::{Migration, Migrations, Store, StoreError};
-use keel::with_store;
+use keel_rpc::RequestExt;
+use keel_rpc::config::StoreConfig;
+use keel_rpc::store::sqlx::{self, Row};
+use keel_rpc::store::{Migration, Migrations, Store, StoreError};
+use keel_rpc::with_store;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::user_v1::user_service_server::UserService;

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use jsonwebtoken::Algorithm;
-use keel::config::{Algorithm as ConfigAlgorithm, Loader};
+use keel_rpc::config::{Algorithm as ConfigAlgorithm, Loader};
 use serde_json::json;
 use tonic::Code;
 use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};

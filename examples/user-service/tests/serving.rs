@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jsonwebtoken::Algorithm;
-use keel::config::Config;
+use keel_rpc::config::Config;
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -72,7 +72,7 @@ impl UserService for Slow {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if token == "remaining" {
-            let left = keel::deadline::remaining().map(|d| d.as_millis());
+            let left = keel_rpc::deadline::remaining().map(|d| d.as_millis());
             return Ok(Response::new(ListUsersResponse {
                 users: Vec::new(),
                 next_page_token: format!("{left:?}"),
@@ -106,14 +106,14 @@ impl UserService for Slow {
 
 struct Running {
     addr: std::net::SocketAddr,
-    keel: keel::Keel,
-    health: keel::serve::Health,
+    keel: keel_rpc::Keel,
+    health: keel_rpc::serve::Health,
     signals: tokio::sync::mpsc::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), keel::Error>>,
+    task: tokio::task::JoinHandle<Result<(), keel_rpc::Error>>,
 }
 
 async fn start(config: Config) -> Running {
-    let keel = keel::Keel::new(&config, SERVICES).unwrap();
+    let keel = keel_rpc::Keel::new(&config, SERVICES).unwrap();
     let server = keel
         .server(&config)
         .add_service(user_v1::user_service(Slow(Users::in_memory().await.unwrap()), &keel).unwrap())
@@ -122,7 +122,7 @@ async fn start(config: Config) -> Running {
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();
     let (signals, rx) = tokio::sync::mpsc::channel(4);
-    let listeners = keel::serve::Listeners {
+    let listeners = keel_rpc::serve::Listeners {
         grpc,
         metrics: None,
     };
@@ -762,9 +762,9 @@ async fn a_call_past_its_deadline_is_counted_deadline_exceeded_and_a_cancelled_o
     // The generated client answers and counts it DEADLINE_EXCEEDED, whichever
     // gives up first: its own timer, or tonic's channel enforcing the same
     // `grpc-timeout` (a transport error), or the server (CANCELLED).
-    let keel_client = keel::client::Client::from_parts(
+    let keel_client = keel_rpc::client::Client::from_parts(
         Duration::from_millis(100),
-        keel::metrics::ClientMetrics::new(server.keel.metrics().registry()).unwrap(),
+        keel_rpc::metrics::ClientMetrics::new(server.keel.metrics().registry()).unwrap(),
     );
     let mut generated = user_v1::user_service_client(ch.clone(), &keel_client).unwrap();
     let status = generated
@@ -1004,14 +1004,14 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 }
 
 /// The value of the sample `line` (name and labels) in the server's metrics.
-fn sample(keel: &keel::Keel, line: &str) -> u64 {
+fn sample(keel: &keel_rpc::Keel, line: &str) -> u64 {
     let text = keel.metrics().render();
     (text.lines())
         .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{line} in:\n{text}"))
 }
 
-async fn wait_for_sample(keel: &keel::Keel, line: &str, value: u64) {
+async fn wait_for_sample(keel: &keel_rpc::Keel, line: &str, value: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while sample(keel, line) != value {
         assert!(
@@ -1153,9 +1153,9 @@ async fn a_connection_that_sent_its_preface_outlives_the_handshake_timeout() {
 #[tokio::test]
 async fn the_generated_client_retries_an_idempotent_method_and_not_the_others() {
     let server = start(timings(0, 1000)).await;
-    let client = keel::client::Client::new(&config(), server.keel.metrics().registry())
+    let client = keel_rpc::client::Client::new(&config(), server.keel.metrics().registry())
         .unwrap()
-        .with_token_source(keel::auth::StaticToken::new(sign_hs(
+        .with_token_source(keel_rpc::auth::StaticToken::new(sign_hs(
             Algorithm::HS256,
             &claims("users:read users:write"),
         )));

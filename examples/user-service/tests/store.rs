@@ -201,7 +201,7 @@ async fn listing_exporting_and_all_or_nothing_imports(db: Db) {
     users.store().close().await;
 }
 
-keel::on_both_backends!(
+keel_rpc::on_both_backends!(
     users_survive_a_restart,
     concurrent_creates_get_distinct_ids,
     listing_exporting_and_all_or_nothing_imports,
@@ -213,8 +213,8 @@ keel::on_both_backends!(
 /// `sslmode=require` refuses to fall back to plaintext.
 #[tokio::test]
 async fn postgres_connections_use_tls_as_the_url_says() {
-    use keel::config::StoreConfig;
-    use keel::store::{Store, sqlx};
+    use keel_rpc::config::StoreConfig;
+    use keel_rpc::store::{Store, sqlx};
     let base = std::env::var(POSTGRES_ENV).expect("the PostgreSQL URL of the tests");
     let separator = if base.contains('?') { '&' } else { '?' };
     let with = |params: &str| {
@@ -224,7 +224,7 @@ async fn postgres_connections_use_tls_as_the_url_says() {
         config
     };
     let show = |store: Store, setting: &'static str| async move {
-        let value: String = keel::with_store!(&store, pool => {
+        let value: String = keel_rpc::with_store!(&store, pool => {
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
                 .fetch_one(pool)
                 .await
@@ -250,7 +250,7 @@ async fn postgres_connections_use_tls_as_the_url_says() {
     let store = Store::connect(&with(&format!("sslmode=verify-ca&sslrootcert={cert_file}")))
         .await
         .expect("TLS with the server's certificate as the CA");
-    let encrypted: bool = keel::with_store!(&store, pool => {
+    let encrypted: bool = keel_rpc::with_store!(&store, pool => {
         sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             .fetch_one(pool)
             .await

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use keel::config::{ClientAuth, Config, ServerTlsConfig};
+use keel_rpc::config::{ClientAuth, Config, ServerTlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use tonic::Code;
 use user_service::user_v1::{CountUsersRequest, CreateUserRequest};
@@ -81,19 +81,19 @@ fn client(
     name: &str,
     ca: &Ca,
     identity: Option<(String, String)>,
-) -> keel::client::Client {
+) -> keel_rpc::client::Client {
     let mut config = config();
     config.client.tls.ca_file = Some(write(dir, &format!("{name}-ca.crt"), &ca.pem()));
     if let Some((cert, key)) = identity {
         config.client.tls.cert_file = Some(write(dir, &format!("{name}.crt"), &cert));
         config.client.tls.key_file = Some(write(dir, &format!("{name}.key"), &key));
     }
-    let metrics = keel::Metrics::new(&[]).unwrap();
-    keel::client::Client::new(&config, metrics.registry()).expect("client runtime")
+    let metrics = keel_rpc::Metrics::new(&[]).unwrap();
+    keel_rpc::client::Client::new(&config, metrics.registry()).expect("client runtime")
 }
 
 /// HealthCheck (a public method) over `https://127.0.0.1:port` with `client`.
-async fn health(server: &Server, client: &keel::client::Client) -> Result<(), tonic::Status> {
+async fn health(server: &Server, client: &keel_rpc::client::Client) -> Result<(), tonic::Status> {
     let url = format!("https://127.0.0.1:{}", server.grpc.port());
     let mut users = user_service::user_v1::user_service_client(url, client).unwrap();
     users.health_check(()).await.map(drop)
@@ -255,11 +255,11 @@ fn certificate_files_that_do_not_load_are_errors_naming_the_key() {
     tls.key_file = write(dir.path(), "tls.key", "not a key");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let error = runtime.block_on(async {
-        let keel = keel::Keel::new(&config, user_service::SERVICES).unwrap();
+        let keel = keel_rpc::Keel::new(&config, user_service::SERVICES).unwrap();
         let users = user_service::Users::in_memory().await.unwrap();
         let server = user_service::server(&keel, &config, users).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let listeners = keel::serve::Listeners {
+        let listeners = keel_rpc::serve::Listeners {
             grpc: listener,
             metrics: None,
         };
@@ -273,7 +273,7 @@ fn certificate_files_that_do_not_load_are_errors_naming_the_key() {
     assert!(error.contains("tls.key"), "{error}");
 
     // A missing file is a configuration error, with the others.
-    let problems = keel::config::Loader::new()
+    let problems = keel_rpc::config::Loader::new()
         .env_from([
             (
                 "KEEL_AUTH__HMAC_SECRET",
@@ -313,7 +313,7 @@ async fn an_internal_method_admits_the_gateway_s_certificate_and_nobody_else() {
     // Optional, so that callers without a certificate reach the method's rule.
     tls.client_auth = Some(ClientAuth::Optional);
     let server = Server::start(config).await;
-    let count = |client: keel::client::Client, token: Option<String>| {
+    let count = |client: keel_rpc::client::Client, token: Option<String>| {
         let url = format!("https://127.0.0.1:{}", server.grpc.port());
         async move {
             let mut users = user_service::user_v1::user_service_client(url, &client).unwrap();
@@ -435,10 +435,10 @@ async fn the_probe_speaks_tls_and_wants_the_service_s_own_certificate() {
     let mut config = tls_config(dir.path(), &ca);
     let server = Server::start(config.clone()).await;
     config.server.addr = server.grpc;
-    keel::serve::probe_local(&config, "")
+    keel_rpc::serve::probe_local(&config, "")
         .await
         .expect("the probe over TLS");
-    keel::serve::probe_local(&config, "user.v1.UserService")
+    keel_rpc::serve::probe_local(&config, "user.v1.UserService")
         .await
         .expect("the service's own status");
 
@@ -446,7 +446,7 @@ async fn the_probe_speaks_tls_and_wants_the_service_s_own_certificate() {
     let (cert, _) = ca.issue(&["127.0.0.1"]);
     let tls = config.server.tls.as_mut().unwrap();
     tls.cert_file = write(dir.path(), "other.crt", &cert);
-    let error = keel::serve::probe_local(&config, "").await.unwrap_err();
+    let error = keel_rpc::serve::probe_local(&config, "").await.unwrap_err();
     assert!(
         error.to_string().starts_with("health probe of 127.0.0.1:"),
         "{error}"

@@ -17,7 +17,7 @@ use user_service::user_v1::{CreateUserRequest, GetUserRequest, HealthCheckRespon
 
 const ALLOWED: &str = "https://app.example";
 
-fn web_config() -> keel::config::Config {
+fn web_config() -> keel_rpc::config::Config {
     let mut config = config();
     config.http.grpc_web = true;
     config.http.cors.allowed_origins = vec![ALLOWED.to_owned()];

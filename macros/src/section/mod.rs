@@ -1,6 +1,6 @@
 //! `#[derive(Section)]`: a struct's fields as the keys of a configuration
 //! section. It writes `Default` (from the `default` attributes) and
-//! `keel::config::Section`: the key table (`KEYS`, which the environment
+//! `keel_rpc::config::Section`: the key table (`KEYS`, which the environment
 //! layer, the error messages and the reference read), the decoding of
 //! each key on its own (so every bad key is reported, not the first), the
 //! bounds checks, and the redacted TOML of `print-config`.
@@ -85,7 +85,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     for param in generics.type_params_mut() {
         param
             .bounds
-            .push(syn::parse_quote!(::keel::config::Section));
+            .push(syn::parse_quote!(::keel_rpc::config::Section));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
 
@@ -98,8 +98,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let validate_config = section.validate_config.iter().map(|path| {
         quote! {
             fn check_in(
-                config: &::keel::config::Config<Self>,
-                problems: &mut ::keel::config::Problems<'_>,
+                config: &::keel_rpc::config::Config<Self>,
+                problems: &mut ::keel_rpc::config::Problems<'_>,
             ) {
                 #path(config, problems);
             }
@@ -113,24 +113,24 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
 
-        impl #impl_generics ::keel::config::Section for #name #ty_generics #where_clause {
-            const KEYS: &'static [::keel::config::Key] = &[ #( #keys, )* ];
+        impl #impl_generics ::keel_rpc::config::Section for #name #ty_generics #where_clause {
+            const KEYS: &'static [::keel_rpc::config::Key] = &[ #( #keys, )* ];
 
-            fn decode_fields(decoder: &mut ::keel::config::Decoder<'_>, path: &str) -> Self {
+            fn decode_fields(decoder: &mut ::keel_rpc::config::Decoder<'_>, path: &str) -> Self {
                 let mut out = <Self as ::core::default::Default>::default();
                 #( #decodes )*
                 out
             }
 
-            fn check(&self, problems: &mut ::keel::config::Problems<'_>) {
+            fn check(&self, problems: &mut ::keel_rpc::config::Problems<'_>) {
                 #( #checks )*
                 #( #validate(self, problems); )*
             }
 
             #( #validate_config )*
 
-            fn to_toml(&self) -> ::keel::config::__private::Table {
-                let mut table = ::keel::config::__private::Table::new();
+            fn to_toml(&self) -> ::keel_rpc::config::__private::Table {
+                let mut table = ::keel_rpc::config::__private::Table::new();
                 #( #tomls )*
                 table
             }
@@ -216,7 +216,7 @@ fn check(field: &Field, errors: &mut Errors) {
     if let (Some(span), false) = (attrs.secret, secret) {
         errors.at(
             span,
-            "secrets are typed: make the field a keel::config::Secret, which is redacted in \
+            "secrets are typed: make the field a keel_rpc::config::Secret, which is redacted in \
              Debug, Display, errors and print-config",
         );
     }
@@ -230,7 +230,7 @@ fn check(field: &Field, errors: &mut Errors) {
         errors.at(
             field.ident.span(),
             format!(
-                "`{}` looks like a secret: make it a keel::config::Secret (redacted in Debug, \
+                "`{}` looks like a secret: make it a keel_rpc::config::Secret (redacted in Debug, \
                  Display, errors and print-config), or mark it #[config(not_secret)]",
                 field.name
             ),
@@ -323,7 +323,7 @@ fn default_expr(field: &Field) -> TokenStream {
         }
         (Lit::Str(_), _) => {
             let lit = &default.lit;
-            quote_spanned!(default.span=> ::keel::config::__private::default_of::<#inner>(#name, #lit))
+            quote_spanned!(default.span=> ::keel_rpc::config::__private::default_of::<#inner>(#name, #lit))
         }
         _ => default.tokens(),
     };
@@ -355,31 +355,31 @@ fn key(field: &Field) -> TokenStream {
     let env = match (&attrs.env, field.shape.kind) {
         (Some(env), _) => {
             let env = env.value();
-            quote!(::keel::config::Env::Shown(#env))
+            quote!(::keel_rpc::config::Env::Shown(#env))
         }
-        (None, Kind::Collection) => quote!(::keel::config::Env::File),
-        (None, _) => quote!(::keel::config::Env::Variable),
+        (None, Kind::Collection) => quote!(::keel_rpc::config::Env::File),
+        (None, _) => quote!(::keel_rpc::config::Env::Variable),
     };
     let text = field.shape.text();
     let secret = field.shape.kind == Kind::Secret;
     let required = attrs.required.is_some();
     let nested = match field.role() {
-        Role::Value => quote!(::keel::config::Nested::No),
+        Role::Value => quote!(::keel_rpc::config::Nested::No),
         Role::Section => {
             let inner = field.shape.inner;
             let optional = field.shape.optional;
-            quote!(::keel::config::Nested::Table {
-                keys: <#inner as ::keel::config::Section>::KEYS,
+            quote!(::keel_rpc::config::Nested::Table {
+                keys: <#inner as ::keel_rpc::config::Section>::KEYS,
                 optional: #optional,
             })
         }
         Role::Flatten => {
             let ty = field.ty;
-            quote!(::keel::config::Nested::Flatten(<#ty as ::keel::config::Section>::KEYS))
+            quote!(::keel_rpc::config::Nested::Flatten(<#ty as ::keel_rpc::config::Section>::KEYS))
         }
     };
     quote! {
-        ::keel::config::Key {
+        ::keel_rpc::config::Key {
             name: #name,
             doc: #doc,
             default: #default,
@@ -398,10 +398,10 @@ fn decode(i: usize, field: &Field) -> TokenStream {
     let ident = field.ident;
     let ty = field.ty;
     let inner = field.shape.inner;
-    let key = quote!(&<Self as ::keel::config::Section>::KEYS[#i]);
+    let key = quote!(&<Self as ::keel_rpc::config::Section>::KEYS[#i]);
     match field.role() {
         Role::Flatten => quote! {
-            out.#ident = <#ty as ::keel::config::Section>::decode_fields(decoder, path);
+            out.#ident = <#ty as ::keel_rpc::config::Section>::decode_fields(decoder, path);
         },
         Role::Section if field.shape.optional => quote! {
             out.#ident = decoder.optional_section::<#inner>(path, #key);
@@ -411,7 +411,7 @@ fn decode(i: usize, field: &Field) -> TokenStream {
         },
         Role::Value if field.shape.kind == Kind::Duration => quote! {
             if let ::core::option::Option::Some(value) =
-                decoder.value::<::keel::config::__private::Humantime<#ty>>(path, #key)
+                decoder.value::<::keel_rpc::config::__private::Humantime<#ty>>(path, #key)
             {
                 out.#ident = value.into_inner();
             }
@@ -430,17 +430,17 @@ fn check_field(i: usize, field: &Field) -> TokenStream {
     let name = &field.name;
     let attrs = &field.attrs;
     match field.role() {
-        Role::Flatten => return quote!(::keel::config::Section::check(&self.#ident, problems);),
+        Role::Flatten => return quote!(::keel_rpc::config::Section::check(&self.#ident, problems);),
         Role::Section if field.shape.optional => {
             return quote! {
                 if let ::core::option::Option::Some(section) = &self.#ident {
-                    ::keel::config::Section::check(section, &mut problems.at(#name));
+                    ::keel_rpc::config::Section::check(section, &mut problems.at(#name));
                 }
             };
         }
         Role::Section => {
             return quote! {
-                ::keel::config::Section::check(&self.#ident, &mut problems.at(#name));
+                ::keel_rpc::config::Section::check(&self.#ident, &mut problems.at(#name));
             };
         }
         Role::Value => {}
@@ -463,10 +463,10 @@ fn check_field(i: usize, field: &Field) -> TokenStream {
         return TokenStream::new();
     }
     let shown = match kind {
-        Kind::Duration => quote!(::keel::config::__private::duration_text(*value)),
+        Kind::Duration => quote!(::keel_rpc::config::__private::duration_text(*value)),
         _ => quote!(::std::string::ToString::to_string(value)),
     };
-    let key = quote!(&<Self as ::keel::config::Section>::KEYS[#i]);
+    let key = quote!(&<Self as ::keel_rpc::config::Section>::KEYS[#i]);
     let body = quote! {
         if !( #( #conditions )&&* ) {
             problems.out_of_range(#key, #shown);
@@ -489,23 +489,23 @@ fn to_toml(field: &Field) -> TokenStream {
     let put = match (field.role(), field.shape.kind) {
         (Role::Flatten, _) => {
             return quote! {
-                table.extend(::keel::config::Section::to_toml(&self.#ident));
+                table.extend(::keel_rpc::config::Section::to_toml(&self.#ident));
             };
         }
         (Role::Section, _) => quote! {
             table.insert(
                 #name.into(),
-                ::keel::config::__private::toml_table(::keel::config::Section::to_toml(value)),
+                ::keel_rpc::config::__private::toml_table(::keel_rpc::config::Section::to_toml(value)),
             );
         },
         (Role::Value, Kind::Duration) => quote! {
             table.insert(
                 #name.into(),
-                ::keel::config::__private::toml_text(::keel::config::__private::duration_text(*value)),
+                ::keel_rpc::config::__private::toml_text(::keel_rpc::config::__private::duration_text(*value)),
             );
         },
         (Role::Value, _) => quote! {
-            table.insert(#name.into(), ::keel::config::__private::toml_value(value));
+            table.insert(#name.into(), ::keel_rpc::config::__private::toml_value(value));
         },
     };
     match field.shape.optional {

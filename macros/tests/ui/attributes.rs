@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use keel_macros::Section;
+use keel_rpc_macros::Section;
 
 #[derive(Section)]
 #[config(validat = Self::check)]

@@ -1,4 +1,4 @@
-use keel_macros::Section;
+use keel_rpc_macros::Section;
 
 #[derive(Section)]
 struct Pair(u32, u32);

@@ -72,7 +72,7 @@ impl Claims {
     /// any other JSON value (a number, a list) as JSON.
     ///
     /// ```
-    /// let claims: keel::Claims =
+    /// let claims: keel_rpc::Claims =
     ///     serde_json::from_str(r#"{"sub": "u1", "exp": 1, "tenant": "acme", "level": 3}"#).unwrap();
     /// assert_eq!(claims.claim("sub").as_deref(), Some("u1"));
     /// assert_eq!(claims.claim("tenant").as_deref(), Some("acme"));

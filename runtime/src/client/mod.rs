@@ -1,13 +1,13 @@
 //! Generated clients' layer: bearer token, trace context, default deadline
 //! and client metrics on every call.
 //!
-//! For each service, `keel-codegen` emits a constructor such as
+//! For each service, `keel-rpc-codegen` emits a constructor such as
 //!
 //! ```ignore
 //! pub fn user_service_client(
-//!     channel: impl keel::client::IntoChannel,
-//!     client: &keel::client::Client,
-//! ) -> Result<UserServiceClient<keel::client::Channel>, keel::Error>
+//!     channel: impl keel_rpc::client::IntoChannel,
+//!     client: &keel_rpc::client::Client,
+//! ) -> Result<UserServiceClient<keel_rpc::client::Channel>, keel_rpc::Error>
 //! ```
 //!
 //! which returns tonic's generated client over a [`ClientService`]. On each
@@ -39,16 +39,16 @@
 //!
 //! ```no_run
 //! # mod user_v1 {
-//! #   pub static USER_SERVICE_POLICY: keel::ServicePolicy =
-//! #     keel::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None };
+//! #   pub static USER_SERVICE_POLICY: keel_rpc::ServicePolicy =
+//! #     keel_rpc::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None };
 //! # }
-//! # async fn run() -> Result<(), keel::Error> {
-//! use keel::auth::StaticToken;
+//! # async fn run() -> Result<(), keel_rpc::Error> {
+//! use keel_rpc::auth::StaticToken;
 //!
-//! let config: keel::config::Config = keel::config::Config::load("", None)?;
-//! let keel = keel::Keel::new(&config, &[])?;
+//! let config: keel_rpc::config::Config = keel_rpc::config::Config::load("", None)?;
+//! let keel = keel_rpc::Keel::new(&config, &[])?;
 //! // One per process, registered beside the server metrics.
-//! let client = keel::client::Client::new(&config, keel.metrics().registry())?
+//! let client = keel_rpc::client::Client::new(&config, keel.metrics().registry())?
 //!     .with_token_source(StaticToken::new("a-token"));
 //! let channel = client.connect("http://127.0.0.1:50051")?;
 //! let service = client.wrap(&user_v1::USER_SERVICE_POLICY, channel);

@@ -102,7 +102,7 @@ where
         attempts.retries.inc();
         if let Some(span) = &attempts.span {
             tracing::debug!(
-                target: "keel::rpc",
+                target: "keel_rpc::rpc",
                 parent: span,
                 attempt = attempt + 1,
                 previous_code = ?code,

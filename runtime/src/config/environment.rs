@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// production a configured value equal to one of them is an error naming its key.
 ///
 /// ```
-/// use keel::config::{Environment, Loader};
+/// use keel_rpc::config::{Environment, Loader};
 ///
 /// let dev = "[auth]\nhmac_secret = \"a-development-secret-everyone-knows\"\n";
 /// let config = Loader::new()
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// // Without the setting, the development layer is not there: no key, no service.
 /// let error = Loader::new().development_toml(dev).load().unwrap_err();
 /// assert!(error.to_string().contains("auth.hmac_secret: missing"), "{error}");
-/// # Ok::<(), keel::config::ConfigError>(())
+/// # Ok::<(), keel_rpc::config::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -76,12 +76,12 @@ impl Loader {
     /// variables.
     ///
     /// ```no_run
-    /// use keel::config::{Config, Loader};
+    /// use keel_rpc::config::{Config, Loader};
     ///
     /// const DEFAULTS: &str = "[service]\nname = \"users\"\n";
     /// const DEVELOPMENT: &str = "[auth]\nhmac_secret = \"a-development-secret-everyone-knows\"\n";
     /// let config: Config = Config::from_loader(&Loader::service(DEFAULTS, DEVELOPMENT, None))?;
-    /// # Ok::<(), keel::config::ConfigError>(())
+    /// # Ok::<(), keel_rpc::config::ConfigError>(())
     /// ```
     pub fn service(defaults_toml: &str, development_toml: &str, file: Option<&Path>) -> Self {
         let mut loader = Loader::new()
@@ -105,14 +105,14 @@ impl Loader {
     /// environment. Default is production.
     ///
     /// ```
-    /// use keel::config::{Environment, Loader};
+    /// use keel_rpc::config::{Environment, Loader};
     ///
     /// let config = Loader::new()
     ///     .environment(Environment::Development)
     ///     .development_toml("[auth]\nhmac_secret = \"a-development-secret-everyone-knows\"\n")
     ///     .load()?;
     /// assert!(config.service.environment.is_development());
-    /// # Ok::<(), keel::config::ConfigError>(())
+    /// # Ok::<(), keel_rpc::config::ConfigError>(())
     /// ```
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);

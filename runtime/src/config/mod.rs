@@ -17,7 +17,7 @@
 //! where the value came from. Bad values are errors: nothing is silently defaulted.
 //!
 //! ```
-//! use keel::config::{Algorithm, Loader};
+//! use keel_rpc::config::{Algorithm, Loader};
 //!
 //! const DEFAULTS: &str = r#"
 //!     [service]
@@ -41,7 +41,7 @@
 //! // Secrets never show up when the configuration is printed.
 //! assert!(!config.to_toml_redacted().contains("an-example-secret"));
 //! assert!(!format!("{config:?}").contains("an-example-secret"));
-//! # Ok::<(), keel::config::ConfigError>(())
+//! # Ok::<(), keel_rpc::config::ConfigError>(())
 //! ```
 //!
 //! # Keys
@@ -61,7 +61,7 @@
 //! A token is verified with the key its `kid` header names (from `auth.keys` or the JWKS), and
 //! otherwise with the default key (`auth.algorithm` and `auth.hmac_secret` /
 //! `auth.public_key_*`), which is required only when no other key is configured. Each key pins
-//! its algorithm. `[store]` is read by services that keep data (`keel::store`, cargo feature
+//! its algorithm. `[store]` is read by services that keep data (`keel_rpc::store`, cargo feature
 //! `store`); others ignore it.
 //!
 //! Environment values of text keys (`String`, paths, secrets: the reference's notes say which)
@@ -101,7 +101,7 @@ pub use diagnose::Decoder;
 pub use env::{ENV_PREFIX, ENV_SEPARATOR, ENV_TEST_PREFIX};
 pub use environment::Environment;
 pub use error::ConfigError;
-pub use keel_macros::Section;
+pub use keel_rpc_macros::Section;
 pub use loader::Loader;
 pub use log_format::LogFormat;
 pub use secret::Secret;
@@ -137,7 +137,7 @@ pub struct Config<App = ()> {
     /// Generated clients (`[client]`).
     #[config(section)]
     pub client: ClientConfig,
-    /// The service's database (`[store]`), for services that keep data (`keel::store`).
+    /// The service's database (`[store]`), for services that keep data (`keel_rpc::store`).
     #[config(section)]
     pub store: StoreConfig,
     /// The service's own sections, beside Keel's (none in a `Config<()>`).
@@ -489,7 +489,7 @@ pub struct TelemetryConfig {
     #[config(default = "human")]
     pub log_format: LogFormat,
     /// Which events are logged, in `tracing-subscriber`'s `EnvFilter` syntax
-    /// (`info,keel=debug`).
+    /// (`info,keel_rpc=debug`).
     #[config(default = "info")]
     pub log_filter: String,
     /// Extra OpenTelemetry resource attributes (`deployment.environment = "prod"`; dotted

@@ -8,7 +8,7 @@ use std::fmt;
 use super::Config;
 
 /// A section of the configuration: a struct whose fields are its keys.
-/// Derive it (`#[derive(Section)]`, see [`keel_macros`]) rather than
+/// Derive it (`#[derive(Section)]`, see [`keel_rpc_macros`]) rather than
 /// implementing it: the derive writes its [`Default`], its key table, the
 /// decoding of each key on its own (every bad key is reported, with its
 /// value and where it came from), the bounds checks and its redacted TOML.
@@ -17,7 +17,7 @@ use super::Config;
 ///
 /// ```
 /// use std::time::Duration;
-/// use keel::config::{Config, Loader, Section};
+/// use keel_rpc::config::{Config, Loader, Section};
 ///
 /// /// `[upstream]`: where the service's dependencies are.
 /// #[derive(Clone, Debug, Section)]
@@ -57,7 +57,7 @@ use super::Config;
 ///      (from environment variable KEEL_UPSTREAM__TIMEOUT)"
 /// ));
 /// assert!(problems.contains("server.max_connections: 0 is out of range; at least 1"));
-/// # Ok::<(), keel::config::ConfigError>(())
+/// # Ok::<(), keel_rpc::config::ConfigError>(())
 /// ```
 pub trait Section: Default + Sized {
     /// Its keys, in declaration order.

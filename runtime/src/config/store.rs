@@ -1,4 +1,4 @@
-//! The `[store]` section: where a service that keeps data keeps it (see `keel::store`, cargo
+//! The `[store]` section: where a service that keeps data keeps it (see `keel_rpc::store`, cargo
 //! feature `store`).
 
 use std::borrow::Cow;
@@ -12,7 +12,7 @@ use super::Section;
 /// What `store.url` must look like (the scheme names the backend).
 pub const STORE_SCHEMES: &str = "the scheme must be sqlite: or postgres: (e.g. sqlite://data.db?mode=rwc, postgres://user@host/db)";
 
-/// Configuration of a service's store (`[store]`): used by `keel::store::Store::connect`
+/// Configuration of a service's store (`[store]`): used by `keel_rpc::store::Store::connect`
 /// (cargo feature `store`); services without a store ignore it.
 #[derive(Clone, Debug, Section)]
 #[config(validate = Self::problems)]

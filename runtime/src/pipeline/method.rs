@@ -40,11 +40,11 @@ impl CalledMethod {
 ///     #[prost(string, tag = "1")]
 ///     action: String,
 /// }
-/// # static POLICY: keel::ServicePolicy = keel::ServicePolicy { name: "p.S", methods: &[
-/// #   keel::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
-/// #     ..keel::MethodPolicy::new("Get", "/p.S/Get", keel::MethodKind::Unary, keel::Access::Public) }],
+/// # static POLICY: keel_rpc::ServicePolicy = keel_rpc::ServicePolicy { name: "p.S", methods: &[
+/// #   keel_rpc::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
+/// #     ..keel_rpc::MethodPolicy::new("Get", "/p.S/Get", keel_rpc::MethodKind::Unary, keel_rpc::Access::Public) }],
 /// #   route: |_| Some(0) };
-/// use keel::pipeline::{CalledMethod, OptionTable};
+/// use keel_rpc::pipeline::{CalledMethod, OptionTable};
 /// let audits = OptionTable::<Audit>::new(&POLICY, "acme.v1.audit").unwrap();
 /// let get = CalledMethod { service: &POLICY, index: 0 };
 /// assert_eq!(audits.get(get).map(|a| a.action.as_str()), Some("read"));

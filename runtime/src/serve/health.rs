@@ -27,7 +27,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 /// the standard health service.
 ///
 /// ```
-/// use keel::serve::Health;
+/// use keel_rpc::serve::Health;
 /// use tonic_health::pb::health_check_response::ServingStatus;
 ///
 /// let health = Health::default();

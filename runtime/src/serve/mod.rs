@@ -132,7 +132,7 @@ impl Server {
 
     /// Serves `grpc.reflection.v1` and `v1alpha` (grpcurl needs v1) for the
     /// files of an encoded `FileDescriptorSet`, such as the
-    /// `FILE_DESCRIPTOR_SET` that keel-codegen generates (custom options
+    /// `FILE_DESCRIPTOR_SET` that keel-rpc-codegen generates (custom options
     /// included). Call once per set.
     pub fn reflection(mut self, encoded_file_descriptor_set: &'static [u8]) -> Self {
         self.descriptor_sets.push(encoded_file_descriptor_set);
@@ -147,7 +147,7 @@ impl Server {
     /// `SERVICE_UNKNOWN` and stays open until it is.
     ///
     /// ```no_run
-    /// # async fn run(keel: keel::Keel, config: keel::config::Config) -> Result<(), keel::Error> {
+    /// # async fn run(keel: keel_rpc::Keel, config: keel_rpc::config::Config) -> Result<(), keel_rpc::Error> {
     /// use tonic_health::pb::health_check_response::ServingStatus;
     /// let server = keel.server(&config);
     /// let health = server.health();
@@ -166,7 +166,7 @@ impl Server {
     /// the auth service's `GET /.well-known/jwks.json`. Served only while `metrics.enabled`.
     ///
     /// ```no_run
-    /// # async fn run(keel: keel::Keel, config: keel::config::Config) -> Result<(), keel::Error> {
+    /// # async fn run(keel: keel_rpc::Keel, config: keel_rpc::config::Config) -> Result<(), keel_rpc::Error> {
     /// let about = axum::Router::new().route("/about", axum::routing::get(|| async { "keel" }));
     /// keel.server(&config).http_routes(about).serve().await?;
     /// # Ok(()) }
@@ -180,7 +180,7 @@ impl Server {
     /// HTTP port, beside `/metrics`.
     ///
     /// ```no_run
-    /// # async fn run(keel: keel::Keel, config: keel::config::Config) -> Result<(), keel::Error> {
+    /// # async fn run(keel: keel_rpc::Keel, config: keel_rpc::config::Config) -> Result<(), keel_rpc::Error> {
     /// # const USER_SERVICE_OPENAPI: &str = "{}";
     /// keel.server(&config).openapi(USER_SERVICE_OPENAPI).serve().await?;
     /// # Ok(()) }

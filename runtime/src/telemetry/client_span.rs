@@ -12,7 +12,7 @@ use crate::policy::{MethodPolicy, ServicePolicy};
 /// Target of the client layer's per-call `tracing` spans. They are at
 /// `DEBUG` level, so a plain `info` log filter does not print them;
 /// [`init`](super::init) exports them whatever the log filter says.
-pub const RPC_TARGET: &str = "keel::rpc";
+pub const RPC_TARGET: &str = "keel_rpc::rpc";
 
 /// The span name of a method: its path without the leading slash
 /// (`package.Service/Method`), a slice of a static string.

@@ -33,7 +33,7 @@
 //! the handler runs, so the handler's own `tracing` spans, its log lines and
 //! its outgoing calls belong to the trace. Client spans are `tracing` spans
 //! with target [`RPC_TARGET`] at level `DEBUG`: exported whatever the log
-//! filter, printed only when it asks for them (`keel::rpc=debug`).
+//! filter, printed only when it asks for them (`keel_rpc::rpc=debug`).
 //!
 //! Every subscriber built by [`builder`] carries its own tracer, found
 //! through the current `tracing` dispatcher: several services in one process
@@ -43,8 +43,8 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config: keel::config::Config = keel::config::Config::load("", None)?;
-//! let mut telemetry = keel::telemetry::init(&config)?;
+//! let config: keel_rpc::config::Config = keel_rpc::config::Config::load("", None)?;
+//! let mut telemetry = keel_rpc::telemetry::init(&config)?;
 //! // … serve …
 //! telemetry.shutdown().await?; // flush the spans still queued
 //! # Ok(()) }

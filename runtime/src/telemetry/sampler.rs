@@ -19,7 +19,7 @@ use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 /// anything, and most calls are not sampled.
 ///
 /// ```
-/// use keel::telemetry::RatioSampler;
+/// use keel_rpc::telemetry::RatioSampler;
 /// use opentelemetry::trace::{SpanContext, TraceId};
 ///
 /// let sampler = RatioSampler::new(0.25);

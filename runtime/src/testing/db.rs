@@ -28,7 +28,7 @@ pub enum Db {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use keel::testing::{Db, TestDb};
+/// use keel_rpc::testing::{Db, TestDb};
 ///
 /// let db = TestDb::new(Db::Postgres).await;
 /// let store = db.store().await?; // its own schema, dropped with `db`
@@ -142,16 +142,16 @@ impl Drop for TestDb {
 }
 
 /// Defines the tests `sqlite::<name>` and `postgres::<name>`, each running
-/// `async fn name(db: keel::testing::Db)` of the enclosing module on its
+/// `async fn name(db: keel_rpc::testing::Db)` of the enclosing module on its
 /// database kind (on a two-thread Tokio runtime).
 ///
 /// ```ignore
-/// async fn users_round_trip(db: keel::testing::Db) {
-///     let db = keel::testing::TestDb::new(db).await;
+/// async fn users_round_trip(db: keel_rpc::testing::Db) {
+///     let db = keel_rpc::testing::TestDb::new(db).await;
 ///     // ...
 /// }
 ///
-/// keel::on_both_backends!(users_round_trip);
+/// keel_rpc::on_both_backends!(users_round_trip);
 /// ```
 #[macro_export]
 macro_rules! on_both_backends {

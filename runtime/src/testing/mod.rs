@@ -6,17 +6,17 @@
 //! ([`TestDb`], [`on_both_backends!`](crate::on_both_backends)).
 //!
 //! ```no_run
-//! # async fn run(config: keel::config::Config) -> Result<(), Box<dyn std::error::Error>> {
-//! use keel::testing::{TestServer, token, with_token};
+//! # async fn run(config: keel_rpc::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! use keel_rpc::testing::{TestServer, token, with_token};
 //!
 //! // With the generated `user_v1`: `&[&user_v1::USER_SERVICE_POLICY]`.
-//! let keel = keel::Keel::new(&config, &[])?;
+//! let keel = keel_rpc::Keel::new(&config, &[])?;
 //! let server = TestServer::start(
 //!     keel.server(&config), // .add_service(user_v1::user_service(Users::default(), &keel)?)
 //! )
 //! .await?;
 //! let token = token(&config, "ada", &["users:read"])?;
-//! // let mut users = user_v1::user_service_client(server.url(), &keel::testing::client())?;
+//! // let mut users = user_v1::user_service_client(server.url(), &keel_rpc::testing::client())?;
 //! // users.get_user(with_token(GetUserRequest { id: "u-1".into() }, &token)).await?;
 //! # let _ = (with_token((), &token), server.url());
 //! server.stop().await?;

@@ -11,14 +11,14 @@
 //! client's verified certificate chain.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), keel::Error> {
+//! # async fn run() -> Result<(), keel_rpc::Error> {
 //! // keel.toml (or KEEL_SERVER__TLS__CERT_FILE=… and so on):
 //! //   [server.tls]
 //! //   cert_file = "/etc/tls/tls.crt"
 //! //   key_file = "/etc/tls/tls.key"
 //! //   client_ca_file = "/etc/tls/ca.crt"   # mTLS: clients need a certificate of this CA
-//! let config: keel::config::Config = keel::config::Config::load("", None)?;
-//! let keel = keel::Keel::new(&config, &[])?;
+//! let config: keel_rpc::config::Config = keel_rpc::config::Config::load("", None)?;
+//! let keel = keel_rpc::Keel::new(&config, &[])?;
 //! keel.server(&config).serve().await?; // TLS on server.addr when [server.tls] is set
 //! # Ok(()) }
 //! ```

@@ -22,7 +22,7 @@ use super::{Violations, format};
 /// string (non-empty: broken, and that is the message).
 ///
 /// ```
-/// use keel::validate::{CelRule, Violations};
+/// use keel_rpc::validate::{CelRule, Violations};
 ///
 /// static NOT_BLANK: CelRule = CelRule::new("name.not_blank", "must not be blank", "this.trim() != ''");
 /// static SHORT: CelRule = CelRule::new("name.short", "", "size(this) <= 3 ? '' : 'at most 3 characters'");

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// `@`, and a [hostname](is_hostname) without a trailing dot.
 ///
 /// ```
-/// use keel::validate::format::is_email;
+/// use keel_rpc::validate::format::is_email;
 /// assert!(is_email("ada@example.com"));
 /// assert!(!is_email("ada@"));
 /// assert!(!is_email("Ada <ada@example.com>"));
@@ -31,7 +31,7 @@ pub fn is_email(value: &str) -> bool {
 /// digits; at most 253 characters, one trailing dot allowed.
 ///
 /// ```
-/// use keel::validate::format::is_hostname;
+/// use keel_rpc::validate::format::is_hostname;
 /// assert!(is_hostname("api.example.com"));
 /// assert!(!is_hostname("-api.example.com"));
 /// assert!(!is_hostname("127.0.0.1"));
@@ -88,7 +88,7 @@ pub fn is_address(value: &str) -> bool {
 /// WHATWG URL parser (the `url` crate) accepts it, without whitespace.
 ///
 /// ```
-/// use keel::validate::format::is_uri;
+/// use keel_rpc::validate::format::is_uri;
 /// assert!(is_uri("https://example.com/users?page=2"));
 /// assert!(!is_uri("/users"));
 /// ```
@@ -117,7 +117,7 @@ fn has_space_or_control(value: &str) -> bool {
 /// A UUID in its 36-character hyphenated form, any version, either case.
 ///
 /// ```
-/// use keel::validate::format::is_uuid;
+/// use keel_rpc::validate::format::is_uuid;
 /// assert!(is_uuid("0190a4e0-7c5f-7cc5-9d3c-6c6e1f3f4a2b"));
 /// assert!(!is_uuid("0190a4e07c5f7cc59d3c6c6e1f3f4a2b"));
 /// ```

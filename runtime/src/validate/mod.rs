@@ -1,7 +1,7 @@
 //! Request validation: the standard `buf.validate` annotations
 //! ([protovalidate]) of a method's input, checked before the handler runs.
 //!
-//! `keel-codegen` reads the rules of every message at build time and writes
+//! `keel-rpc-codegen` reads the rules of every message at build time and writes
 //! an [`impl Validate`](Validate) for it: the standard rules become plain
 //! Rust over the message's fields (no reflection, nothing parsed per
 //! call), and CEL rules ([`CelRule`]) are compiled once, on first use. A
@@ -19,7 +19,7 @@
 //! nothing internal in the message; the cause is logged.
 //!
 //! ```
-//! use keel::validate::{Validate, Violations};
+//! use keel_rpc::validate::{Validate, Violations};
 //!
 //! // What codegen writes for `string name = 1 [(buf.validate.field).string.min_len = 1];`
 //! struct CreateUserRequest {
@@ -34,7 +34,7 @@
 //!     }
 //! }
 //!
-//! let status = keel::validate::check(&CreateUserRequest { name: String::new() }).unwrap_err();
+//! let status = keel_rpc::validate::check(&CreateUserRequest { name: String::new() }).unwrap_err();
 //! assert_eq!(status.code(), tonic::Code::InvalidArgument);
 //! assert_eq!(status.message(), "name: must be at least 1 characters");
 //! ```
@@ -60,7 +60,7 @@ pub use codec::{ValidatingCodec, ValidatingDecoder};
 pub const MAX_VIOLATIONS: usize = 64;
 
 /// A message whose `buf.validate` rules can be checked; implemented by
-/// `keel-codegen` for every message of the packages it compiles.
+/// `keel-rpc-codegen` for every message of the packages it compiles.
 pub trait Validate {
     /// Adds this message's violations to `violations`, with field paths
     /// under the path it is at.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use keel::testing::TestServer;
+use keel_rpc::testing::TestServer;
 use rest_tests::Handler;
 use rest_tests::ticks_v1::{self, WaitRequest};
 use serde_json::{Value, json};
@@ -27,15 +27,15 @@ hmac_secret = "rest-tests-secret-every-method-is-public-anyway"
 
 struct Served {
     server: TestServer,
-    keel: keel::Keel,
+    keel: keel_rpc::Keel,
 }
 
 async fn serve() -> Served {
-    let config = keel::config::Loader::new()
+    let config = keel_rpc::config::Loader::new()
         .defaults_toml(CONFIG)
         .load()
         .unwrap();
-    let keel = keel::Keel::new(&config, &[&ticks_v1::TICKER_POLICY]).unwrap();
+    let keel = keel_rpc::Keel::new(&config, &[&ticks_v1::TICKER_POLICY]).unwrap();
     let service = ticks_v1::ticker(Handler, &keel).unwrap();
     let server = TestServer::start(keel.server(&config).add_service(service))
         .await
@@ -75,7 +75,7 @@ fn ndjson(body: &str) -> Vec<Value> {
 }
 
 /// The value of the sample `line` (name and labels) in the server's metrics.
-fn sample(keel: &keel::Keel, line: &str) -> u64 {
+fn sample(keel: &keel_rpc::Keel, line: &str) -> u64 {
     let text = keel.metrics().render();
     (text.lines())
         .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
@@ -234,7 +234,7 @@ async fn a_timeout_parameter_or_header_is_the_calls_deadline() {
     assert_eq!(sample(&served.keel, &exceeded), 3);
 
     // The same method over gRPC is counted apart.
-    let client = keel::testing::client();
+    let client = keel_rpc::testing::client();
     let mut ticker = ticks_v1::ticker_client(served.server.url(), &client).unwrap();
     ticker.wait(WaitRequest { delay_ms: 1 }).await.unwrap();
     assert_eq!(

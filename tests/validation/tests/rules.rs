@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use keel::validate::{Validate, Violations};
+use keel_rpc::validate::{Validate, Violations};
 use tokio::net::TcpListener;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -218,7 +218,7 @@ fn each_rule_is_broken_on_its_own() {
 fn timestamps_and_durations_are_compared_as_times() {
     use prost_types::{Duration, Timestamp};
     use validation_tests::rules_v1::Times;
-    let now = keel::validate::now().0;
+    let now = keel_rpc::validate::now().0;
     let at = |seconds: i64| Some(Timestamp { seconds, nanos: 0 });
     let valid = Times {
         created: at(1_600_000_000),
@@ -304,7 +304,7 @@ fn messages_say_what_the_rule_wants_and_never_the_value() {
     message.name = "secret-value".into();
     message.shout = "quiet".into();
     message.start = 9;
-    let status = keel::validate::check(&message).unwrap_err();
+    let status = keel_rpc::validate::check(&message).unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(
         status.message(),
@@ -335,13 +335,13 @@ fn messages_say_what_the_rule_wants_and_never_the_value() {
 fn a_huge_list_of_bad_items_keeps_the_error_small() {
     let mut message = valid();
     message.previous = vec![Address::default(); 10_000];
-    let status = keel::validate::check(&message).unwrap_err();
+    let status = keel_rpc::validate::check(&message).unwrap_err();
     let listed = status
         .get_details_bad_request()
         .unwrap()
         .field_violations
         .len();
-    assert_eq!(listed, keel::validate::MAX_VIOLATIONS);
+    assert_eq!(listed, keel_rpc::validate::MAX_VIOLATIONS);
     assert!(
         status.message().ends_with("(and 19936 more)"),
         "{}",
@@ -379,12 +379,12 @@ hmac_secret = "validation-tests-secret-no-token-is-ever-verified"
 async fn serve() -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut config = keel::config::Loader::new()
+    let mut config = keel_rpc::config::Loader::new()
         .defaults_toml(CONFIG)
         .load()
         .unwrap();
     config.server.addr = addr;
-    let keel = keel::Keel::new(&config, &[&rules_v1::RULES_POLICY]).unwrap();
+    let keel = keel_rpc::Keel::new(&config, &[&rules_v1::RULES_POLICY]).unwrap();
     let handler = Handler::default();
     let service = rules_v1::rules(handler.clone(), &keel).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -392,11 +392,11 @@ async fn serve() -> Served {
         keel.server(&config)
             .add_service(service)
             .serve_on(
-                keel::serve::Listeners {
+                keel_rpc::serve::Listeners {
                     grpc: listener,
                     metrics: None,
                 },
-                keel::serve::shutdown_on(async {
+                keel_rpc::serve::shutdown_on(async {
                     let _ = stopped.await;
                 }),
             )

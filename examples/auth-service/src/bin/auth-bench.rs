@@ -27,7 +27,7 @@ use anyhow::{Context, bail, ensure};
 use auth_service::auth_v1::auth_service_client::AuthServiceClient;
 use auth_service::auth_v1::{GetJwksRequest, LoginRequest, RefreshRequest, ValidateRequest};
 use clap::{Parser, ValueEnum};
-use keel::store::{Store, sqlx};
+use keel_rpc::store::{Store, sqlx};
 use tonic::transport::Channel;
 
 const ADMIN: &str = "admin";
@@ -129,8 +129,8 @@ async fn run(args: Args, pinned: bool) -> anyhow::Result<()> {
 
 async fn bench(args: &Args, url: &str, dir: &Path, pinned: bool) -> anyhow::Result<()> {
     let settings = auth_service::Settings::from_loader(
-        &keel::config::Loader::new()
-            .environment(keel::config::Environment::Development)
+        &keel_rpc::config::Loader::new()
+            .environment(keel_rpc::config::Environment::Development)
             .defaults_toml(auth_service::DEFAULT_CONFIG)
             .development_toml(auth_service::DEVELOPMENT_CONFIG),
     )?;
@@ -436,7 +436,7 @@ async fn postgres_schema(base: &str, schema: &str, create: bool) -> anyhow::Resu
         vec![format!("DROP SCHEMA IF EXISTS {schema} CASCADE")]
     };
     for statement in statements {
-        keel::with_store!(&store, pool => {
+        keel_rpc::with_store!(&store, pool => {
             sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await?;
         });
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use auth_service::auth_v1::auth_service_client::AuthServiceClient;
 use auth_service::auth_v1::{LoginRequest, TokenResponse};
 use auth_service::{App, AuthStore, DEFAULT_CONFIG, DEVELOPMENT_CONFIG, Settings};
-use keel::config::{Environment, Loader, StoreConfig};
+use keel_rpc::config::{Environment, Loader, StoreConfig};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -32,7 +32,7 @@ admin_password = "admin-password-for-tests"
 admin_scopes = ["users:read", "users:write"]
 "#;
 
-pub use keel::testing::{Db, TestDb};
+pub use keel_rpc::testing::{Db, TestDb};
 
 /// The auth store of `test`, migrated.
 pub async fn auth_store(test: &TestDb) -> AuthStore {
@@ -59,11 +59,11 @@ pub fn settings(store: &StoreConfig) -> Settings {
     settings_with(store, "")
 }
 
-/// The auth service served by [`keel::testing::TestServer`].
+/// The auth service served by [`keel_rpc::testing::TestServer`].
 pub struct Server {
     pub addr: SocketAddr,
     pub app: App,
-    server: keel::testing::TestServer,
+    server: keel_rpc::testing::TestServer,
 }
 
 impl Server {
@@ -81,11 +81,11 @@ impl Server {
         let app = App::new(settings).await.expect("auth service app");
         let server = app.server(&config).expect("server");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let listeners = keel::serve::Listeners {
+        let listeners = keel_rpc::serve::Listeners {
             grpc,
             metrics: http,
         };
-        let server = keel::testing::TestServer::start_on(server, listeners).expect("serving");
+        let server = keel_rpc::testing::TestServer::start_on(server, listeners).expect("serving");
         Server {
             addr: server.addr(),
             app,
@@ -130,4 +130,4 @@ impl Server {
 
 // (Not every test binary puts tokens on requests.)
 #[allow(unused_imports)]
-pub use keel::testing::with_token;
+pub use keel_rpc::testing::with_token;

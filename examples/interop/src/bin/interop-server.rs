@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let tls = match (args.use_tls, args.tls_cert_file, args.tls_key_file) {
         (false, None, None) => None,
-        (true, Some(cert_file), Some(key_file)) => Some(keel::config::ServerTlsConfig {
+        (true, Some(cert_file), Some(key_file)) => Some(keel_rpc::config::ServerTlsConfig {
             cert_file,
             key_file,
             client_ca_file: None,
@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
 
 async fn run(
     addr: SocketAddr,
-    tls: Option<keel::config::ServerTlsConfig>,
+    tls: Option<keel_rpc::config::ServerTlsConfig>,
 ) -> Result<(), interop::server::ServerError> {
     let server = InteropServer::with_tls(addr, tls)?;
     let listener = bind(addr).await?;

@@ -11,7 +11,7 @@
 //!   hands every span of h2 and hyper to the `log` crate, a cost no service
 //!   with logging pays (BENCHMARKS.md).
 //! - `--serve keel`: the service as README's "Serving" section builds it:
-//!   `keel::telemetry::init(&config)`, `Keel::new`, `keel.server(&config)`
+//!   `keel_rpc::telemetry::init(&config)`, `Keel::new`, `keel.server(&config)`
 //!   with the generated `user_service(handler, &keel)`, reflection, the
 //!   standard health service, `/metrics` and the graceful shutdown, all at
 //!   the default configuration except the addresses (ephemeral ports) and the
@@ -368,7 +368,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Plain tonic logs through a `warn` fmt subscriber; Keel as its
     // telemetry configuration says (by default: `info`, no exporter).
     let telemetry = match mode {
-        Mode::Keel => Some(keel::telemetry::init(&config)?),
+        Mode::Keel => Some(keel_rpc::telemetry::init(&config)?),
         Mode::Plain => {
             tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::WARN)
@@ -388,7 +388,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|status| anyhow::anyhow!("creating the bench user: {status}"))?
         .into_inner();
 
-    let token = keel::auth::mint_access_token(
+    let token = keel_rpc::auth::mint_access_token(
         &config.auth,
         "bench",
         &["users:read"],
@@ -454,17 +454,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         Mode::Keel => {
-            let keel = keel::Keel::new(&config, SERVICES)?;
+            let keel = keel_rpc::Keel::new(&config, SERVICES)?;
             let service = user_v1::user_service(handler, &keel)?;
             let server = match args.fixed_date {
                 true => keel.server(&config).add_service(FixedDate(service)),
                 false => keel.server(&config).add_service(service),
             };
-            let listeners = keel::serve::Listeners {
+            let listeners = keel_rpc::serve::Listeners {
                 grpc: grpc_listener,
                 metrics: Some(http_listener),
             };
-            let stop = keel::serve::shutdown_on(async {
+            let stop = keel_rpc::serve::shutdown_on(async {
                 let _ = tokio::signal::ctrl_c().await;
             });
             server

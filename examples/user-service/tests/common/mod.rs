@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel::config::{Config, Environment, Loader};
+use keel_rpc::config::{Config, Environment, Loader};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 use user_service::user_v1::user_service_client::UserServiceClient;
@@ -29,12 +29,12 @@ pub fn config() -> Config {
     config
 }
 
-/// The example served by [`keel::testing::TestServer`] (gRPC and
+/// The example served by [`keel_rpc::testing::TestServer`] (gRPC and
 /// `/metrics` on ephemeral ports of 127.0.0.1).
 pub struct Server {
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
-    server: keel::testing::TestServer,
+    server: keel_rpc::testing::TestServer,
 }
 
 impl Server {
@@ -56,9 +56,9 @@ impl Server {
         users: Users,
         audit: user_service::AuditLog,
     ) -> Server {
-        let keel = keel::Keel::new(&config, SERVICES).expect("keel runtime");
+        let keel = keel_rpc::Keel::new(&config, SERVICES).expect("keel runtime");
         let server = user_service::server_with_audit(&keel, &config, users, audit).expect("server");
-        let server = keel::testing::TestServer::start(server)
+        let server = keel_rpc::testing::TestServer::start(server)
             .await
             .expect("serving");
         Server {
@@ -148,7 +148,7 @@ pub fn sign_with(
     jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, key).expect("sign")
 }
 
-pub use keel::testing::with_token;
+pub use keel_rpc::testing::with_token;
 
 /// A request carrying exactly this `authorization` value.
 pub fn with_auth<T>(message: T, value: &str) -> tonic::Request<T> {
@@ -168,4 +168,4 @@ pub fn fixture(name: &str) -> String {
 
 // (Used by the store tests only.)
 #[allow(unused_imports)]
-pub use keel::testing::{Db, POSTGRES_ENV, TestDb};
+pub use keel_rpc::testing::{Db, POSTGRES_ENV, TestDb};
