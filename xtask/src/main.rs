@@ -10,6 +10,11 @@
 //!   (callgrind instructions, h2load rounds, peak RSS) and runs the criterion benches.
 //! - `new <dir>` creates a standalone service crate at `dir` that depends on
 //!   Keel by path (annotated proto, build.rs, handler, test, Dockerfile).
+//! - `package` packages each published crate on its own, as the registry
+//!   would check it, and checks that the registry's crates of those names
+//!   are ours (or that the names are free).
+//! - `rust-version` checks that no locked dependency needs a newer rustc
+//!   than the workspace's declared `rust-version`.
 //! - `bench-auth` runs only the auth service's benchmark (Login, Refresh,
 //!   Validate on SQLite and PostgreSQL), which `bench` includes.
 
@@ -17,10 +22,12 @@ mod bench;
 mod bench_auth;
 mod codegen;
 mod new;
+mod package;
 mod policy;
 mod postgres;
 mod reference;
 mod run;
+mod rust_version;
 mod test;
 
 use std::process::ExitCode;
@@ -37,9 +44,11 @@ fn main() -> ExitCode {
         ["policy", rest @ ..] => policy::run(rest),
         ["run", rest @ ..] => run::run(rest),
         ["new", rest @ ..] => new::run(rest),
+        ["package", rest @ ..] => package::run(rest),
+        ["rust-version", rest @ ..] => rust_version::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | new <dir> | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick] | policy [--format json]"
+                "usage: cargo xtask run | new <dir> | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick] | policy [--format json] | package [--no-registry-check] | rust-version"
             );
             return ExitCode::from(2);
         }

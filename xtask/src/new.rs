@@ -211,7 +211,7 @@ mod tests {
         }
         let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(
-            cargo.contains(r#"keel = { path = "/keel/runtime" }"#),
+            cargo.contains(r#"keel-rpc = { path = "/keel/runtime" }"#),
             "{cargo}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -35,7 +35,7 @@
 //!    UNDECIDED when the target lies inside (too noisy a machine for that
 //!    many rounds). A miss is reported, not an error: only a failed
 //!    verification exits non-zero.
-//! 6. Runs the criterion micro-benchmarks (`cargo bench -p keel --bench
+//! 6. Runs the criterion micro-benchmarks (`cargo bench -p keel-rpc --bench
 //!    pipeline`), unless `--quick` or `--no-criterion`.
 //!
 //! Targets, against plain tonic in the same run, at the default
@@ -561,8 +561,10 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     }
 
     if options.criterion {
-        println!("\ncriterion micro-benchmarks (cargo bench -p keel --bench pipeline):");
-        crate::run_cmd(Command::new(&cargo).args(["bench", "-p", "keel", "--bench", "pipeline"]))?;
+        println!("\ncriterion micro-benchmarks (cargo bench -p keel-rpc --bench pipeline):");
+        crate::run_cmd(
+            Command::new(&cargo).args(["bench", "-p", "keel-rpc", "--bench", "pipeline"]),
+        )?;
     }
     if options.traced.is_some() || options.instructions {
         // `--traced` and `--instructions` are about the serving path, not the auth service.
