@@ -55,11 +55,16 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     let cargo = env!("CARGO");
     let packaged_dir = crate::target_dir().join("package");
-    let mut earlier: Vec<&Crate> = Vec::new();
+    // The patches are unused by the workspace itself (it depends on our
+    // crates by path), and cargo records unused patches in the workspace's
+    // lock: so no `--locked` here, and the lock is put back after each run
+    // (the rest of CI builds with `--locked`).
+    let lock_path = crate::root().join("Cargo.lock");
+    let lock = std::fs::read(&lock_path).context("reading Cargo.lock")?;
     for krate in &crates {
         let mut command = Command::new(cargo);
-        command.args(["package", "-p", &krate.name, "--locked"]);
-        for dep in &earlier {
+        command.args(["package", "-p", &krate.name]);
+        for dep in dependencies_of(krate, &crates) {
             let source = packaged_dir.join(format!("{}-{}", dep.name, dep.version));
             command.arg("--config").arg(format!(
                 "patch.crates-io.{}.path={:?}",
@@ -68,10 +73,11 @@ pub fn run(args: &[&str]) -> Result<()> {
             ));
         }
         println!("== cargo package -p {} (alone)", krate.name);
-        crate::run_cmd(&mut command)?;
+        let packaged = crate::run_cmd(&mut command);
+        std::fs::write(&lock_path, &lock).context("restoring Cargo.lock")?;
+        packaged?;
         let source = packaged_dir.join(format!("{}-{}", krate.name, krate.version));
         check_lock_resolves_ours(&source, &names)?;
-        earlier.push(krate);
     }
     println!("every crate packages on its own, and resolves its siblings to ours");
     Ok(())
@@ -145,6 +151,21 @@ fn in_dependency_order(crates: Vec<Crate>) -> Result<Vec<Crate>> {
         }
     }
     Ok(done)
+}
+
+/// The published crates `krate` needs, directly or through another of ours.
+fn dependencies_of<'a>(krate: &Crate, crates: &'a [Crate]) -> Vec<&'a Crate> {
+    let mut needed: Vec<&Crate> = Vec::new();
+    let mut queue: Vec<&str> = krate.depends_on.iter().map(String::as_str).collect();
+    while let Some(name) = queue.pop() {
+        if let Some(dep) = crates.iter().find(|c| c.name == name)
+            && !needed.iter().any(|n| n.name == name)
+        {
+            needed.push(dep);
+            queue.extend(dep.depends_on.iter().map(String::as_str));
+        }
+    }
+    needed
 }
 
 /// Fails when the registry has a crate of this name that is not ours.
