@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use prost_reflect::{FieldDescriptor, FileDescriptor, Kind, MessageDescriptor, ServiceDescriptor};
 use serde_json::{Map, Value, json};
 
-use crate::annotations::{Access, ServiceSpec};
 use crate::http::{HttpRoute, Segment};
+use crate::spec::{Access, ServiceSpec};
 
 /// The document of `service`, or `None` when none of its methods has a route.
 pub fn document(service: &ServiceDescriptor, spec: &ServiceSpec) -> Option<Value> {

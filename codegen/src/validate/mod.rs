@@ -11,16 +11,16 @@ mod rules;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, TokenStream};
 use prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind,
     MessageDescriptor, OneofDescriptor,
 };
 use quote::quote;
 
-use crate::annotations::Locator;
 use crate::error::Diagnostic;
 use crate::ident::{camel, snake};
+use crate::locate::Locator;
 
 /// The number of the `buf.validate` extensions (`field`, `message`, `oneof`).
 const EXTENSION_NUMBER: i32 = 1159;
@@ -473,67 +473,6 @@ impl MessageWriter<'_> {
                 #runtime::validate::Validate::validate_into(value, violations);
                 violations.leave(mark);
             },
-        }
-    }
-
-    /// The CEL rules of a rules message (`cel` and `cel_expression`), as
-    /// statics declared in place; each is the static's name, after its
-    /// declaration.
-    fn cel_rules(&mut self, rules: &DynamicMessage, path: &[i32]) -> Vec<TokenStream> {
-        let mut found = Vec::new();
-        if let Some(list) = rules.get_field_by_name("cel") {
-            for rule in list.as_list().unwrap_or_default() {
-                let Some(rule) = rule.as_message() else {
-                    continue;
-                };
-                let text = |name: &str| {
-                    rule.get_field_by_name(name)
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                };
-                let (id, message, expression) = (text("id"), text("message"), text("expression"));
-                if id.is_empty() {
-                    self.report(path, "buf.validate: a CEL rule needs an `id`".to_owned());
-                }
-                found.push(self.cel_static(&id, &message, &expression, path));
-            }
-        }
-        if let Some(list) = rules.get_field_by_name("cel_expression") {
-            for expression in list.as_list().unwrap_or_default() {
-                let Some(expression) = expression.as_str() else {
-                    continue;
-                };
-                found.push(self.cel_static(expression, "", expression, path));
-            }
-        }
-        found
-    }
-
-    /// One CEL rule: compiled here, so that a syntax error fails the build.
-    fn cel_static(
-        &mut self,
-        id: &str,
-        message: &str,
-        expression: &str,
-        path: &[i32],
-    ) -> TokenStream {
-        if let Err(error) = cel::Program::compile(expression) {
-            let first = error.to_string();
-            let first = first.lines().next().unwrap_or_default().to_owned();
-            self.report(
-                path,
-                format!("buf.validate: CEL rule `{id}` does not parse: {first}"),
-            );
-        }
-        let runtime = self.runtime;
-        let name = Ident::new(&format!("CEL_{}", self.statics), Span::call_site());
-        self.statics += 1;
-        quote! {
-            {
-                static #name: #runtime::validate::CelRule =
-                    #runtime::validate::CelRule::new(#id, #message, #expression);
-                &#name
-            }
         }
     }
 }
