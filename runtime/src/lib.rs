@@ -14,7 +14,7 @@
 //!   span per RPC (continuing the caller's W3C trace context), metrics, auth
 //!   and panic recovery, so the handler only ever sees authorized calls, and
 //!   can read the caller with [`RequestExt::claims`];
-//! - the generated `user_service_client(channel, &client)` wraps the tonic
+//! - the generated `connect_user_service(channel, &client)` wraps the tonic
 //!   client in Keel's [`client`] layer: bearer token from a
 //!   [`TokenSource`](auth::TokenSource), trace-context injection, a default
 //!   deadline and the `grpc_client_*` metrics;
@@ -43,13 +43,10 @@
 extern crate self as keel_rpc;
 
 pub mod auth;
-mod call_headers;
 pub mod client;
 mod clock;
 pub mod config;
-pub mod deadline;
 mod error;
-mod interruptible;
 pub mod json;
 pub mod metrics;
 mod observe;
@@ -64,6 +61,11 @@ pub mod telemetry;
 pub mod testing;
 pub mod tls;
 pub mod validate;
+mod wire;
+
+// Deadline propagation lives in `telemetry`, beside the context that carries
+// it; users (and the examples) have always found it here.
+pub use telemetry::deadline;
 
 pub use auth::{Claims, RequestExt, Verifier};
 pub use error::Error;

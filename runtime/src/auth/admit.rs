@@ -1,12 +1,25 @@
 //! The pipeline's auth step: a method's [`Access`] rule applied to a call,
 //! before it reaches the handler.
 
+use http::HeaderValue;
 use quanta::Instant;
 
 use super::claims::{Caller, PeerOf};
 use super::{AuthError, Claims, Peer, Verifier};
-use crate::call_headers::CallHeaders;
 use crate::policy::Access;
+use crate::wire::CallHeaders;
+
+impl<'a> CallHeaders<'a> {
+    /// The one `authorization` header: [`AuthError::MissingToken`] without
+    /// one, [`AuthError::MalformedHeader`] when there are several.
+    pub(crate) fn authorization(&self) -> Result<&'a HeaderValue, AuthError> {
+        match (self.authorization, self.repeated_authorization) {
+            (None, _) => Err(AuthError::MissingToken),
+            (Some(_), true) => Err(AuthError::MalformedHeader),
+            (Some(value), false) => Ok(value),
+        }
+    }
+}
 
 /// Checks a token's claims against a method's access rule.
 pub fn authorize(access: Access, claims: &Claims) -> Result<(), AuthError> {
@@ -110,4 +123,34 @@ impl Admitted {
 pub(crate) fn reject(path: &str, error: &AuthError) -> tonic::Status {
     tracing::debug!(path, %error, "request rejected");
     error.to_status()
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn tells_missing_from_repeated_authorization() {
+        let empty = HeaderMap::new();
+        let found = CallHeaders::read(&empty);
+        assert_eq!(found.authorization(), Err(AuthError::MissingToken));
+        assert_eq!(found.grpc_timeout, None);
+        assert!(!found.traceparent);
+
+        let map = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(
+            CallHeaders::read(&map).authorization(),
+            Err(AuthError::MalformedHeader)
+        );
+    }
 }

@@ -15,9 +15,9 @@ use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
 
 use super::{AuthError, Claims, KeySet};
-use crate::call_headers::CallHeaders;
 use crate::clock;
 use crate::config::{Algorithm, AuthConfig};
+use crate::wire::CallHeaders;
 
 /// Why a [`Verifier`] (or its [`KeySet`]) could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ use super::ClientError;
 /// let replicas = ["http://10.0.0.1:50053", "http://10.0.0.2:50053", "http://10.0.0.3:50053"]
 ///     .map(|url| Endpoint::from_static(url));
 /// let channel = keel_rpc::client::balanced(replicas, Duration::from_secs(1))?;
-/// // auth_service_client(channel, &client)?  (any generated client constructor)
+/// // connect_auth_service(channel, &client)?  (any generated client constructor)
 /// # let _ = channel;
 /// # Ok(())
 /// # }

@@ -18,12 +18,12 @@ use super::call::ClientCall;
 use super::retry::{self, Attempts};
 use crate::auth::TokenSource;
 use crate::clock;
-use crate::deadline::{Deadline, GRPC_TIMEOUT, decode_timeout, encode_timeout};
-use crate::metrics::codes::status_code;
 use crate::metrics::{CallRecord, Protocol, ServiceMetrics};
 use crate::observe::{CountingBody, Tallies};
 use crate::policy::ServicePolicy;
+use crate::telemetry::deadline::Deadline;
 use crate::telemetry::{client_span, propagation};
+use crate::wire::{GRPC_TIMEOUT, decode_timeout, encode_timeout, status_code};
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -4,7 +4,7 @@
 //! For each service, `keel-rpc-codegen` emits a constructor such as
 //!
 //! ```ignore
-//! pub fn user_service_client(
+//! pub fn connect_user_service(
 //!     channel: impl keel_rpc::client::IntoChannel,
 //!     client: &keel_rpc::client::Client,
 //! ) -> Result<UserServiceClient<keel_rpc::client::Channel>, keel_rpc::Error>

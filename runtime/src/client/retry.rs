@@ -17,13 +17,8 @@ use tower::{Service, ServiceExt};
 
 use super::layer::{BoxError, error_code};
 use crate::clock;
-use crate::deadline::{GRPC_TIMEOUT, encode_timeout};
-use crate::metrics::codes::status_code;
 use crate::policy::RetryPolicy;
-
-/// The server's say on a retry (gRFC A6): a pause in milliseconds, or,
-/// when it is not one, no retry.
-const PUSHBACK: &str = "grpc-retry-pushback-ms";
+use crate::wire::{GRPC_TIMEOUT, PUSHBACK, encode_timeout, status_code};
 
 /// What the attempts of one call report to.
 pub(super) struct Attempts {

@@ -7,7 +7,7 @@ use tonic::Code;
 
 use super::ServiceMetrics;
 use crate::clock;
-use crate::observe::MessageCounter;
+use crate::wire::MessageCounter;
 
 /// What the metrics know of a call in flight, from its start to its end: a
 /// server's, or a generated client's.

@@ -33,10 +33,11 @@
 //! layer of generated clients records into.
 
 mod call;
-pub(crate) mod codes;
+mod codes;
 mod counts;
 mod endpoint;
 mod protocol;
+mod side;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,8 +52,8 @@ pub(crate) use counts::Counts;
 use counts::{BOUNDS, ServiceCounts, Total};
 pub use endpoint::{CONTENT_TYPE, router};
 pub(crate) use protocol::Protocol;
+pub(crate) use side::Side;
 
-use crate::observe::Side;
 use crate::policy::{MethodPolicy, ServicePolicy};
 
 /// Keel's server metrics for a fixed set of services, in a Prometheus registry.

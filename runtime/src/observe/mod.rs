@@ -15,22 +15,9 @@
 //! to the side that observes: `pipeline::ResponseBody` on a server,
 //! `client::ResponseBody` in a generated client.
 
-mod messages;
 mod request;
 mod response;
 
-pub(crate) use messages::MessageCounter;
 pub use request::CountingBody;
 pub(crate) use request::Tallies;
 pub(crate) use response::{Progress, progress};
-
-/// Which side of a call Keel observes: it decides the metric families
-/// (`grpc_server_*` or `grpc_client_*`) and, for spans, the span kind and
-/// which codes are errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Side {
-    /// The server answering the call.
-    Server,
-    /// A generated client making it.
-    Client,
-}

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::messages::{MessageCounter, TooLarge};
 use crate::metrics::ServiceMetrics;
+use crate::wire::{MessageCounter, TooLarge};
 
 pin_project! {
     /// A request body that counts the messages a client sends and refuses

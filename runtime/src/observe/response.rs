@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use tonic::Code;
 
-use crate::metrics::codes::status_code;
+use crate::wire::status_code;
 
 /// What a polled response frame means for the call it answers.
 pub(crate) enum Progress<'a> {

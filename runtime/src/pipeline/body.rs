@@ -9,8 +9,8 @@ use pin_project_lite::pin_project;
 use tonic::Code;
 
 use super::call::Call;
+use super::interruptible::Interruptible;
 use super::recover::poll_guarded;
-use crate::interruptible::Interruptible;
 use crate::observe::{Progress, progress};
 
 pin_project! {

@@ -11,8 +11,8 @@ use tonic::Code;
 
 use super::concurrency::Permit;
 use super::deadline::Timer;
-use crate::deadline::Deadline;
 use crate::metrics::CallRecord;
+use crate::telemetry::deadline::Deadline;
 use crate::telemetry::end_server_span;
 
 /// A call of a method of the policy, from its start until its response ends:

@@ -11,9 +11,8 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::call_headers::CallHeaders;
-use crate::deadline::decode_timeout;
 use crate::policy::MethodPolicy;
+use crate::wire::{CallHeaders, decode_timeout};
 
 pin_project! {
     /// When a call of a method with its own deadline rules must end.

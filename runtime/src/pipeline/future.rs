@@ -14,9 +14,9 @@ use tower::Service;
 
 use super::body::ResponseBody;
 use super::call::Call;
+use super::interruptible::Interruptible;
 use super::recover::{internal, log_panic};
-use crate::interruptible::Interruptible;
-use crate::metrics::codes::status_code;
+use crate::wire::status_code;
 
 pin_project! {
     /// Response future of [`Pipeline`](super::Pipeline): polls the server

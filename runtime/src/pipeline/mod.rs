@@ -51,6 +51,7 @@ mod call;
 mod concurrency;
 mod deadline;
 mod future;
+mod interruptible;
 mod method;
 mod rate;
 pub(crate) mod recover;
@@ -63,18 +64,19 @@ use http_body::Body;
 use tower::Service;
 
 use crate::auth::{self, Verifier};
-use crate::call_headers::CallHeaders;
 use crate::clock;
 use crate::metrics::{CallRecord, Metrics, Protocol, ServiceMetrics};
 use crate::observe::Tallies;
 use crate::policy::{MethodKind, ServicePolicy};
 use crate::telemetry::call_context;
+use crate::wire::CallHeaders;
 
 pub use crate::observe::CountingBody;
 pub use body::ResponseBody;
 pub use call::Call;
 use call::Limits;
 pub use future::ResponseFuture;
+pub(crate) use interruptible::Interruptible;
 pub use method::{CalledMethod, OptionError, OptionTable};
 /// A server behind layers of your own, as [`Keel::wrap_with`](crate::Keel::wrap_with) builds it
 /// (tonic's, which keeps the server's name for the router).

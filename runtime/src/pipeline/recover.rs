@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 
-use crate::interruptible::Interruptible;
+use super::interruptible::Interruptible;
 
 /// Polls `body`, catching a panic of the handler code producing it: the
 /// panic is logged (with `path`, the method's) and the body ends with

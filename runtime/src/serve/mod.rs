@@ -27,7 +27,6 @@
 //! A second signal at any point exits the process at once.
 
 mod connection;
-mod drain;
 mod health;
 mod probe;
 mod rest;
@@ -48,8 +47,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::Error;
 use crate::Keel;
 use crate::config::{Config, TlsKeys};
-use connection::Port;
-use drain::Phases;
+use connection::{Phases, Port};
 use reflection::Reflection;
 
 pub use health::Health;
@@ -246,11 +244,7 @@ impl Server {
         };
         // Before anything is served: a certificate that does not load fails `serve`.
         // REST routes, if a service has any.
-        let reading = rest::Reading {
-            max_body: settings.max_message_bytes,
-            discard_unknown: config.http.discard_unknown_fields,
-        };
-        let rest = rest::Routes::new(keel.services(), reading)?;
+        let rest = rest::routes(keel.services(), &config)?;
         // gRPC-Web and REST may come over HTTP/1.1: offer it to TLS clients too.
         let http1 = config.http.grpc_web || rest.is_some();
         let alpn = match http1 {
@@ -265,7 +259,7 @@ impl Server {
             .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
         let router = web::wrap(routes.routes().prepare().into_axum_router(), &config.http);
-        let rest_service = rest.map(|rest| web::rest(rest, router.clone(), &config.http));
+        let rest_service = rest.map(|rest| rest::service(rest, router.clone(), &config.http));
         let port = Port::new(
             router,
             rest_service,

@@ -49,22 +49,6 @@ pub(crate) fn wrap(mut router: axum::Router, http: &HttpConfig) -> axum::Router 
     router
 }
 
-/// The service of the requests that are not gRPC when some service has REST
-/// routes: CORS (preflights of REST paths too), then REST transcoding into
-/// calls of `router`. gRPC calls never pass here.
-pub(crate) fn rest(
-    routes: std::sync::Arc<super::rest::Routes>,
-    router: axum::Router,
-    http: &HttpConfig,
-) -> super::drain::HttpService {
-    let cors = (!http.cors.allowed_origins.is_empty()).then(|| cors(&http.cors));
-    tower::util::BoxCloneSyncService::new(
-        tower::ServiceBuilder::new()
-            .option_layer(cors)
-            .service(super::rest::Rest::new(routes, router)),
-    )
-}
-
 /// Marks a gRPC-Web request as one for the metrics' `protocol` label.
 fn mark_grpc_web(mut request: Request<Body>) -> Request<Body> {
     let web = request
@@ -77,7 +61,9 @@ fn mark_grpc_web(mut request: Request<Body>) -> Request<Body> {
     request
 }
 
-fn cors(config: &CorsConfig) -> CorsLayer {
+/// The CORS layer of `http.cors`: outermost on the router, and in front of
+/// REST's service.
+pub(super) fn cors(config: &CorsConfig) -> CorsLayer {
     // The configuration checked them (`http.cors.allowed_origins`).
     let origins: Vec<HeaderValue> = config
         .allowed_origins

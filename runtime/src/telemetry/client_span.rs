@@ -6,7 +6,7 @@ use tonic::Code;
 use tracing::Span;
 
 use super::status::error_description;
-use crate::observe::Side;
+use crate::metrics::Side;
 use crate::policy::{MethodPolicy, ServicePolicy};
 
 /// Target of the client layer's per-call `tracing` spans. They are at

@@ -31,7 +31,8 @@
 //! Server spans are made with the OpenTelemetry SDK directly (sampled first,
 //! so an unsampled call costs little) and their context is attached while
 //! the handler runs, so the handler's own `tracing` spans, its log lines and
-//! its outgoing calls belong to the trace. Client spans are `tracing` spans
+//! its outgoing calls belong to the trace; it also carries the call's
+//! [`deadline`], which those calls inherit. Client spans are `tracing` spans
 //! with target [`RPC_TARGET`] at level `DEBUG`: exported whatever the log
 //! filter, printed only when it asks for them (`keel_rpc::rpc=debug`).
 //!
@@ -53,6 +54,7 @@
 //! [`tracing-opentelemetry`]: https://docs.rs/tracing-opentelemetry
 
 mod client_span;
+pub mod deadline;
 mod format;
 pub mod propagation;
 mod sampler;

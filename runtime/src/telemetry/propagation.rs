@@ -11,13 +11,8 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-use crate::call_headers::CallHeaders;
-
-/// Name of the W3C header that carries the trace id, parent span id and flags.
-pub const TRACEPARENT: &str = "traceparent";
-
-/// Name of the W3C header that carries vendor-specific trace state.
-pub const TRACESTATE: &str = "tracestate";
+use crate::wire::CallHeaders;
+pub use crate::wire::{TRACEPARENT, TRACESTATE};
 
 /// Reads propagation fields from request headers (an [`Extractor`]).
 #[derive(Clone, Copy, Debug)]
@@ -58,9 +53,6 @@ impl Injector for HeaderInjector<'_> {
         }
     }
 }
-
-/// [`TRACEPARENT`] as a header name, for lookups that need not parse it.
-pub(crate) static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 
 /// The remote parent a request names in `traceparent`/`tracestate`, if it
 /// carries a valid one.

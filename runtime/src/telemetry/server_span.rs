@@ -17,13 +17,13 @@ use opentelemetry_sdk::trace::IdGenerator as _;
 use tonic::Code;
 
 use super::client_span::span_name;
+use super::deadline::with_deadline;
 use super::propagation;
 use super::status::error_description;
 use super::tracer::{HANDLE_MADE, NEXT_TRACE_ID, TracerHandle};
-use crate::call_headers::CallHeaders;
-use crate::deadline::with_deadline;
-use crate::observe::Side;
+use crate::metrics::Side;
 use crate::policy::{MethodPolicy, ServicePolicy};
+use crate::wire::CallHeaders;
 
 /// Opens the server span of one call of `method`, a child of the request's
 /// remote parent when it names one, and returns its context.

@@ -6,8 +6,7 @@ use std::borrow::Cow;
 use http::HeaderMap;
 use tonic::Code;
 
-use crate::metrics::code_name;
-use crate::observe::Side;
+use crate::metrics::{Side, code_name};
 
 impl Side {
     /// Whether a call ending with `code` marks the span as failed. A client
@@ -45,7 +44,7 @@ pub(super) fn error_description(code: Code, carrier: Option<&HeaderMap>) -> Cow<
 
 #[cfg(test)]
 mod tests {
-    use crate::observe::Side;
+    use crate::metrics::Side;
     use tonic::Code;
 
     #[test]

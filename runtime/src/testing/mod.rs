@@ -16,7 +16,7 @@
 //! )
 //! .await?;
 //! let token = token(&config, "ada", &["users:read"])?;
-//! // let mut users = user_v1::user_service_client(server.url(), &keel_rpc::testing::client())?;
+//! // let mut users = user_v1::connect_user_service(server.url(), &keel_rpc::testing::client())?;
 //! // users.get_user(with_token(GetUserRequest { id: "u-1".into() }, &token)).await?;
 //! # let _ = (with_token((), &token), server.url());
 //! server.stop().await?;

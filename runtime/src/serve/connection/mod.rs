@@ -7,8 +7,14 @@
 //! shutdown phases of [`Phases`]. Each
 //! connection runs in a task of its own, so a slow client holds up no
 //! other.
+//!
+//! Its requests go through the connection's service (`service.rs`), which
+//! gives them the connection's address and certificates, counts them for the
+//! idle timeout, sends those that are not gRPC to REST, and ends what still
+//! runs at the drain deadline.
 
 mod preface;
+mod service;
 
 use std::io;
 use std::sync::Arc;
@@ -26,10 +32,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::Connected;
 
-use super::drain::{Calls, ConnectInfo, Drain, HttpService, Phases};
 use crate::config::ServerConfig;
 use crate::metrics::ConnectionMetrics;
+use crate::serve::rest::HttpService;
 use preface::Preface;
+pub(crate) use service::Phases;
+use service::{Calls, ConnectInfo, Drain};
 
 /// How long connections get to close after the drain deadline ended their
 /// calls, before they are dropped.

@@ -1,11 +1,16 @@
-//! Counting the messages of a gRPC body, across data frames split anywhere.
+//! Length-prefixed gRPC messages, as a body's data frames carry them: a
+//! compression flag byte, the length as a big-endian `u32`, the message.
+//! Counting them across data frames split anywhere, and framing one message
+//! (REST, which makes gRPC calls of its own).
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Counts length-prefixed gRPC messages across arbitrarily split data frames.
 ///
-/// Eight bytes, so that a [`CountingBody`] is 32 with tonic's body, and a
-/// request with it 256 (on 64-bit targets): glibc's AVX2 `memcpy` moves up to
-/// 256 bytes without a loop, and a request is moved a dozen times on its way
-/// to the handler.
+/// Eight bytes, so that an `observe::CountingBody` is 32 with tonic's body,
+/// and a request with it 256 (on 64-bit targets): glibc's AVX2 `memcpy` moves
+/// up to 256 bytes without a loop, and a request is moved a dozen times on its
+/// way to the handler.
 #[derive(Debug, Default)]
 pub(crate) struct MessageCounter {
     /// Prefix bytes of the current message seen so far (0..5).
@@ -67,6 +72,35 @@ impl MessageCounter {
     }
 }
 
+/// `message` as one uncompressed length-prefixed message.
+pub(crate) fn encode_message(message: &impl prost::Message) -> Result<Bytes, prost::EncodeError> {
+    let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
+    frame.put_u8(0);
+    frame.put_u32(message.encoded_len() as u32);
+    message.encode(&mut frame)?;
+    Ok(frame.freeze())
+}
+
+/// The message of a body of one message (a unary answer): what follows its
+/// prefix.
+pub(crate) fn single_message(body: &[u8]) -> Option<&[u8]> {
+    body.get(5..)
+}
+
+/// The first message in `buffer`, taken out of it without its prefix, once
+/// all of it has arrived.
+pub(crate) fn split_message(buffer: &mut BytesMut) -> Option<BytesMut> {
+    let [_flag, a, b, c, d, ..] = buffer[..] else {
+        return None;
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if buffer.len() < 5 + len {
+        return None;
+    }
+    let mut frame = buffer.split_to(5 + len);
+    Some(frame.split_off(5))
+}
+
 #[cfg(test)]
 mod tests {
     use super::MessageCounter;
@@ -107,5 +141,19 @@ mod tests {
             MessageCounter::default().feed_limited(&frame(100), 100),
             Ok(1)
         );
+    }
+
+    #[test]
+    fn frames_one_message_and_takes_whole_ones_out() {
+        let encoded = super::encode_message(&"keel".to_owned()).unwrap();
+        assert_eq!(encoded[..], [0, 0, 0, 0, 6, 10, 4, b'k', b'e', b'e', b'l']);
+        assert_eq!(super::single_message(&encoded), Some(&encoded[5..]));
+        let mut buffer = bytes::BytesMut::from(&encoded[..3]);
+        assert_eq!(super::split_message(&mut buffer), None);
+        buffer.extend_from_slice(&encoded[3..]);
+        buffer.extend_from_slice(&frame(1));
+        assert_eq!(super::split_message(&mut buffer).unwrap(), encoded[5..]);
+        assert_eq!(super::split_message(&mut buffer).unwrap()[..], [7]);
+        assert!(buffer.is_empty());
     }
 }

@@ -26,7 +26,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::Service;
 
-use crate::interruptible::Interruptible;
+use crate::pipeline::Interruptible;
+use crate::serve::rest::HttpService;
 
 const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
@@ -46,14 +47,6 @@ pub(crate) enum ConnectInfo {
     Tcp(TcpConnectInfo),
     Tls(TlsConnectInfo<TcpConnectInfo>),
 }
-
-/// The service of requests that are not gRPC when some service has REST
-/// routes (CORS, then REST transcoding, then the router).
-pub(crate) type HttpService = tower::util::BoxCloneSyncService<
-    Request<axum::body::Body>,
-    Response<axum::body::Body>,
-    Infallible,
->;
 
 /// What the calls of one connection share with its task.
 #[derive(Debug)]
@@ -162,7 +155,7 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 pin_project! {
     /// Where a call went: the router, or the service of other HTTP requests.
     #[project = RoutedProjection]
-    pub enum Routed {
+    pub(crate) enum Routed {
         Router {
             #[pin]
             future: RouteFuture<Infallible>,
@@ -232,7 +225,7 @@ impl Stop {
 
 pin_project! {
     /// Response future of [`Drain`].
-    pub struct DrainFuture<F> {
+    pub(crate) struct DrainFuture<F> {
         #[pin]
         inner: F,
         // Until the response: the drain deadline. After it, the call's hold
@@ -269,7 +262,7 @@ where
 pin_project! {
     /// Response body of [`Drain`]: ends with `UNAVAILABLE` trailers when its
     /// phase ends first. The default is an empty body.
-    pub struct DrainBody<B> {
+    pub(crate) struct DrainBody<B> {
         #[pin]
         body: Interruptible<B>,
         end: Option<Stop>,

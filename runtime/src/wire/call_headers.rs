@@ -10,9 +10,7 @@
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 
-use crate::auth::AuthError;
-use crate::deadline::GRPC_TIMEOUT;
-use crate::telemetry::propagation::TRACEPARENT_HEADER;
+use super::metadata::{GRPC_TIMEOUT, TRACEPARENT_HEADER};
 
 /// What one call's request headers say to Keel.
 #[derive(Clone, Copy, Debug)]
@@ -20,9 +18,10 @@ pub(crate) struct CallHeaders<'a> {
     /// All of them.
     pub(crate) all: &'a HeaderMap,
     /// The first `authorization`.
-    authorization: Option<&'a HeaderValue>,
-    /// Whether `authorization` came more than once.
-    repeated_authorization: bool,
+    pub(crate) authorization: Option<&'a HeaderValue>,
+    /// Whether `authorization` came more than once (auth then refuses it:
+    /// `CallHeaders::authorization`, in `auth/admit.rs`).
+    pub(crate) repeated_authorization: bool,
     /// The first `grpc-timeout`.
     pub(crate) grpc_timeout: Option<&'a HeaderValue>,
     /// Whether there is a `traceparent`.
@@ -50,16 +49,6 @@ impl<'a> CallHeaders<'a> {
             }
         }
         found
-    }
-
-    /// The one `authorization` header: [`AuthError::MissingToken`] without
-    /// one, [`AuthError::MalformedHeader`] when there are several.
-    pub(crate) fn authorization(&self) -> Result<&'a HeaderValue, AuthError> {
-        match (self.authorization, self.repeated_authorization) {
-            (None, _) => Err(AuthError::MissingToken),
-            (Some(_), true) => Err(AuthError::MalformedHeader),
-            (Some(value), false) => Ok(value),
-        }
     }
 }
 
@@ -91,26 +80,12 @@ mod tests {
         ]);
         let found = CallHeaders::read(&map);
         assert_eq!(
-            found.authorization(),
-            Ok(&HeaderValue::from_static("Bearer abc"))
+            found.authorization,
+            Some(&HeaderValue::from_static("Bearer abc"))
         );
+        assert!(!found.repeated_authorization);
         // Like `HeaderMap::get`: the first of repeated values.
         assert_eq!(found.grpc_timeout, Some(&HeaderValue::from_static("5S")));
         assert!(found.traceparent);
-    }
-
-    #[test]
-    fn tells_missing_from_repeated_authorization() {
-        let empty = HeaderMap::new();
-        let found = CallHeaders::read(&empty);
-        assert_eq!(found.authorization(), Err(AuthError::MissingToken));
-        assert_eq!(found.grpc_timeout, None);
-        assert!(!found.traceparent);
-
-        let map = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
-        assert_eq!(
-            CallHeaders::read(&map).authorization(),
-            Err(AuthError::MalformedHeader)
-        );
     }
 }

@@ -1,0 +1,148 @@
+//! REST/JSON on the gRPC port: the `google.api.http` routes of the served
+//! methods. A request that is not gRPC and matches a route becomes the
+//! method's request message (path variables, then the body, then query
+//! parameters for the fields left, in the proto3 JSON mapping), is sent as
+//! a gRPC call to the same router, so the method's pipeline (auth,
+//! metrics, deadline, limits, validation, recovery) and handler run as for
+//! any gRPC call, and the answer comes back as JSON: the response message,
+//! or a `google.rpc.Status` with the usual HTTP status.
+//!
+//! A server-streaming method answers newline-delimited JSON (`{"result":
+//! …}` a line per message, `{"error": …}` if the stream ends with one), or
+//! Server-Sent Events when the client accepts `text/event-stream`. A route
+//! of a client- or bidi-streaming method answers 501.
+//!
+//! Here is the service and how it is built (CORS in front, when configured);
+//! `routes.rs` has the routes and how a request finds one, `request.rs` the
+//! gRPC call a request becomes, `response.rs` its answer as JSON (and each
+//! code's HTTP status), `stream.rs` a server stream's messages as NDJSON or
+//! SSE.
+
+mod request;
+mod response;
+mod routes;
+mod stream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::{Request, Response, StatusCode};
+use tonic::Code;
+
+use crate::config::{Config, HttpConfig};
+use crate::policy::ServicePolicy;
+use request::Reading;
+use response::{json_response, status_json};
+pub use routes::RestError;
+use routes::Route;
+pub(crate) use routes::Routes;
+
+/// The service of requests that are not gRPC when some service has REST
+/// routes (CORS, then REST transcoding, then the router).
+pub(crate) type HttpService = tower::util::BoxCloneSyncService<
+    Request<axum::body::Body>,
+    Response<axum::body::Body>,
+    Infallible,
+>;
+
+/// The REST routes of `services`, read as `config` says (`server.max_message_bytes`,
+/// `http.discard_unknown_fields`); `None` when none has any.
+pub(crate) fn routes(
+    services: &[&'static ServicePolicy],
+    config: &Config,
+) -> Result<Option<Arc<Routes>>, RestError> {
+    let reading = Reading {
+        max_body: config.server.max_message_bytes,
+        discard_unknown: config.http.discard_unknown_fields,
+    };
+    Routes::new(services, reading)
+}
+
+/// The service of the requests that are not gRPC when some service has REST
+/// routes: CORS (preflights of REST paths too), then REST transcoding into
+/// calls of `router`. gRPC calls never pass here.
+pub(crate) fn service(routes: Arc<Routes>, router: axum::Router, http: &HttpConfig) -> HttpService {
+    let cors = (!http.cors.allowed_origins.is_empty()).then(|| super::web::cors(&http.cors));
+    tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .option_layer(cors)
+            .service(Rest::new(routes, router)),
+    )
+}
+
+/// The service of requests that are not gRPC: those matching a route are
+/// transcoded into calls of the router, the others answered 404.
+#[derive(Clone, Debug)]
+struct Rest<S> {
+    routes: Arc<Routes>,
+    inner: S,
+}
+
+impl<S> Rest<S> {
+    fn new(routes: Arc<Routes>, inner: S) -> Self {
+        Rest { routes, inner }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl<S> tower::Service<Request<Body>> for Rest<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    /// Only requests that are not gRPC come here: the connection's service
+    /// sends gRPC calls straight to the router.
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let found = self.routes.find(request.method(), request.uri().path());
+        let Some((index, vars)) = found else {
+            // No route: a REST client's mistake, answered as one.
+            let message = format!("no route for {} {}", request.method(), request.uri().path());
+            return Box::pin(std::future::ready(Ok(json_response(
+                StatusCode::NOT_FOUND,
+                status_json(Code::NotFound, &message, Vec::new()),
+            ))));
+        };
+        let routes = self.routes.clone();
+        // Take the readied service; the clone is readied next time.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let route = &routes.routes[index];
+            Ok(transcode(route, vars, request, inner, routes.reading)
+                .await
+                .unwrap_or_else(|refused| refused))
+        })
+    }
+}
+
+/// Runs one REST call through the gRPC router.
+async fn transcode<S>(
+    route: &Route,
+    vars: Vec<(&'static str, String)>,
+    request: Request<Body>,
+    mut inner: S,
+    reading: Reading,
+) -> Result<Response<Body>, Response<Body>>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let (call, events) = request::grpc_call(route, vars, request, reading).await?;
+    let Ok(answer) = inner.call(call).await;
+    response::answer(route, answer, events).await
+}

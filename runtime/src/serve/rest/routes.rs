@@ -1,0 +1,252 @@
+//! The routes: each `google.api.http` route of the served methods, with
+//! the descriptors of its messages, and how a request's method and path
+//! find one (its path template matched, its variables bound and
+//! percent-decoded).
+
+use std::sync::Arc;
+
+use http::Method;
+use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, ReflectMessage as _};
+
+use super::request::{Reading, TIMEOUT, field_named};
+use crate::policy::{HttpRoute, MethodKind, PathSegment, ServicePolicy};
+
+/// One route, with the descriptors it needs, ready to match.
+#[derive(Debug)]
+pub(super) struct Route {
+    pub(super) http: &'static HttpRoute,
+    /// The gRPC path of its method (`/user.v1.UserService/GetUser`).
+    pub(super) grpc_path: &'static str,
+    pub(super) kind: MethodKind,
+    pub(super) input: MessageDescriptor,
+    pub(super) output: MessageDescriptor,
+    /// Whether its `timeout` query parameter is the call's deadline: the
+    /// request message has no field of that name.
+    pub(super) timeout_parameter: bool,
+    /// Whether the request holds a `debug_redact` field (anywhere): then a
+    /// request that does not decode is refused without the decoder's
+    /// message, which may quote a value.
+    pub(super) sensitive: bool,
+}
+
+/// Every route of the served services.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    pub(super) routes: Vec<Route>,
+    /// How a request is read.
+    pub(super) reading: Reading,
+}
+
+/// Why the routes could not be prepared: codegen's descriptors do not
+/// describe the messages it named (a mismatched build).
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    /// The descriptor set does not decode.
+    #[error("the descriptors of {service}: {source}")]
+    Descriptors {
+        /// The service.
+        service: &'static str,
+        /// Why.
+        source: prost_reflect::DescriptorError,
+    },
+    /// A message is not in them.
+    #[error("{message} (of {service}) is not in its descriptors")]
+    Missing {
+        /// The service.
+        service: &'static str,
+        /// The message.
+        message: &'static str,
+    },
+}
+
+impl Routes {
+    /// The routes of `services`; `None` when none has any.
+    pub(super) fn new(
+        services: &[&'static ServicePolicy],
+        reading: Reading,
+    ) -> Result<Option<Arc<Routes>>, RestError> {
+        let mut routes = Vec::new();
+        let mut pools: Vec<(*const u8, DescriptorPool)> = Vec::new();
+        for service in services {
+            for method in service.methods {
+                for http in method.http {
+                    let key = http.descriptors.as_ptr();
+                    let pool = match pools.iter().find(|(k, _)| *k == key) {
+                        Some((_, pool)) => pool.clone(),
+                        None => {
+                            let pool =
+                                DescriptorPool::decode(http.descriptors).map_err(|source| {
+                                    RestError::Descriptors {
+                                        service: service.name,
+                                        source,
+                                    }
+                                })?;
+                            pools.push((key, pool.clone()));
+                            pool
+                        }
+                    };
+                    let message = |name: &'static str| {
+                        pool.get_message_by_name(name).ok_or(RestError::Missing {
+                            service: service.name,
+                            message: name,
+                        })
+                    };
+                    let input = message(http.input)?;
+                    routes.push(Route {
+                        http,
+                        grpc_path: method.path,
+                        kind: method.kind,
+                        timeout_parameter: field_named(&input, TIMEOUT).is_none(),
+                        sensitive: has_redacted(&input, &mut Vec::new()),
+                        input,
+                        output: message(http.output)?,
+                    });
+                }
+            }
+        }
+        Ok((!routes.is_empty()).then(|| Arc::new(Routes { routes, reading })))
+    }
+
+    /// The index of the route `method` and `path` match, with the values of
+    /// its variables.
+    pub(super) fn find(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Option<(usize, Vec<(&'static str, String)>)> {
+        self.routes.iter().enumerate().find_map(|(index, route)| {
+            if route.http.method != method.as_str() {
+                return None;
+            }
+            let path = path.strip_prefix('/')?;
+            let path = match route.http.verb {
+                Some(verb) => path.strip_suffix(verb)?.strip_suffix(':')?,
+                None => path,
+            };
+            let parts: Vec<&str> = path.split('/').collect();
+            let mut vars = Vec::new();
+            matches(route.http.path, &parts, &mut vars).then_some((index, vars))
+        })
+    }
+}
+
+/// Whether `pattern` matches all of `parts`, collecting variables.
+fn matches(
+    pattern: &'static [PathSegment],
+    parts: &[&str],
+    vars: &mut Vec<(&'static str, String)>,
+) -> bool {
+    let Some((first, rest)) = pattern.split_first() else {
+        return parts.is_empty();
+    };
+    match first {
+        PathSegment::Literal(literal) => {
+            parts.first() == Some(literal) && matches(rest, &parts[1..], vars)
+        }
+        PathSegment::Single => {
+            parts.first().is_some_and(|p| !p.is_empty()) && matches(rest, &parts[1..], vars)
+        }
+        // `**` is last: the rest of the path.
+        PathSegment::Rest => true,
+        PathSegment::Variable {
+            field,
+            pattern: inner,
+        } => {
+            let taken = match inner.last() {
+                Some(PathSegment::Rest) => parts.len(),
+                _ => inner.len(),
+            };
+            if taken > parts.len() || taken == 0 && !inner.is_empty() {
+                return false;
+            }
+            let (value, after) = parts.split_at(taken);
+            let mut ignored = Vec::new();
+            if !matches(inner, value, &mut ignored) {
+                return false;
+            }
+            vars.push((field, percent_decode(&value.join("/"))));
+            matches(rest, after, vars)
+        }
+    }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `message`, or a message it holds, has a `debug_redact` field.
+fn has_redacted(message: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
+    if seen.iter().any(|s| s == message.full_name()) {
+        return false;
+    }
+    seen.push(message.full_name().to_owned());
+    message.fields().any(|field| {
+        let options = field.options();
+        let redacted = options
+            .descriptor()
+            .get_field_by_name("debug_redact")
+            .is_some_and(|f| options.get_field(&f).as_bool() == Some(true));
+        redacted || matches!(field.kind(), Kind::Message(inner) if has_redacted(&inner, seen))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ROUTE: [PathSegment; 4] = [
+        PathSegment::Literal("v1"),
+        PathSegment::Variable {
+            field: "name",
+            pattern: &[PathSegment::Literal("users"), PathSegment::Single],
+        },
+        PathSegment::Literal("files"),
+        PathSegment::Variable {
+            field: "path",
+            pattern: &[PathSegment::Rest],
+        },
+    ];
+
+    #[test]
+    fn templates_match_and_bind_their_variables() {
+        let mut vars = Vec::new();
+        let parts: Vec<&str> = "v1/users/u%2D1/files/a/b.txt".split('/').collect();
+        assert!(matches(&ROUTE, &parts, &mut vars));
+        assert_eq!(
+            vars,
+            vec![
+                ("name", "users/u-1".to_owned()),
+                ("path", "a/b.txt".to_owned())
+            ]
+        );
+        for path in [
+            "v1/groups/g/files/a",
+            "v1/users/files/a",
+            "v2/users/u/files/a",
+        ] {
+            let parts: Vec<&str> = path.split('/').collect();
+            assert!(!matches(&ROUTE, &parts, &mut Vec::new()), "{path}");
+        }
+    }
+}
