@@ -11,9 +11,9 @@
 //!   method's resolved auth rule and metric labels, with a `match` on the
 //!   request path to find a method's entry without allocating;
 //! - per service, a constructor (`user_service(handler, &keel)`) that returns
-//!   the tonic server already behind Keel's server pipeline (tracing,
-//!   metrics, auth, panic recovery);
-//! - per service, a client constructor (`user_service_client(channel,
+//!   the tonic server already behind Keel's server pipeline (its steps are
+//!   listed once, in the runtime's `keel_rpc::pipeline` module docs);
+//! - per service, a client constructor (`connect_user_service(channel,
 //!   &client)`) that returns the tonic client over Keel's client layer
 //!   (bearer token, trace context, default deadline, client metrics);
 //! - per message, its `impl keel_rpc::validate::Validate` from the standard

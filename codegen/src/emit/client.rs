@@ -1,13 +1,14 @@
-//! The client constructor of a service: `user_service_client(channel,
+//! The client constructor of a service: `connect_user_service(channel,
 //! &client)`, tonic's client over Keel's client layer for that service's
-//! policy.
+//! policy. (Not `user_service_client`: that is tonic's module of the client
+//! type, which the function's name would shadow in readers' eyes.)
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{Names, doc_lines, ident};
 
-/// `user_service_client(channel, &client)`.
+/// `connect_user_service(channel, &client)`.
 pub(super) fn constructor(names: &Names<'_>, runtime: &TokenStream) -> TokenStream {
     let (snake, rust_name, full_name, policy_ident) = (
         &names.snake,
@@ -15,7 +16,7 @@ pub(super) fn constructor(names: &Names<'_>, runtime: &TokenStream) -> TokenStre
         names.full_name,
         &names.policy,
     );
-    let fn_ident = ident(&format!("{snake}_client"));
+    let fn_ident = ident(&format!("connect_{snake}"));
     let client_mod = ident(&format!("{snake}_client"));
     let client_ident = ident(&format!("{rust_name}Client"));
     let doc = doc_lines(&format!(

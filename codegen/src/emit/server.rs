@@ -32,7 +32,7 @@ fn constructor(names: &Names<'_>, runtime: &TokenStream) -> TokenStream {
     let trait_ident = ident(rust_name);
     let server_ident = ident(&format!("{rust_name}Server"));
     let doc = doc_lines(&format!(
-        " Serves `handler` as `{full_name}`, behind Keel's pipeline (tracing, metrics,\n auth, panic recovery) as [`{policy_ident}`] says. Fails when `keel` was not built with that policy."
+        " Serves `handler` as `{full_name}`, behind Keel's pipeline, whose steps (listed in the\n runtime's `pipeline` module) run as [`{policy_ident}`] says. Fails when `keel` was not built\n with that policy."
     ));
     quote! {
         #(#[doc = #doc])*

@@ -1,4 +1,4 @@
-//! The gRPC service config of a service (`USER_SERVICE_SERVICE_CONFIG`):
+//! The gRPC service config of a service (`USER_SERVICE_CONFIG`):
 //! its methods' retry policies as JSON, for clients in other languages.
 
 use proc_macro2::TokenStream;
@@ -7,10 +7,13 @@ use quote::quote;
 use super::{Names, doc_lines, ident};
 use crate::spec::{RetryPolicy, ServiceSpec};
 
-/// The `…_SERVICE_CONFIG` constant of a service.
+/// The `…_SERVICE_CONFIG` constant of a service: `USER_SERVICE_CONFIG` for
+/// `UserService` (not `USER_SERVICE_SERVICE_CONFIG`), `TICKER_SERVICE_CONFIG`
+/// for `Ticker`.
 pub(super) fn constant(spec: &ServiceSpec, names: &Names<'_>) -> TokenStream {
     let (snake, full_name, policy_ident) = (&names.snake, names.full_name, &names.policy);
-    let config_ident = ident(&format!("{}_SERVICE_CONFIG", snake.to_uppercase()));
+    let service = snake.strip_suffix("_service").unwrap_or(snake);
+    let config_ident = ident(&format!("{}_SERVICE_CONFIG", service.to_uppercase()));
     let config_doc = doc_lines(&format!(
         " The gRPC service config (JSON) of `{full_name}`: the retry policies of [`{policy_ident}`],
  for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …)."

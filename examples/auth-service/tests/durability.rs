@@ -363,7 +363,7 @@ async fn three_replicas_one_killed_mid_burst_no_call_fails() {
             Duration::from_secs(10),
             keel_rpc::metrics::ClientMetrics::new(metrics.registry()).expect("client metrics"),
         );
-        let auth = auth_service::auth_v1::auth_service_client(
+        let auth = auth_service::auth_v1::connect_auth_service(
             keel_rpc::client::balanced(endpoints, Duration::from_millis(100))
                 .expect("balanced channel"),
             &client,

@@ -164,7 +164,7 @@ async fn the_generated_client_takes_its_token_from_the_refreshing_source() {
         .expect("client")
         .with_token_source(source);
     let mut users =
-        user_service::user_v1::user_service_client(format!("http://{users_addr}"), &client)
+        user_service::user_v1::connect_user_service(format!("http://{users_addr}"), &client)
             .expect("generated client");
     let ada = users
         .create_user(CreateUserRequest {
@@ -191,7 +191,7 @@ async fn the_generated_client_takes_its_token_from_the_refreshing_source() {
             "wrong-password",
         ));
     let mut users =
-        user_service::user_v1::user_service_client(format!("http://{users_addr}"), &refused)
+        user_service::user_v1::connect_user_service(format!("http://{users_addr}"), &refused)
             .expect("generated client");
     let status = users
         .get_user(GetUserRequest { id: ada.id })

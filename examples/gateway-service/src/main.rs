@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
             let metrics = keel_rpc::Metrics::new(&[])?;
             let client = keel_rpc::client::Client::new(&config, metrics.registry())?
                 .with_token_source(StaticToken::new(token));
-            let mut profiles = gateway_service::gateway_v1::profile_service_client(url, &client)?;
+            let mut profiles = gateway_service::gateway_v1::connect_profile_service(url, &client)?;
             let request = gateway_service::gateway_v1::GetProfileRequest { user_id };
             // One root span around the call, so the CLI's trace id can be printed.
             let span = tracing::info_span!("get-profile");

@@ -50,7 +50,7 @@ impl ProfileService for Profiles {
         }
         tracing::info!(%caller, %user_id, "reading the user from user-service");
         let client = self.client.with_token_source(token);
-        let mut users = user_v1::user_service_client(self.user_service.clone(), &client)
+        let mut users = user_v1::connect_user_service(self.user_service.clone(), &client)
             .map_err(|e| Status::internal(format!("user-service client: {e}")))?;
         let user = users
             .get_user(GetUserRequest { id: user_id })

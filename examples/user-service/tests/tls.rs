@@ -95,7 +95,7 @@ fn client(
 /// HealthCheck (a public method) over `https://127.0.0.1:port` with `client`.
 async fn health(server: &Server, client: &keel_rpc::client::Client) -> Result<(), tonic::Status> {
     let url = format!("https://127.0.0.1:{}", server.grpc.port());
-    let mut users = user_service::user_v1::user_service_client(url, client).unwrap();
+    let mut users = user_service::user_v1::connect_user_service(url, client).unwrap();
     users.health_check(()).await.map(drop)
 }
 
@@ -194,7 +194,7 @@ async fn a_replaced_certificate_reaches_new_connections_and_open_streams_go_on()
 
     // A client stream opened before the rotation, one message sent.
     let url = format!("https://127.0.0.1:{}", server.grpc.port());
-    let mut users = user_service::user_v1::user_service_client(url, &trusts_old).unwrap();
+    let mut users = user_service::user_v1::connect_user_service(url, &trusts_old).unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let user = |n: u32| CreateUserRequest {
         name: format!("User {n}"),
@@ -316,7 +316,7 @@ async fn an_internal_method_admits_the_gateway_s_certificate_and_nobody_else() {
     let count = |client: keel_rpc::client::Client, token: Option<String>| {
         let url = format!("https://127.0.0.1:{}", server.grpc.port());
         async move {
-            let mut users = user_service::user_v1::user_service_client(url, &client).unwrap();
+            let mut users = user_service::user_v1::connect_user_service(url, &client).unwrap();
             let request = match token {
                 Some(token) => with_token(CountUsersRequest {}, &token),
                 None => tonic::Request::new(CountUsersRequest {}),

@@ -235,7 +235,7 @@ async fn a_timeout_parameter_or_header_is_the_calls_deadline() {
 
     // The same method over gRPC is counted apart.
     let client = keel_rpc::testing::client();
-    let mut ticker = ticks_v1::ticker_client(served.server.url(), &client).unwrap();
+    let mut ticker = ticks_v1::connect_ticker(served.server.url(), &client).unwrap();
     ticker.wait(WaitRequest { delay_ms: 1 }).await.unwrap();
     assert_eq!(
         sample(&served.keel, &handled("Wait", "OK", "unary", "grpc")),

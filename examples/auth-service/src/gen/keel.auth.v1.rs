@@ -819,7 +819,7 @@ pub mod auth_service_server {
 }
 /// The gRPC service config (JSON) of `keel.auth.v1.AuthService`: the retry policies of [`AUTH_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const AUTH_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Login\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Refresh\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
+pub const AUTH_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Login\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Refresh\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
 /// The OpenAPI 3.1 document of `keel.auth.v1.AuthService`'s HTTP routes (serve it with `keel_rpc::Server::openapi`).
 pub const AUTH_SERVICE_OPENAPI: &str = include_str!("keel.auth.v1.AuthService.openapi.json");
 /// Keel policy of `keel.auth.v1.AuthService`, resolved from its annotations at build time.
@@ -1032,7 +1032,7 @@ where
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
-pub fn auth_service_client(
+pub fn connect_auth_service(
     channel: impl ::keel_rpc::client::IntoChannel,
     client: &::keel_rpc::client::Client,
 ) -> ::core::result::Result<

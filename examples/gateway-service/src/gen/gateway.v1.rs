@@ -295,7 +295,7 @@ pub mod profile_service_server {
 }
 /// The gRPC service config (JSON) of `gateway.v1.ProfileService`: the retry policies of [`PROFILE_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const PROFILE_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
+pub const PROFILE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// The OpenAPI 3.1 document of `gateway.v1.ProfileService`'s HTTP routes (serve it with `keel_rpc::Server::openapi`).
 pub const PROFILE_SERVICE_OPENAPI: &str = include_str!("gateway.v1.ProfileService.openapi.json");
 /// Keel policy of `gateway.v1.ProfileService`, resolved from its annotations at build time.
@@ -388,7 +388,7 @@ where
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
-pub fn profile_service_client(
+pub fn connect_profile_service(
     channel: impl ::keel_rpc::client::IntoChannel,
     client: &::keel_rpc::client::Client,
 ) -> ::core::result::Result<

@@ -1294,7 +1294,7 @@ pub mod test_service_server {
 }
 /// The gRPC service config (JSON) of `grpc.testing.TestService`: the retry policies of [`TEST_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const TEST_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
+pub const TEST_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `grpc.testing.TestService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -1481,7 +1481,7 @@ where
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
-pub fn test_service_client(
+pub fn connect_test_service(
     channel: impl ::keel_rpc::client::IntoChannel,
     client: &::keel_rpc::client::Client,
 ) -> ::core::result::Result<
@@ -1775,7 +1775,7 @@ pub mod unimplemented_service_server {
 }
 /// The gRPC service config (JSON) of `grpc.testing.UnimplementedService`: the retry policies of [`UNIMPLEMENTED_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const UNIMPLEMENTED_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
+pub const UNIMPLEMENTED_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `grpc.testing.UnimplementedService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -1851,7 +1851,7 @@ where
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
-pub fn unimplemented_service_client(
+pub fn connect_unimplemented_service(
     channel: impl ::keel_rpc::client::IntoChannel,
     client: &::keel_rpc::client::Client,
 ) -> ::core::result::Result<
@@ -2192,7 +2192,7 @@ pub mod reconnect_service_server {
 }
 /// The gRPC service config (JSON) of `grpc.testing.ReconnectService`: the retry policies of [`RECONNECT_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const RECONNECT_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
+pub const RECONNECT_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// Keel policy of `grpc.testing.ReconnectService`, resolved from its annotations at build time.
 ///
 /// | method | access | labels |
@@ -2286,7 +2286,7 @@ where
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
-pub fn reconnect_service_client(
+pub fn connect_reconnect_service(
     channel: impl ::keel_rpc::client::IntoChannel,
     client: &::keel_rpc::client::Client,
 ) -> ::core::result::Result<

@@ -759,7 +759,7 @@ pub mod user_service_server {
 }
 /// The gRPC service config (JSON) of `user.v1.UserService`: the retry policies of [`USER_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const USER_SERVICE_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"GetUser\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"ListUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"CountUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
+pub const USER_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"GetUser\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"ListUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"CountUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
 /// The OpenAPI 3.1 document of `user.v1.UserService`'s HTTP routes (serve it with `keel_rpc::Server::openapi`).
 pub const USER_SERVICE_OPENAPI: &str = include_str!("user.v1.UserService.openapi.json");
 /// Keel policy of `user.v1.UserService`, resolved from its annotations at build time.
@@ -1036,7 +1036,7 @@ where
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
-pub fn user_service_client(
+pub fn connect_user_service(
     channel: impl ::keel_rpc::client::IntoChannel,
     client: &::keel_rpc::client::Client,
 ) -> ::core::result::Result<

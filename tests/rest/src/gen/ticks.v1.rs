@@ -484,7 +484,7 @@ where
 /// `"http://127.0.0.1:50051"`; `https://` calls over TLS as `client.tls` says), wrapped in Keel's client layer: a bearer token from
 /// `client`'s token source, W3C trace-context propagation, a default deadline and the
 /// `grpc_client_*` metrics. Fails when the channel cannot be made.
-pub fn ticker_client(
+pub fn connect_ticker(
     channel: impl ::keel_rpc::client::IntoChannel,
     client: &::keel_rpc::client::Client,
 ) -> ::core::result::Result<
