@@ -254,7 +254,7 @@ fn parse_segments(path: &str, in_variable: bool) -> Result<Vec<Segment>, String>
 
 /// The HTTP routes of `method`, from its `google.api.http` option; each
 /// problem is reported with what it is about.
-pub fn routes(
+pub(crate) fn routes(
     method: &MethodDescriptor,
     ext: Option<&ExtensionDescriptor>,
     report: &mut dyn FnMut(String),
@@ -413,7 +413,7 @@ fn check_variable(input: &MessageDescriptor, path: &str) -> Result<(), String> {
 
 /// The route of the build that `route` clashes with (the same verb and a
 /// path of the same shape), among `seen`.
-pub fn clash<'a>(seen: &'a [(String, HttpRoute)], route: &HttpRoute) -> Option<&'a str> {
+pub(crate) fn clash<'a>(seen: &'a [(String, HttpRoute)], route: &HttpRoute) -> Option<&'a str> {
     seen.iter()
         .find(|(_, other)| other.method == route.method && other.path.shape() == route.path.shape())
         .map(|(name, _)| name.as_str())

@@ -44,8 +44,6 @@
 //! [protox]: https://docs.rs/protox
 //! [prost-reflect]: https://docs.rs/prost-reflect
 
-#![warn(missing_docs)]
-
 mod compile;
 mod emit;
 mod error;

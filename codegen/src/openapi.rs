@@ -14,7 +14,7 @@ use crate::http::{HttpRoute, Segment};
 use crate::spec::{Access, ServiceSpec};
 
 /// The document of `service`, or `None` when none of its methods has a route.
-pub fn document(service: &ServiceDescriptor, spec: &ServiceSpec) -> Option<Value> {
+pub(crate) fn document(service: &ServiceDescriptor, spec: &ServiceSpec) -> Option<Value> {
     if spec.methods.iter().all(|m| m.http.is_empty()) {
         return None;
     }

@@ -18,7 +18,7 @@ use crate::ident::{camel, raw_ident, sanitize, snake};
 /// A message whose `Debug` codegen writes: it has a redacted field (directly
 /// or in a oneof), or is nested in one that has.
 #[derive(Clone, Debug)]
-pub struct Redacted {
+pub(crate) struct Redacted {
     /// Its protobuf package.
     pub package: String,
     /// Its fully qualified name, with a leading dot, as prost-build matches it.
@@ -45,7 +45,7 @@ enum Member {
 }
 
 /// The messages of `files` whose `Debug` codegen writes (see [`Redacted`]).
-pub fn find(files: &[FileDescriptor]) -> Vec<Redacted> {
+pub(crate) fn find(files: &[FileDescriptor]) -> Vec<Redacted> {
     let mut found = Vec::new();
     for file in files {
         for message in file.messages() {
@@ -124,7 +124,7 @@ fn is_redacted(field: &prost_reflect::FieldDescriptor) -> bool {
 }
 
 /// The `Debug` impls of `messages` (all of one package), for its module.
-pub fn debug_impls(messages: &[&Redacted]) -> String {
+pub(crate) fn debug_impls(messages: &[&Redacted]) -> String {
     let impls = messages.iter().map(|m| {
         let modules: Vec<_> = m.modules.iter().map(|s| raw_ident(s)).collect();
         let name = raw_ident(&m.name);

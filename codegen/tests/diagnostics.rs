@@ -168,8 +168,8 @@ service Internal {
     let generated = result.unwrap();
     let code = std::fs::read_to_string(&generated.files[0]).unwrap();
     let compact: String = code.split_whitespace().collect();
-    assert!(compact.contains(r#"access:::keel_rpc::Access::Peer{peers:&["spiffe://example.org/ns/prod/sa/gateway","dns:batch.example.org",],scopes:None,}"#), "{code}");
-    assert!(compact.contains(r#"access:::keel_rpc::Access::Peer{peers:&["spiffe://example.org/ns/prod/sa/ops"],scopes:Some(&["admin"]),}"#), "{code}");
+    assert!(compact.contains(r#"access:::keel_rpc::codegen::Access::Peer{peers:&["spiffe://example.org/ns/prod/sa/gateway","dns:batch.example.org",],scopes:None,}"#), "{code}");
+    assert!(compact.contains(r#"access:::keel_rpc::codegen::Access::Peer{peers:&["spiffe://example.org/ns/prod/sa/ops"],scopes:Some(&["admin"]),}"#), "{code}");
 }
 
 #[test]
@@ -251,10 +251,10 @@ service Closed {
     assert!(code.starts_with("// @generated"));
     let compact: String = code.split_whitespace().collect();
     // Service default applies; the method overrides auth and the label.
-    assert!(compact.contains(r#"name:"Ping",path:"/test.v1.Open/Ping",kind:::keel_rpc::MethodKind::Unary,access:::keel_rpc::Access::Public,labels:&[("team","core")]"#), "{code}");
-    assert!(compact.contains(r#"name:"Admin",path:"/test.v1.Open/Admin",kind:::keel_rpc::MethodKind::Unary,access:::keel_rpc::Access::Token{scopes:&["admin"],},labels:&[("team","ops")]"#), "{code}");
+    assert!(compact.contains(r#"name:"Ping",path:"/test.v1.Open/Ping",kind:::keel_rpc::codegen::MethodKind::Unary,access:::keel_rpc::codegen::Access::Public,labels:&[("team","core")]"#), "{code}");
+    assert!(compact.contains(r#"name:"Admin",path:"/test.v1.Open/Admin",kind:::keel_rpc::codegen::MethodKind::Unary,access:::keel_rpc::codegen::Access::Token{scopes:&["admin"],},labels:&[("team","ops")]"#), "{code}");
     // No annotation anywhere: a token is required (fail closed).
-    assert!(compact.contains(r#"name:"Get",path:"/test.v1.Closed/Get",kind:::keel_rpc::MethodKind::ServerStreaming,access:::keel_rpc::Access::Token{scopes:&[],}"#), "{code}");
+    assert!(compact.contains(r#"name:"Get",path:"/test.v1.Closed/Get",kind:::keel_rpc::codegen::MethodKind::ServerStreaming,access:::keel_rpc::codegen::Access::Token{scopes:&[],}"#), "{code}");
     assert!(
         compact.contains(r#""/test.v1.Closed/Get"=>Some(0)"#),
         "{code}"
@@ -397,13 +397,13 @@ service Things {
         .replace(",}", "}");
     assert!(
         one_line.contains(
-            "rate_limit:::core::option::Option::Some(::keel_rpc::RateLimit{per_second:2.5f64,burst:3u32,key:::keel_rpc::RateKey::Claim(\"tenant\")})"
+            "rate_limit:::core::option::Option::Some(::keel_rpc::codegen::RateLimit{per_second:2.5f64,burst:3u32,key:::keel_rpc::codegen::RateKey::Claim(\"tenant\")})"
         ),
         "List: the service's limit, its burst the rate rounded up:\n{code}"
     );
     assert!(
         one_line.contains(
-            "rate_limit:::core::option::Option::Some(::keel_rpc::RateLimit{per_second:100f64,burst:20u32,key:::keel_rpc::RateKey::Peer})"
+            "rate_limit:::core::option::Option::Some(::keel_rpc::codegen::RateLimit{per_second:100f64,burst:20u32,key:::keel_rpc::codegen::RateKey::Peer})"
         ),
         "Get: its own:\n{code}"
     );
@@ -474,7 +474,7 @@ service Things {
         .replace(",}", "}")
         .replace(",]", "]");
     assert!(
-        one_line.contains("retry:::core::option::Option::Some(::keel_rpc::RetryPolicy{max_attempts:3u32,initial_backoff:::core::time::Duration::from_nanos(100000000),max_backoff:::core::time::Duration::from_nanos(1000000000),backoff_multiplier:2f64,retryable_codes:&[::tonic::Code::Unavailable]})"),
+        one_line.contains("retry:::core::option::Option::Some(::keel_rpc::codegen::RetryPolicy{max_attempts:3u32,initial_backoff:::core::time::Duration::from_nanos(100000000),max_backoff:::core::time::Duration::from_nanos(1000000000),backoff_multiplier:2f64,retryable_codes:&[::tonic::Code::Unavailable]})"),
         "Get: the default of a method without side effects:\n{code}"
     );
     assert!(

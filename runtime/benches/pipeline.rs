@@ -30,8 +30,9 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
+use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use keel_rpc::config::{Config, Loader};
-use keel_rpc::{Access, Keel, MethodKind, MethodPolicy, ServicePolicy, Verifier};
+use keel_rpc::{Keel, Verifier};
 use tonic::body::Body;
 use tower::{Service, ServiceExt};
 

@@ -1,7 +1,7 @@
 //! Keel's runtime: what a Keel service links against.
 //!
 //! `keel-rpc-codegen` turns annotated `.proto` files into tonic servers plus a
-//! static [`ServicePolicy`] per service. At run time:
+//! static [`ServicePolicy`](codegen::ServicePolicy) per service. At run time:
 //!
 //! - [`config`] loads the typed configuration (defaults < TOML file <
 //!   `KEEL_…` environment), rejecting bad values with their key;
@@ -10,10 +10,9 @@
 //! - [`Keel::new`] builds the shared runtime from it: the JWT [`Verifier`]
 //!   and the Prometheus [`Metrics`] of every served service;
 //! - the generated `user_service(handler, &keel)` puts the tonic server
-//!   behind the [`pipeline`] of per-method steps its policy asks for: one
-//!   span per RPC (continuing the caller's W3C trace context), metrics, auth
-//!   and panic recovery, so the handler only ever sees authorized calls, and
-//!   can read the caller with [`RequestExt::claims`];
+//!   behind the [`pipeline`] of per-method steps its policy asks for (the
+//!   module lists them, in order), so the handler only ever sees calls that
+//!   passed them, and can read the caller with [`RequestExt::claims`];
 //! - the generated `connect_user_service(channel, &client)` wraps the tonic
 //!   client in Keel's [`client`] layer: bearer token from a
 //!   [`TokenSource`](auth::TokenSource), trace-context injection, a default
@@ -22,8 +21,8 @@
 //!   and shuts down gracefully on SIGINT/SIGTERM (lame duck, then drain).
 //!
 //! ```no_run
-//! # mod user_v1 { pub static USER_SERVICE_POLICY: keel_rpc::ServicePolicy =
-//! #   keel_rpc::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
+//! # mod user_v1 { pub static USER_SERVICE_POLICY: keel_rpc::codegen::ServicePolicy =
+//! #   keel_rpc::codegen::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
 //! # async fn run() -> Result<(), keel_rpc::Error> {
 //! let config: keel_rpc::config::Config = keel_rpc::config::Config::load("", None)?;
 //! let mut telemetry = keel_rpc::telemetry::init(&config)?;
@@ -37,14 +36,13 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
-
 // The code `#[derive(Section)]` writes names `::keel_rpc`, here too.
 extern crate self as keel_rpc;
 
 pub mod auth;
 pub mod client;
 mod clock;
+pub mod codegen;
 pub mod config;
 mod error;
 pub mod json;
@@ -71,9 +69,5 @@ pub use auth::{Claims, RequestExt, Verifier};
 pub use error::Error;
 pub use metrics::Metrics;
 pub use pipeline::Pipeline;
-pub use policy::{
-    Access, HttpRoute, MethodKind, MethodPolicy, PathSegment, RateKey, RateLimit, RetryPolicy,
-    ServicePolicy,
-};
 pub use runtime::Keel;
 pub use serve::Server;

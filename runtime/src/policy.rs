@@ -141,7 +141,7 @@ pub enum PathSegment {
 ///
 /// ```
 /// # use std::time::Duration;
-/// let policy = keel_rpc::RetryPolicy {
+/// let policy = keel_rpc::codegen::RetryPolicy {
 ///     max_attempts: 3,
 ///     initial_backoff: Duration::from_millis(100),
 ///     max_backoff: Duration::from_secs(1),
@@ -183,7 +183,7 @@ impl RetryPolicy {
 /// `burst` calls and refill at `per_second`, one per `key`.
 ///
 /// ```
-/// let login = keel_rpc::RateLimit { per_second: 0.5, burst: 5, key: keel_rpc::RateKey::Peer };
+/// let login = keel_rpc::codegen::RateLimit { per_second: 0.5, burst: 5, key: keel_rpc::codegen::RateKey::Peer };
 /// assert_eq!(login.interval(), Some(std::time::Duration::from_secs(2)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -228,7 +228,7 @@ impl MethodPolicy {
     /// Generated tables write every field.
     ///
     /// ```
-    /// use keel_rpc::{Access, MethodKind, MethodPolicy};
+    /// use keel_rpc::codegen::{Access, MethodKind, MethodPolicy};
     /// static GET: MethodPolicy = MethodPolicy {
     ///     max_concurrency: Some(8),
     ///     ..MethodPolicy::new("Get", "/p.v1.S/Get", MethodKind::Unary, Access::Public)
@@ -267,8 +267,8 @@ impl MethodPolicy {
     ///     #[prost(string, tag = "1")]
     ///     action: String,
     /// }
-    /// # let method = keel_rpc::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
-    /// #   ..keel_rpc::MethodPolicy::new("Get", "/p.S/Get", keel_rpc::MethodKind::Unary, keel_rpc::Access::Public) };
+    /// # let method = keel_rpc::codegen::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
+    /// #   ..keel_rpc::codegen::MethodPolicy::new("Get", "/p.S/Get", keel_rpc::codegen::MethodKind::Unary, keel_rpc::codegen::Access::Public) };
     /// let audit: Audit = method.option("acme.v1.audit").unwrap().unwrap();
     /// assert_eq!(audit.action, "read");
     /// assert!(method.option::<Audit>("acme.v1.other").is_none());
@@ -288,7 +288,7 @@ impl MethodPolicy {
     /// ```
     /// # use std::time::Duration;
     /// # let mut method =
-    /// #   keel_rpc::MethodPolicy::new("Get", "/p.S/Get", keel_rpc::MethodKind::Unary, keel_rpc::Access::Public);
+    /// #   keel_rpc::codegen::MethodPolicy::new("Get", "/p.S/Get", keel_rpc::codegen::MethodKind::Unary, keel_rpc::codegen::Access::Public);
     /// method.timeout = Some(Duration::from_secs(5));
     /// method.max_timeout = Some(Duration::from_secs(30));
     /// assert_eq!(method.deadline(None), Some(Duration::from_secs(5)));

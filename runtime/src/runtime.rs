@@ -117,8 +117,8 @@ impl Keel {
     /// `CalledMethod`.
     ///
     /// ```no_run
-    /// # mod user_v1 { pub static USER_SERVICE_POLICY: keel_rpc::ServicePolicy =
-    /// #   keel_rpc::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
+    /// # mod user_v1 { pub static USER_SERVICE_POLICY: keel_rpc::codegen::ServicePolicy =
+    /// #   keel_rpc::codegen::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None }; }
     /// # fn run<S>(keel: keel_rpc::Keel, server: S)
     /// # where S: tower::Service<http::Request<keel_rpc::pipeline::CountingBody<tonic::body::Body>>> {
     /// // Any tower layer: here, one that times each call.

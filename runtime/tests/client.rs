@@ -9,9 +9,9 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use keel_rpc::auth::{StaticToken, TokenError, TokenFuture, TokenSource};
 use keel_rpc::client::Client;
+use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use keel_rpc::config::Loader;
 use keel_rpc::metrics::ClientMetrics;
-use keel_rpc::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use tonic::body::Body;
 use tower::{Service, ServiceExt};
 
@@ -466,7 +466,7 @@ static RETRIED: ServicePolicy = ServicePolicy {
     name: "test.v1.Retried",
     methods: &[
         MethodPolicy {
-            retry: Some(keel_rpc::RetryPolicy {
+            retry: Some(keel_rpc::codegen::RetryPolicy {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(10),
                 max_backoff: Duration::from_millis(20),

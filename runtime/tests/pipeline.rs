@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use keel_rpc::config::{AuthConfig, Secret};
-use keel_rpc::{Access, MethodKind, MethodPolicy, RequestExt, ServicePolicy, Verifier};
+use keel_rpc::{RequestExt, Verifier};
 use tower::ServiceExt;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
@@ -346,7 +347,10 @@ fn only_services_given_to_the_runtime_can_be_wrapped() {
     assert!(keel.layer(&POLICY).is_ok());
     let error = keel.layer(&UNDECLARED).unwrap_err();
     assert!(
-        matches!(error, keel_rpc::Error::UndeclaredService("test.v1.Undeclared")),
+        matches!(
+            error,
+            keel_rpc::Error::UndeclaredService("test.v1.Undeclared")
+        ),
         "{error}"
     );
 }
@@ -562,17 +566,25 @@ async fn calls_over_max_concurrency_are_refused_at_once_and_slots_come_back() {
 static RATED: ServicePolicy = ServicePolicy {
     name: "test.v1.Rated",
     methods: &[
-        rated("Everyone", "/test.v1.Rated/Everyone", keel_rpc::RateKey::Global),
-        rated("ByAddress", "/test.v1.Rated/ByAddress", keel_rpc::RateKey::Peer),
+        rated(
+            "Everyone",
+            "/test.v1.Rated/Everyone",
+            keel_rpc::codegen::RateKey::Global,
+        ),
+        rated(
+            "ByAddress",
+            "/test.v1.Rated/ByAddress",
+            keel_rpc::codegen::RateKey::Peer,
+        ),
         rated(
             "BySubject",
             "/test.v1.Rated/BySubject",
-            keel_rpc::RateKey::Subject,
+            keel_rpc::codegen::RateKey::Subject,
         ),
         rated(
             "ByTenant",
             "/test.v1.Rated/ByTenant",
-            keel_rpc::RateKey::Claim("tenant"),
+            keel_rpc::codegen::RateKey::Claim("tenant"),
         ),
     ],
     route: |path| match path {
@@ -584,13 +596,17 @@ static RATED: ServicePolicy = ServicePolicy {
     },
 };
 
-const fn rated(name: &'static str, path: &'static str, key: keel_rpc::RateKey) -> MethodPolicy {
+const fn rated(
+    name: &'static str,
+    path: &'static str,
+    key: keel_rpc::codegen::RateKey,
+) -> MethodPolicy {
     let access = match key {
-        keel_rpc::RateKey::Global | keel_rpc::RateKey::Peer => Access::Public,
+        keel_rpc::codegen::RateKey::Global | keel_rpc::codegen::RateKey::Peer => Access::Public,
         _ => Access::Token { scopes: &[] },
     };
     MethodPolicy {
-        rate_limit: Some(keel_rpc::RateLimit {
+        rate_limit: Some(keel_rpc::codegen::RateLimit {
             per_second: 2.0,
             burst: 3,
             key,

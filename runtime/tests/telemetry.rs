@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
+use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use keel_rpc::config::{Config, Loader, LogFormat, TelemetryConfig};
-use keel_rpc::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
 };

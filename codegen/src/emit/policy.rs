@@ -35,7 +35,7 @@ fn policy_static(
     let policy_doc = doc_lines(&policy_doc(spec));
     quote! {
         #(#[doc = #policy_doc])*
-        pub static #policy_ident: #runtime::ServicePolicy = #runtime::ServicePolicy {
+        pub static #policy_ident: #runtime::codegen::ServicePolicy = #runtime::codegen::ServicePolicy {
             name: #full_name,
             methods: &[#(#methods),*],
             route: #route_ident,
@@ -72,12 +72,14 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
         (true, true) => "BidiStreaming",
     });
     let access = match &m.access {
-        Access::Public => quote!(#runtime::Access::Public),
-        Access::Token(scopes) => quote!(#runtime::Access::Token { scopes: &[#(#scopes),*] }),
-        Access::Peer { peers, scopes } if scopes.is_empty() => {
-            quote!(#runtime::Access::Peer { peers: &[#(#peers),*], scopes: None })
+        Access::Public => quote!(#runtime::codegen::Access::Public),
+        Access::Token(scopes) => {
+            quote!(#runtime::codegen::Access::Token { scopes: &[#(#scopes),*] })
         }
-        Access::Peer { peers, scopes } => quote!(#runtime::Access::Peer {
+        Access::Peer { peers, scopes } if scopes.is_empty() => {
+            quote!(#runtime::codegen::Access::Peer { peers: &[#(#peers),*], scopes: None })
+        }
+        Access::Peer { peers, scopes } => quote!(#runtime::codegen::Access::Peer {
             peers: &[#(#peers),*],
             scopes: Some(&[#(#scopes),*]),
         }),
@@ -105,12 +107,12 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
             let per_second = limit.per_second;
             let burst = limit.burst;
             let key = match &limit.key {
-                RateKey::Global => quote!(#runtime::RateKey::Global),
-                RateKey::Peer => quote!(#runtime::RateKey::Peer),
-                RateKey::Subject => quote!(#runtime::RateKey::Subject),
-                RateKey::Claim(name) => quote!(#runtime::RateKey::Claim(#name)),
+                RateKey::Global => quote!(#runtime::codegen::RateKey::Global),
+                RateKey::Peer => quote!(#runtime::codegen::RateKey::Peer),
+                RateKey::Subject => quote!(#runtime::codegen::RateKey::Subject),
+                RateKey::Claim(name) => quote!(#runtime::codegen::RateKey::Claim(#name)),
             };
-            quote!(::core::option::Option::Some(#runtime::RateLimit {
+            quote!(::core::option::Option::Some(#runtime::codegen::RateLimit {
                 per_second: #per_second,
                 burst: #burst,
                 key: #key,
@@ -128,7 +130,7 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
                 .retryable_codes
                 .iter()
                 .map(|code| ident(&code.to_upper_camel_case()));
-            quote!(::core::option::Option::Some(#runtime::RetryPolicy {
+            quote!(::core::option::Option::Some(#runtime::codegen::RetryPolicy {
                 max_attempts: #max_attempts,
                 initial_backoff: #initial_backoff,
                 max_backoff: #max_backoff,
@@ -144,10 +146,10 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
         quote!((#name, #value))
     });
     quote! {
-        #runtime::MethodPolicy {
+        #runtime::codegen::MethodPolicy {
             name: #name,
             path: #path,
-            kind: #runtime::MethodKind::#kind,
+            kind: #runtime::codegen::MethodKind::#kind,
             access: #access,
             labels: &[#(#labels),*],
             timeout: #timeout,
@@ -177,7 +179,7 @@ fn http_route(
     let body = option(&route.body);
     let response_body = option(&route.response_body);
     let (input, output) = (&method.input, &method.output);
-    quote!(#runtime::HttpRoute {
+    quote!(#runtime::codegen::HttpRoute {
         method: #verb_name,
         path: &[#(#segments),*],
         verb: #verb,
@@ -192,12 +194,12 @@ fn http_route(
 fn segments(list: &[crate::Segment], runtime: &TokenStream) -> Vec<TokenStream> {
     list.iter()
         .map(|segment| match segment {
-            crate::Segment::Literal(literal) => quote!(#runtime::PathSegment::Literal(#literal)),
-            crate::Segment::Single => quote!(#runtime::PathSegment::Single),
-            crate::Segment::Rest => quote!(#runtime::PathSegment::Rest),
+            crate::Segment::Literal(literal) => quote!(#runtime::codegen::PathSegment::Literal(#literal)),
+            crate::Segment::Single => quote!(#runtime::codegen::PathSegment::Single),
+            crate::Segment::Rest => quote!(#runtime::codegen::PathSegment::Rest),
             crate::Segment::Variable { field, pattern } => {
                 let pattern = segments(pattern, runtime);
-                quote!(#runtime::PathSegment::Variable { field: #field, pattern: &[#(#pattern),*] })
+                quote!(#runtime::codegen::PathSegment::Variable { field: #field, pattern: &[#(#pattern),*] })
             }
         })
         .collect()

@@ -31,7 +31,7 @@ const ONEOF_OPTIONS_FIELD: i32 = 2;
 
 /// What validation codegen found and wrote.
 #[derive(Debug, Default)]
-pub struct Validation {
+pub(crate) struct Validation {
     /// The `impl Validate` (and `impl ToCel`) code of each package.
     pub code: HashMap<String, String>,
     /// Messages (full names) with rules of their own or in a message field
@@ -48,7 +48,7 @@ struct Extensions {
 
 /// Reads the rules of every message in `files` and writes their code,
 /// collecting every problem.
-pub fn generate(
+pub(crate) fn generate(
     pool: &DescriptorPool,
     files: &[FileDescriptor],
     paths: &HashMap<String, PathBuf>,

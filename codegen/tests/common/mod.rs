@@ -2,7 +2,7 @@
 
 /// Compiles `source` as `protos/test/v1/svc.proto`; the directory holds the
 /// proto and the generated `out/`, and goes with the returned handle.
-pub fn compile(
+pub(crate) fn compile(
     source: &str,
 ) -> (
     tempfile::TempDir,

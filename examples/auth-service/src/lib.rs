@@ -91,7 +91,7 @@ pub fn loader(file: Option<&std::path::Path>) -> keel_rpc::config::Loader {
 }
 
 /// Every service this crate serves, for [`keel_rpc::Keel::new`].
-pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&auth_v1::AUTH_SERVICE_POLICY];
+pub const SERVICES: &[&keel_rpc::codegen::ServicePolicy] = &[&auth_v1::AUTH_SERVICE_POLICY];
 
 /// Where the HTTP port serves the public keys of the asymmetric signing keys,
 /// as a JWKS (RFC 7517; the same document as `GetJwks`).
@@ -175,7 +175,10 @@ impl App {
     /// plus the standard health and reflection services (public), and on the
     /// HTTP port `/metrics` and the JWKS at [`JWKS_PATH`] (for verifiers'
     /// `auth.jwks_url`), as `config` says.
-    pub fn server<A>(&self, config: &keel_rpc::config::Config<A>) -> Result<keel_rpc::Server, keel_rpc::Error> {
+    pub fn server<A>(
+        &self,
+        config: &keel_rpc::config::Config<A>,
+    ) -> Result<keel_rpc::Server, keel_rpc::Error> {
         let jwks = jwks_json(self.handler.jwks());
         let document = axum::routing::get(move || {
             let jwks = jwks.clone();

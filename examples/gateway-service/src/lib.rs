@@ -31,7 +31,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../keel.toml");
 pub const DEVELOPMENT_CONFIG: &str = include_str!("../development.toml");
 
 /// Every service this crate serves, for [`keel_rpc::Keel::new`].
-pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&gateway_v1::PROFILE_SERVICE_POLICY];
+pub const SERVICES: &[&keel_rpc::codegen::ServicePolicy] = &[&gateway_v1::PROFILE_SERVICE_POLICY];
 
 /// The gateway's configuration: Keel's sections and its own `[upstream]`.
 pub type Settings = Config<Sections>;

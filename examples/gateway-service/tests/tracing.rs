@@ -541,7 +541,9 @@ impl Service {
     async fn start(
         config: Config,
         logs: Option<Arc<Mutex<Vec<u8>>>>,
-        make: impl FnOnce(&keel_rpc::Keel, &Config) -> Result<keel_rpc::Server, keel_rpc::Error> + Send + 'static,
+        make: impl FnOnce(&keel_rpc::Keel, &Config) -> Result<keel_rpc::Server, keel_rpc::Error>
+        + Send
+        + 'static,
     ) -> Service {
         let (addr_tx, addr_rx) = oneshot::channel();
         let (stop, stop_rx) = mpsc::channel(2);
@@ -603,7 +605,7 @@ impl std::io::Write for LogWriter {
 }
 
 /// The policies a service's Keel needs, by its name.
-fn services(config: &Config) -> Vec<&'static keel_rpc::ServicePolicy> {
+fn services(config: &Config) -> Vec<&'static keel_rpc::codegen::ServicePolicy> {
     match config.service.name.as_str() {
         "user-service" => user_service::SERVICES.to_vec(),
         _ => gateway_service::SERVICES.to_vec(),

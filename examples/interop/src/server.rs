@@ -36,7 +36,7 @@ use crate::grpc_testing::{
 pub const DEFAULT_PORT: u16 = 10000;
 
 /// Every service the server wraps, for [`Keel::new`].
-pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&grpc_testing::TEST_SERVICE_POLICY];
+pub const SERVICES: &[&keel_rpc::codegen::ServicePolicy] = &[&grpc_testing::TEST_SERVICE_POLICY];
 
 /// `SimpleResponse.server_id` when `fill_server_id` is set.
 pub const SERVER_ID: &str = "keel-interop";

@@ -37,7 +37,7 @@ pub fn loader(file: Option<&std::path::Path>) -> keel_rpc::config::Loader {
 }
 
 /// Every service this crate serves, for [`keel_rpc::Keel::new`].
-pub const SERVICES: &[&keel_rpc::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
+pub const SERVICES: &[&keel_rpc::codegen::ServicePolicy] = &[&user_v1::USER_SERVICE_POLICY];
 
 /// The service, ready to serve: `UserService` wrapped in Keel's layers
 /// (with the audit layer, which logs the audited calls), plus the standard

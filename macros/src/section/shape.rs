@@ -106,7 +106,10 @@ mod tests {
     fn kinds_are_read_from_the_type_as_written() {
         assert_eq!(kind("std::time::Duration"), (false, Kind::Duration));
         assert_eq!(kind("Option<Duration>"), (true, Kind::Duration));
-        assert_eq!(kind("Option<keel_rpc::config::Secret>"), (true, Kind::Secret));
+        assert_eq!(
+            kind("Option<keel_rpc::config::Secret>"),
+            (true, Kind::Secret)
+        );
         assert_eq!(kind("PathBuf"), (false, Kind::Text));
         assert_eq!(kind("u32"), (false, Kind::Number));
         assert_eq!(kind("Vec<KeyConfig>"), (false, Kind::Collection));

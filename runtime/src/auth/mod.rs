@@ -13,7 +13,7 @@
 //! - Paths the policy does not know are passed through: the generated server
 //!   answers them with `UNIMPLEMENTED` without calling any handler.
 //!
-//! [`Access`]: crate::Access
+//! [`Access`]: crate::codegen::Access
 
 mod admit;
 mod claims;

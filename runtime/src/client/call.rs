@@ -24,6 +24,15 @@ pub struct ClientCall {
     pub(super) sent_token: Option<Arc<dyn TokenSource>>,
 }
 
+impl std::fmt::Debug for ClientCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCall")
+            .field("expires", &self.expires)
+            .field("header_code", &self.header_code)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ClientCall {
     /// A data frame of the response went by.
     pub(super) fn on_data(&mut self, data: &[u8]) {

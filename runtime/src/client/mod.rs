@@ -39,8 +39,8 @@
 //!
 //! ```no_run
 //! # mod user_v1 {
-//! #   pub static USER_SERVICE_POLICY: keel_rpc::ServicePolicy =
-//! #     keel_rpc::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None };
+//! #   pub static USER_SERVICE_POLICY: keel_rpc::codegen::ServicePolicy =
+//! #     keel_rpc::codegen::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None };
 //! # }
 //! # async fn run() -> Result<(), keel_rpc::Error> {
 //! use keel_rpc::auth::StaticToken;

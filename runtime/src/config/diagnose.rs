@@ -23,6 +23,16 @@ pub struct Decoder<'a> {
     failed: BTreeSet<String>,
 }
 
+impl std::fmt::Debug for Decoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Problems may quote values; the figment holds secrets: neither shown.
+        f.debug_struct("Decoder")
+            .field("problems", &self.problems.len())
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Decoder<'a> {
     /// A decoder of `figment` whose report starts with `problems`.
     pub(super) fn new(figment: &'a Figment, problems: Vec<String>) -> Self {

@@ -295,7 +295,7 @@ pub(crate) struct TlsKeys {
 
 impl TlsKeys {
     /// The keys of `[server.tls]`.
-    pub const SERVER: TlsKeys = TlsKeys {
+    pub(crate) const SERVER: TlsKeys = TlsKeys {
         section: "server.tls",
         cert_file: "server.tls.cert_file",
         key_file: "server.tls.key_file",
@@ -303,7 +303,7 @@ impl TlsKeys {
     };
 
     /// The keys of `[metrics.tls]`.
-    pub const METRICS: TlsKeys = TlsKeys {
+    pub(crate) const METRICS: TlsKeys = TlsKeys {
         section: "metrics.tls",
         cert_file: "metrics.tls.cert_file",
         key_file: "metrics.tls.key_file",

@@ -194,7 +194,7 @@ pub(crate) struct Problem {
 
 impl Problem {
     /// Every key the check read.
-    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> + '_ {
         std::iter::once(self.key.as_str()).chain(self.depends.iter().map(String::as_str))
     }
 }
@@ -210,6 +210,15 @@ impl fmt::Display for Problem {
 pub struct Problems<'a> {
     path: String,
     found: &'a mut Vec<Problem>,
+}
+
+impl fmt::Debug for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Problems")
+            .field("path", &self.path)
+            .field("found", &self.found.len())
+            .finish()
+    }
 }
 
 impl<'a> Problems<'a> {

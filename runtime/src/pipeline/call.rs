@@ -33,6 +33,14 @@ pub struct Call {
     pub(super) limits: Option<Pin<Box<Limits>>>,
 }
 
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     /// What a method's own limits hold for one of its calls: the timer of
     /// its deadline and its concurrency slot. Boxed: one pointer in every

@@ -40,9 +40,9 @@ impl CalledMethod {
 ///     #[prost(string, tag = "1")]
 ///     action: String,
 /// }
-/// # static POLICY: keel_rpc::ServicePolicy = keel_rpc::ServicePolicy { name: "p.S", methods: &[
-/// #   keel_rpc::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
-/// #     ..keel_rpc::MethodPolicy::new("Get", "/p.S/Get", keel_rpc::MethodKind::Unary, keel_rpc::Access::Public) }],
+/// # static POLICY: keel_rpc::codegen::ServicePolicy = keel_rpc::codegen::ServicePolicy { name: "p.S", methods: &[
+/// #   keel_rpc::codegen::MethodPolicy { options: &[("acme.v1.audit", b"\x0a\x04read")],
+/// #     ..keel_rpc::codegen::MethodPolicy::new("Get", "/p.S/Get", keel_rpc::codegen::MethodKind::Unary, keel_rpc::codegen::Access::Public) }],
 /// #   route: |_| Some(0) };
 /// use keel_rpc::pipeline::{CalledMethod, OptionTable};
 /// let audits = OptionTable::<Audit>::new(&POLICY, "acme.v1.audit").unwrap();

@@ -250,7 +250,7 @@ impl ToCel for prost_types::Duration {
 
 /// A message being turned into a CEL map, field by field (generated
 /// `ToCel` impls use it).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct CelMessage {
     fields: HashMap<Key, Value>,
 }

@@ -303,42 +303,43 @@ pub const PROFILE_SERVICE_OPENAPI: &str = include_str!("gateway.v1.ProfileServic
 /// | method | access | labels |
 /// |---|---|---|
 /// | `GetProfile` | token with `users:read` | `team=edge`, `tier=critical` |
-pub static PROFILE_SERVICE_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
-    name: "gateway.v1.ProfileService",
-    methods: &[::keel_rpc::MethodPolicy {
-        name: "GetProfile",
-        path: "/gateway.v1.ProfileService/GetProfile",
-        kind: ::keel_rpc::MethodKind::Unary,
-        access: ::keel_rpc::Access::Token {
-            scopes: &["users:read"],
-        },
-        labels: &[("team", "edge"), ("tier", "critical")],
-        timeout: ::core::option::Option::None,
-        max_timeout: ::core::option::Option::None,
-        max_concurrency: ::core::option::Option::None,
-        rate_limit: ::core::option::Option::None,
-        retry: ::core::option::Option::None,
-        options: &[("google.api.http", b"\x12\x16/v1/profiles/{user_id}")],
-        http: &[::keel_rpc::HttpRoute {
-            method: "GET",
-            path: &[
-                ::keel_rpc::PathSegment::Literal("v1"),
-                ::keel_rpc::PathSegment::Literal("profiles"),
-                ::keel_rpc::PathSegment::Variable {
-                    field: "user_id",
-                    pattern: &[::keel_rpc::PathSegment::Single],
-                },
-            ],
-            verb: ::core::option::Option::None,
-            body: ::core::option::Option::None,
-            response_body: ::core::option::Option::None,
-            input: "gateway.v1.GetProfileRequest",
-            output: "gateway.v1.Profile",
-            descriptors: FILE_DESCRIPTOR_SET,
+pub static PROFILE_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
+    ::keel_rpc::codegen::ServicePolicy {
+        name: "gateway.v1.ProfileService",
+        methods: &[::keel_rpc::codegen::MethodPolicy {
+            name: "GetProfile",
+            path: "/gateway.v1.ProfileService/GetProfile",
+            kind: ::keel_rpc::codegen::MethodKind::Unary,
+            access: ::keel_rpc::codegen::Access::Token {
+                scopes: &["users:read"],
+            },
+            labels: &[("team", "edge"), ("tier", "critical")],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
+            options: &[("google.api.http", b"\x12\x16/v1/profiles/{user_id}")],
+            http: &[::keel_rpc::codegen::HttpRoute {
+                method: "GET",
+                path: &[
+                    ::keel_rpc::codegen::PathSegment::Literal("v1"),
+                    ::keel_rpc::codegen::PathSegment::Literal("profiles"),
+                    ::keel_rpc::codegen::PathSegment::Variable {
+                        field: "user_id",
+                        pattern: &[::keel_rpc::codegen::PathSegment::Single],
+                    },
+                ],
+                verb: ::core::option::Option::None,
+                body: ::core::option::Option::None,
+                response_body: ::core::option::Option::None,
+                input: "gateway.v1.GetProfileRequest",
+                output: "gateway.v1.Profile",
+                descriptors: FILE_DESCRIPTOR_SET,
+            }],
         }],
-    }],
-    route: profile_service_route,
-};
+        route: profile_service_route,
+    };
 /// Index of the method in the policy table: a `match` on the request path, like tonic's own dispatch.
 fn profile_service_route(path: &str) -> ::core::option::Option<usize> {
     match path {
@@ -346,8 +347,9 @@ fn profile_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `gateway.v1.ProfileService`, behind Keel's pipeline (tracing, metrics,
-/// auth, panic recovery) as [`PROFILE_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `gateway.v1.ProfileService`, behind Keel's pipeline, whose steps (listed in the
+/// runtime's `pipeline` module) run as [`PROFILE_SERVICE_POLICY`] says. Fails when `keel` was not built
+/// with that policy.
 pub fn profile_service<T: profile_service_server::ProfileService>(
     handler: T,
     keel: &::keel_rpc::Keel,

@@ -1307,124 +1307,125 @@ pub const TEST_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// | `FullDuplexCall` | public |  |
 /// | `HalfDuplexCall` | public |  |
 /// | `UnimplementedCall` | public |  |
-pub static TEST_SERVICE_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
-    name: "grpc.testing.TestService",
-    methods: &[
-        ::keel_rpc::MethodPolicy {
-            name: "EmptyCall",
-            path: "/grpc.testing.TestService/EmptyCall",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "UnaryCall",
-            path: "/grpc.testing.TestService/UnaryCall",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "CacheableUnaryCall",
-            path: "/grpc.testing.TestService/CacheableUnaryCall",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "StreamingOutputCall",
-            path: "/grpc.testing.TestService/StreamingOutputCall",
-            kind: ::keel_rpc::MethodKind::ServerStreaming,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "StreamingInputCall",
-            path: "/grpc.testing.TestService/StreamingInputCall",
-            kind: ::keel_rpc::MethodKind::ClientStreaming,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "FullDuplexCall",
-            path: "/grpc.testing.TestService/FullDuplexCall",
-            kind: ::keel_rpc::MethodKind::BidiStreaming,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "HalfDuplexCall",
-            path: "/grpc.testing.TestService/HalfDuplexCall",
-            kind: ::keel_rpc::MethodKind::BidiStreaming,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "UnimplementedCall",
-            path: "/grpc.testing.TestService/UnimplementedCall",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-    ],
-    route: test_service_route,
-};
+pub static TEST_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
+    ::keel_rpc::codegen::ServicePolicy {
+        name: "grpc.testing.TestService",
+        methods: &[
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "EmptyCall",
+                path: "/grpc.testing.TestService/EmptyCall",
+                kind: ::keel_rpc::codegen::MethodKind::Unary,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "UnaryCall",
+                path: "/grpc.testing.TestService/UnaryCall",
+                kind: ::keel_rpc::codegen::MethodKind::Unary,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "CacheableUnaryCall",
+                path: "/grpc.testing.TestService/CacheableUnaryCall",
+                kind: ::keel_rpc::codegen::MethodKind::Unary,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "StreamingOutputCall",
+                path: "/grpc.testing.TestService/StreamingOutputCall",
+                kind: ::keel_rpc::codegen::MethodKind::ServerStreaming,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "StreamingInputCall",
+                path: "/grpc.testing.TestService/StreamingInputCall",
+                kind: ::keel_rpc::codegen::MethodKind::ClientStreaming,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "FullDuplexCall",
+                path: "/grpc.testing.TestService/FullDuplexCall",
+                kind: ::keel_rpc::codegen::MethodKind::BidiStreaming,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "HalfDuplexCall",
+                path: "/grpc.testing.TestService/HalfDuplexCall",
+                kind: ::keel_rpc::codegen::MethodKind::BidiStreaming,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "UnimplementedCall",
+                path: "/grpc.testing.TestService/UnimplementedCall",
+                kind: ::keel_rpc::codegen::MethodKind::Unary,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+        ],
+        route: test_service_route,
+    };
 /// Index of the method in the policy table: a `match` on the request path, like tonic's own dispatch.
 fn test_service_route(path: &str) -> ::core::option::Option<usize> {
     match path {
@@ -1439,8 +1440,9 @@ fn test_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `grpc.testing.TestService`, behind Keel's pipeline (tracing, metrics,
-/// auth, panic recovery) as [`TEST_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `grpc.testing.TestService`, behind Keel's pipeline, whose steps (listed in the
+/// runtime's `pipeline` module) run as [`TEST_SERVICE_POLICY`] says. Fails when `keel` was not built
+/// with that policy.
 pub fn test_service<T: test_service_server::TestService>(
     handler: T,
     keel: &::keel_rpc::Keel,
@@ -1781,24 +1783,25 @@ pub const UNIMPLEMENTED_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// | method | access | labels |
 /// |---|---|---|
 /// | `UnimplementedCall` | public |  |
-pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
-    name: "grpc.testing.UnimplementedService",
-    methods: &[::keel_rpc::MethodPolicy {
-        name: "UnimplementedCall",
-        path: "/grpc.testing.UnimplementedService/UnimplementedCall",
-        kind: ::keel_rpc::MethodKind::Unary,
-        access: ::keel_rpc::Access::Public,
-        labels: &[],
-        timeout: ::core::option::Option::None,
-        max_timeout: ::core::option::Option::None,
-        max_concurrency: ::core::option::Option::None,
-        rate_limit: ::core::option::Option::None,
-        retry: ::core::option::Option::None,
-        options: &[],
-        http: &[],
-    }],
-    route: unimplemented_service_route,
-};
+pub static UNIMPLEMENTED_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
+    ::keel_rpc::codegen::ServicePolicy {
+        name: "grpc.testing.UnimplementedService",
+        methods: &[::keel_rpc::codegen::MethodPolicy {
+            name: "UnimplementedCall",
+            path: "/grpc.testing.UnimplementedService/UnimplementedCall",
+            kind: ::keel_rpc::codegen::MethodKind::Unary,
+            access: ::keel_rpc::codegen::Access::Public,
+            labels: &[],
+            timeout: ::core::option::Option::None,
+            max_timeout: ::core::option::Option::None,
+            max_concurrency: ::core::option::Option::None,
+            rate_limit: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
+            options: &[],
+            http: &[],
+        }],
+        route: unimplemented_service_route,
+    };
 /// Index of the method in the policy table: a `match` on the request path, like tonic's own dispatch.
 fn unimplemented_service_route(path: &str) -> ::core::option::Option<usize> {
     match path {
@@ -1806,8 +1809,9 @@ fn unimplemented_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `grpc.testing.UnimplementedService`, behind Keel's pipeline (tracing, metrics,
-/// auth, panic recovery) as [`UNIMPLEMENTED_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `grpc.testing.UnimplementedService`, behind Keel's pipeline, whose steps (listed in the
+/// runtime's `pipeline` module) run as [`UNIMPLEMENTED_SERVICE_POLICY`] says. Fails when `keel` was not built
+/// with that policy.
 pub fn unimplemented_service<T: unimplemented_service_server::UnimplementedService>(
     handler: T,
     keel: &::keel_rpc::Keel,
@@ -2199,40 +2203,41 @@ pub const RECONNECT_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// |---|---|---|
 /// | `Start` | public |  |
 /// | `Stop` | public |  |
-pub static RECONNECT_SERVICE_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
-    name: "grpc.testing.ReconnectService",
-    methods: &[
-        ::keel_rpc::MethodPolicy {
-            name: "Start",
-            path: "/grpc.testing.ReconnectService/Start",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-        ::keel_rpc::MethodPolicy {
-            name: "Stop",
-            path: "/grpc.testing.ReconnectService/Stop",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
-            labels: &[],
-            timeout: ::core::option::Option::None,
-            max_timeout: ::core::option::Option::None,
-            max_concurrency: ::core::option::Option::None,
-            rate_limit: ::core::option::Option::None,
-            retry: ::core::option::Option::None,
-            options: &[],
-            http: &[],
-        },
-    ],
-    route: reconnect_service_route,
-};
+pub static RECONNECT_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
+    ::keel_rpc::codegen::ServicePolicy {
+        name: "grpc.testing.ReconnectService",
+        methods: &[
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "Start",
+                path: "/grpc.testing.ReconnectService/Start",
+                kind: ::keel_rpc::codegen::MethodKind::Unary,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
+                name: "Stop",
+                path: "/grpc.testing.ReconnectService/Stop",
+                kind: ::keel_rpc::codegen::MethodKind::Unary,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+        ],
+        route: reconnect_service_route,
+    };
 /// Index of the method in the policy table: a `match` on the request path, like tonic's own dispatch.
 fn reconnect_service_route(path: &str) -> ::core::option::Option<usize> {
     match path {
@@ -2241,8 +2246,9 @@ fn reconnect_service_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `grpc.testing.ReconnectService`, behind Keel's pipeline (tracing, metrics,
-/// auth, panic recovery) as [`RECONNECT_SERVICE_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `grpc.testing.ReconnectService`, behind Keel's pipeline, whose steps (listed in the
+/// runtime's `pipeline` module) run as [`RECONNECT_SERVICE_POLICY`] says. Fails when `keel` was not built
+/// with that policy.
 pub fn reconnect_service<T: reconnect_service_server::ReconnectService>(
     handler: T,
     keel: &::keel_rpc::Keel,

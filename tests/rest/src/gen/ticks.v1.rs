@@ -376,14 +376,14 @@ pub const TICKER_OPENAPI: &str = include_str!("ticks.v1.Ticker.openapi.json");
 /// |---|---|---|
 /// | `Tick` | public |  |
 /// | `Wait` | public |  |
-pub static TICKER_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
+pub static TICKER_POLICY: ::keel_rpc::codegen::ServicePolicy = ::keel_rpc::codegen::ServicePolicy {
     name: "ticks.v1.Ticker",
     methods: &[
-        ::keel_rpc::MethodPolicy {
+        ::keel_rpc::codegen::MethodPolicy {
             name: "Tick",
             path: "/ticks.v1.Ticker/Tick",
-            kind: ::keel_rpc::MethodKind::ServerStreaming,
-            access: ::keel_rpc::Access::Public,
+            kind: ::keel_rpc::codegen::MethodKind::ServerStreaming,
+            access: ::keel_rpc::codegen::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
@@ -391,11 +391,11 @@ pub static TICKER_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy 
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[("google.api.http", b"\x12\t/v1/ticks")],
-            http: &[::keel_rpc::HttpRoute {
+            http: &[::keel_rpc::codegen::HttpRoute {
                 method: "GET",
                 path: &[
-                    ::keel_rpc::PathSegment::Literal("v1"),
-                    ::keel_rpc::PathSegment::Literal("ticks"),
+                    ::keel_rpc::codegen::PathSegment::Literal("v1"),
+                    ::keel_rpc::codegen::PathSegment::Literal("ticks"),
                 ],
                 verb: ::core::option::Option::None,
                 body: ::core::option::Option::None,
@@ -405,11 +405,11 @@ pub static TICKER_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy 
                 descriptors: FILE_DESCRIPTOR_SET,
             }],
         },
-        ::keel_rpc::MethodPolicy {
+        ::keel_rpc::codegen::MethodPolicy {
             name: "Wait",
             path: "/ticks.v1.Ticker/Wait",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
+            kind: ::keel_rpc::codegen::MethodKind::Unary,
+            access: ::keel_rpc::codegen::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
@@ -417,14 +417,14 @@ pub static TICKER_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy 
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
             options: &[("google.api.http", b"\x12\x13/v1/wait/{delay_ms}")],
-            http: &[::keel_rpc::HttpRoute {
+            http: &[::keel_rpc::codegen::HttpRoute {
                 method: "GET",
                 path: &[
-                    ::keel_rpc::PathSegment::Literal("v1"),
-                    ::keel_rpc::PathSegment::Literal("wait"),
-                    ::keel_rpc::PathSegment::Variable {
+                    ::keel_rpc::codegen::PathSegment::Literal("v1"),
+                    ::keel_rpc::codegen::PathSegment::Literal("wait"),
+                    ::keel_rpc::codegen::PathSegment::Variable {
                         field: "delay_ms",
-                        pattern: &[::keel_rpc::PathSegment::Single],
+                        pattern: &[::keel_rpc::codegen::PathSegment::Single],
                     },
                 ],
                 verb: ::core::option::Option::None,
@@ -446,8 +446,9 @@ fn ticker_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `ticks.v1.Ticker`, behind Keel's pipeline (tracing, metrics,
-/// auth, panic recovery) as [`TICKER_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `ticks.v1.Ticker`, behind Keel's pipeline, whose steps (listed in the
+/// runtime's `pipeline` module) run as [`TICKER_POLICY`] says. Fails when `keel` was not built
+/// with that policy.
 pub fn ticker<T: ticker_server::Ticker>(
     handler: T,
     keel: &::keel_rpc::Keel,

@@ -638,14 +638,14 @@ pub const RULES_SERVICE_CONFIG: &str = "{\"methodConfig\":[]}";
 /// | `CheckEach` | public |  |
 /// | `Break` | public |  |
 /// | `Echo` | public |  |
-pub static RULES_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
+pub static RULES_POLICY: ::keel_rpc::codegen::ServicePolicy = ::keel_rpc::codegen::ServicePolicy {
     name: "rules.v1.Rules",
     methods: &[
-        ::keel_rpc::MethodPolicy {
+        ::keel_rpc::codegen::MethodPolicy {
             name: "Check",
             path: "/rules.v1.Rules/Check",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
+            kind: ::keel_rpc::codegen::MethodKind::Unary,
+            access: ::keel_rpc::codegen::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
@@ -655,11 +655,11 @@ pub static RULES_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
             options: &[],
             http: &[],
         },
-        ::keel_rpc::MethodPolicy {
+        ::keel_rpc::codegen::MethodPolicy {
             name: "CheckMany",
             path: "/rules.v1.Rules/CheckMany",
-            kind: ::keel_rpc::MethodKind::ClientStreaming,
-            access: ::keel_rpc::Access::Public,
+            kind: ::keel_rpc::codegen::MethodKind::ClientStreaming,
+            access: ::keel_rpc::codegen::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
@@ -669,11 +669,11 @@ pub static RULES_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
             options: &[],
             http: &[],
         },
-        ::keel_rpc::MethodPolicy {
+        ::keel_rpc::codegen::MethodPolicy {
             name: "CheckEach",
             path: "/rules.v1.Rules/CheckEach",
-            kind: ::keel_rpc::MethodKind::BidiStreaming,
-            access: ::keel_rpc::Access::Public,
+            kind: ::keel_rpc::codegen::MethodKind::BidiStreaming,
+            access: ::keel_rpc::codegen::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
@@ -683,11 +683,11 @@ pub static RULES_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
             options: &[],
             http: &[],
         },
-        ::keel_rpc::MethodPolicy {
+        ::keel_rpc::codegen::MethodPolicy {
             name: "Break",
             path: "/rules.v1.Rules/Break",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
+            kind: ::keel_rpc::codegen::MethodKind::Unary,
+            access: ::keel_rpc::codegen::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
@@ -697,11 +697,11 @@ pub static RULES_POLICY: ::keel_rpc::ServicePolicy = ::keel_rpc::ServicePolicy {
             options: &[],
             http: &[],
         },
-        ::keel_rpc::MethodPolicy {
+        ::keel_rpc::codegen::MethodPolicy {
             name: "Echo",
             path: "/rules.v1.Rules/Echo",
-            kind: ::keel_rpc::MethodKind::Unary,
-            access: ::keel_rpc::Access::Public,
+            kind: ::keel_rpc::codegen::MethodKind::Unary,
+            access: ::keel_rpc::codegen::Access::Public,
             labels: &[],
             timeout: ::core::option::Option::None,
             max_timeout: ::core::option::Option::None,
@@ -725,8 +725,9 @@ fn rules_route(path: &str) -> ::core::option::Option<usize> {
         _ => None,
     }
 }
-/// Serves `handler` as `rules.v1.Rules`, behind Keel's pipeline (tracing, metrics,
-/// auth, panic recovery) as [`RULES_POLICY`] says. Fails when `keel` was not built with that policy.
+/// Serves `handler` as `rules.v1.Rules`, behind Keel's pipeline, whose steps (listed in the
+/// runtime's `pipeline` module) run as [`RULES_POLICY`] says. Fails when `keel` was not built
+/// with that policy.
 pub fn rules<T: rules_server::Rules>(
     handler: T,
     keel: &::keel_rpc::Keel,
