@@ -5,7 +5,7 @@
 //! is up (as `cargo xtask test` does), then runs `auth-bench` on SQLite and
 //! on PostgreSQL: Login time at the configured argon2id cost, Refresh and
 //! Validate throughput with 16 clients. See
-//! `examples/auth-service/src/bin/auth-bench.rs`.
+//! `bench/src/bin/auth-bench.rs`.
 
 use std::process::Command;
 
@@ -27,6 +27,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         "auth-service",
         "--bin",
         "auth-service",
+        "-p",
+        "keel-bench",
         "--bin",
         "auth-bench",
     ]))?;

@@ -4,7 +4,7 @@
 //! ratios measured in the same run.
 //!
 //! 1. Builds `bench-server` (release) and starts it twice, one process per
-//!    mode (`examples/user-service/src/bin/bench-server.rs`): `plain`, plain
+//!    mode (`bench/src/bin/bench-server.rs`): `plain`, plain
 //!    tonic serving the generated `UserServiceServer` with a `warn` fmt
 //!    subscriber; and `keel`, the service as README's "Serving" section
 //!    builds it (`telemetry::init`, `Keel::server` with health, reflection,
@@ -399,7 +399,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         "build",
         "--release",
         "-p",
-        "user-service",
+        "keel-bench",
         "--bin",
         "bench-server",
     ]))?;
