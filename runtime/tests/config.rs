@@ -205,11 +205,25 @@ fn numeric_secret_from_env_is_kept_verbatim() {
 }
 
 #[test]
-fn single_underscore_env_name_is_an_unknown_section_with_a_hint() {
-    let problems = problems_of(env_only([("KEEL_SERVER_ADDR", "127.0.0.1:1")]).load());
-    let problem = problem_for(&problems, "server_addr");
-    assert!(problem.contains("unknown section"), "{problem}");
-    assert!(problem.contains("KEEL_SERVER__ADDR"), "{problem}");
+fn variables_without_a_double_underscore_are_not_configuration() {
+    // What Kubernetes injects into every pod of a namespace with a Service
+    // named `keel-auth`, and a CLI's own variable: neither stops a service.
+    let config = env_only([
+        ("KEEL_AUTH_PORT", "tcp://10.0.0.7:50053"),
+        ("KEEL_AUTH_PORT_50053_TCP_ADDR", "10.0.0.7"),
+        ("KEEL_AUTH_SERVICE_HOST", "10.0.0.7"),
+        ("KEEL_TOKEN", "eyJhbGciOi"),
+        ("KEEL_SERVER_ADDR", "127.0.0.1:1"),
+        ("KEEL_SERVICE__NAME", "still-read"),
+    ])
+    .load()
+    .expect("not configuration, so not an error");
+    assert_eq!(config.service.name, "still-read");
+    assert_ne!(config.server.addr.to_string(), "127.0.0.1:1");
+    // A known section with an unknown key stays an error.
+    let problems = problems_of(env_only([("KEEL_AUTH__PORT", "50053")]).load());
+    let problem = problem_for(&problems, "auth.port");
+    assert!(problem.contains("unknown key"), "{problem}");
 }
 
 #[test]

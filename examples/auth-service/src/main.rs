@@ -60,7 +60,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50053")]
         url: String,
         /// Bearer token of an administrator (see `login`).
-        #[arg(long, env = "KEEL_TOKEN")]
+        #[arg(long, env = "ACCESS_TOKEN")]
         token: String,
     },
     /// Ask a running service whether an access token is valid.
@@ -76,7 +76,7 @@ enum Command {
         subject: String,
         #[arg(long, default_value = "http://127.0.0.1:50053")]
         url: String,
-        #[arg(long, env = "KEEL_TOKEN")]
+        #[arg(long, env = "ACCESS_TOKEN")]
         token: String,
     },
     /// Print the JWKS document of a running service (for auth.jwks_file).

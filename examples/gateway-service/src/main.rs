@@ -36,7 +36,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50052")]
         url: String,
         /// Bearer token (`user-service mint-token`).
-        #[arg(long, env = "KEEL_TOKEN")]
+        #[arg(long, env = "ACCESS_TOKEN")]
         token: String,
         /// The user whose profile to get.
         user_id: String,

@@ -52,7 +52,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         url: String,
         /// Bearer token (see `mint-token`).
-        #[arg(long, env = "KEEL_TOKEN", default_value = "")]
+        #[arg(long, env = "ACCESS_TOKEN", default_value = "")]
         token: String,
         #[command(subcommand)]
         rpc: Rpc,

@@ -32,16 +32,19 @@ pub(super) struct EnvLayer {
     pub dict: Dict,
     /// Problems of the variables themselves: non-UTF-8 values, malformed names, conflicts.
     pub problems: Vec<String>,
+    /// Variables with no [`ENV_SEPARATOR`] in their name, so not configuration
+    /// (every key is in a section): left out, and warned of.
+    pub(crate) ignored: Vec<String>,
 }
 
 impl EnvVars {
     /// The variable names (`Debug` of the loader shows them; the values may be secrets).
-    pub fn names(&self) -> Vec<&str> {
+    pub(super) fn names(&self) -> Vec<&str> {
         self.vars.iter().map(|(name, _)| name.as_str()).collect()
     }
 
     /// The `KEEL_*` variables of the process environment, read now.
-    pub fn from_process() -> Self {
+    pub(super) fn from_process() -> Self {
         let mut vars = Vec::new();
         let mut problems = Vec::new();
         for (name, value) in std::env::vars_os() {
@@ -59,7 +62,7 @@ impl EnvVars {
     }
 
     /// The `KEEL_*` variables among `vars`; others are ignored.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub(super) fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let vars = vars.into_iter().filter(|(name, _)| has_env_prefix(name));
         EnvVars {
             vars: vars.collect(),
@@ -72,10 +75,20 @@ impl EnvVars {
     /// provider does (`true`, `10`, `-1`, `"quoted"`, anything else is a
     /// string), so `KEEL_METRICS__ENABLED=maybe` is an error rather than
     /// `false`.
-    pub fn layer(&self, text: &dyn Fn(&str) -> bool) -> EnvLayer {
+    pub(super) fn layer(&self, text: &dyn Fn(&str) -> bool) -> EnvLayer {
         let mut problems = self.problems.clone();
         let mut dict = Dict::new();
+        let mut ignored = Vec::new();
         for (name, raw) in &self.vars {
+            // Every key is in a section, so a variable without the separator
+            // sets none: it is someone else's that happens to start with
+            // `KEEL_`, such as the `KEEL_AUTH_PORT=tcp://…` Kubernetes puts in
+            // every pod of a namespace with a Service named `keel-auth`.
+            // Refusing to start over it would let any Service name stop a fleet.
+            if !name.contains(ENV_SEPARATOR) {
+                ignored.push(name.clone());
+                continue;
+            }
             let Some(path) = key_path(name) else {
                 problems.push(format!(
                     "environment variable {name}: malformed name; use letters, digits and `_`, \
@@ -96,8 +109,41 @@ impl EnvVars {
                 ));
             }
         }
-        EnvLayer { dict, problems }
+        ignored.sort();
+        EnvLayer {
+            dict,
+            problems,
+            ignored,
+        }
     }
+}
+
+/// How many ignored variables a warning names; the rest are counted.
+const NAMED_IGNORED: usize = 8;
+
+/// The warning about `KEEL_` variables that are not configuration, with a
+/// hint for one that looks like a mistyped key of one of `sections`.
+pub(super) fn ignored_warning(ignored: &[String], sections: &[&str]) -> String {
+    let named: Vec<String> = ignored
+        .iter()
+        .take(NAMED_IGNORED)
+        .map(|name| {
+            let rest = name.get(ENV_PREFIX.len()..).unwrap_or("").to_ascii_lowercase();
+            match env_separator_hint(&rest, sections) {
+                Some(hint) => format!("{name} (did you mean {hint}?)"),
+                None => name.clone(),
+            }
+        })
+        .collect();
+    let more = match ignored.len().saturating_sub(NAMED_IGNORED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "ignoring environment variables that are not configuration (configuration variables are \
+         {ENV_PREFIX}<SECTION>{ENV_SEPARATOR}<KEY>): {}{more}",
+        named.join(", ")
+    )
 }
 
 impl Provider for EnvLayer {
@@ -186,6 +232,28 @@ mod tests {
         ]);
         assert_eq!(vars.names(), ["KEEL_SERVICE__NAME"]);
         assert!(vars.layer(&|_| false).problems.is_empty());
+    }
+
+    #[test]
+    fn variables_without_the_separator_are_not_configuration() {
+        // What Kubernetes injects for a Service named `keel-auth`.
+        let vars = EnvVars::from_vars([
+            ("KEEL_AUTH_PORT".to_owned(), "tcp://10.0.0.7:50053".to_owned()),
+            ("KEEL_AUTH_SERVICE_HOST".to_owned(), "10.0.0.7".to_owned()),
+            ("KEEL_SERVICE__NAME".to_owned(), "s".to_owned()),
+        ]);
+        let layer = vars.layer(&|_| true);
+        assert!(layer.problems.is_empty(), "{:?}", layer.problems);
+        assert_eq!(layer.ignored, ["KEEL_AUTH_PORT", "KEEL_AUTH_SERVICE_HOST"]);
+        assert_eq!(layer.dict.keys().collect::<Vec<_>>(), ["service"]);
+        assert_eq!(
+            ignored_warning(&layer.ignored, &["auth", "service"]),
+            "ignoring environment variables that are not configuration (configuration variables \
+             are KEEL_<SECTION>__<KEY>): KEEL_AUTH_PORT (did you mean KEEL_AUTH__PORT?), \
+             KEEL_AUTH_SERVICE_HOST (did you mean KEEL_AUTH__SERVICE_HOST?)"
+        );
+        let many: Vec<String> = (0..10).map(|i| format!("KEEL_X{i}")).collect();
+        assert!(ignored_warning(&many, &[]).ends_with("KEEL_X7 and 2 more"));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-use super::env::{EnvLayer, EnvVars};
-use super::section::{Key, Problems, Section, find};
+use super::env::{EnvLayer, EnvVars, ignored_warning};
+use super::section::{Key, Problems, Section, find, level};
 use super::{Config, ConfigError, Decoder, Environment, environment, key_set};
 
 /// Metadata name of the `defaults_toml` layers.
@@ -50,6 +50,8 @@ struct Assembled {
     /// In production, the development layers' credentials, which no key may hold (empty in
     /// development).
     development_credentials: Vec<String>,
+    /// `KEEL_` variables that are not configuration (no `__`), to warn of.
+    ignored: Vec<String>,
 }
 
 impl fmt::Debug for Loader {
@@ -175,6 +177,10 @@ impl Loader {
         if assembled.toml_failed {
             return Err(ConfigError::new(assembled.problems));
         }
+        if !assembled.ignored.is_empty() {
+            let sections: Vec<&str> = level(T::KEYS).iter().map(|key| key.name).collect();
+            warn_once(&ignored_warning(&assembled.ignored, &sections));
+        }
         let mut decoder = Decoder::new(&assembled.figment, assembled.problems);
         if let Ok(data) = assembled.figment.data()
             && let Some(data) = data.get(&Profile::Default)
@@ -273,13 +279,33 @@ impl Loader {
         let (figment, merge_problems) = merge(&layers, env.as_ref());
         problems.extend(merge_problems);
         let toml_failed = !problems.is_empty();
+        let ignored = env.as_ref().map(|env| env.ignored.clone()).unwrap_or_default();
         problems.extend(env.into_iter().flat_map(|env| env.problems));
         Assembled {
             figment,
             problems,
             toml_failed,
             development_credentials,
+            ignored,
         }
+    }
+}
+
+/// Says `warning` once per process (a service loads its configuration more
+/// than once: to check it, then to serve). Configuration is loaded before
+/// logging is set up, so it goes to standard error unless a `tracing`
+/// subscriber is already installed.
+fn warn_once(warning: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if said.iter().any(|w| w == warning) {
+        return;
+    }
+    said.push(warning.to_owned());
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{warning}");
+    } else {
+        eprintln!("warning: {warning}");
     }
 }
 

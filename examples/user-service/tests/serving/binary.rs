@@ -42,6 +42,49 @@ fn the_binary_refuses_to_start_in_production_without_a_key_of_its_own() {
 }
 
 #[test]
+fn kubernetes_service_variables_starting_with_keel_do_not_stop_the_binary() {
+    // Kubernetes puts these into every pod of a namespace that has a Service
+    // named `keel-auth`; `print-config` loads and checks the configuration
+    // as `serve` does.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+        .arg("print-config")
+        .env_clear()
+        .env("KEEL_SERVICE__ENVIRONMENT", "development")
+        .env("KEEL_AUTH_PORT", "tcp://10.0.0.7:50053")
+        .env("KEEL_AUTH_PORT_50053_TCP", "tcp://10.0.0.7:50053")
+        .env("KEEL_AUTH_SERVICE_HOST", "10.0.0.7")
+        .env("KEEL_AUTH_SERVICE_PORT", "50053")
+        .output()
+        .expect("run user-service print-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("[server]"));
+    // Said once, naming them, with the hint for the look-alike of a key.
+    assert_eq!(stderr.matches("warning: ").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "ignoring environment variables that are not configuration (configuration \
+             variables are KEEL_<SECTION>__<KEY>): KEEL_AUTH_PORT (did you mean KEEL_AUTH__PORT?)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("KEEL_AUTH_SERVICE_HOST"), "{stderr}");
+    assert!(!stderr.contains("10.0.0.7"), "values are not repeated: {stderr}");
+
+    // A known section with an unknown key is still refused.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+        .arg("print-config")
+        .env_clear()
+        .env("KEEL_SERVICE__ENVIRONMENT", "development")
+        .env("KEEL_AUTH__PORT", "50053")
+        .output()
+        .expect("run user-service print-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("auth.port: unknown key"), "{stderr}");
+}
+
+#[test]
 fn the_binary_exits_0_on_sigterm_and_at_once_on_a_second() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
@@ -122,7 +165,7 @@ async fn the_call_command_prints_the_proto3_json_mapping() {
             let output = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
                 .args(["call", "--url", &url, "--token", &token])
                 .args(args)
-                .env_remove("KEEL_TOKEN")
+                .env_remove("ACCESS_TOKEN")
                 .output()
                 .expect("run user-service call");
             assert!(output.status.success(), "{output:?}");
