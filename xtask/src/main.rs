@@ -127,3 +127,52 @@ pub fn ensure_tool(binary: &str, package: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// ARCHITECTURE.md's code map names every module of the two library
+    /// crates, and only modules that exist.
+    #[test]
+    fn the_code_map_matches_the_tree() {
+        let root = crate::root();
+        let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+        let map = &map[map.find("## Code map").expect("a code map")..];
+        let map = &map[..map.find("### Invariants").expect("its invariants")];
+        for krate in ["codegen/src", "runtime/src"] {
+            let section = &map[map.find(&format!("### `{krate}/`")).expect(krate)..];
+            let section = &section[..section[4..].find("### ").map_or(section.len(), |i| i + 4)];
+            let mut modules: Vec<String> = std::fs::read_dir(root.join(krate))
+                .unwrap()
+                .map(|e| e.unwrap())
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if e.path().is_dir() {
+                        format!("{name}/")
+                    } else {
+                        name
+                    }
+                })
+                .filter(|n| n.ends_with('/') || n.ends_with(".rs"))
+                .filter(|n| !n.ends_with(".md"))
+                .collect();
+            modules.sort();
+            for module in &modules {
+                assert!(
+                    section.contains(&format!("| `{module}`"))
+                        || section.contains(&format!(", `{module}`")),
+                    "{krate}/{module} is not in ARCHITECTURE.md's code map"
+                );
+            }
+            for line in section.lines().filter(|l| l.starts_with("| `")) {
+                let names = line[2..].split(" |").next().unwrap();
+                for name in names.split(", ") {
+                    let name = name.trim_matches('`');
+                    assert!(
+                        root.join(krate).join(name).exists(),
+                        "the code map names {krate}/{name}, which does not exist"
+                    );
+                }
+            }
+        }
+    }
+}
