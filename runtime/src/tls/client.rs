@@ -44,7 +44,7 @@ pub(crate) fn https_roots(
             roots
         }
     };
-    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let provider = super::provider();
     let tls = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Unusable {

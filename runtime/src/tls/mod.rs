@@ -38,3 +38,18 @@ pub use error::TlsError;
 pub(crate) use listener::TlsListener;
 pub(crate) use pinned::PinnedCertificate;
 pub(crate) use server::{ALPN_GRPC, ALPN_GRPC_WEB, ALPN_HTTP, server_config};
+
+/// The crypto provider of every TLS configuration Keel makes: *ring*, the
+/// provider tonic (`tls-ring`), sqlx and the OTLP exporter are built with
+/// here too, so a process links one.
+///
+/// rustls 0.23.48 deprecates `ring::default_provider` because *ring* has no
+/// post-quantum key exchange (aws-lc-rs has); the deprecation is a nudge to
+/// move, not a fault, and without this `allow` every crate depending on Keel
+/// by path saw the warning in Keel's code on each build. Moving the tree to
+/// aws-lc-rs is a choice of its own (a C build, every TLS dependency's
+/// feature at once), not made here.
+#[allow(deprecated)]
+pub(crate) fn provider() -> std::sync::Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider())
+}

@@ -32,7 +32,7 @@ impl PinnedCertificate {
         let mut chain = super::pem::certificates(key, cert_file)?;
         Ok(PinnedCertificate {
             certificate: chain.swap_remove(0),
-            provider: Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+            provider: super::provider(),
         })
     }
 }

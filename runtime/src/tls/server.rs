@@ -27,7 +27,7 @@ pub(crate) fn server_config(
     keys: &TlsKeys,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let provider = super::provider();
     let unusable = |key: &'static str| {
         move |e: tokio_rustls::rustls::Error| TlsError::Unusable {
             key,
