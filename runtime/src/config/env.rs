@@ -128,7 +128,10 @@ pub(super) fn ignored_warning(ignored: &[String], sections: &[&str]) -> String {
         .iter()
         .take(NAMED_IGNORED)
         .map(|name| {
-            let rest = name.get(ENV_PREFIX.len()..).unwrap_or("").to_ascii_lowercase();
+            let rest = name
+                .get(ENV_PREFIX.len()..)
+                .unwrap_or("")
+                .to_ascii_lowercase();
             match env_separator_hint(&rest, sections) {
                 Some(hint) => format!("{name} (did you mean {hint}?)"),
                 None => name.clone(),
@@ -238,7 +241,10 @@ mod tests {
     fn variables_without_the_separator_are_not_configuration() {
         // What Kubernetes injects for a Service named `keel-auth`.
         let vars = EnvVars::from_vars([
-            ("KEEL_AUTH_PORT".to_owned(), "tcp://10.0.0.7:50053".to_owned()),
+            (
+                "KEEL_AUTH_PORT".to_owned(),
+                "tcp://10.0.0.7:50053".to_owned(),
+            ),
             ("KEEL_AUTH_SERVICE_HOST".to_owned(), "10.0.0.7".to_owned()),
             ("KEEL_SERVICE__NAME".to_owned(), "s".to_owned()),
         ]);

@@ -279,7 +279,10 @@ impl Loader {
         let (figment, merge_problems) = merge(&layers, env.as_ref());
         problems.extend(merge_problems);
         let toml_failed = !problems.is_empty();
-        let ignored = env.as_ref().map(|env| env.ignored.clone()).unwrap_or_default();
+        let ignored = env
+            .as_ref()
+            .map(|env| env.ignored.clone())
+            .unwrap_or_default();
         problems.extend(env.into_iter().flat_map(|env| env.problems));
         Assembled {
             figment,
@@ -297,7 +300,9 @@ impl Loader {
 /// subscriber is already installed.
 fn warn_once(warning: &str) {
     static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut said = SAID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if said.iter().any(|w| w == warning) {
         return;
     }

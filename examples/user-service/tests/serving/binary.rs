@@ -69,7 +69,10 @@ fn kubernetes_service_variables_starting_with_keel_do_not_stop_the_binary() {
         "{stderr}"
     );
     assert!(stderr.contains("KEEL_AUTH_SERVICE_HOST"), "{stderr}");
-    assert!(!stderr.contains("10.0.0.7"), "values are not repeated: {stderr}");
+    assert!(
+        !stderr.contains("10.0.0.7"),
+        "values are not repeated: {stderr}"
+    );
 
     // A known section with an unknown key is still refused.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
