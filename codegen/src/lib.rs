@@ -27,9 +27,13 @@
 //! Use it from `build.rs`:
 //!
 //! ```no_run
-//! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     keel_rpc_codegen::configure().compile(&["proto/user/v1/user.proto"], &["proto"])?;
-//!     Ok(())
+//! fn main() {
+//!     let generated = keel_rpc_codegen::configure().compile(&["proto/user/v1/user.proto"], &["proto"]);
+//!     if let Err(error) = generated {
+//!         // `file:line:column: message` per problem (`?` from `main` would print Debug).
+//!         eprintln!("error: {error}");
+//!         std::process::exit(1);
+//!     }
 //! }
 //! ```
 //!
