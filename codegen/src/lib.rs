@@ -48,6 +48,9 @@
 //! [protox]: https://docs.rs/protox
 //! [prost-reflect]: https://docs.rs/prost-reflect
 
+// The build.rs example above is a whole `main`, as a build script is.
+#![allow(clippy::needless_doctest_main)]
+
 mod compile;
 mod emit;
 mod error;

@@ -147,8 +147,8 @@ async fn login_failures_do_not_reveal_whether_the_user_exists(db: Db) {
     }
     for (request, message) in [
         // auth.proto's rules, before the handler (and the throttle) sees it.
-        (login("", "x"), "username: must be at least 1 characters"),
-        (login(ADMIN, ""), "password: must be at least 1 characters"),
+        (login("", "x"), "username: must be at least 1 character"),
+        (login(ADMIN, ""), "password: must be at least 1 character"),
         (
             login(ADMIN, &"x".repeat(1025)),
             "password: must be at most 1024 bytes",
@@ -284,7 +284,7 @@ async fn refresh_rotates_and_reuse_revokes_the_session(db: Db) {
         (
             "",
             Code::InvalidArgument,
-            "refresh_token: must be at least 1 characters",
+            "refresh_token: must be at least 1 character",
         ),
         (
             "short",
@@ -357,7 +357,7 @@ async fn validate_reports_why_a_token_is_not_valid(db: Db) {
         (status.code(), status.message()),
         (
             Code::InvalidArgument,
-            "access_token: must be at least 1 characters"
+            "access_token: must be at least 1 character"
         )
     );
     let reply = client

@@ -6,6 +6,7 @@ use prost_reflect::DynamicMessage;
 use quote::quote;
 
 use super::membership::membership;
+use super::counted;
 use crate::validate::MessageWriter;
 
 impl MessageWriter<'_> {
@@ -30,15 +31,15 @@ impl MessageWriter<'_> {
                     quote! { if value.as_slice() != #lit { violations.push(#label, #id, #message); } }
                 }
                 "len" => {
-                    let message = format!("must be {count} bytes");
+                    let message = format!("must be {}", counted(count, "byte", "bytes"));
                     quote! { if value.len() != #n { violations.push(#label, #id, #message); } }
                 }
                 "min_len" => {
-                    let message = format!("must be at least {count} bytes");
+                    let message = format!("must be at least {}", counted(count, "byte", "bytes"));
                     quote! { if value.len() < #n { violations.push(#label, #id, #message); } }
                 }
                 "max_len" => {
-                    let message = format!("must be at most {count} bytes");
+                    let message = format!("must be at most {}", counted(count, "byte", "bytes"));
                     quote! { if value.len() > #n { violations.push(#label, #id, #message); } }
                 }
                 "prefix" => {

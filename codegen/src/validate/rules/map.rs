@@ -6,6 +6,7 @@ use prost_reflect::{DynamicMessage, Kind};
 use quote::quote;
 
 use super::Target;
+use super::counted;
 use crate::validate::MessageWriter;
 
 impl MessageWriter<'_> {
@@ -30,11 +31,11 @@ impl MessageWriter<'_> {
             let n = count as usize;
             checks.extend(match rule {
                 "min_pairs" => {
-                    let message = format!("map must be at least {count} entries");
+                    let message = format!("map must be at least {}", counted(count, "entry", "entries"));
                     quote! { if value.len() < #n { violations.push(#label, #id, #message); } }
                 }
                 "max_pairs" => {
-                    let message = format!("map must be at most {count} entries");
+                    let message = format!("map must be at most {}", counted(count, "entry", "entries"));
                     quote! { if value.len() > #n { violations.push(#label, #id, #message); } }
                 }
                 "keys" | "values" => {

@@ -289,3 +289,13 @@ impl MessageWriter<'_> {
         })
     }
 }
+
+/// `count` of a thing in words: `1 character`, `3 characters` (a rule's
+/// message reads as a sentence whatever its bound).
+pub(super) fn counted(count: u64, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
+}

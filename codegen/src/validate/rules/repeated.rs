@@ -6,6 +6,7 @@ use prost_reflect::{DynamicMessage, Kind};
 use quote::quote;
 
 use super::Target;
+use super::counted;
 use crate::validate::MessageWriter;
 
 impl MessageWriter<'_> {
@@ -29,12 +30,12 @@ impl MessageWriter<'_> {
             checks.extend(match rule {
                 "min_items" => {
                     bounds[0] = Some(count);
-                    let message = format!("must contain at least {count} item(s)");
+                    let message = format!("must contain at least {}", counted(count, "item", "items"));
                     quote! { if value.len() < #n { violations.push(#label, #id, #message); } }
                 }
                 "max_items" => {
                     bounds[1] = Some(count);
-                    let message = format!("must contain no more than {count} item(s)");
+                    let message = format!("must contain no more than {}", counted(count, "item", "items"));
                     quote! { if value.len() > #n { violations.push(#label, #id, #message); } }
                 }
                 "unique" if value.as_bool() == Some(true) => {

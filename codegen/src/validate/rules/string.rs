@@ -8,6 +8,7 @@ use prost_reflect::{DynamicMessage, Value};
 use quote::quote;
 
 use super::membership::membership;
+use super::counted;
 use crate::validate::MessageWriter;
 
 /// The strings of a repeated string rule.
@@ -44,7 +45,7 @@ impl MessageWriter<'_> {
                 // Characters are counted only as far as the rule needs: a
                 // byte length already decides most calls.
                 "len" => {
-                    let message = format!("must be {count} characters");
+                    let message = format!("must be {}", counted(count, "character", "characters"));
                     let most = n.saturating_mul(4);
                     quote! {
                         if value.len() < #n || value.len() > #most || value.chars().count() != #n {
@@ -54,7 +55,7 @@ impl MessageWriter<'_> {
                 }
                 "min_len" => {
                     min_max[0] = Some(count);
-                    let message = format!("must be at least {count} characters");
+                    let message = format!("must be at least {}", counted(count, "character", "characters"));
                     quote! {
                         if value.len() < #n || value.chars().take(#n).count() < #n {
                             violations.push(#label, #id, #message);
@@ -63,7 +64,7 @@ impl MessageWriter<'_> {
                 }
                 "max_len" => {
                     min_max[1] = Some(count);
-                    let message = format!("must be at most {count} characters");
+                    let message = format!("must be at most {}", counted(count, "character", "characters"));
                     quote! {
                         if value.len() > #n && value.chars().nth(#n).is_some() {
                             violations.push(#label, #id, #message);
@@ -72,9 +73,9 @@ impl MessageWriter<'_> {
                 }
                 "len_bytes" | "min_bytes" | "max_bytes" => {
                     let (op, message) = match rule {
-                        "len_bytes" => (quote! { != }, format!("must be {count} bytes")),
-                        "min_bytes" => (quote! { < }, format!("must be at least {count} bytes")),
-                        _ => (quote! { > }, format!("must be at most {count} bytes")),
+                        "len_bytes" => (quote! { != }, format!("must be {}", counted(count, "byte", "bytes"))),
+                        "min_bytes" => (quote! { < }, format!("must be at least {}", counted(count, "byte", "bytes"))),
+                        _ => (quote! { > }, format!("must be at most {}", counted(count, "byte", "bytes"))),
                     };
                     quote! { if value.len() #op #n { violations.push(#label, #id, #message); } }
                 }

@@ -1115,11 +1115,7 @@ impl ::keel_rpc::validate::Validate for LoginRequest {
         {
             let value = &self.username;
             if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
-                violations.push(
-                    "username",
-                    "string.min_len",
-                    "must be at least 1 characters",
-                );
+                violations.push("username", "string.min_len", "must be at least 1 character");
             }
             if value.len() > 256usize {
                 violations.push("username", "string.max_bytes", "must be at most 256 bytes");
@@ -1128,11 +1124,7 @@ impl ::keel_rpc::validate::Validate for LoginRequest {
         {
             let value = &self.password;
             if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
-                violations.push(
-                    "password",
-                    "string.min_len",
-                    "must be at least 1 characters",
-                );
+                violations.push("password", "string.min_len", "must be at least 1 character");
             }
             if value.len() > 1024usize {
                 violations.push("password", "string.max_bytes", "must be at most 1024 bytes");
@@ -1149,7 +1141,7 @@ impl ::keel_rpc::validate::Validate for RefreshRequest {
                 violations.push(
                     "refresh_token",
                     "string.min_len",
-                    "must be at least 1 characters",
+                    "must be at least 1 character",
                 );
             }
         }
@@ -1182,7 +1174,7 @@ impl ::keel_rpc::validate::Validate for ValidateRequest {
                 violations.push(
                     "access_token",
                     "string.min_len",
-                    "must be at least 1 characters",
+                    "must be at least 1 character",
                 );
             }
         }
@@ -1201,7 +1193,7 @@ impl ::keel_rpc::validate::Validate for RevokeRequest {
                 violations.push(
                     "refresh_token",
                     "string.min_len",
-                    "must be at least 1 characters",
+                    "must be at least 1 character",
                 );
             }
         }

@@ -1067,7 +1067,7 @@ impl ::keel_rpc::validate::Validate for GetUserRequest {
         {
             let value = &self.id;
             if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
-                violations.push("id", "string.min_len", "must be at least 1 characters");
+                violations.push("id", "string.min_len", "must be at least 1 character");
             }
         }
     }
@@ -1078,7 +1078,7 @@ impl ::keel_rpc::validate::Validate for CreateUserRequest {
         {
             let value = &self.name;
             if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
-                violations.push("name", "string.min_len", "must be at least 1 characters");
+                violations.push("name", "string.min_len", "must be at least 1 character");
             }
             if value.len() > 200usize && value.chars().nth(200usize).is_some() {
                 violations.push("name", "string.max_len", "must be at most 200 characters");

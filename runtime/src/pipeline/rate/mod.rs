@@ -160,10 +160,11 @@ impl Limiter {
             RateKey::Subject => " per subject".to_owned(),
             RateKey::Claim(name) => format!(" per {name}"),
         };
+        let calls = if per_second == 1.0 { "call" } else { "calls" };
         tonic::Status::with_error_details(
             tonic::Code::ResourceExhausted,
             format!(
-                "{path} is over its rate limit of {per_second} calls per second (burst {burst}){whose}; \
+                "{path} is over its rate limit of {per_second} {calls} per second (burst {burst}){whose}; \
                  retry in {} ms",
                 wait.as_millis().max(1)
             ),

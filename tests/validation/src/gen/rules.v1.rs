@@ -780,7 +780,7 @@ impl ::keel_rpc::validate::Validate for Address {
         {
             let value = &self.city;
             if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
-                violations.push("city", "string.min_len", "must be at least 1 characters");
+                violations.push("city", "string.min_len", "must be at least 1 character");
             }
         }
         {
@@ -906,17 +906,13 @@ impl ::keel_rpc::validate::Validate for Everything {
         {
             let value = &self.tags;
             if value.len() < 1usize {
-                violations.push(
-                    "tags",
-                    "repeated.min_items",
-                    "must contain at least 1 item(s)",
-                );
+                violations.push("tags", "repeated.min_items", "must contain at least 1 item");
             }
             if value.len() > 3usize {
                 violations.push(
                     "tags",
                     "repeated.max_items",
-                    "must contain no more than 3 item(s)",
+                    "must contain no more than 3 items",
                 );
             }
             if !::keel_rpc::validate::unique(value) {
@@ -929,7 +925,7 @@ impl ::keel_rpc::validate::Validate for Everything {
             for (index, value) in value.iter().enumerate() {
                 let mark = violations.enter_index("tags", index);
                 if value.len() < 1usize || value.chars().take(1usize).count() < 1usize {
-                    violations.push("", "string.min_len", "must be at least 1 characters");
+                    violations.push("", "string.min_len", "must be at least 1 character");
                 }
                 violations.leave(mark);
             }
