@@ -259,7 +259,8 @@ impl Server {
             .transpose()?;
         let grpc_addr = listeners.grpc.local_addr().ok();
         let router = web::wrap(routes.routes().prepare().into_axum_router(), &config.http);
-        let rest_service = rest.map(|rest| rest::service(rest, router.clone(), &config.http));
+        let rest_service =
+            rest.map(|rest| rest::service(rest, router.clone(), &config.http, &names));
         let port = Port::new(
             router,
             rest_service,

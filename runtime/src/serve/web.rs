@@ -4,15 +4,31 @@
 //! its answer back: the same auth, metrics, deadlines, validation and
 //! handler as a gRPC call. With neither setting the router is left as it is,
 //! so gRPC calls pay nothing for them.
+//!
+//! A CORS preflight is answered with the methods its path has: in front of
+//! REST, each route's method (`HEAD` with `GET`) and, with gRPC-Web, `POST`
+//! on the served services' method paths; on the router alone, `POST`, all a
+//! gRPC-Web call is.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{HeaderName, HeaderValue, Method, Request, header};
+use futures_util::future::Either;
+use http::{HeaderName, HeaderValue, Method, Request, Response, header};
+use tower::layer::util::Stack;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::rest::Routes;
 use crate::config::{CorsConfig, HttpConfig};
 use crate::metrics::Protocol;
+
+/// The standard health service, which the router always serves.
+const HEALTH: &str = "grpc.health.v1.Health";
 
 /// How long a browser may keep a preflight's answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -43,8 +59,9 @@ pub(crate) fn wrap(mut router: axum::Router, http: &HttpConfig) -> axum::Router 
             .layer(tower::util::MapRequestLayer::new(mark_grpc_web));
     }
     // Outermost: a preflight is answered before anything else looks at it.
+    // The router only serves gRPC (and gRPC-Web): POST.
     if !http.cors.allowed_origins.is_empty() {
-        router = router.layer(cors(&http.cors));
+        router = router.layer(cors(&http.cors).allow_methods([Method::POST]));
     }
     router
 }
@@ -61,9 +78,30 @@ fn mark_grpc_web(mut request: Request<Body>) -> Request<Body> {
     request
 }
 
-/// The CORS layer of `http.cors`: outermost on the router, and in front of
-/// REST's service.
-pub(super) fn cors(config: &CorsConfig) -> CorsLayer {
+/// The CORS layer of `http.cors` in front of REST's service: a preflight
+/// is allowed the methods of its path, as `routes` and, with `grpc_web`,
+/// the gRPC paths of `grpc_services` have them.
+pub(super) fn rest_cors(
+    config: &CorsConfig,
+    routes: Arc<Routes>,
+    grpc_web: bool,
+    grpc_services: &[&'static str],
+) -> Stack<CorsLayer, PreflightLayer> {
+    let mut grpc = Vec::new();
+    if grpc_web {
+        grpc.extend_from_slice(grpc_services);
+        grpc.push(HEALTH);
+    }
+    let methods = PreflightLayer {
+        paths: Arc::new(Paths { routes, grpc }),
+    };
+    // The CORS layer allows no method of its own: `Preflights` names them.
+    Stack::new(cors(config), methods)
+}
+
+/// The CORS layer of `http.cors`, without the methods it allows: outermost
+/// on the router, and in front of REST's service.
+fn cors(config: &CorsConfig) -> CorsLayer {
     // The configuration checked them (`http.cors.allowed_origins`).
     let origins: Vec<HeaderValue> = config
         .allowed_origins
@@ -72,14 +110,97 @@ pub(super) fn cors(config: &CorsConfig) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
         .allow_headers(ALLOWED_HEADERS.map(HeaderName::from_static))
         .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
         .max_age(PREFLIGHT_MAX_AGE)
+}
+
+/// Which methods each path has, for preflights.
+#[derive(Debug)]
+struct Paths {
+    routes: Arc<Routes>,
+    /// The services whose `/{service}/{method}` paths gRPC-Web calls POST
+    /// to; none without gRPC-Web.
+    grpc: Vec<&'static str>,
+}
+
+impl Paths {
+    /// The `access-control-allow-methods` of a preflight of `path`; `None`
+    /// when it has no method (the browser then sends no call).
+    fn allowed(&self, path: &str) -> Option<HeaderValue> {
+        let mut methods = self.routes.methods(path);
+        let grpc = (path.strip_prefix('/').and_then(|p| p.split_once('/'))).is_some_and(
+            |(service, method)| {
+                !method.is_empty() && !method.contains('/') && self.grpc.contains(&service)
+            },
+        );
+        if grpc && !methods.contains(&"POST") {
+            methods.push("POST");
+        }
+        match methods.is_empty() {
+            true => None,
+            false => HeaderValue::from_str(&methods.join(", ")).ok(),
+        }
+    }
+}
+
+/// The layer of [`Preflights`].
+#[derive(Clone, Debug)]
+pub(super) struct PreflightLayer {
+    paths: Arc<Paths>,
+}
+
+impl<S> tower::Layer<S> for PreflightLayer {
+    type Service = Preflights<S>;
+
+    fn layer(&self, inner: S) -> Preflights<S> {
+        Preflights {
+            paths: self.paths.clone(),
+            inner,
+        }
+    }
+}
+
+/// In front of the CORS layer: the answer to a preflight it allowed (its
+/// origin) gets the methods of the path. Any other request passes as it is.
+#[derive(Clone, Debug)]
+pub(super) struct Preflights<S> {
+    paths: Arc<Paths>,
+    inner: S,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl<S> tower::Service<Request<Body>> for Preflights<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<S::Future, Answer>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let preflight = request.method() == Method::OPTIONS
+            && (request.headers()).contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if !preflight {
+            return Either::Left(self.inner.call(request));
+        }
+        let methods = self.paths.allowed(request.uri().path());
+        let answer = self.inner.call(request);
+        Either::Right(Box::pin(async move {
+            let mut response = answer.await?;
+            let headers = response.headers_mut();
+            if let Some(methods) = methods
+                && headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
+            }
+            Ok(response)
+        }))
+    }
 }

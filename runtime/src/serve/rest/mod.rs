@@ -10,7 +10,8 @@
 //! A server-streaming method answers newline-delimited JSON (`{"result":
 //! …}` a line per message, `{"error": …}` if the stream ends with one), or
 //! Server-Sent Events when the client accepts `text/event-stream`. A route
-//! of a client- or bidi-streaming method answers 501.
+//! of a client- or bidi-streaming method answers 501. `HEAD` of a `GET`
+//! route is the `GET` without its body.
 //!
 //! Here is the service and how it is built (CORS in front, when configured);
 //! `routes.rs` has the routes and how a request finds one, `request.rs` the
@@ -30,16 +31,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body as _;
 use tonic::Code;
 
 use crate::config::{Config, HttpConfig};
 use crate::policy::ServicePolicy;
 use request::Reading;
-use response::{json_response, status_json};
+use response::{bounded, json_response, status_json};
 pub use routes::RestError;
-use routes::Route;
 pub(crate) use routes::Routes;
+use routes::{Bound, Route};
 
 /// The service of requests that are not gRPC when some service has REST
 /// routes (CORS, then REST transcoding, then the router).
@@ -63,10 +65,17 @@ pub(crate) fn routes(
 }
 
 /// The service of the requests that are not gRPC when some service has REST
-/// routes: CORS (preflights of REST paths too), then REST transcoding into
-/// calls of `router`. gRPC calls never pass here.
-pub(crate) fn service(routes: Arc<Routes>, router: axum::Router, http: &HttpConfig) -> HttpService {
-    let cors = (!http.cors.allowed_origins.is_empty()).then(|| super::web::cors(&http.cors));
+/// routes: CORS (preflights of REST paths too, allowing each path's own
+/// methods, and POST on the gRPC paths of `grpc_services` for gRPC-Web),
+/// then REST transcoding into calls of `router`. gRPC calls never pass here.
+pub(crate) fn service(
+    routes: Arc<Routes>,
+    router: axum::Router,
+    http: &HttpConfig,
+    grpc_services: &[&'static str],
+) -> HttpService {
+    let cors = (!http.cors.allowed_origins.is_empty())
+        .then(|| super::web::rest_cors(&http.cors, routes.clone(), http.grpc_web, grpc_services));
     tower::util::BoxCloneSyncService::new(
         tower::ServiceBuilder::new()
             .option_layer(cors)
@@ -109,14 +118,26 @@ where
     /// Only requests that are not gRPC come here: the connection's service
     /// sends gRPC calls straight to the router.
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let found = self.routes.find(request.method(), request.uri().path());
+        // `HEAD` is `GET` without the body (RFC 9110 §9.3.2): the GET route
+        // answers, the same status and headers.
+        let head = request.method() == Method::HEAD;
+        let method = match head {
+            true => &Method::GET,
+            false => request.method(),
+        };
+        let found = self.routes.find(method, request.uri().path());
         let Some((index, vars)) = found else {
             // No route: a REST client's mistake, answered as one.
-            let message = format!("no route for {} {}", request.method(), request.uri().path());
-            return Box::pin(std::future::ready(Ok(json_response(
+            let message = format!(
+                "no route for {} {}",
+                bounded(request.method().as_str()),
+                bounded(request.uri().path())
+            );
+            let answer = json_response(
                 StatusCode::NOT_FOUND,
                 status_json(Code::NotFound, &message, Vec::new()),
-            ))));
+            );
+            return Box::pin(std::future::ready(Ok(without_body_if(head, answer))));
         };
         let routes = self.routes.clone();
         // Take the readied service; the clone is readied next time.
@@ -124,17 +145,34 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let route = &routes.routes[index];
-            Ok(transcode(route, vars, request, inner, routes.reading)
+            let answer = transcode(route, vars, request, inner, routes.reading)
                 .await
-                .unwrap_or_else(|refused| refused))
+                .unwrap_or_else(|refused| refused);
+            Ok(without_body_if(head, answer))
         })
     }
+}
+
+/// `answer` without its body when it answers a `HEAD` request: its length,
+/// when known, stays in `content-length`. (A server stream's answer is
+/// dropped, which ends its call.)
+fn without_body_if(head: bool, answer: Response<Body>) -> Response<Body> {
+    if !head {
+        return answer;
+    }
+    let (mut parts, body) = answer.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Response::from_parts(parts, Body::empty())
 }
 
 /// Runs one REST call through the gRPC router.
 async fn transcode<S>(
     route: &Route,
-    vars: Vec<(&'static str, String)>,
+    vars: Bound,
     request: Request<Body>,
     mut inner: S,
     reading: Reading,

@@ -47,8 +47,14 @@ pub(super) async fn answer(
     }
     let payload =
         single_message(&data).ok_or_else(|| error(Code::Internal, "no response message"))?;
-    let answer = DynamicMessage::decode(route.output.clone(), payload)
-        .map_err(|e| error(Code::Internal, &format!("decoding the answer: {e}")))?;
+    let answer = DynamicMessage::decode(route.output.clone(), payload).map_err(|e| {
+        // The server's fault, not the caller's: the detail goes to the log.
+        tracing::warn!(path = route.grpc_path, error = %e, "a REST answer does not decode");
+        error(
+            Code::Internal,
+            &format!("the method's answer is not a {}", route.output.full_name()),
+        )
+    })?;
     let mut value = serde_json::to_value(&answer)
         .map_err(|e| error(Code::Internal, &format!("the answer as JSON: {e}")))?;
     if let Some(field) = route.http.response_body
@@ -82,6 +88,7 @@ fn status_response(status: &tonic::Status) -> Response<Body> {
             "fieldViolations": violations,
         }));
     }
+    let mut retry_after = None;
     if let Some(retry) = details.retry_info()
         && let Some(delay) = retry.retry_delay
     {
@@ -89,6 +96,10 @@ fn status_response(status: &tonic::Status) -> Response<Body> {
             "@type": "type.googleapis.com/google.rpc.RetryInfo",
             "retryDelay": format!("{}s", delay.as_secs_f64()),
         }));
+        // `Retry-After` is whole seconds (RFC 9110 §10.2.3): rounded up, so
+        // a client that waits it is not refused again, and at least 1.
+        let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+        retry_after = Some(seconds.max(1));
     }
     let mut response = json_response(
         http_status(status.code()),
@@ -99,7 +110,34 @@ fn status_response(status: &tonic::Status) -> Response<Body> {
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
+}
+
+/// The longest a name or value from the request is quoted in an answer, in
+/// characters (`…` included): what a refusal says stays small whatever the
+/// request held.
+const QUOTED_CHARS: usize = 128;
+
+/// `text` from the request as an answer may quote it: whole when short,
+/// else its first characters (cut on a character boundary) and `…`.
+pub(super) fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTED_CHARS - 1) {
+        // More than `QUOTED_CHARS` when one more follows the last kept.
+        Some((cut, _)) if text[cut..].chars().nth(1).is_some() => {
+            format!("{}…", &text[..cut]).into()
+        }
+        _ => text.into(),
+    }
+}
+
+/// `text` from the request in quotes, [`bounded`].
+pub(super) fn quoted(text: &str) -> String {
+    format!("{:?}", bounded(text))
 }
 
 pub(super) fn status_json(code: Code, message: &str, details: Vec<Value>) -> Value {
@@ -139,6 +177,18 @@ fn http_status(code: Code) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_text_is_bounded_on_a_character_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let exact = "é".repeat(QUOTED_CHARS);
+        assert_eq!(bounded(&exact), exact.as_str());
+        let long = "é".repeat(QUOTED_CHARS + 1);
+        let cut = bounded(&long);
+        assert_eq!(cut.chars().count(), QUOTED_CHARS);
+        assert_eq!(cut, format!("{}…", "é".repeat(QUOTED_CHARS - 1)));
+        assert_eq!(quoted("a\"b"), r#""a\"b""#);
+    }
 
     #[test]
     fn codes_map_to_http_statuses() {

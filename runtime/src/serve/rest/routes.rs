@@ -1,7 +1,7 @@
 //! The routes: each `google.api.http` route of the served methods, with
 //! the descriptors of its messages, and how a request's method and path
 //! find one (its path template matched, its variables bound and
-//! percent-decoded).
+//! percent-decoded), and which methods a path has (for CORS preflights).
 
 use std::sync::Arc;
 
@@ -9,7 +9,11 @@ use http::Method;
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, ReflectMessage as _};
 
 use super::request::{Reading, TIMEOUT, field_named};
-use crate::policy::{HttpRoute, MethodKind, PathSegment, ServicePolicy};
+use crate::policy::{Access, HttpRoute, MethodKind, PathSegment, ServicePolicy};
+
+/// The variables a path bound, percent-decoded, by field path; or, when one
+/// does not decode, the refusal naming it.
+pub(super) type Bound = Result<Vec<(&'static str, String)>, String>;
 
 /// One route, with the descriptors it needs, ready to match.
 #[derive(Debug)]
@@ -27,6 +31,10 @@ pub(super) struct Route {
     /// request that does not decode is refused without the decoder's
     /// message, which may quote a value.
     pub(super) sensitive: bool,
+    /// Whether its method's access rule reads a bearer token: then a
+    /// request without an `authorization` header is refused before its body
+    /// is read.
+    pub(super) needs_token: bool,
 }
 
 /// Every route of the served services.
@@ -98,6 +106,14 @@ impl Routes {
                         kind: method.kind,
                         timeout_parameter: field_named(&input, TIMEOUT).is_none(),
                         sensitive: has_redacted(&input, &mut Vec::new()),
+                        needs_token: matches!(
+                            method.access,
+                            Access::Token { .. }
+                                | Access::Peer {
+                                    scopes: Some(_),
+                                    ..
+                                }
+                        ),
                         input,
                         output: message(http.output)?,
                     });
@@ -108,29 +124,68 @@ impl Routes {
     }
 
     /// The index of the route `method` and `path` match, with the values of
-    /// its variables.
-    pub(super) fn find(
-        &self,
-        method: &Method,
-        path: &str,
-    ) -> Option<(usize, Vec<(&'static str, String)>)> {
+    /// its variables (or the refusal of one that does not decode).
+    pub(super) fn find(&self, method: &Method, path: &str) -> Option<(usize, Bound)> {
         self.routes.iter().enumerate().find_map(|(index, route)| {
             if route.http.method != method.as_str() {
                 return None;
             }
-            let path = path.strip_prefix('/')?;
-            let path = match route.http.verb {
-                Some(verb) => path.strip_suffix(verb)?.strip_suffix(':')?,
-                None => path,
+            let vars = route.bind(path)?;
+            // A variable whose value does not decode bound nothing: name it.
+            let mut fields = route.http.path.iter().filter_map(|segment| match segment {
+                PathSegment::Variable { field, .. } => Some(*field),
+                _ => None,
+            });
+            let bound = match fields.find(|field| !vars.iter().any(|(f, _)| f == field)) {
+                None => Ok(vars),
+                Some(field) => Err(format!(
+                    "{field}: the path's value is not percent-encoded UTF-8 (each \"%\" starts \
+                     an escape of two hex digits, and the bytes they make are UTF-8)"
+                )),
             };
-            let parts: Vec<&str> = path.split('/').collect();
-            let mut vars = Vec::new();
-            matches(route.http.path, &parts, &mut vars).then_some((index, vars))
+            Some((index, bound))
         })
+    }
+
+    /// The methods of the routes `path` matches, `HEAD` with `GET` (which
+    /// answers it), in the order of the routes.
+    pub(crate) fn methods(&self, path: &str) -> Vec<&'static str> {
+        let mut methods = Vec::new();
+        for route in &self.routes {
+            if route.bind(path).is_none() {
+                continue;
+            }
+            let found: &[&'static str] = match route.http.method {
+                "GET" => &["GET", "HEAD"],
+                method => &[method],
+            };
+            for method in found {
+                if !methods.contains(method) {
+                    methods.push(*method);
+                }
+            }
+        }
+        methods
     }
 }
 
-/// Whether `pattern` matches all of `parts`, collecting variables.
+impl Route {
+    /// The variables `path` binds when it matches this route's template.
+    fn bind(&self, path: &str) -> Option<Vec<(&'static str, String)>> {
+        let path = path.strip_prefix('/')?;
+        let path = match self.http.verb {
+            Some(verb) => path.strip_suffix(verb)?.strip_suffix(':')?,
+            None => path,
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut vars = Vec::new();
+        matches(self.http.path, &parts, &mut vars).then_some(vars)
+    }
+}
+
+/// Whether `pattern` matches all of `parts`, collecting variables,
+/// percent-decoded; one whose value does not decode (a malformed escape, or
+/// bytes that are not UTF-8) is left out, for [`Routes::find`] to name.
 fn matches(
     pattern: &'static [PathSegment],
     parts: &[&str],
@@ -164,14 +219,22 @@ fn matches(
             if !matches(inner, value, &mut ignored) {
                 return false;
             }
-            vars.push((field, percent_decode(&value.join("/"))));
+            if let Some(value) = percent_decode(&value.join("/")) {
+                vars.push((field, value));
+            }
             matches(rest, after, vars)
         }
     }
 }
 
-/// `%XX` escapes decoded (invalid ones kept as they are).
-fn percent_decode(text: &str) -> String {
+/// `%XX` escapes decoded; `None` when a `%` is not followed by two hex
+/// digits, or the bytes are not UTF-8 (a value is never guessed at: a
+/// replacement character, or an escape taken literally, would make two
+/// spellings of one path name different resources).
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return Some(text.to_owned());
+    }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -186,13 +249,14 @@ fn percent_decode(text: &str) -> String {
                 out.push((high * 16 + low) as u8);
                 i += 3;
             }
+            (b'%', _, _) => return None,
             (byte, _, _) => {
                 out.push(byte);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 /// Whether `message`, or a message it holds, has a `debug_redact` field.
@@ -248,5 +312,19 @@ mod tests {
             let parts: Vec<&str> = path.split('/').collect();
             assert!(!matches(&ROUTE, &parts, &mut Vec::new()), "{path}");
         }
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_is_refused_not_guessed() {
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        for text in ["%zz", "a%2", "%", "%ff", "%C3", "%ED%A0%80"] {
+            assert_eq!(percent_decode(text), None, "{text}");
+        }
+        // It binds nothing, for `find` to name.
+        let mut vars = Vec::new();
+        let parts: Vec<&str> = "v1/users/%zz/files/a".split('/').collect();
+        assert!(matches(&ROUTE, &parts, &mut vars));
+        assert_eq!(vars, vec![("path", "a".to_owned())]);
     }
 }

@@ -53,7 +53,13 @@ pub(super) fn stream(output: MessageDescriptor, body: Body, events: bool) -> Res
                     Ok(value) => line(state.events, "result", value),
                     Err(e) => {
                         state.done = true;
-                        let status = tonic::Status::internal(format!("decoding a message: {e}"));
+                        // The server's fault, not the caller's: the detail
+                        // goes to the log.
+                        tracing::warn!(error = %e, "a REST stream's message does not decode");
+                        let status = tonic::Status::internal(format!(
+                            "a message of the stream is not a {}",
+                            state.output.full_name()
+                        ));
                         line(
                             state.events,
                             "error",
