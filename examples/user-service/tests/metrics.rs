@@ -145,7 +145,7 @@ async fn counts_every_outcome_exactly() {
         (status.code(), status.message()),
         (
             Code::InvalidArgument,
-            "message 1: name: must be at least 1 characters; name: must not be blank"
+            "message 1: name: must be at least 1 character; name: must not be blank"
         )
     );
     // ExportUsers (server stream): 4 users, status in the trailers.

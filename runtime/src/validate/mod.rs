@@ -29,14 +29,14 @@
 //! impl Validate for CreateUserRequest {
 //!     fn validate_into(&self, violations: &mut Violations) {
 //!         if self.name.chars().count() < 1 {
-//!             violations.push("name", "string.min_len", "must be at least 1 characters");
+//!             violations.push("name", "string.min_len", "must be at least 1 character");
 //!         }
 //!     }
 //! }
 //!
 //! let status = keel_rpc::validate::check(&CreateUserRequest { name: String::new() }).unwrap_err();
 //! assert_eq!(status.code(), tonic::Code::InvalidArgument);
-//! assert_eq!(status.message(), "name: must be at least 1 characters");
+//! assert_eq!(status.message(), "name: must be at least 1 character");
 //! ```
 //!
 //! [protovalidate]: https://protovalidate.com

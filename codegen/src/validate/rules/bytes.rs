@@ -5,8 +5,8 @@ use proc_macro2::{Literal, TokenStream};
 use prost_reflect::DynamicMessage;
 use quote::quote;
 
-use super::membership::membership;
 use super::counted;
+use super::membership::membership;
 use crate::validate::MessageWriter;
 
 impl MessageWriter<'_> {

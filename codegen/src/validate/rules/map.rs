@@ -31,11 +31,15 @@ impl MessageWriter<'_> {
             let n = count as usize;
             checks.extend(match rule {
                 "min_pairs" => {
-                    let message = format!("map must be at least {}", counted(count, "entry", "entries"));
+                    let message = format!(
+                        "map must be at least {}",
+                        counted(count, "entry", "entries")
+                    );
                     quote! { if value.len() < #n { violations.push(#label, #id, #message); } }
                 }
                 "max_pairs" => {
-                    let message = format!("map must be at most {}", counted(count, "entry", "entries"));
+                    let message =
+                        format!("map must be at most {}", counted(count, "entry", "entries"));
                     quote! { if value.len() > #n { violations.push(#label, #id, #message); } }
                 }
                 "keys" | "values" => {

@@ -7,8 +7,8 @@ use proc_macro2::TokenStream;
 use prost_reflect::{DynamicMessage, Value};
 use quote::quote;
 
-use super::membership::membership;
 use super::counted;
+use super::membership::membership;
 use crate::validate::MessageWriter;
 
 /// The strings of a repeated string rule.
@@ -55,7 +55,10 @@ impl MessageWriter<'_> {
                 }
                 "min_len" => {
                     min_max[0] = Some(count);
-                    let message = format!("must be at least {}", counted(count, "character", "characters"));
+                    let message = format!(
+                        "must be at least {}",
+                        counted(count, "character", "characters")
+                    );
                     quote! {
                         if value.len() < #n || value.chars().take(#n).count() < #n {
                             violations.push(#label, #id, #message);
@@ -64,7 +67,10 @@ impl MessageWriter<'_> {
                 }
                 "max_len" => {
                     min_max[1] = Some(count);
-                    let message = format!("must be at most {}", counted(count, "character", "characters"));
+                    let message = format!(
+                        "must be at most {}",
+                        counted(count, "character", "characters")
+                    );
                     quote! {
                         if value.len() > #n && value.chars().nth(#n).is_some() {
                             violations.push(#label, #id, #message);
@@ -73,9 +79,18 @@ impl MessageWriter<'_> {
                 }
                 "len_bytes" | "min_bytes" | "max_bytes" => {
                     let (op, message) = match rule {
-                        "len_bytes" => (quote! { != }, format!("must be {}", counted(count, "byte", "bytes"))),
-                        "min_bytes" => (quote! { < }, format!("must be at least {}", counted(count, "byte", "bytes"))),
-                        _ => (quote! { > }, format!("must be at most {}", counted(count, "byte", "bytes"))),
+                        "len_bytes" => (
+                            quote! { != },
+                            format!("must be {}", counted(count, "byte", "bytes")),
+                        ),
+                        "min_bytes" => (
+                            quote! { < },
+                            format!("must be at least {}", counted(count, "byte", "bytes")),
+                        ),
+                        _ => (
+                            quote! { > },
+                            format!("must be at most {}", counted(count, "byte", "bytes")),
+                        ),
                     };
                     quote! { if value.len() #op #n { violations.push(#label, #id, #message); } }
                 }

@@ -50,7 +50,7 @@ async fn requests_breaking_user_proto_rules_are_refused_before_the_handler() {
         .unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
-        (Code::InvalidArgument, "id: must be at least 1 characters")
+        (Code::InvalidArgument, "id: must be at least 1 character")
     );
     let status = client
         .list_users(with_token(
