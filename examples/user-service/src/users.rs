@@ -265,6 +265,19 @@ fn trimmed(new: CreateUserRequest) -> CreateUserRequest {
     }
 }
 
+/// The most characters of an id a `NOT_FOUND` quotes.
+const QUOTED_ID_CHARS: usize = 64;
+
+/// `NOT_FOUND` for the user `id`, quoting it, or its first
+/// [`QUOTED_ID_CHARS`] characters and `…` when it is longer: a status
+/// should not send back what a caller sent, whatever its size.
+fn not_found(id: &str) -> Status {
+    match id.char_indices().nth(QUOTED_ID_CHARS) {
+        None => Status::not_found(format!("user {id:?} not found")),
+        Some((end, _)) => Status::not_found(format!("user {:?}… not found", &id[..end])),
+    }
+}
+
 /// An invalid message of a client stream, with its position in the stream
 /// (the details, such as the `BadRequest`, kept).
 fn in_message(index: usize, status: Status) -> Status {
@@ -286,7 +299,7 @@ impl UserService for Users {
             .await
             .map_err(store_status)?
             .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("user {id:?} not found")))
+            .ok_or_else(|| not_found(id))
     }
 
     async fn create_user(

@@ -8,6 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
 
+use super::bound::bound_trailers;
 use super::call::Call;
 use super::interruptible::Interruptible;
 use super::recover::poll_guarded;
@@ -17,7 +18,8 @@ pin_project! {
     /// The response body of a [`Pipeline`](super::Pipeline), observed until
     /// it ends: with its trailers' `grpc-status` (`UNKNOWN` without one),
     /// `INTERNAL` on a body error, or `CANCELLED` when it is dropped before
-    /// (the client went away; `DEADLINE_EXCEEDED` past the deadline).
+    /// (the client went away; `DEADLINE_EXCEEDED` past the deadline). The
+    /// trailers go out with their status message bounded (`bound.rs`).
     ///
     /// A streamed response (server or bidi streaming) is produced by handler
     /// code as it is polled: each poll runs inside the call's context, its
@@ -64,7 +66,11 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         let Some(call) = this.call.as_mut() else {
-            return this.inner.poll_frame(cx);
+            // No call: a path outside the policy, or after a trailers-only
+            // answer (an empty body).
+            let mut polled = this.inner.poll_frame(cx);
+            bound_trailers(&mut polled);
+            return polled;
         };
         let mut polled = match call.streams {
             false => this.inner.as_mut().poll_frame(cx),
@@ -80,15 +86,22 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
         {
             polled = this.inner.as_mut().interrupt(&exceeded);
         }
-        match progress(&polled) {
-            Progress::Data(_) if !call.streams => call.unary_sent = true,
-            Progress::Data(data) => call.metrics.sent_data(data),
-            Progress::End(code, carrier) => {
-                call.finish(code.unwrap_or(Code::Unknown), carrier);
-                *this.call = None;
+        let code = match progress(&polled) {
+            Progress::Data(_) if !call.streams => {
+                call.unary_sent = true;
+                return polled;
             }
-            Progress::Nothing => {}
-        }
+            Progress::Data(data) => {
+                call.metrics.sent_data(data);
+                return polled;
+            }
+            Progress::Nothing => return polled,
+            Progress::End(code, _) => code.unwrap_or(Code::Unknown),
+        };
+        // The end: its status message bounded, then recorded.
+        let carrier = bound_trailers(&mut polled);
+        call.finish(code, carrier);
+        *this.call = None;
         polled
     }
 

@@ -13,6 +13,7 @@ use tonic::Code;
 use tower::Service;
 
 use super::body::ResponseBody;
+use super::bound::bound_status;
 use super::call::Call;
 use super::interruptible::Interruptible;
 use super::recover::{internal, log_panic};
@@ -127,7 +128,8 @@ where
 #[inline(never)]
 fn trailers_only<B>(status: tonic::Status, call: Option<Call>) -> Response<ResponseBody<B>> {
     let code = status.code();
-    let response = status.into_http();
+    let mut response = status.into_http();
+    bound_status(response.headers_mut());
     if let Some(call) = call {
         call.finish(code, Some(response.headers()));
     }
@@ -135,9 +137,12 @@ fn trailers_only<B>(status: tonic::Status, call: Option<Call>) -> Response<Respo
 }
 
 /// Wraps the server's response to a call: a trailers-only response (no
-/// body, its `grpc-status` in the headers) ends the call now; otherwise the
-/// body ends it.
-fn observe<B: Body>(response: Response<B>, mut call: Option<Call>) -> Response<ResponseBody<B>> {
+/// body, its `grpc-status` in the headers) ends the call now, its status
+/// message bounded; otherwise the body ends it.
+fn observe<B: Body>(
+    mut response: Response<B>,
+    mut call: Option<Call>,
+) -> Response<ResponseBody<B>> {
     if let Some(call) = &mut call {
         call.handled();
     }
@@ -149,6 +154,7 @@ fn observe<B: Body>(response: Response<B>, mut call: Option<Call>) -> Response<R
     };
     let call = match trailers_only {
         Some(code) => {
+            bound_status(response.headers_mut());
             if let Some(call) = call {
                 call.finish(code, Some(response.headers()));
             }

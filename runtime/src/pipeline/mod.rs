@@ -35,7 +35,9 @@
 //!    stream, is logged and answered `INTERNAL`;
 //! 9. **the end** ([`ResponseBody`]): when the response ends (its trailers,
 //!    its headers for a trailers-only response, or the client going away),
-//!    the code and latency are recorded and the span ended.
+//!    its status message is bounded (`pipeline/bound.rs`: at most 1 KiB,
+//!    whatever the handler wrote), and the code and latency are recorded
+//!    and the span ended.
 //!
 //! A new per-method concern is a step in this list: a module of its own
 //! with one job, called from [`Pipeline::call`] with the method's policy,
@@ -43,10 +45,12 @@
 //! is another future and another body wrapper per call).
 //!
 //! Paths outside the policy go to the inner server untouched (it answers
-//! `UNIMPLEMENTED`), with the message size limit and panic recovery only,
-//! and are not counted, so label values stay bounded.
+//! `UNIMPLEMENTED`), with the message size limit, panic recovery and the
+//! bound on status messages only, and are not counted, so label values stay
+//! bounded.
 
 mod body;
+mod bound;
 mod call;
 mod concurrency;
 mod deadline;

@@ -5,7 +5,8 @@
 //! - the request headers read on every call, in one walk
 //!   ([`CallHeaders`]);
 //! - `grpc-timeout` values (`timeout.rs`);
-//! - the code of a `grpc-status` (`status.rs`);
+//! - the code of a `grpc-status`, and a `grpc-message` cut to a length
+//!   (`status.rs`);
 //! - length-prefixed messages: counted across data frames, framed and
 //!   taken out of a buffer (`messages.rs`).
 //!
@@ -25,5 +26,7 @@ pub(crate) use messages::{
 };
 pub(crate) use metadata::{GRPC_TIMEOUT, PUSHBACK};
 pub use metadata::{TRACEPARENT, TRACESTATE};
-pub(crate) use status::status_code;
+#[cfg(test)]
+pub(crate) use status::CUT_MARK;
+pub(crate) use status::{GRPC_MESSAGE, cut_message, status_code};
 pub(crate) use timeout::{decode_timeout, encode_timeout};
