@@ -11,8 +11,8 @@ use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 use quanta::Instant;
-use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
+use quick_cache::{Equivalent, Weighter};
 
 use super::{AuthError, Claims, KeySet};
 use crate::clock;
@@ -82,7 +82,10 @@ pub enum SetupError {
 /// configured, a non-empty `sub`, and `token_use == "access"`.
 ///
 /// Verified tokens are kept in a bounded cache, keyed by the whole token and
-/// dropped from use once the token's `exp` has passed, so repeated calls with
+/// dropped from use once the token's `exp` has passed: at most
+/// `auth.cache_capacity` of them, and at most that many KiB (each weighs
+/// what it holds, token and claims, and at least 1 KiB), so large tokens
+/// take no more memory than as many typical ones. Repeated calls with
 /// the same token cost one hash lookup, made before the header is decoded
 /// any further than finding the token in it. In front of it, each thread
 /// keeps one token it found there: a thread that sees the same token call
@@ -99,7 +102,7 @@ pub struct Verifier {
     generation: AtomicU64,
     /// One validation per algorithm: the same rules, pinned to that algorithm.
     validations: Vec<(Algorithm, Validation)>,
-    cache: Option<Cache<TokenKey, Verified>>,
+    cache: Option<Cache<TokenKey, Verified, ByBytes>>,
     max_token_bytes: usize,
     /// `auth.leeway` in seconds, for the `iat` check (jsonwebtoken checks only `exp`/`nbf`).
     leeway: u64,
@@ -113,6 +116,7 @@ pub struct Verifier {
 /// token to token (hashing all of a 300-byte token costs more than the rest
 /// of a cache hit); it is compared whole.
 #[derive(PartialEq, Eq)]
+#[cfg_attr(test, derive(Clone))]
 struct TokenKey(Box<[u8]>);
 
 /// A token looked up in the cache, hashed as [`TokenKey`].
@@ -154,6 +158,74 @@ struct Verified {
     /// The verifier's [`generation`](Verifier::generation) when the token was
     /// verified.
     generation: u64,
+    /// What the entry weighs in the cache: [`entry_bytes`], at least
+    /// [`ENTRY_BYTES`].
+    weight: u32,
+}
+
+/// The least an entry of the cache weighs, and what `auth.cache_capacity`
+/// is multiplied by to make the cache's budget in bytes: about what an
+/// entry of a typical access token takes (a few hundred bytes of token, its
+/// claims decoded, the cache's bookkeeping: `entry_bytes` of a 230-byte
+/// token of [`mint_access_token`](super::mint_access_token) is about 600).
+/// So a cache of such tokens holds `auth.cache_capacity` of them, as when it
+/// counted tokens, while tokens of 7.6 KB (about 13 KiB an entry) fill its
+/// budget (10 000 KiB by default) at about 750, where 10 000 of them once
+/// took 144 MiB.
+const ENTRY_BYTES: usize = 1024;
+
+/// Weighs a cache entry by the bytes it holds (computed once, when it is
+/// verified).
+#[derive(Clone, Copy)]
+struct ByBytes;
+
+impl Weighter<TokenKey, Verified> for ByBytes {
+    fn weight(&self, _: &TokenKey, verified: &Verified) -> u64 {
+        u64::from(verified.weight)
+    }
+}
+
+/// The bytes a cache entry of `token` and its `claims` holds, as near as
+/// can be told without asking the allocator: the token, the claims and
+/// every string and JSON value in them, the entry itself.
+fn entry_bytes(token: &[u8], claims: &Claims) -> usize {
+    /// The cache's own per-entry bookkeeping (its slot, hash and links).
+    const BOOKKEEPING: usize = 64;
+    let strings = [&claims.iss, &claims.sid, &claims.jti, &claims.token_use]
+        .into_iter()
+        .flatten()
+        .chain(&claims.aud)
+        .chain([&claims.sub, &claims.scope])
+        .map(String::len)
+        .sum::<usize>();
+    let others = (claims.other.iter())
+        .map(|(name, value)| size_of::<String>() + name.len() + json_bytes(value))
+        .sum::<usize>();
+    BOOKKEEPING
+        + size_of::<TokenKey>()
+        + token.len()
+        + size_of::<Verified>()
+        // The `Arc`'s counts.
+        + 2 * size_of::<usize>()
+        + size_of::<Claims>()
+        + claims.aud.len() * size_of::<String>()
+        + strings
+        + others
+}
+
+/// The bytes a JSON value holds, itself and what it owns. (Recursion is
+/// bounded: `serde_json` refuses documents nested deeper than 128.)
+fn json_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    size_of::<Value>()
+        + match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(json_bytes).sum(),
+            Value::Object(fields) => (fields.iter())
+                .map(|(name, value)| size_of::<String>() + name.len() + json_bytes(value))
+                .sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
 }
 
 impl Verified {
@@ -193,7 +265,7 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("keys", &self.keys())
-            .field("cache", &self.cache.as_ref().map(|c| c.capacity()))
+            .field("cache_bytes", &self.cache.as_ref().map(|c| c.capacity()))
             .field("max_token_bytes", &self.max_token_bytes)
             .finish_non_exhaustive()
     }
@@ -224,7 +296,10 @@ impl Verifier {
             keys: RwLock::new(Arc::new(keys)),
             generation: AtomicU64::new(0),
             validations,
-            cache: (config.cache_capacity > 0).then(|| Cache::new(config.cache_capacity)),
+            cache: (config.cache_capacity > 0).then(|| {
+                let budget = config.cache_capacity.saturating_mul(ENTRY_BYTES);
+                Cache::with_weighter(config.cache_capacity, budget as u64, ByBytes)
+            }),
             max_token_bytes: config.max_token_bytes,
             leeway: config.leeway.as_secs(),
             unknown_kid: tokio::sync::Notify::new(),
@@ -348,10 +423,12 @@ impl Verifier {
             && let Some(valid_until) = monotonic_deadline(claims.exp, now)
             && self.generation.load(Ordering::SeqCst) == generation
         {
+            let weight = entry_bytes(token.as_bytes(), &claims).max(ENTRY_BYTES);
             let verified = Verified {
                 claims: claims.clone(),
                 valid_until,
                 generation,
+                weight: u32::try_from(weight).unwrap_or(u32::MAX),
             };
             cache.insert(TokenKey(token.as_bytes().into()), verified);
         }
@@ -398,6 +475,19 @@ impl Verifier {
     /// Number of tokens in the cache.
     pub fn cached_tokens(&self) -> usize {
         self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// The bytes the cache's entries hold ([`entry_bytes`] of each,
+    /// whatever they weigh), and its budget.
+    #[cfg(test)]
+    fn cache_bytes(&self) -> (usize, usize) {
+        let Some(cache) = &self.cache else {
+            return (0, 0);
+        };
+        let held = (cache.iter())
+            .map(|(token, verified)| entry_bytes(&token.0, &verified.claims))
+            .sum();
+        (held, cache.capacity() as usize)
     }
 }
 
@@ -469,7 +559,90 @@ fn monotonic_deadline(exp: u64, now: Instant) -> Option<Instant> {
 
 #[cfg(test)]
 mod tests {
-    use super::{AuthError, bearer_token};
+    use std::time::Duration;
+
+    use super::{AuthError, ENTRY_BYTES, Verifier, bearer_token, clock, entry_bytes};
+    use crate::auth::mint_access_token;
+    use crate::config::{AuthConfig, Secret};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+    fn auth_config(cache_capacity: usize) -> AuthConfig {
+        AuthConfig {
+            hmac_secret: Some(Secret::new(SECRET)),
+            cache_capacity,
+            ..AuthConfig::default()
+        }
+    }
+
+    /// A valid access token of `sub` with a claim of `pad` bytes.
+    fn padded_token(sub: &str, pad: usize) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = serde_json::json!({
+            "sub": sub,
+            "exp": now + 600,
+            "iat": now,
+            "token_use": "access",
+            "pad": "x".repeat(pad),
+        });
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    /// Whether `token` is answered from the cache.
+    fn is_hit(verifier: &Verifier, token: &str) -> bool {
+        verifier.cached(token.as_bytes(), clock::now()).is_some()
+    }
+
+    #[test]
+    fn large_tokens_fill_the_cache_by_their_bytes_not_their_count() {
+        let verifier = Verifier::from_config(&auth_config(200)).unwrap();
+        let budget = 200 * ENTRY_BYTES;
+        // Distinct tokens of 7.6 KB, as many as the cache counts and more.
+        for i in 0..400 {
+            let token = padded_token(&format!("user-{i}"), 5_500);
+            assert!((7_000..8_192).contains(&token.len()), "{}", token.len());
+            verifier.verify(&token).unwrap();
+        }
+        let (held, capacity) = verifier.cache_bytes();
+        assert!(held <= budget, "{held} bytes held, over {budget}");
+        assert!(
+            capacity <= budget + ENTRY_BYTES,
+            "a budget of {capacity} bytes"
+        );
+        assert!(
+            verifier.cached_tokens() > 0,
+            "large tokens are still cached"
+        );
+
+        // A small token is still cached: verified again, it is a hit.
+        let small =
+            mint_access_token(&auth_config(200), "ada", &[], Duration::from_secs(60)).unwrap();
+        verifier.verify(&small).unwrap();
+        assert!(is_hit(&verifier, &small));
+        assert!(verifier.verify(&small).is_ok());
+    }
+
+    #[test]
+    fn small_tokens_are_counted_as_before() {
+        let config = auth_config(100);
+        let verifier = Verifier::from_config(&config).unwrap();
+        let tokens: Vec<String> = (0..50)
+            .map(|i| {
+                let sub = format!("user-{i}");
+                mint_access_token(&config, &sub, &["users:read"], Duration::from_secs(60)).unwrap()
+            })
+            .collect();
+        for token in &tokens {
+            verifier.verify(token).unwrap();
+        }
+        // Each weighs the least an entry does, as much of the budget as one
+        // of the count: all of them are held, and answered from the cache.
+        let claims = verifier.verify(&tokens[0]).unwrap();
+        assert!(entry_bytes(tokens[0].as_bytes(), &claims) <= ENTRY_BYTES);
+        assert_eq!(verifier.cached_tokens(), 50);
+        assert!(tokens.iter().all(|token| is_hit(&verifier, token)));
+    }
 
     #[test]
     fn the_bearer_scheme_is_matched_in_any_case_and_the_token_trimmed() {

@@ -238,6 +238,12 @@ pub struct ServerConfig {
     /// accepted, and counted.
     #[config(default = 4096, min = 1)]
     pub max_connections: u32,
+    /// New connections the kernel queues for the gRPC port until they are accepted
+    /// (`listen(2)`'s backlog, which the kernel caps at `net.core.somaxconn`; set on a listener
+    /// given to `serve_on` too): past it, a burst of connections waits for retried SYNs or is
+    /// refused. Rust's and tokio's own is 128; grpc-go's is `somaxconn`.
+    #[config(default = 1024, min = 1, max = 65535)]
+    pub listen_backlog: u32,
     /// How long a new connection has for its TLS handshake and the HTTP/2 preface before it is
     /// closed, so silent sockets do not pile up (as grpc-go's `ConnectionTimeout`).
     #[config(default = "10s", above = "0s", max = "5m")]
@@ -361,7 +367,9 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp`/`nbf`.
     #[config(default = "30s", max = "5m")]
     pub leeway: Duration,
-    /// Entries of the verified-token cache; `0` disables it.
+    /// Entries of the verified-token cache; `0` disables it. Entries are weighed by the bytes
+    /// they hold, at least 1 KiB each, within `cache_capacity` KiB in all, so large tokens
+    /// hold fewer entries rather than more memory.
     #[config(default = 10000)]
     pub cache_capacity: usize,
     /// Largest accepted token, in bytes.
