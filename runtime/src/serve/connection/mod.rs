@@ -1,5 +1,6 @@
 //! The gRPC port's connections, served by Keel's own accept loop over
-//! hyper (as tonic's server does, with what it lacks): at most
+//! hyper (as tonic's server does, with what it lacks): a listen backlog of
+//! `server.listen_backlog` (not std's and tokio's 128), at most
 //! `server.max_connections` open (one more is closed as it is accepted),
 //! `server.handshake_timeout` for a new connection's TLS handshake and
 //! HTTP/2 preface, `GOAWAY` after `server.idle_timeout` without calls, TCP
@@ -68,6 +69,7 @@ pub(crate) struct Port {
     /// which the graceful close waits for) before it is dropped.
     goaway_grace: Duration,
     max_connections: usize,
+    listen_backlog: u32,
     metrics: ConnectionMetrics,
 }
 
@@ -108,6 +110,7 @@ impl Port {
             idle_timeout: settings.idle_timeout,
             goaway_grace: settings.keepalive_timeout,
             max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+            listen_backlog: settings.listen_backlog,
             metrics,
         }
     }
@@ -116,6 +119,7 @@ impl Port {
     /// it at once (new connections are refused) and returns when every
     /// connection has closed.
     pub(crate) async fn serve(self, listener: TcpListener) {
+        set_backlog(&listener, self.listen_backlog);
         let port = Arc::new(self);
         let slots = Arc::new(Semaphore::new(port.max_connections));
         let connections = TaskTracker::new();
@@ -269,6 +273,17 @@ impl Port {
     fn closed(&self, counter: &IntCounter, peer: Option<std::net::SocketAddr>, why: &str) {
         counter.inc();
         tracing::debug!(?peer, "connection closed: {why}");
+    }
+}
+
+/// Gives `listener` a backlog of `backlog` connections, whoever bound it:
+/// `listen(2)` again on a listening socket sets its backlog (Linux and the
+/// BSDs; nginx does the same to sockets it inherits), where tokio's `bind`
+/// (and std's) listen with 128, which a burst of connections overflows.
+fn set_backlog(listener: &TcpListener, backlog: u32) {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    if let Err(error) = socket2::SockRef::from(listener).listen(backlog) {
+        tracing::warn!(%error, backlog, "setting server.listen_backlog failed; the listener keeps its own");
     }
 }
 
