@@ -282,6 +282,13 @@ async fn the_call_continues_the_current_trace() {
     let (trace_id, outer_id) = outer
         .in_scope(keel_rpc::telemetry::current_ids)
         .expect("ids inside a span");
+    // Tests of this binary run on several threads, most with no subscriber:
+    // one of them registering the client span's callsite while this thread
+    // installs its dispatcher can leave the callsite cached as "never"
+    // (tracing computes a callsite's interest once, over the dispatchers
+    // registered then). Recomputing it now, with this dispatcher in place,
+    // is what a process with one global subscriber always has.
+    tracing::callsite::rebuild_interest_cache();
     tracing::Instrument::instrument(call(service, request(READ)), outer)
         .await
         .expect("OK");
