@@ -91,6 +91,20 @@ fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The workspace's `cargo metadata` (with `extra` arguments, e.g. `--no-deps`), as JSON.
+fn cargo_metadata(extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .args(extra)
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(output.status.success(), "cargo metadata failed");
+    serde_json::from_slice(&output.stdout).context("reading cargo metadata")
+}
+
 /// Makes sure `binary` is on PATH, installing Debian's `package` when it is
 /// missing and we are root (as on CI and the project's machines).
 pub fn ensure_tool(binary: &str, package: &str) -> anyhow::Result<()> {

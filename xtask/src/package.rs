@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -85,15 +85,7 @@ pub fn run(args: &[&str]) -> Result<()> {
 
 /// The workspace members that may be published, from `cargo metadata`.
 fn published_crates() -> Result<Vec<Crate>> {
-    let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
-        .current_dir(crate::root())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo metadata")?;
-    ensure!(output.status.success(), "cargo metadata failed");
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("reading cargo metadata")?;
+    let metadata = crate::cargo_metadata(&["--no-deps"])?;
     let packages = metadata["packages"]
         .as_array()
         .context("cargo metadata has no packages")?;

@@ -8,21 +8,11 @@
 //! newer `rust-version` than ours. CI cannot install a second toolchain
 //! (no network but the package registries), so this is what it can check.
 
-use std::process::{Command, Stdio};
-
 use anyhow::{Context, Result, bail, ensure};
 
 pub fn run(args: &[&str]) -> Result<()> {
     ensure!(args.is_empty(), "usage: cargo xtask rust-version");
-    let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(crate::root())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo metadata")?;
-    ensure!(output.status.success(), "cargo metadata failed");
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("reading cargo metadata")?;
+    let metadata = crate::cargo_metadata(&[])?;
     let packages = metadata["packages"]
         .as_array()
         .context("cargo metadata has no packages")?;
