@@ -23,6 +23,9 @@ use prost_reflect::{
     DynamicMessage, ExtensionDescriptor, Kind, MessageDescriptor, MethodDescriptor, ReflectMessage,
 };
 
+use crate::error::closest;
+use crate::locate::Step;
+
 /// One HTTP route of a method.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpRoute {
@@ -253,11 +256,11 @@ fn parse_segments(path: &str, in_variable: bool) -> Result<Vec<Segment>, String>
 }
 
 /// The HTTP routes of `method`, from its `google.api.http` option; each
-/// problem is reported with what it is about.
+/// problem is reported with the field of the option it is about.
 pub(crate) fn routes(
     method: &MethodDescriptor,
     ext: Option<&ExtensionDescriptor>,
-    report: &mut dyn FnMut(String),
+    report: &mut dyn FnMut(&[Step<'_>], String),
 ) -> Vec<HttpRoute> {
     let Some(ext) = ext else {
         return Vec::new();
@@ -271,28 +274,34 @@ pub(crate) fn routes(
         return Vec::new();
     };
     let mut found = Vec::new();
-    read_rule(method, rule, true, report, &mut found);
+    read_rule(method, rule, &[], report, &mut found);
     found
 }
 
+/// Reads one rule: the option's own (`at` empty) or one of its
+/// `additional_bindings` (`at` that binding).
 fn read_rule(
     method: &MethodDescriptor,
     rule: &DynamicMessage,
-    top: bool,
-    report: &mut dyn FnMut(String),
+    at: &[Step<'_>],
+    report: &mut dyn FnMut(&[Step<'_>], String),
     found: &mut Vec<HttpRoute>,
 ) {
+    let top = at.is_empty();
+    // A problem at the field `within` of this rule.
+    let mut report = |within: &[Step<'_>], message: String| report(&[at, within].concat(), message);
     let text = |name: &str| {
         rule.get_field_by_name(name)
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
     };
+    // The verb, the template, and the field the template is written in.
     let mut pattern = None;
     for verb in ["get", "put", "post", "delete", "patch"] {
         if let Some(field) = rule.descriptor().get_field_by_name(verb)
             && rule.has_field(&field)
         {
-            pattern = Some((verb.to_ascii_uppercase(), text(verb)));
+            pattern = Some((verb.to_ascii_uppercase(), text(verb), vec![(verb, 0)]));
         }
     }
     if let Some(field) = rule.descriptor().get_field_by_name("custom")
@@ -308,31 +317,40 @@ fn read_rule(
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphabetic()) {
-            report(format!(
-                "google.api.http: custom kind {kind:?} is not an HTTP method name"
-            ));
+            report(
+                &[("custom", 0), ("kind", 0)],
+                format!("google.api.http: custom kind {kind:?} is not an HTTP method name"),
+            );
         }
-        pattern = Some((kind.to_ascii_uppercase(), path));
+        pattern = Some((
+            kind.to_ascii_uppercase(),
+            path,
+            vec![("custom", 0), ("path", 0)],
+        ));
     }
-    let Some((verb, template)) = pattern else {
+    let Some((verb, template, template_at)) = pattern else {
         if top || !text("body").is_empty() {
-            report("google.api.http: no verb (get, put, post, delete, patch or custom)".to_owned());
+            report(
+                &[],
+                "google.api.http: no verb (get, put, post, delete, patch or custom)".to_owned(),
+            );
         }
         return;
     };
     let path = match PathTemplate::parse(&template) {
         Ok(path) => path,
         Err(problem) => {
-            report(format!("google.api.http: {problem}"));
+            report(&template_at, format!("google.api.http: {problem}"));
             return;
         }
     };
     let input = method.input();
     for variable in path.variables() {
         if let Err(problem) = check_variable(&input, variable) {
-            report(format!(
-                "google.api.http: path variable {{{variable}}}: {problem}"
-            ));
+            report(
+                &template_at,
+                format!("google.api.http: path variable {{{variable}}}: {problem}"),
+            );
         }
     }
     let body = match text("body") {
@@ -341,14 +359,19 @@ fn read_rule(
     };
     if let Some(body) = &body {
         if matches!(verb.as_str(), "GET" | "DELETE") {
-            report(format!(
-                "google.api.http: a {verb} route has no body (body: {body:?})"
-            ));
+            report(
+                &[("body", 0)],
+                format!("google.api.http: a {verb} route has no body (body: {body:?})"),
+            );
         } else if body != "*" && input.get_field_by_name(body).is_none() {
-            report(format!(
-                "google.api.http: body {body:?} is no field of {}",
-                input.full_name()
-            ));
+            report(
+                &[("body", 0)],
+                format!(
+                    "google.api.http: body {body:?} is no field of {}{}",
+                    input.full_name(),
+                    field_suggestion(&input, body)
+                ),
+            );
         }
     }
     let response_body = match text("response_body") {
@@ -358,10 +381,14 @@ fn read_rule(
     if let Some(field) = &response_body
         && method.output().get_field_by_name(field).is_none()
     {
-        report(format!(
-            "google.api.http: response_body {field:?} is no field of {}",
-            method.output().full_name()
-        ));
+        report(
+            &[("response_body", 0)],
+            format!(
+                "google.api.http: response_body {field:?} is no field of {}{}",
+                method.output().full_name(),
+                field_suggestion(&method.output(), field)
+            ),
+        );
     }
     found.push(HttpRoute {
         method: verb,
@@ -370,15 +397,24 @@ fn read_rule(
         response_body,
     });
     if let Some(list) = rule.get_field_by_name("additional_bindings") {
-        for binding in list.as_list().unwrap_or_default() {
+        for (i, binding) in list.as_list().unwrap_or_default().iter().enumerate() {
             let Some(binding) = binding.as_message() else {
                 continue;
             };
             if !top {
-                report("google.api.http: additional_bindings may not have their own".to_owned());
+                report(
+                    &[("additional_bindings", i)],
+                    "google.api.http: additional_bindings may not have their own".to_owned(),
+                );
                 continue;
             }
-            read_rule(method, binding, false, report, found);
+            read_rule(
+                method,
+                binding,
+                &[("additional_bindings", i)],
+                &mut report,
+                found,
+            );
         }
     }
 }
@@ -390,7 +426,11 @@ fn check_variable(input: &MessageDescriptor, path: &str) -> Result<(), String> {
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
         let Some(field) = message.get_field_by_name(part) else {
-            return Err(format!("no field {part:?} in {}", message.full_name()));
+            return Err(format!(
+                "no field {part:?} in {}{}",
+                message.full_name(),
+                field_suggestion(&message, part)
+            ));
         };
         if field.is_map() || field.is_list() {
             return Err(format!(
@@ -409,6 +449,15 @@ fn check_variable(input: &MessageDescriptor, path: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// "; did you mean `user_id`?" when a field of `message` is close to
+/// `name`, else nothing.
+fn field_suggestion(message: &MessageDescriptor, name: &str) -> String {
+    let fields: Vec<String> = message.fields().map(|f| f.name().to_owned()).collect();
+    closest(name, fields.iter().map(String::as_str))
+        .map(|field| format!("; did you mean `{field}`?"))
+        .unwrap_or_default()
 }
 
 /// The route of the build that `route` clashes with (the same verb and a

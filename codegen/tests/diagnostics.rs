@@ -1,5 +1,7 @@
 //! Every invalid annotation fails code generation with the proto file, line
-//! and column of the offending option; a valid file yields the policy table.
+//! and column of the offending field or value inside its option (else of the
+//! option), a close name suggested where one was meant; a valid file yields
+//! the policy table.
 
 mod common;
 
@@ -52,7 +54,7 @@ fn invalid_label_name() {
             r#"option (keel.v1.method) = { labels: { key: "9tier" value: "x" } };"#,
         ),
         9,
-        5,
+        48,
         "invalid Prometheus label name \"9tier\"",
     );
 }
@@ -64,7 +66,7 @@ fn reserved_label_key() {
             r#"option (keel.v1.method) = { labels: { key: "grpc_code" value: "x" } };"#,
         ),
         9,
-        5,
+        48,
         "reserved by Keel's own metrics",
     );
 }
@@ -76,7 +78,7 @@ fn duplicate_label_keys() {
             r#"option (keel.v1.method) = { labels: { key: "tier" value: "a" } labels: { key: "tier" value: "b" } };"#,
         ),
         9,
-        5,
+        83,
         "duplicate key \"tier\"",
     );
 }
@@ -88,7 +90,7 @@ fn empty_scope() {
             r#"option (keel.v1.method) = { auth: { scopes: ["users:read", ""] } };"#,
         ),
         9,
-        5,
+        64,
         "empty scope",
     );
 }
@@ -100,7 +102,7 @@ fn scopes_on_a_public_method() {
             r#"option (keel.v1.method) = { auth: { public: true scopes: ["a"] } };"#,
         ),
         9,
-        5,
+        63,
         "public method cannot require scopes",
     );
 }
@@ -127,7 +129,7 @@ fn malformed_peer_identities() {
                 r#"option (keel.v1.method) = {{ auth: {{ peers: ["{peer}"] }} }};"#
             )),
             9,
-            5,
+            49,
             needle,
         );
     }
@@ -136,7 +138,7 @@ fn malformed_peer_identities() {
             r#"option (keel.v1.method) = { auth: { peers: ["dns:a.example", "dns:a.example"] } };"#,
         ),
         9,
-        5,
+        66,
         "listed twice",
     );
     assert_diagnostic(
@@ -144,7 +146,7 @@ fn malformed_peer_identities() {
             r#"option (keel.v1.method) = { auth: { public: true peers: ["dns:a.example"] } };"#,
         ),
         9,
-        5,
+        62,
         "public method cannot require peers",
     );
 }
@@ -200,7 +202,7 @@ service Things {
   rpc Get(Req) returns (Req);
 }
 "#;
-    assert_diagnostic(source, 6, 3, "label key \"le\" is reserved");
+    assert_diagnostic(source, 6, 47, "label key \"le\" is reserved");
 }
 
 #[test]
@@ -223,7 +225,7 @@ service Things {
         .iter()
         .map(|d| (d.line, d.column))
         .collect();
-    assert_eq!(positions, vec![(6, 3), (8, 5)], "{err}");
+    assert_eq!(positions, vec![(6, 49), (8, 48)], "{err}");
 }
 
 #[test]
@@ -281,19 +283,19 @@ fn a_timeout_must_be_positive_and_within_its_cap() {
             "option (keel.v1.method) = { timeout: { seconds: 10 } max_timeout: { seconds: 5 } };",
         ),
         9,
-        5,
+        33,
         "timeout (10s) is longer than max_timeout (5s)",
     );
     assert_diagnostic(
         &with_method_option("option (keel.v1.method) = { timeout: { seconds: -1 } };"),
         9,
-        5,
+        33,
         "timeout: must be a positive duration",
     );
     assert_diagnostic(
         &with_method_option("option (keel.v1.method) = { max_timeout: {} };"),
         9,
-        5,
+        33,
         "max_timeout: must be a positive duration",
     );
 }
@@ -345,7 +347,7 @@ fn a_rate_limit_needs_a_rate_and_a_key_the_method_has() {
     assert_diagnostic(
         &with_method_option("option (keel.v1.method) = { rate_limit: { burst: 5 } };"),
         9,
-        5,
+        33,
         "rate_limit: per_second must be at least 0.000001 calls per second (found 0)",
     );
     assert_diagnostic(
@@ -353,7 +355,7 @@ fn a_rate_limit_needs_a_rate_and_a_key_the_method_has() {
             "option (keel.v1.method) = { rate_limit: { per_second: 5 key: \"ip\" } };",
         ),
         9,
-        5,
+        66,
         "rate_limit: key \"ip\" is not one of \"global\", \"peer\", \"subject\" or \"claim:<name>\"",
     );
     assert_diagnostic(
@@ -361,7 +363,7 @@ fn a_rate_limit_needs_a_rate_and_a_key_the_method_has() {
             "option (keel.v1.method) = { rate_limit: { per_second: 5 key: \"claim:\" } };",
         ),
         9,
-        5,
+        66,
         "rate_limit: key \"claim:\" is not one of",
     );
     assert_diagnostic(
@@ -369,7 +371,7 @@ fn a_rate_limit_needs_a_rate_and_a_key_the_method_has() {
             "option (keel.v1.method) = { auth: { public: true } rate_limit: { per_second: 5 key: \"subject\" } };",
         ),
         9,
-        5,
+        89,
         "rate_limit: key \"subject\" comes from the access token, but this method reads none",
     );
 }
@@ -416,11 +418,11 @@ fn a_retry_policy_is_checked_whole_and_only_for_unary_methods() {
     ));
     let text = result.expect_err("must fail").to_string();
     for needle in [
-        "svc.proto:9:5: retry: max_attempts must be 2 to 5, the first attempt included (found 9)",
-        "svc.proto:9:5: retry: max_backoff is required",
-        "svc.proto:9:5: retry: backoff_multiplier must be positive (found -1)",
-        "svc.proto:9:5: retry: retryable_codes: \"OK\" is not a status code that can be retried",
-        "svc.proto:9:5: retry: retryable_codes: \"NOPE\" is not a status code",
+        "svc.proto:9:56: retry: max_attempts must be 2 to 5, the first attempt included (found 9)",
+        "svc.proto:9:33: retry: max_backoff is required",
+        "svc.proto:9:78: retry: backoff_multiplier must be positive (found -1)",
+        "svc.proto:9:99: retry: retryable_codes: \"OK\" is not a status code that can be retried",
+        "svc.proto:9:105: retry: retryable_codes: \"NOPE\" is not a status code",
     ] {
         assert!(text.contains(needle), "{needle} in:\n{text}");
     }
@@ -429,7 +431,7 @@ fn a_retry_policy_is_checked_whole_and_only_for_unary_methods() {
             "option (keel.v1.method) = { retry: { max_attempts: 3 initial_backoff: { seconds: 2 } max_backoff: { seconds: 1 } backoff_multiplier: 2 retryable_codes: [\"UNAVAILABLE\"] } };",
         ),
         9,
-        5,
+        90,
         "retry: max_backoff (1s) is shorter than initial_backoff (2s)",
     );
     let streaming = r#"syntax = "proto3";
@@ -442,7 +444,7 @@ service Things {
   }
 }
 "#;
-    assert_diagnostic(streaming, 7, 5, "retry: streaming calls are not retried");
+    assert_diagnostic(streaming, 7, 33, "retry: streaming calls are not retried");
 }
 
 #[test]
@@ -544,5 +546,166 @@ service Things {
     assert!(
         one_line.contains("pubfnthings_with<"),
         "the layered constructor:\n{code}"
+    );
+}
+
+/// The one diagnostic of `source`, as rendered (`…/svc.proto:line:column: message`).
+fn only_diagnostic(source: &str) -> String {
+    let (_dir, result) = compile(source);
+    let err = result.expect_err("must fail");
+    let diagnostics = err.diagnostics();
+    assert_eq!(diagnostics.len(), 1, "{err}");
+    diagnostics[0].to_string()
+}
+
+/// Asserts that `rendered` is at `svc.proto:{at}` and ends with `tail`.
+fn assert_at(rendered: &str, at: &str, tail: &str) {
+    assert!(
+        rendered.contains(&format!("svc.proto:{at}: ")),
+        "want {at}: {rendered}"
+    );
+    assert!(rendered.ends_with(tail), "want …{tail}: {rendered}");
+}
+
+#[test]
+fn a_misspelt_option_field_is_pointed_at_with_the_field_meant() {
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            r#"option (keel.v1.method) = { auth: { scopez: ["a"] } };"#,
+        )),
+        "9:41",
+        "field 'scopez' not found for message 'keel.v1.Auth'; did you mean `scopes`?",
+    );
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            r#"option (keel.v1.method) = { auht: { public: true } };"#,
+        )),
+        "9:33",
+        "field 'auht' not found for message 'keel.v1.MethodOptions'; did you mean `auth`?",
+    );
+    // Over lines, past a comment naming it.
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            "option (keel.v1.method) = {\n      auth { public: true } # per_secnd\n      rate_limit { per_secnd: 5 }\n    };",
+        )),
+        "11:20",
+        "field 'per_secnd' not found for message 'keel.v1.RateLimit'; did you mean `per_second`?",
+    );
+}
+
+#[test]
+fn a_field_close_to_none_gets_no_suggestion() {
+    let rendered = only_diagnostic(&with_method_option("option (keel.v1.method) = { zzz: 1 };"));
+    assert_at(
+        &rendered,
+        "9:33",
+        "field 'zzz' not found for message 'keel.v1.MethodOptions'",
+    );
+    let rendered = only_diagnostic(&with_method_option(
+        r#"option (keel.v1.method) = { rate_limit: { per_second: 5 key: "ip" } };"#,
+    ));
+    assert!(!rendered.contains("did you mean"), "{rendered}");
+}
+
+#[test]
+fn a_misspelt_option_name_is_pointed_at_with_the_name_meant() {
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            r#"option (keel.v1.method).rate_limt.key = "ip";"#,
+        )),
+        "9:29",
+        "option field '(keel.v1.method).rate_limt' is not defined; did you mean `rate_limit`?",
+    );
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            "option (keel.v1.methd) = { auth: { public: true } };",
+        )),
+        "9:12",
+        "'keel.v1.methd' resolves to 'keel.v1.methd', which is not defined; did you mean `(keel.v1.method)`?",
+    );
+    let validated = "syntax = \"proto3\";\npackage test.v1;\nimport \"buf/validate/validate.proto\";\nmessage Req {\n  string user_id = 1 [(buf.validate.field).string.min_lenn = 1];\n}\n";
+    assert_at(
+        &only_diagnostic(validated),
+        "5:51",
+        "option field '(buf.validate.field).string.min_lenn' is not defined; did you mean `min_len`?",
+    );
+}
+
+#[test]
+fn a_wrong_value_is_pointed_at_in_the_option() {
+    // Not the first `rate_limit` text of the option: that one is a comment.
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            "option (keel.v1.method) = {\n      // rate_limit { key: \"x\" }\n      rate_limit { per_second: 5 key: \"subjet\" }\n    };",
+        )),
+        "11:39",
+        r#"rate_limit: key "subjet" is not one of "global", "peer", "subject" or "claim:<name>"; did you mean "subject"?"#,
+    );
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            r#"option (keel.v1.method) = { rate_limit: { per_second: 5 key: "clam:tenant" } };"#,
+        )),
+        "9:66",
+        r#"did you mean "claim:tenant"?"#,
+    );
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            r#"option (keel.v1.method) = { timeout: "5s" };"#,
+        )),
+        "9:42",
+        "expected '{' or '<', but found '\"5s\"'",
+    );
+    // A statement setting one field of the option.
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            r#"option (keel.v1.method).auth.scopes = "";"#,
+        )),
+        "9:43",
+        "auth: empty scope",
+    );
+    assert_at(
+        &only_diagnostic(&with_method_option(
+            r#"option (keel.v1.method) = { retry: { max_attempts: 3 initial_backoff: { seconds: 1 } max_backoff: { seconds: 1 } backoff_multiplier: 2 retryable_codes: ["UNAVAILABLE", "UNAVAILBLE"] } };"#,
+        )),
+        "9:173",
+        r#"retryable_codes: "UNAVAILBLE" is not a status code that can be retried (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED); did you mean "UNAVAILABLE"?"#,
+    );
+}
+
+#[test]
+fn http_routes_name_the_request_field_meant_where_it_is_written() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "google/api/annotations.proto";
+message GetUserRequest { string user_id = 1; string name = 2; }
+message User { string display_name = 1; }
+service Users {
+  rpc Get(GetUserRequest) returns (User) { option (google.api.http) = { get: "/v1/users/{usr_id}" }; }
+  rpc Put(GetUserRequest) returns (User) {
+    option (google.api.http) = {
+      put: "/v1/users"
+      body: "nmae"
+      additional_bindings { post: "/v1/users/{user_id}" response_body: "display_nam" }
+    };
+  }
+  rpc List(GetUserRequest) returns (User) { option (google.api.http) = { get: "/v1/{zzz}" }; }
+}
+"#;
+    let (_dir, result) = compile(source);
+    let err = result.expect_err("must fail");
+    let found: Vec<String> = err
+        .diagnostics()
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "7:78: google.api.http: path variable {usr_id}: no field \"usr_id\" in test.v1.GetUserRequest; did you mean `user_id`?",
+            "11:13: google.api.http: body \"nmae\" is no field of test.v1.GetUserRequest; did you mean `name`?",
+            "12:72: google.api.http: response_body \"display_nam\" is no field of test.v1.User; did you mean `display_name`?",
+            "15:79: google.api.http: path variable {zzz}: no field \"zzz\" in test.v1.GetUserRequest",
+        ],
+        "{err}"
     );
 }

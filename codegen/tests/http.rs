@@ -102,7 +102,7 @@ fn every_route_mistake_is_reported_at_its_method() {
         (23, "GET /v1/h/{id} is also a route of test.v1.Things/H"),
         (24, "response_body \"nope\" is no field of test.v1.Res"),
         (25, "path variable {labels}: \"labels\" is a map field"),
-        (27, "additional_bindings may not have their own"),
+        (29, "additional_bindings may not have their own"),
     ];
     assert_eq!(found.len(), expect.len(), "{found:#?}");
     for ((line, needle), got) in expect.iter().zip(&found) {

@@ -47,7 +47,7 @@ pub(crate) fn parse(protos: &[impl AsRef<Path>], includes: Vec<PathBuf>) -> Resu
     compiler.include_imports(true).include_source_info(true);
     compiler
         .open_files(protos)
-        .map_err(|e| locate_on_disk(Error::from_protox(e), &includes))?;
+        .map_err(|e| locate_on_disk(Error::from_protox(e, bundled_pool().as_ref()), &includes))?;
 
     let paths: HashMap<String, PathBuf> = compiler
         .files()
@@ -117,6 +117,22 @@ impl FileResolver for BundledOptions {
             Err(protox::Error::file_not_found(name))
         }
     }
+}
+
+/// The bundled protos alone, compiled when a file fails: the names an
+/// unknown one in Keel's options, `buf.validate` or `google.api.http` is
+/// compared with ("did you mean …").
+fn bundled_pool() -> Option<DescriptorPool> {
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(BundledOptions);
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    let names = [OPTIONS_PROTO_NAME, VALIDATE_PROTO_NAME]
+        .into_iter()
+        .chain(HTTP_PROTOS.iter().map(|(name, _)| *name));
+    compiler.open_files(names).ok()?;
+    Some(compiler.descriptor_pool())
 }
 
 /// Rewrites a diagnostic's file from its import name to the path on disk.

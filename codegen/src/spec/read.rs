@@ -8,6 +8,8 @@ use prost_reflect::{DynamicMessage, ExtensionDescriptor, ReflectMessage, Value};
 
 use super::check::{label_name_problem, peer_problem};
 use super::{Access, CODE_NAMES, MIN_PER_SECOND, RateKey, RateLimit, RetryPolicy};
+use crate::error::closest;
+use crate::locate::Step;
 
 /// One annotation block (service or method level) as written.
 #[derive(Default)]
@@ -24,31 +26,37 @@ pub(super) struct Block {
 /// Reads and checks a `keel.v1.RetryPolicy` block.
 fn read_retry(
     block: &DynamicMessage,
-    path: &[i32],
-    report: &mut impl FnMut(Vec<i32>, String),
+    report: &mut impl FnMut(&[Step<'_>], String),
 ) -> Option<RetryPolicy> {
-    let mut problem = |message: String| report(path.to_vec(), format!("retry: {message}"));
+    // Each problem at the field of `retry` it is about.
+    let mut problem = |field: Step<'_>, message: String| {
+        report(&[("retry", 0), field], format!("retry: {message}"))
+    };
     let max_attempts = block
         .get_field_by_name("max_attempts")
         .and_then(|v| v.as_u32())
         .unwrap_or(0);
     let mut ok = true;
     if !(2..=5).contains(&max_attempts) {
-        problem(format!(
-            "max_attempts must be 2 to 5, the first attempt included (found {max_attempts})"
-        ));
+        problem(
+            ("max_attempts", 0),
+            format!(
+                "max_attempts must be 2 to 5, the first attempt included (found {max_attempts})"
+            ),
+        );
         ok = false;
     }
     let mut backoff = |name: &str| match field_message(block, name).map(|d| duration_of(&d)) {
         Some(Ok(duration)) => Some(duration),
         Some(Err((seconds, nanos))) => {
-            problem(format!(
-                "{name} must be a positive duration (seconds: {seconds}, nanos: {nanos})"
-            ));
+            problem(
+                (name, 0),
+                format!("{name} must be a positive duration (seconds: {seconds}, nanos: {nanos})"),
+            );
             None
         }
         None => {
-            problem(format!("{name} is required"));
+            problem((name, 0), format!("{name} is required"));
             None
         }
     };
@@ -59,30 +67,43 @@ fn read_retry(
         .and_then(|v| v.as_f64())
         .unwrap_or(0.0);
     if !(backoff_multiplier.is_finite() && backoff_multiplier > 0.0) {
-        problem(format!(
-            "backoff_multiplier must be positive (found {backoff_multiplier})"
-        ));
+        problem(
+            ("backoff_multiplier", 0),
+            format!("backoff_multiplier must be positive (found {backoff_multiplier})"),
+        );
         ok = false;
     }
     let retryable_codes = string_list(block, "retryable_codes");
     if retryable_codes.is_empty() {
-        problem("retryable_codes must name at least one code (such as \"UNAVAILABLE\")".to_owned());
+        problem(
+            ("retryable_codes", 0),
+            "retryable_codes must name at least one code (such as \"UNAVAILABLE\")".to_owned(),
+        );
         ok = false;
     }
-    for code in &retryable_codes {
+    for (i, code) in retryable_codes.iter().enumerate() {
         if !CODE_NAMES.contains(&code.as_str()) {
-            problem(format!(
-                "retryable_codes: {code:?} is not a status code that can be retried ({})",
-                CODE_NAMES.join(", ")
-            ));
+            problem(
+                ("retryable_codes", i),
+                format!(
+                    "retryable_codes: {code:?} is not a status code that can be retried ({}){}",
+                    CODE_NAMES.join(", "),
+                    closest(code, CODE_NAMES)
+                        .map(|name| format!("; did you mean {name:?}?"))
+                        .unwrap_or_default()
+                ),
+            );
             ok = false;
         }
     }
     let (initial_backoff, max_backoff) = (initial_backoff?, max_backoff?);
     if max_backoff < initial_backoff {
-        problem(format!(
-            "max_backoff ({max_backoff:?}) is shorter than initial_backoff ({initial_backoff:?})"
-        ));
+        problem(
+            ("max_backoff", 0),
+            format!(
+                "max_backoff ({max_backoff:?}) is shorter than initial_backoff ({initial_backoff:?})"
+            ),
+        );
         ok = false;
     }
     ok.then_some(RetryPolicy {
@@ -114,8 +135,7 @@ fn duration_of(duration: &DynamicMessage) -> Result<Duration, (i64, i32)> {
 /// Reads and checks a `keel.v1.RateLimit` block.
 fn read_rate_limit(
     block: &DynamicMessage,
-    path: &[i32],
-    report: &mut impl FnMut(Vec<i32>, String),
+    report: &mut impl FnMut(&[Step<'_>], String),
 ) -> Option<RateLimit> {
     let per_second = block
         .get_field_by_name("per_second")
@@ -136,10 +156,13 @@ fn read_rate_limit(
             }
             _ => {
                 report(
-                    path.to_vec(),
+                    &[("rate_limit", 0), ("key", 0)],
                     format!(
                         "rate_limit: key {other:?} is not one of \"global\", \"peer\", \
-                         \"subject\" or \"claim:<name>\""
+                         \"subject\" or \"claim:<name>\"{}",
+                        rate_key_suggestion(other)
+                            .map(|key| format!("; did you mean {key:?}?"))
+                            .unwrap_or_default()
                     ),
                 );
                 None
@@ -148,7 +171,7 @@ fn read_rate_limit(
     };
     if !(per_second.is_finite() && per_second >= MIN_PER_SECOND) {
         report(
-            path.to_vec(),
+            &[("rate_limit", 0), ("per_second", 0)],
             format!(
                 "rate_limit: per_second must be at least {MIN_PER_SECOND} calls per second (found {per_second})"
             ),
@@ -167,11 +190,12 @@ fn read_rate_limit(
 }
 
 /// Reads and checks one `keel.v1.ServiceOptions` / `keel.v1.MethodOptions` block.
+///
+/// Each problem is reported with the field of the block it is about.
 pub(super) fn read_block(
     options: &DynamicMessage,
     ext: Option<&ExtensionDescriptor>,
-    path: &[i32],
-    report: &mut impl FnMut(Vec<i32>, String),
+    report: &mut impl FnMut(&[Step<'_>], String),
 ) -> Block {
     let Some(ext) = ext.filter(|ext| options.has_extension(ext)) else {
         return Block::default();
@@ -187,31 +211,27 @@ pub(super) fn read_block(
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
         let scopes = string_list(&auth, "scopes");
-        for scope in &scopes {
+        for (i, scope) in scopes.iter().enumerate() {
+            let at = [("auth", 0), ("scopes", i)];
             if scope.is_empty() {
-                report(path.to_vec(), "auth: empty scope".to_owned());
+                report(&at, "auth: empty scope".to_owned());
             } else if scope.chars().any(char::is_whitespace) {
-                report(
-                    path.to_vec(),
-                    format!("auth: scope {scope:?} contains whitespace"),
-                );
+                report(&at, format!("auth: scope {scope:?} contains whitespace"));
             }
         }
         let peers = string_list(&auth, "peers");
         for (i, peer) in peers.iter().enumerate() {
+            let at = [("auth", 0), ("peers", i)];
             if let Some(problem) = peer_problem(peer) {
-                report(path.to_vec(), format!("auth: peer {peer:?} {problem}"));
+                report(&at, format!("auth: peer {peer:?} {problem}"));
             } else if peers[..i].contains(peer) {
-                report(
-                    path.to_vec(),
-                    format!("auth: peer {peer:?} is listed twice"),
-                );
+                report(&at, format!("auth: peer {peer:?} is listed twice"));
             }
         }
         out.auth = Some(if public {
             if !scopes.is_empty() {
                 report(
-                    path.to_vec(),
+                    &[("auth", 0), ("scopes", 0)],
                     format!(
                         "auth: a public method cannot require scopes (found {}); drop `public` or the scopes",
                         scopes.join(", ")
@@ -220,7 +240,7 @@ pub(super) fn read_block(
             }
             if !peers.is_empty() {
                 report(
-                    path.to_vec(),
+                    &[("auth", 0), ("peers", 0)],
                     "auth: a public method cannot require peers; drop `public` or the peers"
                         .to_owned(),
                 );
@@ -233,14 +253,15 @@ pub(super) fn read_block(
         });
     }
     if let Some(Value::List(labels)) = block.get_field_by_name("labels").as_deref() {
-        for label in labels.iter().filter_map(Value::as_message) {
+        for (i, label) in labels.iter().filter_map(Value::as_message).enumerate() {
             let key = string_field(label, "key");
             let value = string_field(label, "value");
+            let at = [("labels", i), ("key", 0)];
             if let Some(problem) = label_name_problem(&key) {
-                report(path.to_vec(), format!("labels: {problem}"));
+                report(&at, format!("labels: {problem}"));
             } else if out.labels.iter().any(|(k, _)| *k == key) {
                 report(
-                    path.to_vec(),
+                    &at,
                     format!("labels: duplicate key {key:?} in the same block"),
                 );
             }
@@ -248,10 +269,10 @@ pub(super) fn read_block(
         }
     }
     if let Some(rate_limit) = field_message(block, "rate_limit") {
-        out.rate_limit = read_rate_limit(&rate_limit, path, report);
+        out.rate_limit = read_rate_limit(&rate_limit, report);
     }
     if let Some(retry) = field_message(block, "retry") {
-        out.retry = read_retry(&retry, path, report);
+        out.retry = read_retry(&retry, report);
     }
     out.max_concurrency = block
         .get_field_by_name("max_concurrency")
@@ -265,7 +286,7 @@ pub(super) fn read_block(
             match duration_of(&duration) {
                 Ok(duration) => *slot = Some(duration),
                 Err((seconds, nanos)) => report(
-                    path.to_vec(),
+                    &[(name, 0)],
                     format!(
                         "{name}: must be a positive duration (seconds: {seconds}, nanos: {nanos})"
                     ),
@@ -274,6 +295,18 @@ pub(super) fn read_block(
         }
     }
     out
+}
+
+/// The key meant by a rate limit's `key` that is none, when one is close:
+/// a named key, or `claim:` misspelt before a claim's name.
+fn rate_key_suggestion(key: &str) -> Option<String> {
+    match key.split_once(':') {
+        Some((prefix, name)) if !name.is_empty() && prefix != "claim" => {
+            closest(prefix, ["claim"]).map(|_| format!("claim:{name}"))
+        }
+        Some(_) => None,
+        None => closest(key, ["global", "peer", "subject"]).map(str::to_owned),
+    }
 }
 
 fn field_message(message: &DynamicMessage, name: &str) -> Option<DynamicMessage> {

@@ -15,7 +15,7 @@ use super::read::{Block, read_block};
 use super::{Access, MethodSpec, RetryPolicy, ServiceSpec};
 use crate::error::Diagnostic;
 use crate::http::{self, HttpRoute};
-use crate::locate::Locator;
+use crate::locate::{Locator, Step};
 
 /// `ServiceDescriptorProto.options` and `MethodDescriptorProto.options` field numbers.
 const SERVICE_OPTIONS_FIELD: i32 = 3;
@@ -40,7 +40,7 @@ pub(crate) fn resolve(
     // Every route of the build so far, by the method that has it.
     let mut routes: Vec<(String, HttpRoute)> = Vec::new();
     for file in files {
-        let locate = Locator { file, paths };
+        let locate = Locator::new(file, paths);
         for service in file.services() {
             specs.push(resolve_service(
                 &service,
@@ -77,15 +77,18 @@ fn resolve_service(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ServiceSpec {
     let (service_ext, method_ext) = (ext.service, ext.method);
-    let mut report = |path: Vec<i32>, message: String| {
-        diagnostics.push(locate.at(&path, message));
+    // A problem at a field (`within`) of the option at `path`.
+    let mut report = |path: &[i32], within: &[Step<'_>], message: String| {
+        diagnostics.push(locate.at_field(path, within, message));
     };
     let mut service_path = service.path().to_vec();
     service_path.push(SERVICE_OPTIONS_FIELD);
     if let Some(ext) = service_ext {
         service_path.push(ext.number() as i32);
     }
-    let service_block = read_block(&service.options(), service_ext, &service_path, &mut report);
+    let service_block = read_block(&service.options(), service_ext, &mut |within, message| {
+        report(&service_path, within, message)
+    });
 
     let methods = service
         .methods()
@@ -95,9 +98,11 @@ fn resolve_service(
             if let Some(ext) = method_ext {
                 path.push(ext.number() as i32);
             }
-            let block = read_block(&method.options(), method_ext, &path, &mut report);
+            let block = read_block(&method.options(), method_ext, &mut |within, message| {
+                report(&path, within, message)
+            });
             if let Some(problem) = check::streaming_retry(&method, &block) {
-                report(path.clone(), problem);
+                report(&path, &[("retry", 0)], problem);
             }
             let mut spec = merge(&method, &service_block, block);
             let mut http_path = method.path().to_vec();
@@ -105,28 +110,29 @@ fn resolve_service(
             if let Some(ext) = ext.http {
                 http_path.push(ext.number() as i32);
             }
-            spec.http = http::routes(&method, ext.http, &mut |problem| {
-                report(http_path.clone(), problem)
+            spec.http = http::routes(&method, ext.http, &mut |within, problem| {
+                report(&http_path, within, problem)
             });
             let name = format!("{}/{}", service.full_name(), method.name());
             for route in &spec.http {
                 if let Some(other) = http::clash(routes, route) {
                     report(
-                        http_path.clone(),
+                        &http_path,
+                        &[],
                         format!("google.api.http: {route} is also a route of {other}"),
                     );
                 }
                 routes.push((name.clone(), route.clone()));
             }
             if let Some(problem) = check::timeout_problem(&spec) {
-                report(path.clone(), problem);
+                report(&path, &[("timeout", 0)], problem);
             }
             if let Some(problem) = spec
                 .rate_limit
                 .as_ref()
                 .and_then(|r| check::key_problem(r, &spec.access))
             {
-                report(path, problem);
+                report(&path, &[("rate_limit", 0), ("key", 0)], problem);
             }
             spec
         })

@@ -83,7 +83,7 @@ pub(crate) fn generate(
     let mut code: HashMap<String, TokenStream> = HashMap::new();
     let mut read_by_cel = BTreeSet::new();
     for (message, file) in &messages {
-        let locate = Locator { file, paths };
+        let locate = Locator::new(file, paths);
         let mut writer = MessageWriter {
             ext: &ext,
             with_rules: &with_rules,
