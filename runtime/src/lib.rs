@@ -40,6 +40,7 @@
 extern crate self as keel_rpc;
 
 pub mod auth;
+pub mod cli;
 pub mod client;
 mod clock;
 pub mod codegen;

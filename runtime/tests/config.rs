@@ -304,6 +304,30 @@ fn unknown_key_is_reported_with_file_and_without_its_value() {
         "{problem}"
     );
     assert!(!problem.contains(SECRET), "{problem}");
+    // A transposition is a near miss, and said as one.
+    assert!(
+        problem.contains(" (did you mean hmac_secret?)"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn near_misses_of_sections_and_keys_suggest_the_name_and_far_ones_do_not() {
+    let problems = problems_of(
+        env_only([
+            ("KEEL_SEVRER__ADDR", "127.0.0.1:1"),
+            ("KEEL_SERVER__MAX_CONECTIONS", "5"),
+            ("KEEL_SERVER__COLOUR", "blue"),
+        ])
+        .load(),
+    );
+    let section = problem_for(&problems, "sevrer");
+    assert!(section.contains("unknown section"), "{section}");
+    assert!(section.contains("(did you mean server?)"), "{section}");
+    let key = problem_for(&problems, "server.max_conections");
+    assert!(key.contains("(did you mean max_connections?)"), "{key}");
+    let far = problem_for(&problems, "server.colour");
+    assert!(far.contains("unknown key") && !far.contains("did you mean"), "{far}");
 }
 
 #[test]
@@ -504,6 +528,14 @@ fn secrets_are_redacted() {
     );
     assert!(printed.contains("[server]"), "{printed}");
     assert!(printed.contains("addr = \"0.0.0.0:50051\""), "{printed}");
+    // A service that names no database has no `[store]` to show.
+    assert!(!printed.contains("[store]"), "{printed}");
+    let with_store = env_only([("KEEL_STORE__URL", "sqlite://users.db?mode=rwc")])
+        .load()
+        .expect("loads");
+    let printed = with_store.to_toml_redacted();
+    assert!(printed.contains("[store]\n"), "{printed}");
+    assert!(printed.contains("url = \"sqlite://users.db?mode=rwc\""), "{printed}");
 
     let loader_debug = format!("{:?}", env_only([]));
     assert!(!loader_debug.contains(SECRET), "{loader_debug}");

@@ -28,12 +28,13 @@ pub fn run(args: &[&str]) -> Result<()> {
     if !args.is_empty() {
         bail!("run takes no arguments; configure the services with KEEL_* variables");
     }
-    let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "--locked"]);
+    // One build per service, as `cargo run -p <service>` builds it: built
+    // together, cargo unifies their features (the gateway's keel-rpc would
+    // get user-service's `store`), and the reader's next `cargo run -p
+    // gateway-service` would rebuild.
     for service in SERVICES {
-        build.args(["-p", service]);
+        crate::run_cmd(Command::new(env!("CARGO")).args(["build", "--locked", "-p", service]))?;
     }
-    crate::run_cmd(&mut build)?;
 
     // Registered before the services start, so no signal is missed.
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("handling SIGINT/SIGTERM")?;

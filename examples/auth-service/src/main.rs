@@ -5,39 +5,21 @@
 //! command line.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use auth_service::auth_v1::auth_service_client::AuthServiceClient;
 use auth_service::auth_v1::{
     CreateCredentialRequest, GetJwksRequest, LoginRequest, RevokeAllRequest, ValidateRequest,
 };
-use auth_service::{App, Settings};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use auth_service::{App, AuthSections, SERVICES, Settings};
+use clap::Subcommand;
+use keel_rpc::cli::{Action, Cli};
 
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// TOML file layered over the embedded defaults (KEEL_* variables override both).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the auth service (the default).
-    Serve,
-    /// Exit 0 when the local server reports SERVING on the standard health
-    /// service (for container health checks).
-    Probe {
-        /// Service to ask about; empty for the whole server.
-        #[arg(long, default_value = "")]
-        service: String,
-    },
-    /// Print the effective configuration, secrets redacted.
-    PrintConfig,
+/// The auth service's own subcommands, beside Keel's (`serve`,
+/// `print-config`, `probe`, `mint-token`).
+#[derive(Debug, Subcommand)]
+enum Tools {
     /// Log in to a running service; the password is read from stdin. Prints
     /// the access token (or the whole answer as JSON with --json).
     Login {
@@ -87,22 +69,20 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // `print-config --help` ends with the reference of every key.
-    let command = Args::command()
-        .mut_subcommand("print-config", |c| c.after_long_help(Settings::reference()));
-    let args = Args::from_arg_matches(&command.get_matches())?;
-    match args.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(args.config).await?,
-        Command::Probe { service } => {
-            let settings = Settings::from_loader(&auth_service::loader(args.config.as_deref()))?;
-            keel_rpc::serve::probe_local(&settings, &service).await?
-        }
-        Command::PrintConfig => {
-            let settings = Settings::from_loader(&auth_service::loader(args.config.as_deref()))?;
-            print!("{}", settings.to_toml_redacted());
-        }
-        Command::Login {
+async fn main() -> ExitCode {
+    keel_rpc::cli::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli: Cli<Tools> = Cli::parse::<AuthSections>(keel_rpc::cli::program!());
+    let loader = auth_service::loader(cli.config_file());
+    let command = match cli.run::<AuthSections>(&loader, SERVICES).await? {
+        Action::Serve(settings) => return serve(settings).await,
+        Action::Service(command) => command,
+        Action::Done => return Ok(()),
+    };
+    match command {
+        Tools::Login {
             username,
             url,
             json,
@@ -127,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", reply.access_token);
             }
         }
-        Command::CreateCredential {
+        Tools::CreateCredential {
             username,
             scopes,
             url,
@@ -145,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 .into_inner();
             println!("{reply:#?}");
         }
-        Command::Validate { access_token, url } => {
+        Tools::Validate { access_token, url } => {
             let reply = client(&url, None)
                 .await?
                 .validate(ValidateRequest { access_token })
@@ -153,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
                 .into_inner();
             println!("{reply:#?}");
         }
-        Command::RevokeAll {
+        Tools::RevokeAll {
             subject,
             url,
             token,
@@ -165,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 .into_inner();
             println!("{reply:#?}");
         }
-        Command::Jwks { url } => {
+        Tools::Jwks { url } => {
             let reply = client(&url, None)
                 .await?
                 .get_jwks(GetJwksRequest {})
@@ -177,8 +157,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::from_loader(&auth_service::loader(config.as_deref()))?;
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Logs and tracing as `[telemetry]` says; flushed after draining.
     let mut telemetry = keel_rpc::telemetry::init(&settings)?;
     let passwords = &settings.app.passwords;

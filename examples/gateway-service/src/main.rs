@@ -1,35 +1,17 @@
 //! `gateway-service`: serves the example gateway (the default), or calls a
 //! running one.
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use gateway_service::Settings;
+use clap::Subcommand;
+use gateway_service::{SERVICES, Sections};
 use keel_rpc::auth::StaticToken;
+use keel_rpc::cli::{Action, Cli};
 
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// TOML file layered over the embedded defaults (KEEL_* variables override both).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the gateway (the default).
-    Serve,
-    /// Print the effective configuration, secrets redacted.
-    PrintConfig,
-    /// Exit 0 when the local server reports SERVING on the standard health
-    /// service (for container health checks).
-    Probe {
-        /// Service to ask about; empty for the whole server.
-        #[arg(long, default_value = "")]
-        service: String,
-    },
+/// The gateway's own subcommand, beside Keel's (`serve`, `print-config`,
+/// `probe`, `mint-token`).
+#[derive(Debug, Subcommand)]
+enum Tools {
     /// Call GetProfile on a running gateway with the generated Keel client.
     Call {
         /// Gateway URL.
@@ -44,38 +26,31 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // `print-config --help` ends with the reference of every key.
-    let command = Args::command()
-        .mut_subcommand("print-config", |c| c.after_long_help(Settings::reference()));
-    let args = Args::from_arg_matches(&command.get_matches())?;
-    let mut config = Settings::from_loader(&gateway_service::loader(args.config.as_deref()))?;
-    let command = args.command.unwrap_or(Command::Serve);
-    if let Command::Call { .. } = command {
-        // The caller's spans are not the gateway's.
-        config.service.name = "gateway-cli".to_owned();
-    }
-    if let Command::Probe { service } = &command {
-        return Ok(keel_rpc::serve::probe_local(&config, service).await?);
-    }
-    if let Command::PrintConfig = &command {
-        print!("{}", config.to_toml_redacted());
-        return Ok(());
-    }
-    let mut telemetry = keel_rpc::telemetry::init(&config)?;
-    match command {
-        Command::Serve => {
-            let keel = keel_rpc::Keel::new(&config, gateway_service::SERVICES)?;
+async fn main() -> ExitCode {
+    keel_rpc::cli::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli: Cli<Tools> = Cli::parse::<Sections>(keel_rpc::cli::program!());
+    let loader = gateway_service::loader(cli.config_file());
+    match cli.run::<Sections>(&loader, SERVICES).await? {
+        Action::Serve(config) => {
+            let mut telemetry = keel_rpc::telemetry::init(&config)?;
+            let keel = keel_rpc::Keel::new(&config, SERVICES)?;
             gateway_service::server(&keel, &config, &config.app.upstream)?
                 .serve()
                 .await?;
+            telemetry.shutdown().await?;
         }
-        Command::Probe { .. } | Command::PrintConfig => {}
-        Command::Call {
+        Action::Service(Tools::Call {
             url,
             token,
             user_id,
-        } => {
+        }) => {
+            let mut config = gateway_service::Settings::from_loader(&loader)?;
+            // The caller's spans are not the gateway's.
+            config.service.name = "gateway-cli".to_owned();
+            let mut telemetry = keel_rpc::telemetry::init(&config)?;
             let metrics = keel_rpc::Metrics::new(&[])?;
             let client = keel_rpc::client::Client::new(&config, metrics.registry())?
                 .with_token_source(StaticToken::new(token));
@@ -94,8 +69,9 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 json.to_string_pretty("gateway.v1.Profile", &reply?.into_inner())?
             );
+            telemetry.shutdown().await?;
         }
+        Action::Done => {}
     }
-    telemetry.shutdown().await?;
     Ok(())
 }

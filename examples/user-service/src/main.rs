@@ -1,51 +1,19 @@
 //! `user-service`: serves the example (the default), mints development
 //! tokens, and calls a running instance with the generated client.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use keel_rpc::config::Config;
+use clap::Subcommand;
+use keel_rpc::cli::{Action, Cli};
 use user_service::user_v1::user_service_client::UserServiceClient;
 use user_service::user_v1::{CreateUserRequest, GetUserRequest, ListUsersRequest};
 use user_service::{SERVICES, Users};
 
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// TOML file layered over the embedded defaults (KEEL_* variables override both).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the user service (the default).
-    Serve,
-    /// Print the effective configuration, secrets redacted.
-    PrintConfig,
-    /// Exit 0 when the local server reports SERVING on the standard health
-    /// service (for container health checks).
-    Probe {
-        /// Service to ask about; empty for the whole server.
-        #[arg(long, default_value = "")]
-        service: String,
-    },
-    /// Mint an access token signed with the configured HMAC secret (development).
-    MintToken {
-        /// Subject of the token.
-        #[arg(long, default_value = "dev-user")]
-        sub: String,
-        /// Scope to grant; repeat for several.
-        #[arg(long = "scope", default_values = ["users:read", "users:write"])]
-        scopes: Vec<String>,
-        /// Lifetime, like `15m` or `1h`.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        ttl: Duration,
-    },
+/// The example's own subcommands, beside Keel's (`serve`, `print-config`,
+/// `probe`, `mint-token`).
+#[derive(Debug, Subcommand)]
+enum Tools {
     /// Call a running service with the generated client.
     Call {
         /// Server URL.
@@ -59,7 +27,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Debug, Subcommand)]
 enum Rpc {
     /// GetUser.
     Get { id: String },
@@ -77,17 +45,15 @@ enum Rpc {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // `print-config --help` ends with the reference of every key.
-    let command = Args::command().mut_subcommand("print-config", |c| {
-        c.after_long_help(Config::<()>::reference())
-    });
-    let args = Args::from_arg_matches(&command.get_matches())?;
-    // Loaded by the commands that need it (not `call`, a client).
-    let config = || user_service::loader(args.config.as_deref()).load();
-    match args.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let config = config()?;
+async fn main() -> ExitCode {
+    keel_rpc::cli::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli: Cli<Tools> = Cli::parse::<()>(keel_rpc::cli::program!());
+    let loader = user_service::loader(cli.config_file());
+    match cli.run::<()>(&loader, SERVICES).await? {
+        Action::Serve(config) => {
             // Logs and tracing as `[telemetry]` says; flushed after draining.
             let mut telemetry = keel_rpc::telemetry::init(&config)?;
             let keel = keel_rpc::Keel::new(&config, SERVICES)?;
@@ -95,16 +61,8 @@ async fn main() -> anyhow::Result<()> {
             user_service::server(&keel, &config, users)?.serve().await?;
             telemetry.shutdown().await?;
         }
-        Command::PrintConfig => print!("{}", config()?.to_toml_redacted()),
-        Command::Probe { service } => keel_rpc::serve::probe_local(&config()?, &service).await?,
-        Command::MintToken { sub, scopes, ttl } => {
-            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-            println!(
-                "{}",
-                keel_rpc::auth::mint_access_token(&config()?.auth, &sub, &scopes, ttl)?
-            );
-        }
-        Command::Call { url, token, rpc } => call(url, token, rpc).await?,
+        Action::Service(Tools::Call { url, token, rpc }) => call(url, token, rpc).await?,
+        Action::Done => {}
     }
     Ok(())
 }

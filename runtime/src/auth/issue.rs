@@ -48,6 +48,26 @@ pub fn mint_access_token(
         Some(secret) if config.algorithm.is_hmac() => secret,
         _ => return Err(IssueError::NotHmac(config.algorithm)),
     };
+    sign_access_token(
+        config,
+        config.algorithm,
+        &EncodingKey::from_secret(secret.expose().as_bytes()),
+        sub,
+        scopes,
+        ttl,
+    )
+}
+
+/// An access token for `sub` with `scopes`, valid for `ttl`, signed with
+/// `key` by `algorithm`, carrying `config`'s `iss`/`aud`.
+pub(crate) fn sign_access_token(
+    config: &AuthConfig,
+    algorithm: crate::config::Algorithm,
+    key: &EncodingKey,
+    sub: &str,
+    scopes: &[&str],
+    ttl: Duration,
+) -> Result<String, IssueError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -63,8 +83,8 @@ pub fn mint_access_token(
         token_use: "access",
     };
     Ok(jsonwebtoken::encode(
-        &Header::new(config.algorithm.to_jsonwebtoken()),
+        &Header::new(algorithm.to_jsonwebtoken()),
         &claims,
-        &EncodingKey::from_secret(secret.expose().as_bytes()),
+        key,
     )?)
 }

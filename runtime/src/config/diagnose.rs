@@ -110,8 +110,8 @@ impl<'a> Decoder<'a> {
             let key = join(path, &name);
             let source = self.source_of(&key);
             let mut problem = match path {
-                "" => format!("{key}: unknown section; {}", one_of(&known)),
-                _ => format!("{key}: unknown key; {}", one_of(&known)),
+                "" => format!("{key}: unknown section; {}", one_of_near(&name, &known)),
+                _ => format!("{key}: unknown key; {}", one_of_near(&name, &known)),
             };
             if path.is_empty()
                 && source
@@ -242,7 +242,7 @@ fn error_key(base: &str, error: &figment::Error) -> String {
 /// What is wrong, by the kind of error (without the offending value).
 fn error_message(kind: &Kind, secret: bool) -> String {
     match kind {
-        Kind::UnknownField(_, expected) => format!("unknown key; {}", one_of(expected)),
+        Kind::UnknownField(name, expected) => format!("unknown key; {}", one_of_near(name, expected)),
         Kind::UnknownVariant(value, expected) => {
             let shown = if secret { REDACTED } else { value };
             let mut message = format!("unknown value {shown:?}; {}", one_of(expected));
@@ -266,6 +266,29 @@ fn error_message(kind: &Kind, secret: bool) -> String {
 
 fn one_of(expected: &[&str]) -> String {
     format!("expected one of: {}", expected.join(", "))
+}
+
+/// [`one_of`], with ` (did you mean X?)` when `name` is a near miss of one
+/// of them: a typo, a transposition, a letter too many or too few.
+fn one_of_near(name: &str, expected: &[&str]) -> String {
+    let mut listed = one_of(expected);
+    if let Some(near) = nearest(name, expected) {
+        listed.push_str(&format!(" (did you mean {near}?)"));
+    }
+    listed
+}
+
+/// The candidate closest to `name` in edits, if within one edit per four
+/// characters (at least one): closer than that is a typo, farther a
+/// different word.
+pub(super) fn nearest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let allowed = (name.chars().count() / 4).max(1);
+    candidates
+        .iter()
+        .map(|candidate| (strsim::damerau_levenshtein(name, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
 }
 
 /// ` (from SOURCE)`, or nothing.

@@ -171,9 +171,15 @@ impl<App: Section> Config<App> {
     }
 
     /// The configuration as TOML, with secrets shown as `[redacted]` (handy for logging the
-    /// effective configuration at startup).
+    /// effective configuration at startup). `[store]` appears once it differs from the built-in
+    /// defaults: a service that keeps data names its database, so a store left at the defaults
+    /// is one the service does not use.
     pub fn to_toml_redacted(&self) -> String {
-        toml::to_string(&self.to_toml())
+        let mut table = self.to_toml();
+        if self.store.to_toml() == StoreConfig::default().to_toml() {
+            table.remove("store");
+        }
+        toml::to_string(&table)
             .unwrap_or_else(|e| format!("# the configuration could not be rendered as TOML: {e}\n"))
     }
 

@@ -1,8 +1,11 @@
 //! Tests of a Keel service in a few lines (cargo feature `testing`): the
 //! service served on an ephemeral port of 127.0.0.1 as in production
 //! ([`TestServer`]), a client runtime for its generated client
-//! ([`client`]), access tokens with given scopes ([`token`]), and, with the
-//! `store` feature, a fresh database per test on SQLite and on PostgreSQL
+//! ([`client`]), REST calls to its `google.api.http` routes
+//! ([`TestServer::rest`]), access tokens with given scopes ([`token`], or
+//! [`TestKey`] for a service that verifies with a public key), the error
+//! details Keel's answers carry ([`StatusExt`]), and, with the `store`
+//! feature, a fresh database per test on SQLite and on PostgreSQL
 //! ([`TestDb`], [`on_both_backends!`](crate::on_both_backends)).
 //!
 //! ```no_run
@@ -106,6 +109,12 @@ impl TestServer {
         })
     }
 
+    /// A REST client of this server (HTTP/1.1 on the gRPC port, where the
+    /// `google.api.http` routes are served).
+    pub fn rest(&self) -> Rest {
+        Rest::new(self.grpc)
+    }
+
     /// The gRPC address.
     pub fn addr(&self) -> SocketAddr {
         self.grpc
@@ -193,7 +202,25 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// Reading the details of a [`tonic::Status`] (tonic-types'): a
+/// validation failure's [`BadRequest`], a rate limit's [`RetryInfo`].
+///
+/// ```
+/// use keel_rpc::testing::StatusExt as _;
+///
+/// # let status = tonic::Status::with_error_details(tonic::Code::InvalidArgument, "bad",
+/// #     keel_rpc::testing::ErrorDetails::with_bad_request_violation("name", "must be at least 1 character"));
+/// // status: a CreateUser with an empty name
+/// let violations = status.get_details_bad_request().expect("a BadRequest").field_violations;
+/// assert_eq!(violations[0].field, "name");
+/// ```
+pub use tonic_types::{BadRequest, ErrorDetails, FieldViolation, RetryInfo, StatusExt};
+
 #[cfg(feature = "store")]
 mod db;
+mod keys;
+mod rest;
 #[cfg(feature = "store")]
 pub use db::{Db, POSTGRES_ENV, TestDb};
+pub use keys::{TestKey, TestKeyError};
+pub use rest::{Rest, RestError, RestRequest, RestResponse};

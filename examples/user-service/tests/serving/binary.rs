@@ -192,3 +192,76 @@ async fn the_call_command_prints_the_proto3_json_mapping() {
     assert_eq!(health["status"], "STATUS_SERVING", "{health}");
     server.stop().await;
 }
+
+/// Runs the binary with only `vars` in its environment.
+fn run_binary(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run user-service")
+}
+
+#[test]
+fn a_failed_command_prints_one_error_without_debug_or_backtrace() {
+    let output = run_binary(&["print-config"], &[("RUST_BACKTRACE", "1")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr,
+        "error: invalid configuration:\n  - auth.hmac_secret: missing; required for HS256 \
+         (set KEEL_AUTH__HMAC_SECRET)\n"
+    );
+}
+
+#[test]
+fn mint_token_signs_with_the_services_key_for_the_scopes_its_methods_require() {
+    let development = [("KEEL_SERVICE__ENVIRONMENT", "development")];
+    let output = run_binary(&["mint-token", "--sub", "ada", "--ttl", "5m"], &development);
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.set_audience(&["keel-examples"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(user_service::DEV_SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("signed with the development secret")
+    .claims;
+    assert_eq!(claims["sub"], "ada");
+    assert_eq!(claims["scope"], "users:read users:write");
+    let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(lifetime, 300);
+
+    // Not in production, even with a key of its own.
+    let output = run_binary(
+        &["mint-token"],
+        &[("KEEL_AUTH__HMAC_SECRET", "a-production-secret-of-32-bytes-or-more")],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: mint-token is for development"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_call_prints_its_code_and_message() {
+    let server = common::Server::start(common::config()).await;
+    let url = format!("http://{}", server.grpc);
+    let output = tokio::task::spawn_blocking(move || {
+        run_binary(&["call", "--url", &url, "get", "u-000001"], &[])
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: Unauthenticated: missing bearer token\n"
+    );
+    server.stop().await;
+}
