@@ -328,9 +328,9 @@ async fn acknowledged_tokens_survive_kill_9(db: Db) {
 
 keel_rpc::on_both_backends!(acknowledged_tokens_survive_kill_9);
 
-/// Three replicas on one PostgreSQL database behind tonic's balanced
-/// channel (`keel_rpc::client::balanced`, which takes out a replica whose port
-/// refuses connections), called through the generated client: one is killed with SIGKILL
+/// Three replicas on one PostgreSQL database balanced per call
+/// (`Client::balance`, which ejects a replica whose calls fail in a row and
+/// steers retries away from one that just failed), called through the generated client: one is killed with SIGKILL
 /// in the middle of a burst of logins and refreshes, and no call fails (the
 /// client's retry policy from auth.proto sends the calls it was serving to
 /// the others, and a refresh whose answer was lost is recognised by its
@@ -364,8 +364,7 @@ async fn three_replicas_one_killed_mid_burst_no_call_fails() {
             keel_rpc::metrics::ClientMetrics::new(metrics.registry()).expect("client metrics"),
         );
         let auth = auth_service::auth_v1::connect_auth_service(
-            keel_rpc::client::balanced(endpoints, Duration::from_millis(100))
-                .expect("balanced channel"),
+            client.balance("auth", endpoints).expect("balanced channel"),
             &client,
         )
         .expect("generated client");

@@ -48,18 +48,16 @@ pub struct Sections {
 #[derive(Clone, Debug, PartialEq, Eq, Section)]
 #[config(validate = Self::problems)]
 pub struct Upstream {
-    /// URL of user-service.
+    /// Where user-service is: a URL (one replica), or `dns:///name:port` (every address of
+    /// the name a replica, calls balanced over them).
     #[config(default = "http://127.0.0.1:50051")]
     pub user_service: String,
 }
 
 impl Upstream {
     fn problems(&self, problems: &mut Problems<'_>) {
-        if let Err(e) = tonic::transport::Endpoint::from_shared(self.user_service.clone()) {
-            problems.push(
-                "user_service",
-                format!("{:?} is not a URL: {e}", self.user_service),
-            );
+        if let Err(e) = keel_rpc::client::check_target(&self.user_service) {
+            problems.push("user_service", e.to_string());
         }
     }
 }

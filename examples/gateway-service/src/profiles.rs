@@ -2,9 +2,8 @@
 
 use keel_rpc::RequestExt;
 use keel_rpc::auth::StaticToken;
-use keel_rpc::client::Client;
+use keel_rpc::client::{Client, Transport};
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use user_service::user_v1::{self, GetUserRequest};
 
@@ -21,7 +20,7 @@ use crate::gateway_v1::{GetProfileRequest, Profile};
 #[derive(Clone, Debug)]
 pub struct Profiles {
     client: Client,
-    user_service: Channel,
+    user_service: Transport,
 }
 
 impl Profiles {

@@ -33,7 +33,8 @@
 //!   or `idempotency_level` set) while it is not committed and its code is
 //!   retryable, within its deadline, counting each retry in
 //!   `keel_client_retries_total` and as an event of its span; the calls of
-//!   other methods are not buffered;
+//!   other methods are not buffered (over a balanced target, a retry goes
+//!   to another replica: see [Balancing](#balancing));
 //! - records the go-grpc-prometheus client metrics
 //!   ([`ClientMetrics`]), once per call whatever its attempts.
 //!
@@ -56,6 +57,50 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Balancing
+//!
+//! A target is a URL, `http(s)://host:port`, one address and one HTTP/2
+//! connection, or, in grpc-go's syntax, `dns:///name:port`: every A and
+//! AAAA record of `name` is a replica, with a connection of its own, and
+//! each call goes to one of them ([`Client::balance`] does the same over a
+//! fixed list of endpoints):
+//!
+//! - **resolving**: with the system's DNS servers (`/etc/resolv.conf`), or
+//!   `client.dns.nameservers`; again every `client.dns.refresh`, and soon
+//!   after a connection to a replica fails (at most every
+//!   `client.dns.min_refresh`). A resolution that fails keeps the last set
+//!   and is counted; while there has never been a set, calls fail at once
+//!   with `UNAVAILABLE` naming the target. Replicas are called over TLS
+//!   when `client.dns.tls` is on (`client.tls`, with the target's name as
+//!   the server's);
+//! - **choosing, per call**: two ready replicas at random, and the one whose
+//!   PeakEWMA cost (latency estimate × calls in flight) is lower (tower's
+//!   `p2c::Balance`, as linkerd does); a replica whose last call failed
+//!   less than `client.balance.avoid_after_failure` ago loses against any
+//!   that did not, so a retry goes to another replica;
+//! - **ejecting**, as Envoy's outlier detection: after
+//!   `client.balance.consecutive_failures` transport failures or
+//!   `UNAVAILABLE` answers in a row, a replica gets no call for
+//!   `client.balance.base_ejection` × the times it was ejected (at most
+//!   `max_ejection`), never more than half of the set at once;
+//! - **metrics**: `keel_client_endpoints{target,state}` (`ready`,
+//!   `ejected`) and `keel_client_resolutions_total{target,result}` (`ok`,
+//!   `error`), registered by [`Client::new`], by target, never by address.
+//!
+//! ```no_run
+//! # mod user_v1 {
+//! #   pub static USER_SERVICE_POLICY: keel_rpc::codegen::ServicePolicy =
+//! #     keel_rpc::codegen::ServicePolicy { name: "user.v1.UserService", methods: &[], route: |_| None };
+//! # }
+//! # async fn run(client: keel_rpc::client::Client) -> Result<(), keel_rpc::Error> {
+//! // Once per process; clones share the resolver and the connections.
+//! let users = client.connect("dns:///users.internal:50051")?;
+//! let service = client.wrap(&user_v1::USER_SERVICE_POLICY, users.clone());
+//! // or: user_v1::connect_user_service(users.clone(), &client)?
+//! # let _ = service;
+//! # Ok(()) }
+//! ```
+//!
 //! # Forwarding the caller's identity
 //!
 //! A service that calls another on behalf of its caller derives a client
@@ -68,7 +113,10 @@ mod balance;
 mod body;
 mod call;
 mod layer;
+mod resolve;
 mod retry;
+mod target;
+mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,19 +124,22 @@ use std::time::Duration;
 use prometheus::Registry;
 use tonic::transport::{Channel as TonicChannel, ClientTlsConfig as TonicTls, Endpoint};
 
-pub use balance::balanced;
 pub use body::ResponseBody;
 pub use call::ClientCall;
 pub use layer::{ClientFuture, ClientLayer, ClientService};
+pub use transport::{Transport, TransportFuture};
 
+use self::balance::BalanceMetrics;
+use self::resolve::Resolver;
 use crate::auth::TokenSource;
-use crate::config::Config;
+use crate::config::{BalanceConfig, Config, DnsConfig};
 use crate::metrics::{ClientMetrics, MetricsError};
 use crate::policy::ServicePolicy;
 
 /// The service under a generated client built by a Keel constructor: a
-/// tonic channel behind Keel's client layer.
-pub type Channel = ClientService<TonicChannel>;
+/// [`Transport`] (one tonic channel, or balanced replicas) behind Keel's
+/// client layer.
+pub type Channel = ClientService<Transport>;
 
 /// What a client could not be built from.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +152,23 @@ pub enum ClientError {
         endpoint: String,
         /// What tonic said.
         source: tonic::transport::Error,
+    },
+    /// The target is not a URL nor a `dns:///name:port` target.
+    #[error("invalid target {target:?}: {reason}")]
+    InvalidTarget {
+        /// The target given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No resolver could be made for a `dns:///` target (the system's DNS
+    /// configuration did not read).
+    #[error("resolving {target}: {reason}")]
+    Resolver {
+        /// The target given.
+        target: String,
+        /// What failed.
+        reason: String,
     },
     /// A lazy channel needs a Tokio runtime to run its connection on.
     #[error("connecting to {0}: no Tokio runtime is running; build the client inside one")]
@@ -124,6 +192,15 @@ pub struct Client {
     /// The TLS of `https://` URLs given to [`connect`](Self::connect); `None`: the system's
     /// trust store.
     tls: Option<TonicTls>,
+    /// Whether `client.tls.server_name` names the server (else a `dns:///`
+    /// target's name does).
+    tls_names_server: bool,
+    /// `[client.dns]`.
+    dns: DnsConfig,
+    /// `[client.balance]`.
+    balance: BalanceConfig,
+    /// `keel_client_endpoints` and `keel_client_resolutions_total`.
+    balance_metrics: BalanceMetrics,
 }
 
 impl std::fmt::Debug for Client {
@@ -148,17 +225,27 @@ impl Client {
         );
         Ok(Client {
             tls: Some(crate::tls::client_tls(&config.client.tls)?),
+            tls_names_server: config.client.tls.server_name.is_some(),
+            dns: config.client.dns.clone(),
+            balance: config.client.balance.clone(),
+            balance_metrics: BalanceMetrics::new(registry)?,
             ..client
         })
     }
 
-    /// A client runtime from parts built elsewhere.
+    /// A client runtime from parts built elsewhere, with the default
+    /// `[client.dns]` and `[client.balance]` (whose metrics are then not
+    /// registered anywhere).
     pub fn from_parts(default_deadline: Duration, metrics: ClientMetrics) -> Self {
         Client {
             default_deadline,
             metrics,
             tokens: None,
             tls: None,
+            tls_names_server: false,
+            dns: DnsConfig::default(),
+            balance: BalanceConfig::default(),
+            balance_metrics: BalanceMetrics::unregistered(),
         }
     }
 
@@ -214,11 +301,87 @@ impl Client {
         tower::Layer::layer(&self.layer(policy), inner)
     }
 
-    /// A channel to `endpoint` that connects on first use (and reconnects);
-    /// an `https://` URL is called over TLS as `client.tls` says (see
-    /// [`IntoChannel`]). The generated `*_client` constructors call this.
-    pub fn connect(&self, endpoint: impl IntoChannel) -> Result<TonicChannel, ClientError> {
-        endpoint.into_channel(self)
+    /// The transport of calls to `target`, which connects on first use (and
+    /// reconnects): a URL (`http://host:port`; `https://` over TLS as
+    /// `client.tls` says) is one channel; `dns:///name:port` is every
+    /// address of `name`, balanced per call (see [`IntoChannel`] and the
+    /// [module docs](self#balancing)). The generated `connect_*`
+    /// constructors call this. Connect to a target once and clone what
+    /// this returns: each call of `connect` with a `dns:///` target starts
+    /// its own resolver and connections.
+    pub fn connect(&self, target: impl IntoChannel) -> Result<Transport, ClientError> {
+        target.into_channel(self)
+    }
+
+    /// Calls balanced over `endpoints`, as over the addresses of a
+    /// `dns:///` target (a list is a resolver that never changes): per
+    /// call, the less loaded of two replicas picked at random, and failing
+    /// replicas ejected as `[client.balance]` says. Each endpoint is used
+    /// as it was built (its TLS, its timeouts); `name` is the `target` label
+    /// of its metrics and names it in errors.
+    ///
+    /// ```no_run
+    /// # async fn run(client: keel_rpc::client::Client) -> Result<(), keel_rpc::Error> {
+    /// use tonic::transport::Endpoint;
+    ///
+    /// let replicas = ["http://10.0.0.1:50053", "http://10.0.0.2:50053", "http://10.0.0.3:50053"]
+    ///     .map(Endpoint::from_static);
+    /// let auth = client.balance("auth", replicas)?;
+    /// // connect_auth_service(auth, &client)?  (any generated client constructor)
+    /// # let _ = auth;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn balance(
+        &self,
+        name: &str,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Result<Transport, ClientError> {
+        let list = resolve::List::new(endpoints);
+        if list.len() == 0 {
+            return Err(ClientError::InvalidTarget {
+                target: name.to_owned(),
+                reason: "the list of endpoints is empty".to_owned(),
+            });
+        }
+        let balanced = balance::start(
+            Resolver::List(list),
+            name.to_owned(),
+            &self.balance,
+            &self.dns,
+            &self.balance_metrics,
+        )?;
+        Ok(Transport::balanced(balanced))
+    }
+
+    /// The balanced transport of a `dns:///` target.
+    fn resolve(&self, text: &str, dns: target::DnsTarget) -> Result<Transport, ClientError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ClientError::NoRuntime(text.to_owned()));
+        }
+        let tls = self.dns.tls.then(|| match self.tls_names_server {
+            true => self.tls(),
+            false => self.tls().domain_name(dns.host.clone()),
+        });
+        let template = resolve::Template {
+            tls,
+            connect_timeout: self.balance.connect_timeout,
+        };
+        let resolver =
+            resolve::Dns::new(&dns.host, dns.port, &self.dns, template).map_err(|e| {
+                ClientError::Resolver {
+                    target: text.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let balanced = balance::start(
+            Resolver::Dns(Box::new(resolver)),
+            text.to_owned(),
+            &self.balance,
+            &self.dns,
+            &self.balance_metrics,
+        )?;
+        Ok(Transport::balanced(balanced))
     }
 
     /// The TLS of calls to `https://` URLs.
@@ -229,54 +392,88 @@ impl Client {
     }
 }
 
-/// What a generated client constructor accepts as its transport: a
-/// tonic [`Channel`](tonic::transport::Channel), an [`Endpoint`] or a URL (`"http://127.0.0.1:50051"`).
-/// Endpoints and URLs give a lazy channel, which connects on first use and
-/// needs a Tokio runtime. A URL starting with `https://` is called over TLS
-/// with the [`Client`]'s `client.tls`; a `Channel` or `Endpoint` is used as
-/// it was built.
-pub trait IntoChannel {
-    /// The channel, for calls made through `client`.
-    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError>;
+/// Checks `target` as [`Client::connect`] reads it, without connecting: a
+/// URL (`http://host:port`, `https://…`) or `dns:///name:port`. For
+/// configuration checks, so that a bad target is reported by key before
+/// anything runs.
+pub fn check_target(target: &str) -> Result<(), ClientError> {
+    if target::dns(target)?.is_some() {
+        return Ok(());
+    }
+    Endpoint::from_shared(target.to_owned())
+        .map(|_| ())
+        .map_err(|source| ClientError::InvalidEndpoint {
+            endpoint: target.to_owned(),
+            source,
+        })
 }
 
-impl IntoChannel for TonicChannel {
-    fn into_channel(self, _: &Client) -> Result<TonicChannel, ClientError> {
+/// What a generated client constructor accepts as its transport: a
+/// [`Transport`], a tonic [`Channel`](tonic::transport::Channel), an
+/// [`Endpoint`], a URL (`"http://127.0.0.1:50051"`) or a `dns:///` target
+/// (`"dns:///users.internal:50051"`, every A and AAAA record of the name a
+/// replica, balanced per call). Endpoints and targets give lazy
+/// connections, which connect on first use and need a Tokio runtime. A URL
+/// starting with `https://` is called over TLS with the [`Client`]'s
+/// `client.tls`, as are a `dns:///` target's replicas when `client.dns.tls`
+/// is on; a `Channel` or `Endpoint` is used as it was built.
+pub trait IntoChannel {
+    /// The transport, for calls made through `client`.
+    fn into_channel(self, client: &Client) -> Result<Transport, ClientError>;
+}
+
+impl IntoChannel for Transport {
+    fn into_channel(self, _: &Client) -> Result<Transport, ClientError> {
         Ok(self)
     }
 }
 
+impl IntoChannel for TonicChannel {
+    fn into_channel(self, _: &Client) -> Result<Transport, ClientError> {
+        Ok(self.into())
+    }
+}
+
 impl IntoChannel for Endpoint {
-    fn into_channel(self, _: &Client) -> Result<TonicChannel, ClientError> {
+    fn into_channel(self, _: &Client) -> Result<Transport, ClientError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ClientError::NoRuntime(self.uri().to_string()));
         }
-        Ok(self.connect_lazy())
+        Ok(self.connect_lazy().into())
     }
 }
 
 impl IntoChannel for &Endpoint {
-    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError> {
+    fn into_channel(self, client: &Client) -> Result<Transport, ClientError> {
         self.clone().into_channel(client)
     }
 }
 
 impl IntoChannel for &str {
-    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError> {
-        self.to_owned().into_channel(client)
-    }
-}
-
-impl IntoChannel for String {
-    fn into_channel(self, client: &Client) -> Result<TonicChannel, ClientError> {
+    fn into_channel(self, client: &Client) -> Result<Transport, ClientError> {
+        if let Some(dns) = target::dns(self)? {
+            return client.resolve(self, dns);
+        }
         let invalid = |source| ClientError::InvalidEndpoint {
-            endpoint: self.clone(),
+            endpoint: self.to_owned(),
             source,
         };
-        let mut endpoint = Endpoint::from_shared(self.clone()).map_err(invalid)?;
+        let mut endpoint = Endpoint::from_shared(self.to_owned()).map_err(invalid)?;
         if endpoint.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
             endpoint = endpoint.tls_config(client.tls()).map_err(invalid)?;
         }
         endpoint.into_channel(client)
+    }
+}
+
+impl IntoChannel for String {
+    fn into_channel(self, client: &Client) -> Result<Transport, ClientError> {
+        self.as_str().into_channel(client)
+    }
+}
+
+impl IntoChannel for &String {
+    fn into_channel(self, client: &Client) -> Result<Transport, ClientError> {
+        self.as_str().into_channel(client)
     }
 }

@@ -76,6 +76,7 @@
 //! errors (see [`Section`] for an example). Any other top-level section is reported as unknown.
 
 mod algorithm;
+mod client_balance;
 mod diagnose;
 mod env;
 mod environment;
@@ -97,6 +98,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use algorithm::Algorithm;
+pub use client_balance::{BalanceConfig, DnsConfig};
 pub use diagnose::Decoder;
 pub use env::{ENV_PREFIX, ENV_SEPARATOR, ENV_TEST_PREFIX};
 pub use environment::Environment;
@@ -554,6 +556,12 @@ pub struct ClientConfig {
     /// TLS of calls to `https://` endpoints (`[client.tls]`).
     #[config(section)]
     pub tls: ClientTlsConfig,
+    /// Resolving `dns:///` targets (`[client.dns]`).
+    #[config(section)]
+    pub dns: DnsConfig,
+    /// Spreading calls over replicas, ejecting failing ones (`[client.balance]`).
+    #[config(section)]
+    pub balance: BalanceConfig,
 }
 
 /// TLS of generated clients' calls to `https://` endpoints (`[client.tls]`); `http://`
