@@ -1,6 +1,7 @@
 //! [`Keel`]: what generated code needs at run time, built once from config.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower::Layer;
 
@@ -19,6 +20,9 @@ pub struct Keel {
     verifier: Arc<Verifier>,
     metrics: Metrics,
     max_message_bytes: usize,
+    /// How long a call's one request message has to arrive
+    /// (`server.request_body_timeout`).
+    request_body_timeout: Duration,
     /// The keys of `auth.jwks_url`, which [`Keel::server`]'s `serve` fetches and refreshes.
     remote_keys: Option<Arc<RemoteKeys>>,
     /// The services it was built for (their REST routes are served).
@@ -50,6 +54,7 @@ impl Keel {
             verifier,
             metrics,
             max_message_bytes: config.server.max_message_bytes,
+            request_body_timeout: config.server.request_body_timeout,
             remote_keys: remote_keys.map(Arc::new),
             services: services.into(),
         })
@@ -67,6 +72,7 @@ impl Keel {
             verifier,
             metrics,
             max_message_bytes,
+            request_body_timeout: crate::config::ServerConfig::default().request_body_timeout,
             remote_keys: None,
             services: Arc::new([]),
         }
@@ -95,6 +101,7 @@ impl Keel {
             metrics,
             self.verifier.clone(),
             self.max_message_bytes,
+            self.request_body_timeout,
             exposes_method,
         ))
     }

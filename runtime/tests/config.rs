@@ -327,7 +327,10 @@ fn near_misses_of_sections_and_keys_suggest_the_name_and_far_ones_do_not() {
     let key = problem_for(&problems, "server.max_conections");
     assert!(key.contains("(did you mean max_connections?)"), "{key}");
     let far = problem_for(&problems, "server.colour");
-    assert!(far.contains("unknown key") && !far.contains("did you mean"), "{far}");
+    assert!(
+        far.contains("unknown key") && !far.contains("did you mean"),
+        "{far}"
+    );
 }
 
 #[test]
@@ -535,7 +538,10 @@ fn secrets_are_redacted() {
         .expect("loads");
     let printed = with_store.to_toml_redacted();
     assert!(printed.contains("[store]\n"), "{printed}");
-    assert!(printed.contains("url = \"sqlite://users.db?mode=rwc\""), "{printed}");
+    assert!(
+        printed.contains("url = \"sqlite://users.db?mode=rwc\""),
+        "{printed}"
+    );
 
     let loader_debug = format!("{:?}", env_only([]));
     assert!(!loader_debug.contains(SECRET), "{loader_debug}");

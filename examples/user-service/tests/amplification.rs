@@ -47,8 +47,23 @@ fn said<T>(request: &Request<T>) -> Status {
         Some("huge") => Status::not_found("é".repeat(1_500_000)),
         // Exactly the bound.
         Some("bound") => Status::not_found("é".repeat(BOUND / 2)),
+        // A short status with 64 KiB of the handler's metadata.
+        Some("metadata") => Status::with_metadata(Code::NotFound, SHORT, huge_metadata()),
         _ => Status::not_found(SHORT),
     }
+}
+
+/// 64 entries of 1000 bytes each (and a small one first), as a handler
+/// that echoes its input might write.
+fn huge_metadata() -> tonic::metadata::MetadataMap {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert("x-small", "kept".parse().unwrap());
+    for i in 0..64 {
+        let key = format!("x-echo-{i:02}");
+        let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes()).unwrap();
+        metadata.insert(key, "e".repeat(1000).parse().unwrap());
+    }
+    metadata
 }
 
 /// `Users`, but `GetUser` fails with [`said`] (a trailers-only answer), and
@@ -59,6 +74,16 @@ struct Loud(Users);
 #[tonic::async_trait]
 impl UserService for Loud {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        // The answer itself with huge metadata.
+        if request
+            .metadata()
+            .get("x-say")
+            .is_some_and(|v| v == "answer-metadata")
+        {
+            let mut answer = Response::new(User::default());
+            *answer.metadata_mut() = huge_metadata();
+            return Ok(answer);
+        }
         Err(said(&request))
     }
     async fn create_user(&self, r: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
@@ -393,6 +418,58 @@ async fn a_message_within_the_bound_goes_out_byte_for_byte() {
             assert_eq!(*answer.raw_message(), encoded(message.clone()), "{say}");
             assert_eq!(answer.status().message(), message);
         }
+    }
+    server.stop().await.unwrap();
+}
+
+/// HTTP/2's size of a header block (RFC 9113: name, value, 32 bytes each).
+fn header_list_size(headers: &HeaderMap) -> usize {
+    (headers.iter())
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
+/// A handler's metadata, in the answer's headers, a trailers-only answer
+/// or a stream's trailers, is kept within 8 KiB a header block (what grpc
+/// core clients take by default): gRPC's own entries and the status are
+/// kept, the handler's entries in order while they fit.
+#[tokio::test]
+async fn a_handlers_metadata_is_bounded_in_every_header_block() {
+    const LIMIT: usize = 8 * 1024;
+    let server = loud(false).await;
+    let get = GetUserRequest { id: "u-1".into() }.encode_to_vec();
+    let path = "/user.v1.UserService/GetUser";
+
+    // On the answer's headers.
+    let answer = grpc(server.addr(), path, &get, &[("x-say", "answer-metadata")]).await;
+    assert_eq!(answer.status().code(), Code::Ok);
+    assert_eq!(answer.messages, 1);
+    assert!(
+        header_list_size(&answer.headers) <= LIMIT,
+        "{}",
+        header_list_size(&answer.headers)
+    );
+    assert_eq!(answer.headers["x-small"], "kept");
+    assert!(answer.headers.contains_key("x-echo-00"));
+    assert!(!answer.headers.contains_key("x-echo-63"));
+
+    // On a trailers-only answer, and a stream's trailers.
+    for (path, message) in [(path, &get[..]), ("/user.v1.UserService/ExportUsers", &[])] {
+        let answer = grpc(server.addr(), path, message, &[("x-say", "metadata")]).await;
+        let status = answer.status();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, SHORT),
+            "{path}"
+        );
+        let carrier = answer.status_carrier();
+        assert!(
+            header_list_size(carrier) <= LIMIT,
+            "{path}: {}",
+            header_list_size(carrier)
+        );
+        assert_eq!(carrier["x-small"], "kept", "{path}");
+        assert!(!carrier.contains_key("x-echo-63"), "{path}");
     }
     server.stop().await.unwrap();
 }

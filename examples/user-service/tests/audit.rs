@@ -1,6 +1,7 @@
 //! A layer of the service's own inside Keel's pipeline, driven by an option
 //! of its own proto: `(user.v1.audit)` methods are recorded with who called
-//! them, the others not at all.
+//! them and how the call ended (a call validation refused is recorded as
+//! refused, not as done), the others not at all.
 
 mod common;
 
@@ -34,6 +35,18 @@ async fn audited_methods_are_recorded_with_their_caller_and_others_are_not() {
         .get_user(with_token(GetUserRequest { id: created.id }, &writer))
         .await
         .unwrap();
+    // Refused by validation, after the layer: recorded as refused.
+    let invalid = client
+        .create_user(with_token(
+            CreateUserRequest {
+                name: "Mallory".into(),
+                email: "not an address".into(),
+            },
+            &writer,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
     // Refused by auth, before any layer of the service's: not audited.
     let refused = client
         .create_user(tonic::Request::new(CreateUserRequest {
@@ -59,11 +72,19 @@ async fn audited_methods_are_recorded_with_their_caller_and_others_are_not() {
                 action: "user.create".into(),
                 method: "/user.v1.UserService/CreateUser",
                 subject: Some("alice".into()),
+                outcome: "OK",
+            },
+            AuditEntry {
+                action: "user.create".into(),
+                method: "/user.v1.UserService/CreateUser",
+                subject: Some("alice".into()),
+                outcome: "INVALID_ARGUMENT",
             },
             AuditEntry {
                 action: "user.import".into(),
                 method: "/user.v1.UserService/ImportUsers",
                 subject: Some("alice".into()),
+                outcome: "OK",
             },
         ]
     );

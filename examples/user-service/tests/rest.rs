@@ -226,7 +226,13 @@ async fn failures_are_status_json_with_the_http_status_of_their_code() {
     assert_eq!(handled("GetUser", "NotFound"), "1");
     assert_eq!(handled("GetUser", "Unauthenticated"), "1");
     assert_eq!(handled("CreateUser", "PermissionDenied"), "1");
-    assert_eq!(handled("CreateUser", "InvalidArgument"), "1");
+    // Refused before they became calls, and counted as the calls they were
+    // meant to be: the three bodies that are no CreateUserRequest beside
+    // the one validation refused, a query naming no field beside the
+    // negative page size, and the body over the limit.
+    assert_eq!(handled("CreateUser", "InvalidArgument"), "4");
+    assert_eq!(handled("ListUsers", "InvalidArgument"), "2");
+    assert_eq!(handled("CreateUser", "ResourceExhausted"), "1");
     server.stop().await;
 }
 

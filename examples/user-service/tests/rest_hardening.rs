@@ -337,7 +337,11 @@ async fn a_call_without_a_token_is_refused_before_its_body_is_read() {
 
 #[tokio::test]
 async fn refusals_name_what_they_quote_within_bounds() {
-    let server = Server::start(config()).await;
+    // Targets up to hyper's own limit, so that what is quoted is measured
+    // (rather than the target refused 414).
+    let mut config = config();
+    config.server.max_uri_bytes = 65534;
+    let server = Server::start(config).await;
     let writer = writer();
 
     // A 1 MiB key the message does not have.
@@ -614,5 +618,65 @@ async fn a_value_of_the_wrong_type_is_named_in_the_callers_terms() {
             assert!(!message.contains(stack), "{path} {body}: {message}");
         }
     }
+    server.stop().await;
+}
+
+/// hyper answers a target over 64 KiB (414), or a head over ~400 KiB (431)
+/// with an empty body; below that, `server.max_uri_bytes` and
+/// `server.max_header_bytes` answer with a Status JSON, as every refusal.
+#[tokio::test]
+async fn a_long_target_or_large_headers_are_refused_with_a_status() {
+    let server = Server::start(config()).await;
+    let writer = writer();
+    let limit = config().server.max_uri_bytes;
+
+    // Over the limit: 414, before any route is looked for.
+    let query = format!("/v1/users?page_token={}", "t".repeat(limit));
+    let refused = rest(&server, "GET", &query, Some(&writer), "").await;
+    assert_eq!(refused.status, 414);
+    assert_eq!(refused.json()["code"], 8, "RESOURCE_EXHAUSTED");
+    assert!(
+        refused.message().contains("server.max_uri_bytes"),
+        "{}",
+        refused.message()
+    );
+    assert!(refused.body.len() < BOUNDED, "{} bytes", refused.body.len());
+    // At the limit, the route answers.
+    let prefix = "/v1/users?page_token=";
+    let at = format!("{prefix}{}", "t".repeat(limit - prefix.len()));
+    assert_eq!(at.len(), limit);
+    let answered = rest(&server, "GET", &at, Some(&writer), "").await;
+    assert_ne!(answered.status, 414, "{}", answered.message());
+
+    // Headers over `server.max_header_bytes`: 431.
+    let big = "v".repeat(config().server.max_header_bytes);
+    let refused = send(
+        &server,
+        "GET",
+        "/v1/users",
+        &[
+            ("authorization", &format!("Bearer {writer}")),
+            ("x-big", &big),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 431);
+    assert_eq!(refused.json()["code"], 8, "RESOURCE_EXHAUSTED");
+    assert!(
+        refused.message().contains("server.max_header_bytes"),
+        "{}",
+        refused.message()
+    );
+
+    // Past hyper's own limit, hyper's answer (documented): no body.
+    let (status, _, body) = raw(
+        &server,
+        &format!("GET /v1/users?page_token={} HTTP/1.1", "t".repeat(70_000)),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 414);
+    assert!(body.is_empty());
     server.stop().await;
 }

@@ -49,7 +49,6 @@ async fn call(
     token: Option<&str>,
     text: bool,
 ) -> WebReply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let body = frame(0, message);
     let (content_type, body) = match text {
         false => ("application/grpc-web+proto", body),
@@ -60,6 +59,20 @@ async fn call(
                 .into_bytes(),
         ),
     };
+    send(server, method, content_type, body, token).await
+}
+
+/// Sends `body` (encoded as `content_type` says) to `method` of UserService
+/// over HTTP/1.1, and reads the answer.
+async fn send(
+    server: &Server,
+    method: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    token: Option<&str>,
+) -> WebReply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let text = content_type.starts_with("application/grpc-web-text");
     let mut request = http::Request::post(format!(
         "http://{}/user.v1.UserService/{method}",
         server.grpc
@@ -263,5 +276,62 @@ async fn without_grpc_web_a_grpc_web_call_is_not_translated() {
         !content_type.starts_with("application/grpc-web"),
         "{content_type}"
     );
+    server.stop().await;
+}
+
+/// The gRPC-Web spec lets a text client encode its body in pieces, each
+/// padded on its own (`base64(a) + base64(b)`): the call is served as if
+/// it were one text.
+#[tokio::test]
+async fn a_text_body_in_pieces_padded_each_is_one_call() {
+    let server = Server::start(web_config()).await;
+    let token = sign_hs(Algorithm::HS256, &claims("users:read users:write"));
+    let create = frame(
+        0,
+        &CreateUserRequest {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        }
+        .encode_to_vec(),
+    );
+    // Cut where both pieces need padding: 4 bytes and the rest.
+    let (first, second) = create.split_at(4);
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let (first, second) = (base64.encode(first), base64.encode(second));
+    assert!(
+        first.ends_with("==") && second.ends_with('='),
+        "{first}{second}"
+    );
+    let body = first + &second;
+    let created = send(
+        &server,
+        "CreateUser",
+        "application/grpc-web-text",
+        body.into_bytes(),
+        Some(&token),
+    )
+    .await;
+    assert!(
+        created.trailers.contains("grpc-status:0"),
+        "{} {:?}",
+        created.trailers,
+        created.headers
+    );
+    let user = User::decode(created.messages[0].clone()).unwrap();
+    assert_eq!(user.name, "Ada");
+
+    // What is not base64 is still refused.
+    let refused = send(
+        &server,
+        "CreateUser",
+        "application/grpc-web-text",
+        b"QQ=QQQ==".to_vec(),
+        Some(&token),
+    )
+    .await;
+    let status = (refused.headers.get("grpc-status"))
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_else(|| refused.trailers.clone());
+    assert!(status.contains("13"), "INTERNAL: {status}");
     server.stop().await;
 }

@@ -29,9 +29,9 @@ pub use admit::authorize;
 pub(crate) use admit::{admit, reject};
 pub use claims::{Caller, Claims, RequestExt};
 pub use error::AuthError;
-pub use issue::{IssueError, mint_access_token};
 #[cfg(feature = "testing")]
 pub(crate) use issue::sign_access_token;
+pub use issue::{IssueError, mint_access_token};
 pub use keys::{KeySet, encoding_key, public_jwk};
 pub use peer::Peer;
 pub use remote::{JwksError, RemoteKeys};

@@ -242,7 +242,9 @@ fn error_key(base: &str, error: &figment::Error) -> String {
 /// What is wrong, by the kind of error (without the offending value).
 fn error_message(kind: &Kind, secret: bool) -> String {
     match kind {
-        Kind::UnknownField(name, expected) => format!("unknown key; {}", one_of_near(name, expected)),
+        Kind::UnknownField(name, expected) => {
+            format!("unknown key; {}", one_of_near(name, expected))
+        }
         Kind::UnknownVariant(value, expected) => {
             let shown = if secret { REDACTED } else { value };
             let mut message = format!("unknown value {shown:?}; {}", one_of(expected));

@@ -270,6 +270,22 @@ pub struct ServerConfig {
     /// gets to close before it is dropped.
     #[config(default = "20s", above = "0s")]
     pub keepalive_timeout: Duration,
+    /// How long a request has, from its headers, to send the rest: a REST or gRPC-Web body, or
+    /// the one request message of a unary or server-streaming gRPC method (client and bidi
+    /// streams are exempt). Past it, REST answers 408 (HTTP/1.1 then closes the connection) and
+    /// gRPC `DEADLINE_EXCEEDED`, counted in `keel_server_request_body_timeouts_total`. A body of
+    /// `max_message_bytes` must come at `max_message_bytes / request_body_timeout` or faster.
+    #[config(default = "30s", above = "0s", max = "10m")]
+    pub request_body_timeout: Duration,
+    /// Longest request target (path and query) of a request that is not gRPC: a longer one is
+    /// answered 414 with a Status JSON. (hyper answers past 64 KiB itself, with no body.)
+    #[config(default = 8192, min = 256, max = 65534)]
+    pub max_uri_bytes: usize,
+    /// Largest total of the header names and values of a request that is not gRPC: past it, 431
+    /// with a Status JSON. (hyper answers more than 100 headers, or a head over ~400 KiB, 431
+    /// itself, with no body; HTTP/2's header list is bounded by hyper's 16 KiB.)
+    #[config(default = 65536, min = 1024, max = 262144)]
+    pub max_header_bytes: usize,
     /// TLS of the gRPC port (`[server.tls]`); unset, plaintext HTTP/2 (h2c), for a service
     /// behind a mesh or a terminating proxy.
     #[config(section)]

@@ -9,6 +9,7 @@
 //! | `grpc_server_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `grpc_server_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 //! | `keel_server_rate_limited_total` | counter | `grpc_service`, `grpc_method` (methods with a `rate_limit`) |
+//! | `keel_server_request_body_timeouts_total` | counter | `grpc_service`, `grpc_method` (methods taking one request message) |
 //! | `keel_server_connections` | gauge | open connections of the gRPC port |
 //! | `keel_server_connections_closed_total` | counter | `reason`: `max_connections` (refused), `handshake_timeout`, `idle` |
 //!
@@ -64,6 +65,10 @@ pub struct Metrics {
     /// Calls refused by their method's rate limit (which
     /// `grpc_server_handled_total` counts as `ResourceExhausted` among others).
     rate_limited: MethodCounter,
+    /// Calls whose request did not arrive within `server.request_body_timeout`
+    /// (which `grpc_server_handled_total` counts as `DeadlineExceeded`, when
+    /// they reached the pipeline: REST's are refused before it).
+    request_body_timeouts: MethodCounter,
     connections: ConnectionMetrics,
 }
 
@@ -90,6 +95,15 @@ impl MethodCounter {
             .map(|m| takes(m).then(|| self.0.with_label_values(&[policy.name, m.name])))
             .collect()
     }
+}
+
+/// Whether a method's calls send one request message (so the time it takes
+/// to arrive is bounded by `server.request_body_timeout`).
+pub(crate) fn takes_one_message(method: &MethodPolicy) -> bool {
+    matches!(
+        method.kind,
+        crate::policy::MethodKind::Unary | crate::policy::MethodKind::ServerStreaming
+    )
 }
 
 /// The gRPC port's connections: how many are open, and why the server
@@ -211,11 +225,20 @@ impl Metrics {
         for policy in services {
             rate_limited.of(policy, |m| m.rate_limit.is_some());
         }
+        let request_body_timeouts = MethodCounter::register(
+            &registry,
+            "keel_server_request_body_timeouts_total",
+            "Total number of RPCs whose request did not arrive within server.request_body_timeout.",
+        )?;
+        for policy in services {
+            request_body_timeouts.of(policy, takes_one_message);
+        }
         let connections = ConnectionMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             families,
             rate_limited,
+            request_body_timeouts,
             connections,
         })
     }
@@ -229,6 +252,17 @@ impl Metrics {
     /// limit refused.
     pub(crate) fn rate_limited(&self, policy: &ServicePolicy) -> Box<[Option<IntCounter>]> {
         self.rate_limited.of(policy, |m| m.rate_limit.is_some())
+    }
+
+    /// By method index, the count of each method's calls whose request did
+    /// not arrive within `server.request_body_timeout`: the methods taking
+    /// one request message (unary and server streaming); `None` for streams
+    /// of requests, which are exempt.
+    pub(crate) fn request_body_timeouts(
+        &self,
+        policy: &ServicePolicy,
+    ) -> Box<[Option<IntCounter>]> {
+        self.request_body_timeouts.of(policy, takes_one_message)
     }
 
     /// The registry holding the metrics.

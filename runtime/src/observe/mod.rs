@@ -7,7 +7,8 @@
 //! headers of a trailers-only response). So:
 //!
 //! - the request side ([`CountingBody`]) counts the messages a call carries,
-//!   and refuses one over the size limit before anything decodes it;
+//!   and refuses one over the size limit before anything decodes it (and,
+//!   on a server, a request that does not arrive in time: `arrival.rs`);
 //! - the response side ([`progress`]) says what each polled frame means for
 //!   the call: a message went by, or the call ended with a code.
 //!
@@ -15,9 +16,11 @@
 //! to the side that observes: `pipeline::ResponseBody` on a server,
 //! `client::ResponseBody` in a generated client.
 
+mod arrival;
 mod request;
 mod response;
 
+pub(crate) use arrival::Arriving;
 pub use request::CountingBody;
 pub(crate) use request::Tallies;
 pub(crate) use response::{Progress, progress};

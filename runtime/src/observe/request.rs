@@ -1,5 +1,6 @@
 //! The request side: a body that counts the messages a call sends (client)
-//! or receives (server), and refuses one over the size limit.
+//! or receives (server), refuses one over the size limit and, on a server,
+//! one that does not arrive in time (`arrival.rs`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,19 +9,23 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use prometheus::IntCounter;
 
-use crate::metrics::ServiceMetrics;
+use super::arrival::Arrival;
+use crate::metrics::{Protocol, ServiceMetrics};
 use crate::wire::{MessageCounter, TooLarge};
 
 pin_project! {
     /// A request body that counts the messages a client sends and refuses
     /// one longer than the limit with `RESOURCE_EXHAUSTED`, before anything
-    /// decodes it.
+    /// decodes it; on a server, a request that takes longer than
+    /// `server.request_body_timeout` to arrive fails `DEADLINE_EXCEEDED`.
     pub struct CountingBody<B> {
         #[pin]
         inner: B,
         counter: MessageCounter,
         tally: Arc<Tally>,
+        arrival: Arrival,
     }
 }
 
@@ -30,13 +35,21 @@ impl<B> CountingBody<B> {
             inner,
             counter: MessageCounter::default(),
             tally,
+            arrival: Arrival::Off,
         }
+    }
+
+    /// The body of a call whose request must have arrived within `limit`
+    /// (`None`: no limit).
+    pub(crate) fn arriving_within(mut self, limit: Option<std::time::Duration>) -> Self {
+        self.arrival = Arrival::within(limit);
+        self
     }
 }
 
-// See `MessageCounter`.
+// See `MessageCounter`; `Arrival` is a duration or a pointer.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<CountingBody<tonic::body::Body>>() == 32);
+const _: () = assert!(std::mem::size_of::<CountingBody<tonic::body::Body>>() == 48);
 
 /// What the [`CountingBody`] of a call counts its messages into, if
 /// anything, and the longest message it lets through: one per method, made
@@ -49,6 +62,9 @@ pub(crate) struct Tally {
     /// than receive.
     sent: bool,
     limit: u64,
+    /// Where a request that did not arrive in time is counted: methods
+    /// taking one request message, on a server.
+    late: Option<IntCounter>,
 }
 
 /// The [`Tally`] of each slot of a service's counts (a method and a
@@ -63,24 +79,39 @@ pub(crate) struct Tallies {
 impl Tallies {
     /// For the requests a server receives: each method's
     /// `grpc_server_msg_received_total`, and messages up to `limit` bytes.
-    pub(crate) fn received(service: &Arc<ServiceMetrics>, limit: usize) -> Self {
-        Tallies::new(service, false, limit)
+    /// `late`, by method index, counts each method's requests that did not
+    /// arrive in time.
+    pub(crate) fn received(
+        service: &Arc<ServiceMetrics>,
+        limit: usize,
+        late: &[Option<IntCounter>],
+    ) -> Self {
+        Tallies::new(service, false, limit, late)
     }
 
     /// For the requests a client sends: each method's
     /// `grpc_client_msg_sent_total`, with no limit (the server has its own).
     pub(crate) fn sent(service: &Arc<ServiceMetrics>) -> Self {
-        Tallies::new(service, true, usize::MAX)
+        Tallies::new(service, true, usize::MAX, &[])
     }
 
     /// One tally per slot of `service`'s counts, each counting
     /// messages `sent` (else received), with `limit`.
-    fn new(service: &Arc<ServiceMetrics>, sent: bool, limit: usize) -> Self {
+    fn new(
+        service: &Arc<ServiceMetrics>,
+        sent: bool,
+        limit: usize,
+        late: &[Option<IntCounter>],
+    ) -> Self {
         let tally = |slot: Option<usize>| {
             Arc::new(Tally {
                 method: slot.map(|slot| (service.clone(), slot)),
                 sent,
                 limit: limit as u64,
+                late: slot
+                    .and_then(|slot| late.get(slot / Protocol::COUNT))
+                    .cloned()
+                    .flatten(),
             })
         };
         Tallies {
@@ -111,9 +142,26 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
+        let frame = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Pending => {
+                return match this.arrival.poll_expired(cx) {
+                    None => Poll::Pending,
+                    Some(late) => {
+                        if let Some(counter) = &this.tally.late {
+                            counter.inc();
+                        }
+                        Poll::Ready(Some(Err(late.into())))
+                    }
+                };
+            }
+            // The end of the body, or its failure: nothing more to wait for.
+            Poll::Ready(_) => {
+                this.arrival.ended();
+                return polled;
+            }
+        };
+        if let Some(data) = frame.data_ref() {
             let tally = &**this.tally;
             match this.counter.feed_limited(data, tally.limit) {
                 Ok(started) => {

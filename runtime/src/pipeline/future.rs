@@ -13,7 +13,7 @@ use tonic::Code;
 use tower::Service;
 
 use super::body::ResponseBody;
-use super::bound::bound_status;
+use super::bound::bound_metadata;
 use super::call::Call;
 use super::interruptible::Interruptible;
 use super::recover::{internal, log_panic};
@@ -129,7 +129,7 @@ where
 fn trailers_only<B>(status: tonic::Status, call: Option<Call>) -> Response<ResponseBody<B>> {
     let code = status.code();
     let mut response = status.into_http();
-    bound_status(response.headers_mut());
+    bound_metadata(response.headers_mut());
     if let Some(call) = call {
         call.finish(code, Some(response.headers()));
     }
@@ -138,7 +138,8 @@ fn trailers_only<B>(status: tonic::Status, call: Option<Call>) -> Response<Respo
 
 /// Wraps the server's response to a call: a trailers-only response (no
 /// body, its `grpc-status` in the headers) ends the call now, its status
-/// message bounded; otherwise the body ends it.
+/// message bounded; otherwise the body ends it. Either way the headers'
+/// metadata is bounded (`bound.rs`).
 fn observe<B: Body>(
     mut response: Response<B>,
     mut call: Option<Call>,
@@ -152,9 +153,9 @@ fn observe<B: Body>(
         true => status_code(response.headers()),
         false => None,
     };
+    bound_metadata(response.headers_mut());
     let call = match trailers_only {
         Some(code) => {
-            bound_status(response.headers_mut());
             if let Some(call) = call {
                 call.finish(code, Some(response.headers()));
             }

@@ -27,7 +27,10 @@
 //!    `max_concurrency` answers a call over the limit `RESOURCE_EXHAUSTED`;
 //! 6. **request messages** ([`CountingBody`]): counted as they
 //!    arrive; one longer than `server.max_message_bytes` fails
-//!    `RESOURCE_EXHAUSTED` before tonic decodes it;
+//!    `RESOURCE_EXHAUSTED` before tonic decodes it; for a method taking one
+//!    request message, a request that has not all arrived within
+//!    `server.request_body_timeout` fails `DEADLINE_EXCEEDED`, counted in
+//!    `keel_server_request_body_timeouts_total`;
 //! 7. **your layers** ([`Keel::wrap_with`](crate::Keel::wrap_with)), with the
 //!    call's [`CalledMethod`] in the request's extensions and the methods'
 //!    own options in an [`OptionTable`];
@@ -36,8 +39,9 @@
 //! 9. **the end** ([`ResponseBody`]): when the response ends (its trailers,
 //!    its headers for a trailers-only response, or the client going away),
 //!    its status message is bounded (`pipeline/bound.rs`: at most 1 KiB,
-//!    whatever the handler wrote), and the code and latency are recorded
-//!    and the span ended.
+//!    whatever the handler wrote), as is each header block's metadata (at
+//!    most 8 KiB, the handler's entries past it dropped), and the code and
+//!    latency are recorded and the span ended.
 //!
 //! A new per-method concern is a step in this list: a module of its own
 //! with one job, called from [`Pipeline::call`] with the method's policy,
@@ -62,6 +66,7 @@ pub(crate) mod recover;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
@@ -69,7 +74,7 @@ use tower::Service;
 
 use crate::auth::{self, Verifier};
 use crate::clock;
-use crate::metrics::{CallRecord, Metrics, Protocol, ServiceMetrics};
+use crate::metrics::{CallRecord, Metrics, Protocol, ServiceMetrics, takes_one_message};
 use crate::observe::Tallies;
 use crate::policy::{MethodKind, ServicePolicy};
 use crate::telemetry::call_context;
@@ -111,6 +116,9 @@ struct Shared {
     /// Whether layers of the user's run inside: calls then carry their
     /// [`CalledMethod`].
     exposes_method: bool,
+    /// How long the request of a method taking one message has to arrive
+    /// (`server.request_body_timeout`).
+    request_body_timeout: Duration,
 }
 
 impl PipelineLayer {
@@ -119,6 +127,7 @@ impl PipelineLayer {
         metrics: Arc<ServiceMetrics>,
         verifier: Arc<Verifier>,
         max_message_bytes: usize,
+        request_body_timeout: Duration,
         exposes_method: bool,
     ) -> Self {
         let policy = metrics.policy();
@@ -127,8 +136,13 @@ impl PipelineLayer {
             rates: rate::RateLimits::new(policy, all.rate_limited(policy)),
             in_flight: concurrency::InFlight::new(policy),
             exposes_method,
+            request_body_timeout,
             verifier,
-            received: Tallies::received(&metrics, max_message_bytes),
+            received: Tallies::received(
+                &metrics,
+                max_message_bytes,
+                &all.request_body_timeouts(policy),
+            ),
             metrics,
         };
         PipelineLayer {
@@ -223,9 +237,10 @@ where
             };
             req.extensions_mut().insert(called);
         }
-        // 6. request messages
+        // 6. request messages (in time, when the method takes one)
         let received = shared.received.get(Some(slot));
-        let req = req.map(|body| CountingBody::new(body, received));
+        let limit = takes_one_message(method).then_some(shared.request_body_timeout);
+        let req = req.map(|body| CountingBody::new(body, received).arriving_within(limit));
         // 8. recovery, around your layers and the server; 9. the end, in the response
         ResponseFuture::call(&mut self.inner, req, Some(call))
     }

@@ -6,17 +6,24 @@
 //! `SERVICE_UNKNOWN` on a stream that stays open and reports the service's
 //! status once it is set. Watchers that need a dependency to be ready before
 //! they route to a process rely on that, so Keel serves its own.
+//!
+//! Its calls are behind no pipeline, so [`Arrived`] gives their requests
+//! the pipeline's `server.request_body_timeout`.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt as _};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{self, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+use crate::observe::Arriving;
 
 /// The serving status of each name a [`Server`](super::Server) reports
 /// (each service, and `""` for the whole server): a cheap handle, cloned
@@ -64,8 +71,48 @@ impl Health {
     }
 
     /// The `grpc.health.v1.Health` service answering from these statuses.
-    pub(crate) fn service(&self) -> HealthServer<Self> {
-        HealthServer::new(self.clone())
+    pub(crate) fn service(&self, request_body_timeout: Duration) -> Arrived<HealthServer<Self>> {
+        Arrived {
+            inner: HealthServer::new(self.clone()),
+            limit: request_body_timeout,
+        }
+    }
+}
+
+/// The health service, whose requests must arrive within
+/// `server.request_body_timeout` as a pipeline's unary calls' do: `Check`
+/// and `Watch` both take one message, and the service is behind no
+/// pipeline, so without it an HTTP/2 stream that sends its headers alone
+/// would hold a call open (and its connection busy) for good.
+#[derive(Clone, Debug)]
+pub(crate) struct Arrived<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S: NamedService> NamedService for Arrived<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Arrived<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let limit = self.limit;
+        self.inner
+            .call(request.map(|body| tonic::body::Body::new(Arriving::new(body, limit))))
     }
 }
 

@@ -7,7 +7,9 @@
 //! (TLS handshake and HTTP/2 preface), `GOAWAY` after `server.idle_timeout`
 //! without calls, TCP keepalive, HTTP/2 pings when `server.keepalive_interval`
 //! is set (`server.keepalive_timeout`), counted in `keel_server_connections` and
-//! `keel_server_connections_closed_total{reason}`. Each call gets the
+//! `keel_server_connections_closed_total{reason}`; and for each call,
+//! `server.request_body_timeout` for its request to arrive (the pipeline's
+//! step 6, and REST's body; `keel_server_request_body_timeouts_total`). Each call gets the
 //! connection's address and certificates as tonic's server gives them
 //! (`Request::remote_addr`, `peer_certs`).
 //!
@@ -230,7 +232,7 @@ impl Server {
             tokio::spawn(remote.clone().run(background.clone()));
         }
 
-        routes.add_service(health.service());
+        routes.add_service(health.service(config.server.request_body_timeout));
         if !descriptor_sets.is_empty() {
             let reflection = Reflection::new(&descriptor_sets)?;
             routes
@@ -244,7 +246,7 @@ impl Server {
         };
         // Before anything is served: a certificate that does not load fails `serve`.
         // REST routes, if a service has any.
-        let rest = rest::routes(keel.services(), &config)?;
+        let rest = rest::routes(keel.services(), &config, keel.metrics())?;
         // gRPC-Web and REST may come over HTTP/1.1: offer it to TLS clients too.
         let http1 = config.http.grpc_web || rest.is_some();
         let alpn = match http1 {

@@ -139,12 +139,22 @@ mod tests {
             let claims = verifier
                 .verify(&key.token(&config, "ada", &["a", "b"]).expect("signed"))
                 .expect("accepted");
-            assert_eq!((claims.sub.as_str(), claims.iss.as_deref()), ("ada", Some("tests")));
+            assert_eq!(
+                (claims.sub.as_str(), claims.iss.as_deref()),
+                ("ada", Some("tests"))
+            );
             assert!(claims.has_scope("b"), "{algorithm:?}");
-            assert!(matches!(verifier.verify(&hmac_token), Err(AuthError::Algorithm)));
+            assert!(matches!(
+                verifier.verify(&hmac_token),
+                Err(AuthError::Algorithm)
+            ));
             // Another key's tokens are refused.
             let other = TestKey::generate(algorithm).expect("generated");
-            assert!(verifier.verify(&other.token(&config, "ada", &[]).unwrap()).is_err());
+            assert!(
+                verifier
+                    .verify(&other.token(&config, "ada", &[]).unwrap())
+                    .is_err()
+            );
             assert!(!format!("{key:?}").contains("PRIVATE"), "{key:?}");
         }
         assert!(matches!(

@@ -134,10 +134,7 @@ impl RestRequest {
 
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let parsed = (
-            HeaderName::try_from(name),
-            HeaderValue::try_from(value),
-        );
+        let parsed = (HeaderName::try_from(name), HeaderValue::try_from(value));
         self.request = match (self.request, parsed) {
             (Ok(request), (Ok(name), Ok(value))) => Ok(request.header(name, value)),
             (Err(e), _) => Err(e),

@@ -238,7 +238,10 @@ fn mint_token_signs_with_the_services_key_for_the_scopes_its_methods_require() {
     // Not in production, even with a key of its own.
     let output = run_binary(
         &["mint-token"],
-        &[("KEEL_AUTH__HMAC_SECRET", "a-production-secret-of-32-bytes-or-more")],
+        &[(
+            "KEEL_AUTH__HMAC_SECRET",
+            "a-production-secret-of-32-bytes-or-more",
+        )],
     );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -5,7 +5,9 @@
 //! `server.handshake_timeout` for a new connection's TLS handshake and
 //! HTTP/2 preface, `GOAWAY` after `server.idle_timeout` without calls, TCP
 //! keepalive (HTTP/2 pings when `server.keepalive_interval` is set), and the
-//! shutdown phases of [`Phases`]. Each
+//! shutdown phases of [`Phases`]. A call in progress is not idle: the time
+//! its request has to arrive is `server.request_body_timeout`, which the
+//! pipeline, REST and the health service apply. Each
 //! connection runs in a task of its own, so a slow client holds up no
 //! other.
 //!

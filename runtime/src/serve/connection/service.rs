@@ -1,7 +1,8 @@
 //! [`Drain`]: the service of one connection of the gRPC port, in front of
 //! the router: it gives each call the connection's address (and TLS
-//! certificates), counts the calls for the idle timeout, and ends what is
-//! still running when the drain deadline passes.
+//! certificates), counts the calls
+//! for the idle timeout, and ends what is still running when the drain
+//! deadline passes.
 //!
 //! Until shutdown it only checks an atomic flag when a call is pending.
 //! When the drain deadline passes, calls that have not answered yet get

@@ -14,11 +14,14 @@
 //! route is the `GET` without its body.
 //!
 //! Here is the service and how it is built (CORS in front, when configured);
-//! `routes.rs` has the routes and how a request finds one, `request.rs` the
-//! gRPC call a request becomes, `response.rs` its answer as JSON (and each
-//! code's HTTP status), `stream.rs` a server stream's messages as NDJSON or
-//! SSE.
+//! `head.rs` refuses request targets and headers over their limits (414,
+//! 431) with a Status JSON, as hyper's own answers past its limits have no
+//! body; `routes.rs` has the routes and how a request finds one,
+//! `request.rs` the gRPC call a request becomes, `response.rs` its answer as
+//! JSON (and each code's HTTP status), `stream.rs` a server stream's
+//! messages as NDJSON or SSE.
 
+mod head;
 mod request;
 mod response;
 mod routes;
@@ -36,7 +39,9 @@ use http_body::Body as _;
 use tonic::Code;
 
 use crate::config::{Config, HttpConfig};
+use crate::metrics::Metrics;
 use crate::policy::ServicePolicy;
+use head::HeadLimits;
 use request::Reading;
 use response::{bounded, json_response, status_json};
 pub use routes::RestError;
@@ -52,16 +57,24 @@ pub(crate) type HttpService = tower::util::BoxCloneSyncService<
 >;
 
 /// The REST routes of `services`, read as `config` says (`server.max_message_bytes`,
-/// `http.discard_unknown_fields`); `None` when none has any.
+/// `server.request_body_timeout`, `server.max_uri_bytes`, `server.max_header_bytes`,
+/// `http.discard_unknown_fields`), each method's late requests counted in `metrics`; `None`
+/// when none has any.
 pub(crate) fn routes(
     services: &[&'static ServicePolicy],
     config: &Config,
+    metrics: &Metrics,
 ) -> Result<Option<Arc<Routes>>, RestError> {
     let reading = Reading {
         max_body: config.server.max_message_bytes,
+        body_timeout: config.server.request_body_timeout,
         discard_unknown: config.http.discard_unknown_fields,
     };
-    Routes::new(services, reading)
+    let head = HeadLimits {
+        max_uri: config.server.max_uri_bytes,
+        max_headers: config.server.max_header_bytes,
+    };
+    Routes::new(services, reading, head, metrics)
 }
 
 /// The service of the requests that are not gRPC when some service has REST
@@ -125,6 +138,10 @@ where
             true => &Method::GET,
             false => request.method(),
         };
+        // A head over the limits is refused before anything reads it.
+        if let Some(refused) = self.routes.head.refuse(&request) {
+            return Box::pin(std::future::ready(Ok(without_body_if(head, refused))));
+        }
         let found = self.routes.find(method, request.uri().path());
         let Some((index, vars)) = found else {
             // No route: a REST client's mistake, answered as one.
@@ -180,7 +197,9 @@ async fn transcode<S>(
 where
     S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
-    let (call, events) = request::grpc_call(route, vars, request, reading).await?;
+    let (call, events) = request::grpc_call(route, vars, request, reading)
+        .await
+        .inspect_err(|refused| route.count_refusal(refused))?;
     let Ok(answer) = inner.call(call).await;
     response::answer(route, answer, events).await
 }

@@ -6,7 +6,9 @@
 //! What is checked before the body is read: a method that needs a token
 //! gets a request without an `authorization` header as a call without a
 //! message, which its pipeline refuses (`UNAUTHENTICATED`, counted); the
-//! body must be declared JSON (415 otherwise). The body is parsed once,
+//! body must be declared JSON (415 otherwise). The body must arrive within
+//! `server.request_body_timeout` (408 otherwise, with `connection: close`
+//! on HTTP/1.1, as the rest of it is never read). The body is parsed once,
 //! strictly (a key given twice is refused); a request that does not make
 //! the message is explained in the caller's terms (which field, what it
 //! must be), quoting nothing unbounded.
@@ -19,13 +21,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
+use prometheus::IntCounter;
 use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
 use serde_json::{Map, Value};
 use tonic::Code;
 
-use super::response::{bounded, error, json_response, quoted, status_json};
+use super::response::{bounded, error, quoted, refuse};
 use super::routes::{Bound, Route};
 use crate::metrics::Protocol;
 use crate::policy::MethodKind;
@@ -36,6 +39,8 @@ use crate::wire::{GRPC_TIMEOUT, decode_timeout, encode_message, encode_timeout};
 pub(super) struct Reading {
     /// The longest request body taken (`server.max_message_bytes`).
     pub(super) max_body: usize,
+    /// How long the body has to arrive (`server.request_body_timeout`).
+    pub(super) body_timeout: Duration,
     /// Whether fields the request message does not have are ignored rather than refused
     /// (`http.discard_unknown_fields`).
     pub(super) discard_unknown: bool,
@@ -82,16 +87,13 @@ pub(super) async fn grpc_call(
         None => Bytes::new(),
         Some(_) => {
             json_body(&parts.headers, &body).map_err(|problem| {
-                json_response(
+                refuse(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    status_json(
-                        Code::InvalidArgument,
-                        &format!("{problem}: send the body as content-type: application/json"),
-                        Vec::new(),
-                    ),
+                    Code::InvalidArgument,
+                    &format!("{problem}: send the body as content-type: application/json"),
                 )
             })?;
-            read_body(body, reading.max_body).await?
+            read_body(body, reading, parts.version, route.late.as_ref()).await?
         }
     };
     let (message, query_timeout) = request_message(
@@ -153,17 +155,40 @@ fn call(
     Ok(call)
 }
 
-/// The body, up to `max_body` bytes (413 past them).
-async fn read_body(body: Body, max_body: usize) -> Result<Bytes, Response<Body>> {
-    match Limited::new(body, max_body).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(json_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            status_json(
-                Code::ResourceExhausted,
-                &format!("the body is over the limit of {max_body} bytes"),
-                Vec::new(),
+/// The body, up to `reading.max_body` bytes (413 past them), within
+/// `reading.body_timeout` (408 past it, counted in `late`; an HTTP/1
+/// connection is then closed, as what is left of the body is not read).
+async fn read_body(
+    body: Body,
+    reading: Reading,
+    version: http::Version,
+    late: Option<&IntCounter>,
+) -> Result<Bytes, Response<Body>> {
+    let max_body = reading.max_body;
+    let collected = Limited::new(body, max_body).collect();
+    let Ok(collected) = tokio::time::timeout(reading.body_timeout, collected).await else {
+        if let Some(late) = late {
+            late.inc();
+        }
+        let mut answer = refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            Code::DeadlineExceeded,
+            &format!(
+                "the request body was not received within server.request_body_timeout ({:?})",
+                reading.body_timeout
             ),
+        );
+        if version < http::Version::HTTP_2 {
+            (answer.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Err(answer);
+    };
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ResourceExhausted,
+            &format!("the body is over the limit of {max_body} bytes"),
         )),
         Err(e) => Err(error(
             Code::InvalidArgument,

@@ -70,7 +70,20 @@ pub(super) async fn answer(
 
 /// A refusal before the call: `code` and `message` as a Status JSON.
 pub(super) fn error(code: Code, message: &str) -> Response<Body> {
-    json_response(http_status(code), status_json(code, message, Vec::new()))
+    refuse(http_status(code), code, message)
+}
+
+/// What a REST request was refused with before it became a call, in the
+/// answer's extensions: the call that never ran is counted under its
+/// method with this code, as a gRPC call refused by the pipeline is.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Refusal(pub(super) Code);
+
+/// The answer refusing a request with `code`, as HTTP `status`.
+pub(super) fn refuse(status: StatusCode, code: Code, message: &str) -> Response<Body> {
+    let mut response = json_response(status, status_json(code, message, Vec::new()));
+    response.extensions_mut().insert(Refusal(code));
+    response
 }
 
 /// The JSON answer of a failed call, with its details.

@@ -5,10 +5,17 @@
 
 use std::sync::Arc;
 
-use http::Method;
+use axum::body::Body;
+use http::{Method, Response};
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, ReflectMessage as _};
 
+use prometheus::IntCounter;
+
+use super::head::HeadLimits;
 use super::request::{Reading, TIMEOUT, field_named};
+use super::response::Refusal;
+use crate::clock;
+use crate::metrics::{CallRecord, Metrics, Protocol, ServiceMetrics};
 use crate::policy::{Access, HttpRoute, MethodKind, PathSegment, ServicePolicy};
 
 /// The variables a path bound, percent-decoded, by field path; or, when one
@@ -35,6 +42,25 @@ pub(super) struct Route {
     /// request without an `authorization` header is refused before its body
     /// is read.
     pub(super) needs_token: bool,
+    /// Where its requests whose body did not arrive in time are counted
+    /// (`keel_server_request_body_timeouts_total`, under its method).
+    pub(super) late: Option<IntCounter>,
+    /// Where a request refused before it became a call (a body that is not
+    /// the message, a bad path value) is counted: its method's counts, at
+    /// its REST slot.
+    counts: Option<(Arc<ServiceMetrics>, usize)>,
+}
+
+impl Route {
+    /// Counts `answer` under the route's method, as a call that ended
+    /// with its code, when it refused the request before it became a call.
+    pub(super) fn count_refusal(&self, answer: &Response<Body>) {
+        if let (Some((service, slot)), Some(Refusal(code))) =
+            (&self.counts, answer.extensions().get::<Refusal>())
+        {
+            CallRecord::start(service, *slot, clock::now()).end(*code, 0);
+        }
+    }
 }
 
 /// Every route of the served services.
@@ -43,6 +69,8 @@ pub(crate) struct Routes {
     pub(super) routes: Vec<Route>,
     /// How a request is read.
     pub(super) reading: Reading,
+    /// The limits of a request's head.
+    pub(super) head: HeadLimits,
 }
 
 /// Why the routes could not be prepared: codegen's descriptors do not
@@ -72,11 +100,15 @@ impl Routes {
     pub(super) fn new(
         services: &[&'static ServicePolicy],
         reading: Reading,
+        head: HeadLimits,
+        metrics: &Metrics,
     ) -> Result<Option<Arc<Routes>>, RestError> {
         let mut routes = Vec::new();
         let mut pools: Vec<(*const u8, DescriptorPool)> = Vec::new();
         for service in services {
-            for method in service.methods {
+            let late = metrics.request_body_timeouts(service);
+            let counts = metrics.service(service);
+            for (index, method) in service.methods.iter().enumerate() {
                 for http in method.http {
                     let key = http.descriptors.as_ptr();
                     let pool = match pools.iter().find(|(k, _)| *k == key) {
@@ -114,13 +146,23 @@ impl Routes {
                                     ..
                                 }
                         ),
+                        late: late.get(index).cloned().flatten(),
+                        counts: counts
+                            .clone()
+                            .map(|counts| (counts, Protocol::Rest.slot(index))),
                         input,
                         output: message(http.output)?,
                     });
                 }
             }
         }
-        Ok((!routes.is_empty()).then(|| Arc::new(Routes { routes, reading })))
+        Ok((!routes.is_empty()).then(|| {
+            Arc::new(Routes {
+                routes,
+                reading,
+                head,
+            })
+        }))
     }
 
     /// The index of the route `method` and `path` match, with the values of

@@ -2,8 +2,9 @@
 //! set, the router is wrapped so that a gRPC-Web call (over HTTP/1.1 or
 //! HTTP/2) is translated to gRPC before the services' pipelines see it, and
 //! its answer back: the same auth, metrics, deadlines, validation and
-//! handler as a gRPC call. With neither setting the router is left as it is,
-//! so gRPC calls pay nothing for them.
+//! handler as a gRPC call. A text call's body (`-text`, base64) may come in
+//! pieces padded each (`web/text.rs`). With neither setting the router is
+//! left as it is, so gRPC calls pay nothing for them.
 //!
 //! A CORS preflight is answered with the methods its path has: in front of
 //! REST, each route's method (`HEAD` with `GET`) and, with gRPC-Web, `POST`
@@ -22,6 +23,8 @@ use futures_util::future::Either;
 use http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use tower::layer::util::Stack;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+mod text;
 
 use super::rest::Routes;
 use crate::config::{CorsConfig, HttpConfig};
@@ -66,16 +69,20 @@ pub(crate) fn wrap(mut router: axum::Router, http: &HttpConfig) -> axum::Router 
     router
 }
 
-/// Marks a gRPC-Web request as one for the metrics' `protocol` label.
+/// Marks a gRPC-Web request as one for the metrics' `protocol` label; a
+/// text one's body is made one base64 text (`web/text.rs`).
 fn mark_grpc_web(mut request: Request<Body>) -> Request<Body> {
-    let web = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web"));
-    if web {
-        request.extensions_mut().insert(Protocol::GrpcWeb);
+    let Some(kind) = (request.headers().get(header::CONTENT_TYPE))
+        .and_then(|t| t.as_bytes().strip_prefix(b"application/grpc-web"))
+    else {
+        return request;
+    };
+    let text = kind == b"-text" || kind.starts_with(b"-text+");
+    request.extensions_mut().insert(Protocol::GrpcWeb);
+    match text {
+        true => request.map(|body| Body::new(text::Requantized::new(body))),
+        false => request,
     }
-    request
 }
 
 /// The CORS layer of `http.cors` in front of REST's service: a preflight
