@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use user_service::user_v1::ListUsersRequest;
 
 /// The longest message a refusal may carry here: what it names is cut to
@@ -106,45 +106,7 @@ async fn raw(server: &Server, head: &str, body: &[u8]) -> (u16, Vec<(String, Str
         .await
         .unwrap();
     stream.write_all(body).await.unwrap();
-    read_answer(&mut stream, head.starts_with("HEAD ")).await
-}
-
-/// One HTTP/1.1 answer from `stream` (to a `HEAD` request: no body,
-/// whatever its `content-length`).
-async fn read_answer(
-    stream: &mut tokio::net::TcpStream,
-    is_head: bool,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut buffer = Vec::new();
-    let mut chunk = [0; 8192];
-    let end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before an answer: {buffer:?}");
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buffer[..end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .map_or(0, |(_, value)| value.parse().unwrap());
-    let mut body = buffer[end + 4..].to_vec();
-    while !is_head && body.len() < length {
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed midway through the body");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    (status.parse().unwrap(), headers, body)
+    common::read_answer(&mut stream, head.starts_with("HEAD ")).await
 }
 
 fn writer() -> String {
@@ -318,10 +280,12 @@ async fn a_call_without_a_token_is_refused_before_its_body_is_read() {
                 content-type: application/json\r\ncontent-length: 10000000\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&[b' '; 64 * 1024]).await.unwrap();
-    let (status, headers, body) =
-        tokio::time::timeout(Duration::from_secs(10), read_answer(&mut stream, false))
-            .await
-            .expect("answered before the body was sent");
+    let (status, headers, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::read_answer(&mut stream, false),
+    )
+    .await
+    .expect("answered before the body was sent");
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
     assert!(headers.contains(&("www-authenticate".to_owned(), "Bearer".to_owned())));
     let status: Value = serde_json::from_slice(&body).unwrap();

@@ -23,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
 use prost::Message as _;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use user_service::user_v1::GetUserRequest;
 
@@ -42,43 +42,6 @@ async fn start() -> Server {
 
 fn writer() -> String {
     sign_hs(Algorithm::HS256, &claims("users:read users:write"))
-}
-
-/// One HTTP/1.1 answer from `stream`: its status, headers (lowercase
-/// names) and body (by its `content-length`).
-async fn read_answer(
-    stream: &mut (impl AsyncRead + Unpin),
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut buffer = Vec::new();
-    let mut chunk = [0; 8192];
-    let end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before an answer: {buffer:?}");
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buffer[..end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .map_or(0, |(_, value)| value.parse().unwrap());
-    let mut body = buffer[end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed midway through the body");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    (status.parse().unwrap(), headers, body)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -109,7 +72,7 @@ async fn trickle(
         }
         writer
     });
-    let answer = tokio::time::timeout(PATIENCE * 4, read_answer(&mut reader))
+    let answer = tokio::time::timeout(PATIENCE * 4, common::read_answer(&mut reader, false))
         .await
         .expect("an answer in time");
     let took = started.elapsed();
@@ -224,7 +187,7 @@ async fn a_slow_body_within_the_limit_is_served() {
         tokio::time::sleep(LIMIT / 9).await;
         stream.write_all(piece).await.unwrap();
     }
-    let (status, _, answer) = read_answer(&mut stream).await;
+    let (status, _, answer) = common::read_answer(&mut stream, false).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let json: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(json["name"], "Ada Lovelace", "{json}");

@@ -169,3 +169,45 @@ pub fn fixture(name: &str) -> String {
 // (Used by the store tests only.)
 #[allow(unused_imports)]
 pub use keel_rpc::testing::{Db, POSTGRES_ENV, TestDb};
+
+/// One HTTP/1.1 answer from `stream` (to a `HEAD` request: no body,
+/// whatever its `content-length`).
+pub async fn read_answer(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    is_head: bool,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0; 8192];
+    let end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = tokio::io::AsyncReadExt::read(stream, &mut chunk)
+            .await
+            .unwrap();
+        assert!(n > 0, "closed before an answer: {buffer:?}");
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buffer[..end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (name.to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .map_or(0, |(_, value)| value.parse().unwrap());
+    let mut body = buffer[end + 4..].to_vec();
+    while !is_head && body.len() < length {
+        let n = tokio::io::AsyncReadExt::read(stream, &mut chunk)
+            .await
+            .unwrap();
+        assert!(n > 0, "closed midway through the body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (status.parse().unwrap(), headers, body)
+}
