@@ -357,11 +357,15 @@ async fn a_replica_added_to_dns_gets_calls_within_refresh() {
         };
         tokio::time::sleep(REFRESH * 2).await;
         assert!(during.await.expect("load").is_empty());
+        // Its first calls paid for its connection, which PeakEWMA holds
+        // against it for a moment: what follows is measured once it has
+        // answered a few.
+        assert!(load(&checker, 200, 8).await.is_empty());
         let before = counts(&replicas);
-        assert!(load(&checker, 1000, 8).await.is_empty());
+        assert!(load(&checker, 2000, 8).await.is_empty());
         let after = counts(&replicas);
         let added = after[3] - before[3];
-        assert!(added * 100 / 1000 >= 15, "{before:?} → {after:?}");
+        assert!(added * 100 / 2000 >= 15, "{before:?} → {after:?}");
     })
     .await;
 }
