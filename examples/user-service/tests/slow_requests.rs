@@ -19,12 +19,15 @@ use common::*;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
 use prost::Message as _;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use user_service::user_v1::GetUserRequest;
 
 /// The limit the servers here have.
@@ -38,6 +41,57 @@ async fn start() -> Server {
     config.server.request_body_timeout = LIMIT;
     config.http.grpc_web = true;
     Server::start(config).await
+}
+
+/// A request body that sends nothing until its sender is dropped.
+type Silent = StreamBody<ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
+
+/// Sends a body's frames; `closed()` says when the server ended the stream.
+type SilentSender = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+/// An HTTP/2 (h2c) client for requests with a [`Silent`] body.
+fn h2_client() -> Client<HttpConnector, Silent> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A POST of `path` on `server` with `headers` and a [`Silent`] body, and
+/// the body's sender.
+fn silent_post(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, String)],
+) -> (http::Request<Silent>, SilentSender) {
+    let (sender, receiver) = mpsc::channel(1);
+    let mut request = http::Request::post(format!("http://{}{path}", server.grpc));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
+        .body(StreamBody::new(ReceiverStream::new(receiver)))
+        .unwrap();
+    (request, sender)
+}
+
+/// The headers of a gRPC call, with a bearer `token` when given.
+fn grpc_headers(token: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("content-type", "application/grpc".to_owned()),
+        ("te", "trailers".to_owned()),
+    ];
+    if let Some(token) = token {
+        headers.push(("authorization", format!("Bearer {token}")));
+    }
+    headers
+}
+
+/// The gRPC status `response` ends with: in its trailers, or in its
+/// headers when it is trailers-only.
+async fn ending_status(response: http::Response<hyper::body::Incoming>) -> Option<tonic::Status> {
+    let (parts, body) = response.into_parts();
+    let trailers = body.collect().await.unwrap().trailers().cloned();
+    tonic::Status::from_header_map(&trailers.unwrap_or(parts.headers))
 }
 
 fn writer() -> String {
@@ -210,22 +264,14 @@ async fn a_slow_body_within_the_limit_is_served() {
 #[tokio::test]
 async fn an_http2_stream_with_headers_only_ends_deadline_exceeded() {
     let server = start().await;
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>>();
+    let client = h2_client();
     // A body that never sends a byte (until the test drops its sender).
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    let request = http::Request::post(format!(
-        "http://{}/user.v1.UserService/GetUser",
-        server.grpc
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .header("authorization", format!("Bearer {}", writer()))
-    .body(StreamBody::new(
-        tokio_stream::wrappers::ReceiverStream::new(receiver),
-    ))
-    .unwrap();
+    let token = writer();
+    let (request, sender) = silent_post(
+        &server,
+        "/user.v1.UserService/GetUser",
+        &grpc_headers(Some(&token)),
+    );
     let started = Instant::now();
     let response = tokio::time::timeout(PATIENCE * 2, client.request(request))
         .await
@@ -234,10 +280,7 @@ async fn an_http2_stream_with_headers_only_ends_deadline_exceeded() {
     let took = started.elapsed();
     assert!(took >= LIMIT && took < LIMIT + PATIENCE, "{took:?}");
     assert_eq!(response.status(), 200);
-    let (parts, body) = response.into_parts();
-    let trailers = body.collect().await.unwrap().trailers().cloned();
-    let ending = trailers.unwrap_or(parts.headers);
-    let status = tonic::Status::from_header_map(&ending).expect("a gRPC status");
+    let status = ending_status(response).await.expect("a gRPC status");
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     assert!(
         status.message().contains("server.request_body_timeout"),
@@ -367,29 +410,18 @@ async fn a_swarm_of_slow_requests_leaves_nothing_behind() {
             assert!(closed(&mut stream).await, "connection {i} stays open");
         }));
     }
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>>();
+    let client = h2_client();
     let mut streams = Vec::new();
     for _ in 0..STREAMS {
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let request = http::Request::post(format!(
-            "http://{}/user.v1.UserService/GetUser",
-            server.grpc
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {token}"))
-        .body(StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        ))
-        .unwrap();
+        let (request, sender) = silent_post(
+            &server,
+            "/user.v1.UserService/GetUser",
+            &grpc_headers(Some(&token)),
+        );
         let answer = client.request(request);
         streams.push(tokio::spawn(async move {
             let response = answer.await.expect("an HTTP/2 answer");
-            let (parts, body) = response.into_parts();
-            let trailers = body.collect().await.unwrap().trailers().cloned();
-            let status = tonic::Status::from_header_map(&trailers.unwrap_or(parts.headers));
+            let status = ending_status(response).await;
             assert_eq!(
                 status.map(|s| s.code()),
                 Some(tonic::Code::DeadlineExceeded)
@@ -448,27 +480,14 @@ async fn a_swarm_of_slow_requests_leaves_nothing_behind() {
 #[tokio::test]
 async fn a_health_check_with_headers_only_ends_deadline_exceeded() {
     let server = start().await;
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>>();
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    let request = http::Request::post(format!(
-        "http://{}/grpc.health.v1.Health/Check",
-        server.grpc
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(StreamBody::new(
-        tokio_stream::wrappers::ReceiverStream::new(receiver),
-    ))
-    .unwrap();
+    let client = h2_client();
+    let (request, sender) =
+        silent_post(&server, "/grpc.health.v1.Health/Check", &grpc_headers(None));
     let response = tokio::time::timeout(PATIENCE * 2, client.request(request))
         .await
         .expect("an answer in time")
         .expect("an HTTP/2 answer");
-    let (parts, body) = response.into_parts();
-    let trailers = body.collect().await.unwrap().trailers().cloned();
-    let status = tonic::Status::from_header_map(&trailers.unwrap_or(parts.headers));
+    let status = ending_status(response).await;
     assert_eq!(
         status.map(|s| s.code()),
         Some(tonic::Code::DeadlineExceeded)
@@ -485,17 +504,15 @@ async fn a_health_check_with_headers_only_ends_deadline_exceeded() {
 #[tokio::test]
 async fn a_rest_body_over_http2_that_never_comes_is_408() {
     let server = start().await;
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>>();
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    let request = http::Request::post(format!("http://{}/v1/users", server.grpc))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", writer()))
-        .body(StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        ))
-        .unwrap();
+    let client = h2_client();
+    let (request, sender) = silent_post(
+        &server,
+        "/v1/users",
+        &[
+            ("content-type", "application/json".to_owned()),
+            ("authorization", format!("Bearer {}", writer())),
+        ],
+    );
     let response = tokio::time::timeout(PATIENCE * 2, client.request(request))
         .await
         .expect("an answer in time")
