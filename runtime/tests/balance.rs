@@ -1,26 +1,21 @@
 //! Balanced clients over real sockets: replicas on 127.0.0.2, .3, .4 (and
-//! .5) on one port, found through a DNS server in the test (hickory-server,
-//! a zone whose A records change during the test), called with the health
+//! .5) on one port, found through a DNS server in the test
+//! ([`TestDns`]: hickory-server, a zone whose A records change during the
+//! test), called with the health
 //! service's `Check` under a retry policy.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hickory_server::Server as DnsServer;
-use hickory_server::net::runtime::TokioRuntimeProvider;
-use hickory_server::proto::rr::rdata::{A, SOA};
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use keel_rpc::client::Client;
 use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, RetryPolicy, ServicePolicy};
 use keel_rpc::config::Config;
+use keel_rpc::testing::TestDns;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
@@ -155,68 +150,17 @@ async fn replicas(count: u8) -> (u16, Vec<Replica>) {
 }
 
 /// The DNS server: one zone, `test.`, whose `replicas.test.` A records
-/// the test sets.
-struct Dns {
-    addr: SocketAddr,
-    zone: Arc<InMemoryZoneHandler<TokioRuntimeProvider>>,
-    server: Option<DnsServer<Catalog>>,
+/// are `ips`.
+async fn dns(ips: &[Ipv4Addr]) -> TestDns {
+    let dns = TestDns::start("test.").await.expect("DNS server");
+    set(&dns, ips).await;
+    dns
 }
 
-impl Dns {
-    async fn start(ips: &[Ipv4Addr]) -> Dns {
-        let origin = Name::from_ascii("test.").expect("name");
-        let soa = SOA::new(
-            Name::from_ascii("ns.test.").expect("name"),
-            Name::from_ascii("admin.test.").expect("name"),
-            1,
-            60,
-            60,
-            60,
-            0,
-        );
-        let mut soa_set = RecordSet::new(origin.clone(), RecordType::SOA, 1);
-        soa_set.insert(Record::from_rdata(origin.clone(), 0, RData::SOA(soa)), 1);
-        let records = BTreeMap::from([(
-            RrKey::new(LowerName::new(&origin), RecordType::SOA),
-            soa_set,
-        )]);
-        let zone =
-            InMemoryZoneHandler::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
-                .expect("zone");
-        let zone = Arc::new(zone);
-        let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind DNS");
-        let addr = socket.local_addr().expect("address");
-        let mut server = DnsServer::new(catalog);
-        server.register_socket(socket);
-        let dns = Dns {
-            addr,
-            zone,
-            server: Some(server),
-        };
-        dns.set(ips).await;
-        dns
-    }
-
-    /// `replicas.test.` is `ips` from now on.
-    async fn set(&self, ips: &[Ipv4Addr]) {
-        let name = Name::from_ascii(NAME).expect("name");
-        let mut set = RecordSet::new(name.clone(), RecordType::A, 1);
-        for ip in ips {
-            set.insert(Record::from_rdata(name.clone(), 0, RData::A(A(*ip))), 1);
-        }
-        let key = RrKey::new(LowerName::new(&name), RecordType::A);
-        self.zone.records_mut().await.insert(key, Arc::new(set));
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            let _ = server.shutdown_gracefully().await;
-        }
-    }
+/// `replicas.test.` is `ips` from now on.
+async fn set(dns: &TestDns, ips: &[Ipv4Addr]) {
+    let ips: Vec<IpAddr> = ips.iter().copied().map(IpAddr::V4).collect();
+    dns.set(NAME, &ips).await.expect("set records");
 }
 
 fn ip(last: u8) -> Ipv4Addr {
@@ -304,10 +248,10 @@ async fn within<F: std::future::Future>(limit: Duration, test: F) -> F::Output {
 async fn calls_spread_evenly_over_three_replicas() {
     within(Duration::from_secs(30), async {
         let (port, replicas) = replicas(3).await;
-        let dns = Dns::start(&[ip(2), ip(3), ip(4)]).await;
+        let dns = dns(&[ip(2), ip(3), ip(4)]).await;
         let registry = prometheus::Registry::new();
         let target = format!("dns:///replicas.test:{port}");
-        let checker = checker(&client(dns.addr, &registry), &target);
+        let checker = checker(&client(dns.addr(), &registry), &target);
 
         // Connected, and the first calls' latency (connecting included)
         // forgotten: PeakEWMA would keep calls off the replica that was
@@ -340,16 +284,16 @@ async fn calls_spread_evenly_over_three_replicas() {
 async fn a_replica_added_to_dns_gets_calls_within_refresh() {
     within(Duration::from_secs(30), async {
         let (port, replicas) = replicas(4).await;
-        let dns = Dns::start(&[ip(2), ip(3), ip(4)]).await;
+        let dns = dns(&[ip(2), ip(3), ip(4)]).await;
         let registry = prometheus::Registry::new();
         let checker = checker(
-            &client(dns.addr, &registry),
+            &client(dns.addr(), &registry),
             &format!("dns:///replicas.test:{port}"),
         );
         assert!(load(&checker, 300, 4).await.is_empty());
         assert_eq!(replicas[3].calls(), 0, "not in DNS yet");
 
-        dns.set(&[ip(2), ip(3), ip(4), ip(5)]).await;
+        set(&dns, &[ip(2), ip(3), ip(4), ip(5)]).await;
         // Under load while the next resolution finds it.
         let during = {
             let checker = checker.clone();
@@ -374,10 +318,10 @@ async fn a_replica_added_to_dns_gets_calls_within_refresh() {
 async fn a_killed_replica_fails_no_retried_call_and_gets_none_once_ejected() {
     within(Duration::from_secs(40), async {
         let (port, mut replicas) = replicas(3).await;
-        let dns = Dns::start(&[ip(2), ip(3), ip(4)]).await;
+        let dns = dns(&[ip(2), ip(3), ip(4)]).await;
         let registry = prometheus::Registry::new();
         let target = format!("dns:///replicas.test:{port}");
-        let checker = checker(&client(dns.addr, &registry), &target);
+        let checker = checker(&client(dns.addr(), &registry), &target);
         assert!(load(&checker, 300, 4).await.is_empty());
 
         let during = {
@@ -425,10 +369,10 @@ async fn a_slow_replica_gets_few_calls() {
     within(Duration::from_secs(30), async {
         let (port, replicas) = replicas(3).await;
         replicas[1].counting.delay_ms.store(100, Ordering::Relaxed);
-        let dns = Dns::start(&[ip(2), ip(3), ip(4)]).await;
+        let dns = dns(&[ip(2), ip(3), ip(4)]).await;
         let registry = prometheus::Registry::new();
         let checker = checker(
-            &client(dns.addr, &registry),
+            &client(dns.addr(), &registry),
             &format!("dns:///replicas.test:{port}"),
         );
         let failed = load(&checker, 2000, 8).await;
@@ -443,10 +387,10 @@ async fn a_slow_replica_gets_few_calls() {
 async fn a_replica_removed_from_dns_stops_getting_calls_and_nothing_fails() {
     within(Duration::from_secs(30), async {
         let (port, replicas) = replicas(3).await;
-        let dns = Dns::start(&[ip(2), ip(3), ip(4)]).await;
+        let dns = dns(&[ip(2), ip(3), ip(4)]).await;
         let registry = prometheus::Registry::new();
         let checker = checker(
-            &client(dns.addr, &registry),
+            &client(dns.addr(), &registry),
             &format!("dns:///replicas.test:{port}"),
         );
         assert!(load(&checker, 300, 4).await.is_empty());
@@ -455,7 +399,7 @@ async fn a_replica_removed_from_dns_stops_getting_calls_and_nothing_fails() {
             let checker = checker.clone();
             tokio::spawn(async move { load(&checker, 1000, 8).await })
         };
-        dns.set(&[ip(2), ip(3)]).await;
+        set(&dns, &[ip(2), ip(3)]).await;
         tokio::time::sleep(REFRESH * 2).await;
         assert!(during.await.expect("load").is_empty());
         let before = counts(&replicas);
@@ -499,10 +443,10 @@ async fn dns_down_at_start_fails_calls_at_once_naming_the_target() {
 async fn dns_down_later_keeps_the_last_set_serving() {
     within(Duration::from_secs(30), async {
         let (port, replicas) = replicas(3).await;
-        let mut dns = Dns::start(&[ip(2), ip(3), ip(4)]).await;
+        let mut dns = dns(&[ip(2), ip(3), ip(4)]).await;
         let registry = prometheus::Registry::new();
         let target = format!("dns:///replicas.test:{port}");
-        let checker = checker(&client(dns.addr, &registry), &target);
+        let checker = checker(&client(dns.addr(), &registry), &target);
         assert!(load(&checker, 300, 4).await.is_empty());
 
         dns.stop().await;

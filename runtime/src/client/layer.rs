@@ -18,7 +18,7 @@ use super::call::ClientCall;
 use super::retry::{self, Attempts};
 use crate::auth::TokenSource;
 use crate::clock;
-use crate::metrics::{CallRecord, Protocol, ServiceMetrics};
+use crate::metrics::{CallRecord, MethodRetries, Protocol, ServiceMetrics};
 use crate::observe::{CountingBody, Tallies};
 use crate::policy::ServicePolicy;
 use crate::telemetry::deadline::Deadline;
@@ -44,8 +44,8 @@ struct Shared {
     tokens: Option<Arc<dyn TokenSource>>,
     /// Where each method's request messages are counted.
     sent: Tallies,
-    /// `keel_client_retries_total` of each method with a retry policy.
-    retries: Box<[Option<prometheus::IntCounter>]>,
+    /// The retry counters of each unary method.
+    retries: Box<[Option<MethodRetries>]>,
 }
 
 impl std::fmt::Debug for ClientLayer {
@@ -64,7 +64,7 @@ impl ClientLayer {
         metrics: Arc<ServiceMetrics>,
         deadline: Duration,
         tokens: Option<Arc<dyn TokenSource>>,
-        retries: Box<[Option<prometheus::IntCounter>]>,
+        retries: Box<[Option<MethodRetries>]>,
     ) -> Self {
         let sent = Tallies::sent(&metrics);
         ClientLayer {
@@ -167,11 +167,12 @@ where
         };
         let start = clock::now();
         let expires = start + deadline;
-        // Only the calls of a method with a retry policy are buffered and
-        // retried; the others go as they are.
+        // Unary calls are buffered, to be sent again if no server
+        // processed them or their method's policy says so; streams go as
+        // they are.
         let attempts = method.and_then(|i| {
             Some(Attempts {
-                policy: policy.methods[i].retry.as_ref()?,
+                policy: policy.methods[i].retry.as_ref(),
                 retries: shared.retries.get(i)?.clone()?,
                 span: span.clone(),
                 expires,

@@ -32,9 +32,16 @@
 //! - retries a call of a method with a retry policy (`keel.v1.method.retry`,
 //!   or `idempotency_level` set) while it is not committed and its code is
 //!   retryable, within its deadline, counting each retry in
-//!   `keel_client_retries_total` and as an event of its span; the calls of
-//!   other methods are not buffered (over a balanced target, a retry goes
-//!   to another replica: see [Balancing](#balancing));
+//!   `keel_client_retries_total` and as an event of its span (over a
+//!   balanced target, a retry goes to another replica: see
+//!   [Balancing](#balancing));
+//! - sends any unary call again at once, whatever its method's policy, when
+//!   no server processed it (gRFC A6's transparent retry: its connection
+//!   was never made, closed before the request was written, or the server
+//!   refused the stream with `REFUSED_STREAM` or a `GOAWAY`), at most three
+//!   times, counted in `keel_client_transparent_retries_total`: servers
+//!   recycling connections (`server.max_connection_age`) fail no call.
+//!   Streams are not buffered, and not sent again;
 //! - records the go-grpc-prometheus client metrics
 //!   ([`ClientMetrics`]), once per call whatever its attempts.
 //!

@@ -1,7 +1,15 @@
-//! Retries of a call whose method has a [`RetryPolicy`], as gRPC's retry
-//! design (A6) has them: tonic cannot retry through tower, as an
-//! `http::Request` is not `Clone`, so the layer keeps the call's one
-//! request message and sends it again.
+//! Retries of unary calls, as gRPC's retry design (A6) has them: tonic
+//! cannot retry through tower, as an `http::Request` is not `Clone`, so the
+//! layer keeps the call's one request message and sends it again.
+//!
+//! Two kinds: a method's [`RetryPolicy`] retries the codes it names, with
+//! backoff, up to its attempts; and every unary call is sent again at once
+//! (A6's transparent retry) when no server processed it: its connection
+//! could not be made, closed before the request was written, or the
+//! server refused the stream (`REFUSED_STREAM`, or past the last stream a
+//! `GOAWAY` accepts). The second is what lets servers recycle connections
+//! (`server.max_connection_age`) and replicas drain without failing a
+//! call, whatever the method's policy.
 
 use std::time::Duration;
 
@@ -9,7 +17,6 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
-use prometheus::IntCounter;
 use quanta::Instant;
 use tonic::Code;
 use tonic::body::Body;
@@ -17,14 +24,20 @@ use tower::{Service, ServiceExt};
 
 use super::layer::{BoxError, error_code};
 use crate::clock;
+use crate::metrics::MethodRetries;
 use crate::policy::RetryPolicy;
 use crate::wire::{GRPC_TIMEOUT, PUSHBACK, encode_timeout, status_code};
 
+/// Transparent retries of one call, at most: a server refusing every
+/// stream does not keep a call going round.
+const TRANSPARENT: u32 = 3;
+
 /// What the attempts of one call report to.
 pub(super) struct Attempts {
-    pub(super) policy: &'static RetryPolicy,
-    /// `keel_client_retries_total` of the method.
-    pub(super) retries: IntCounter,
+    /// The method's policy, if it has one.
+    pub(super) policy: Option<&'static RetryPolicy>,
+    /// The method's retry counters.
+    pub(super) retries: MethodRetries,
     /// The call's span, which records each retry as an event.
     pub(super) span: Option<tracing::Span>,
     /// When the call's deadline passes: no attempt starts after it.
@@ -32,10 +45,11 @@ pub(super) struct Attempts {
 }
 
 /// Makes the call of `req` on `inner`, again while its outcome is
-/// retryable: it is not committed (the call failed before the response
-/// headers, or the server answered with a status alone), its code is one
-/// of the policy's, attempts are left and the pause ends before the
-/// deadline.
+/// retryable: at once when no server processed it (at most
+/// [`TRANSPARENT`] times); else when it is not committed (the call failed
+/// before the response headers, or the server answered with a status
+/// alone), its code is one of the policy's, attempts are left and the
+/// pause ends before the deadline.
 pub(super) async fn call<S, ResBody>(
     mut inner: S,
     req: Request<Body>,
@@ -53,14 +67,19 @@ where
         .await
         .map_err(Into::<BoxError>::into)?
         .to_bytes();
-    let policy = attempts.policy;
     let mut attempt = 1;
+    let mut transparent = 0;
+    let mut first = true;
     loop {
-        let req = again(&parts, &message, attempts.expires);
-        let outcome = match attempt {
-            // The service tonic polled ready.
-            1 => inner.call(req).await.map_err(Into::into),
-            _ => {
+        let outcome = match std::mem::take(&mut first) {
+            // The service tonic polled ready, and the deadline as the
+            // layer set it.
+            true => inner
+                .call(request(&parts, &message))
+                .await
+                .map_err(Into::into),
+            false => {
+                let req = again(&parts, &message, attempts.expires);
                 let ready = inner.ready().await.map_err(Into::<BoxError>::into);
                 match ready {
                     Ok(ready) => ready.call(req).await.map_err(Into::into),
@@ -74,6 +93,26 @@ where
             Err(error) => Some(error_code(&**error)),
         };
         let Some(code) = code.filter(|code| *code != Code::Ok) else {
+            return outcome;
+        };
+        if let Err(error) = &outcome
+            && transparent < TRANSPARENT
+            && unprocessed(&**error)
+            && clock::now() < attempts.expires
+        {
+            transparent += 1;
+            attempts.retries.transparent.inc();
+            if let Some(span) = &attempts.span {
+                tracing::debug!(
+                    target: "keel_rpc::rpc",
+                    parent: span,
+                    error = %error,
+                    "sending again: no server processed the call"
+                );
+            }
+            continue;
+        }
+        let (Some(policy), Some(retries)) = (attempts.policy, &attempts.retries.policy) else {
             return outcome;
         };
         if attempt >= policy.max_attempts || !policy.retryable_codes.contains(&code) {
@@ -94,7 +133,7 @@ where
         if clock::now() + pause >= attempts.expires {
             return outcome;
         }
-        attempts.retries.inc();
+        retries.inc();
         if let Some(span) = &attempts.span {
             tracing::debug!(
                 target: "keel_rpc::rpc",
@@ -111,15 +150,47 @@ where
     }
 }
 
-/// The request of one attempt: the call's parts and message, with what is
-/// left of its deadline as `grpc-timeout`.
-fn again(parts: &Parts, message: &Bytes, expires: Instant) -> Request<Body> {
+/// Whether `error` says that no server processed the call (so sending it
+/// again cannot do twice what a method does): the connection was never
+/// made, hyper closed it before writing the request ("canceled"), or the
+/// server refused the stream with `REFUSED_STREAM` or a `GOAWAY` whose
+/// last stream is before it. A connection that breaks under a call sent
+/// is none of these: the server may have run it.
+fn unprocessed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// The request of the first attempt: the call's parts and message.
+fn request(parts: &Parts, message: &Bytes) -> Request<Body> {
     let mut req = Request::new(Body::new(Full::new(message.clone())));
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     *req.extensions_mut() = parts.extensions.clone();
+    req
+}
+
+/// The request of a later attempt: the call's parts and message, with what
+/// is left of its deadline as `grpc-timeout`.
+fn again(parts: &Parts, message: &Bytes, expires: Instant) -> Request<Body> {
+    let mut req = request(parts, message);
     let left = expires.saturating_duration_since(clock::now());
     let timeout: HeaderValue = encode_timeout(left);
     req.headers_mut().insert(&GRPC_TIMEOUT, timeout);

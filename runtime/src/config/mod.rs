@@ -260,6 +260,19 @@ pub struct ServerConfig {
     /// grpc-go's `MaxConnectionIdle`): clients reconnect when they next call.
     #[config(default = "5m", min = "1s", max = "24h")]
     pub idle_timeout: Duration,
+    /// When set, how long a connection lives (±10 %, so that the connections a burst opened do
+    /// not all end together) before it is sent `GOAWAY`, as grpc-go's `MaxConnectionAge`: its
+    /// clients connect again, and re-resolve, so replicas added later get their share of
+    /// clients that connected before them (and of clients behind one address, such as an L4
+    /// load balancer). Keel's clients send a call refused by the `GOAWAY` again at once; calls
+    /// in flight get `max_connection_age_grace` to finish.
+    #[config(min = "1s")]
+    pub max_connection_age: Option<Duration>,
+    /// After `max_connection_age`'s `GOAWAY`, how long calls in flight may run before the
+    /// connection is closed under them (as grpc-go's `MaxConnectionAgeGrace`; unset: as long as
+    /// they take). A server's streams should end before it.
+    #[config(above = "0s")]
+    pub max_connection_age_grace: Option<Duration>,
     /// When set, how long a connection may send no frame before the server sends it an HTTP/2
     /// `PING`. Unset, the kernel's TCP keepalive (after a minute of silence, every 15 s) still
     /// finds peers that are gone, and hyper does not pay a lock and a clock read per frame.
@@ -270,6 +283,12 @@ pub struct ServerConfig {
     /// gets to close before it is dropped.
     #[config(default = "20s", above = "0s")]
     pub keepalive_timeout: Duration,
+    /// The shortest time between a client's pings while no call goes either way, as grpc-go's
+    /// `EnforcementPolicy.MinTime`: a client pinging more often gets `GOAWAY`
+    /// `ENHANCE_YOUR_CALM` "too_many_pings" at its third such ping, and the connection is
+    /// closed (grpc-go's clients then double their keepalive time). `0s`: not enforced.
+    #[config(default = "5m", max = "24h")]
+    pub keepalive_min_ping_interval: Duration,
     /// How long a request has, from its headers, to send the rest: a REST or gRPC-Web body, or
     /// the one request message of a unary or server-streaming gRPC method (client and bidi
     /// streams are exempt). Past it, REST answers 408 (HTTP/1.1 then closes the connection) and

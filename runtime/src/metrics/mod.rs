@@ -11,7 +11,7 @@
 //! | `keel_server_rate_limited_total` | counter | `grpc_service`, `grpc_method` (methods with a `rate_limit`) |
 //! | `keel_server_request_body_timeouts_total` | counter | `grpc_service`, `grpc_method` (methods taking one request message) |
 //! | `keel_server_connections` | gauge | open connections of the gRPC port |
-//! | `keel_server_connections_closed_total` | counter | `reason`: `max_connections` (refused), `handshake_timeout`, `idle` |
+//! | `keel_server_connections_closed_total` | counter | `reason`: `max_connections` (refused), `handshake_timeout`, `idle`, `max_connection_age`, `too_many_pings` |
 //!
 //! The server's `grpc_server_*` series also carry `protocol`: `grpc`, or
 //! `grpc_web` / `rest` for calls that came as gRPC-Web or REST/JSON and were
@@ -117,6 +117,10 @@ pub(crate) struct ConnectionMetrics {
     pub(crate) handshake_timeout: IntCounter,
     /// Sent `GOAWAY` after `server.idle_timeout` without calls.
     pub(crate) idle: IntCounter,
+    /// Sent `GOAWAY` at `server.max_connection_age`.
+    pub(crate) aged: IntCounter,
+    /// Sent `GOAWAY` `ENHANCE_YOUR_CALM` for pinging too often.
+    pub(crate) too_many_pings: IntCounter,
 }
 
 impl ConnectionMetrics {
@@ -139,6 +143,8 @@ impl ConnectionMetrics {
             refused: closed.with_label_values(&["max_connections"]),
             handshake_timeout: closed.with_label_values(&["handshake_timeout"]),
             idle: closed.with_label_values(&["idle"]),
+            aged: closed.with_label_values(&["max_connection_age"]),
+            too_many_pings: closed.with_label_values(&["too_many_pings"]),
         })
     }
 
@@ -548,6 +554,7 @@ fn label_pair(name: &str, value: &str) -> LabelPair {
 /// | `grpc_client_msg_received_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `grpc_client_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `keel_client_retries_total` | counter | `grpc_service`, `grpc_method` (methods with a retry policy) |
+/// | `keel_client_transparent_retries_total` | counter | `grpc_service`, `grpc_method` (unary methods) |
 ///
 /// The services called are not known up front: a service's series appear
 /// (at zero) the first time a client of it is built, and its counts are
@@ -559,6 +566,18 @@ pub struct ClientMetrics {
     families: Families,
     /// `keel_client_retries_total`: attempts after a call's first.
     retries: MethodCounter,
+    /// `keel_client_transparent_retries_total`: calls sent again because
+    /// no server processed them (gRFC A6's transparent retries).
+    transparent: MethodCounter,
+}
+
+/// The retry counters of one unary method.
+#[derive(Clone, Debug)]
+pub(crate) struct MethodRetries {
+    /// `keel_client_retries_total`, when the method has a retry policy.
+    pub(crate) policy: Option<IntCounter>,
+    /// `keel_client_transparent_retries_total`.
+    pub(crate) transparent: IntCounter,
 }
 
 impl ClientMetrics {
@@ -572,13 +591,32 @@ impl ClientMetrics {
             "keel_client_retries_total",
             "Total number of attempts generated clients made after a call's first.",
         )?;
-        Ok(ClientMetrics { families, retries })
+        let transparent = MethodCounter::register(
+            registry,
+            "keel_client_transparent_retries_total",
+            "Total number of calls generated clients sent again because no server had processed them.",
+        )?;
+        Ok(ClientMetrics {
+            families,
+            retries,
+            transparent,
+        })
     }
 
-    /// By method index, the retry counter of each of `policy`'s methods
-    /// with a retry policy (its series made, at zero).
-    pub(crate) fn retries(&self, policy: &'static ServicePolicy) -> Box<[Option<IntCounter>]> {
-        self.retries.of(policy, |m| m.retry.is_some())
+    /// By method index, the retry counters of each of `policy`'s unary
+    /// methods (their series made, at zero); `None` for the others.
+    pub(crate) fn retries(&self, policy: &'static ServicePolicy) -> Box<[Option<MethodRetries>]> {
+        let unary = |m: &MethodPolicy| m.kind == crate::policy::MethodKind::Unary;
+        let with_policy = self.retries.of(policy, |m| unary(m) && m.retry.is_some());
+        let transparent = self.transparent.of(policy, unary);
+        (with_policy.into_vec().into_iter().zip(transparent))
+            .map(|(policy, transparent)| {
+                Some(MethodRetries {
+                    policy,
+                    transparent: transparent?,
+                })
+            })
+            .collect()
     }
 
     /// The metrics of calls to `policy`'s methods, made on first use.

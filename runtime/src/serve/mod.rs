@@ -5,7 +5,7 @@
 //! The gRPC port's connections are Keel's own accept loop over hyper
 //! (`serve/connection`): `server.max_connections`, `server.handshake_timeout`
 //! (TLS handshake and HTTP/2 preface), `GOAWAY` after `server.idle_timeout`
-//! without calls, TCP keepalive, HTTP/2 pings when `server.keepalive_interval`
+//! without calls and at `server.max_connection_age`, TCP keepalive, HTTP/2 pings when `server.keepalive_interval`
 //! is set (`server.keepalive_timeout`), counted in `keel_server_connections` and
 //! `keel_server_connections_closed_total{reason}`; and for each call,
 //! `server.request_body_timeout` for its request to arrive (the pipeline's

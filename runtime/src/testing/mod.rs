@@ -6,7 +6,9 @@
 //! [`TestKey`] for a service that verifies with a public key), the error
 //! details Keel's answers carry ([`StatusExt`]), and, with the `store`
 //! feature, a fresh database per test on SQLite and on PostgreSQL
-//! ([`TestDb`], [`on_both_backends!`](crate::on_both_backends)).
+//! ([`TestDb`], [`on_both_backends!`](crate::on_both_backends)); for
+//! replicas found by name, a DNS server whose records the test changes
+//! ([`TestDns`]).
 //!
 //! ```no_run
 //! # async fn run(config: keel_rpc::config::Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -218,9 +220,11 @@ pub use tonic_types::{BadRequest, ErrorDetails, FieldViolation, RetryInfo, Statu
 
 #[cfg(feature = "store")]
 mod db;
+mod dns;
 mod keys;
 mod rest;
 #[cfg(feature = "store")]
 pub use db::{Db, POSTGRES_ENV, TestDb};
+pub use dns::{TestDns, TestDnsError};
 pub use keys::{TestKey, TestKeyError};
 pub use rest::{Rest, RestError, RestRequest, RestResponse};

@@ -3,8 +3,9 @@
 //! `server.listen_backlog` (not std's and tokio's 128), at most
 //! `server.max_connections` open (one more is closed as it is accepted),
 //! `server.handshake_timeout` for a new connection's TLS handshake and
-//! HTTP/2 preface, `GOAWAY` after `server.idle_timeout` without calls, TCP
-//! keepalive (HTTP/2 pings when `server.keepalive_interval` is set), and the
+//! HTTP/2 preface, `GOAWAY` after `server.idle_timeout` without calls and
+//! at `server.max_connection_age` (its calls get
+//! `server.max_connection_age_grace`), TCP keepalive (HTTP/2 pings when `server.keepalive_interval` is set), and the
 //! shutdown phases of [`Phases`]. A call in progress is not idle: the time
 //! its request has to arrive is `server.request_body_timeout`, which the
 //! pipeline, REST and the health service apply. Each
@@ -16,6 +17,7 @@
 //! idle timeout, sends those that are not gRPC to REST, and ends what still
 //! runs at the drain deadline.
 
+mod pings;
 mod preface;
 mod service;
 
@@ -38,6 +40,7 @@ use tonic::transport::server::Connected;
 use crate::config::ServerConfig;
 use crate::metrics::ConnectionMetrics;
 use crate::serve::rest::HttpService;
+use pings::Pings;
 use preface::Preface;
 pub(crate) use service::Phases;
 use service::{Calls, ConnectInfo, Drain};
@@ -70,6 +73,11 @@ pub(crate) struct Port {
     /// (`server.keepalive_timeout`: what a client gets to answer a ping,
     /// which the graceful close waits for) before it is dropped.
     goaway_grace: Duration,
+    max_connection_age: Option<Duration>,
+    /// `server.max_connection_age_grace`; `Duration::MAX` when unset.
+    max_connection_age_grace: Duration,
+    /// `server.keepalive_min_ping_interval`.
+    min_ping_interval: Duration,
     max_connections: usize,
     listen_backlog: u32,
     metrics: ConnectionMetrics,
@@ -111,6 +119,9 @@ impl Port {
             handshake_timeout: settings.handshake_timeout,
             idle_timeout: settings.idle_timeout,
             goaway_grace: settings.keepalive_timeout,
+            max_connection_age: settings.max_connection_age,
+            max_connection_age_grace: settings.max_connection_age_grace.unwrap_or(Duration::MAX),
+            min_ping_interval: settings.keepalive_min_ping_interval,
             max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
             listen_backlog: settings.listen_backlog,
             metrics,
@@ -200,7 +211,12 @@ impl Port {
             self.phases.clone(),
             info,
         );
-        let io = TokioIo::new(Preface::new(io, prefaced.clone()));
+        let io = Preface::new(io, prefaced.clone());
+        let io = TokioIo::new(Pings::new(
+            io,
+            self.min_ping_interval,
+            self.metrics.too_many_pings.clone(),
+        ));
         let conn = self.builder.serve_connection(io, Drain::new(calls.clone()));
         tokio::pin!(conn);
 
@@ -216,6 +232,13 @@ impl Port {
         let drop_idle = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drop_idle);
         let mut idle_closing = false;
+        // `server.max_connection_age`, then its grace: one sleep, reset
+        // when the first ends.
+        let age = self.max_connection_age.map(jittered);
+        let aged = tokio::time::sleep(age.unwrap_or(Duration::MAX));
+        tokio::pin!(aged);
+        let mut aging = age.is_some();
+        let mut aged_out = false;
         // After the drain deadline (which ended its calls), a grace to close;
         // it comes after draining, so it is only polled once closing.
         let forced = async {
@@ -263,6 +286,21 @@ impl Port {
                     }
                     drop_idle.as_mut().reset(Instant::now() + self.goaway_grace);
                 }
+                _ = &mut aged, if aging => match std::mem::replace(&mut aged_out, true) {
+                    // Its calls in flight ran past the grace.
+                    true => return,
+                    // Already closing (idle, draining): that decides.
+                    false if closing => aging = false,
+                    false => {
+                        self.closed(&self.metrics.aged, peer, "GOAWAY: server.max_connection_age");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        match Instant::now().checked_add(self.max_connection_age_grace) {
+                            Some(end) => aged.as_mut().reset(end),
+                            None => aging = false,
+                        }
+                    }
+                },
                 _ = self.phases.draining.cancelled(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -276,6 +314,12 @@ impl Port {
         counter.inc();
         tracing::debug!(?peer, "connection closed: {why}");
     }
+}
+
+/// `age` ± 10 %, at random.
+fn jittered(age: Duration) -> Duration {
+    let unit = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
+    age.mul_f64(0.9 + 0.2 * unit)
 }
 
 /// Gives `listener` a backlog of `backlog` connections, whoever bound it:
