@@ -25,6 +25,9 @@ pub enum Error {
     /// A generated client could not be built.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
+    /// The rate-limit backend (`[rate_limit] backend`) could not be set up.
+    #[error(transparent)]
+    RateLimit(#[from] crate::pipeline::RateBackendError),
     /// A method option of the policy table did not decode as a layer asked.
     #[error(transparent)]
     Option(#[from] crate::pipeline::OptionError),

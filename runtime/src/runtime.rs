@@ -9,7 +9,7 @@ use crate::Error;
 use crate::auth::{RemoteKeys, Verifier};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineLayer};
+use crate::pipeline::{Pipeline, PipelineLayer, RedisBuckets};
 use crate::policy::ServicePolicy;
 
 /// The shared runtime of a process's Keel services: the token verifier, the
@@ -27,6 +27,8 @@ pub struct Keel {
     remote_keys: Option<Arc<RemoteKeys>>,
     /// The services it was built for (their REST routes are served).
     services: Arc<[&'static ServicePolicy]>,
+    /// The fleet's rate-limit buckets (`[rate_limit] backend`), if any.
+    shared_buckets: Option<Arc<RedisBuckets>>,
 }
 
 impl Keel {
@@ -50,6 +52,13 @@ impl Keel {
         let metrics =
             Metrics::serving(prometheus::Registry::new(), services, config.http.grpc_web)?;
         let remote_keys = RemoteKeys::new(config, verifier.clone(), metrics.registry())?;
+        let shared_buckets = match &config.rate_limit.backend {
+            None => None,
+            Some(_) => {
+                let errors = metrics.rate_limit_backend_errors()?;
+                RedisBuckets::new(&config.rate_limit, &config.client.tls, errors)?.map(Arc::new)
+            }
+        };
         Ok(Keel {
             verifier,
             metrics,
@@ -57,6 +66,7 @@ impl Keel {
             request_body_timeout: config.server.request_body_timeout,
             remote_keys: remote_keys.map(Arc::new),
             services: services.into(),
+            shared_buckets,
         })
     }
 
@@ -74,6 +84,7 @@ impl Keel {
             max_message_bytes,
             request_body_timeout: crate::config::ServerConfig::default().request_body_timeout,
             remote_keys: None,
+            shared_buckets: None,
             services: Arc::new([]),
         }
     }
@@ -103,6 +114,7 @@ impl Keel {
             self.max_message_bytes,
             self.request_body_timeout,
             exposes_method,
+            self.shared_buckets.as_ref(),
         ))
     }
 

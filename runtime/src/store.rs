@@ -338,9 +338,11 @@ impl Store {
     }
 
     /// Applies the steps of `migrations` not applied yet, each in its own
-    /// transaction. Safe to call from several replicas at once: sqlx takes a
-    /// lock for the duration (an advisory lock on PostgreSQL). Fails when an
-    /// applied step has changed or is no longer in the list.
+    /// transaction. On PostgreSQL several replicas may call it at once: sqlx
+    /// holds an advisory lock for the duration. On SQLite it takes none, so
+    /// replicas sharing a file must let one migrate first (as `cargo xtask
+    /// run --replicas` does). Fails when an applied step has changed or is
+    /// no longer in the list.
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StoreError> {
         let migrator = migrations.migrator()?;
         let result = match &self.pool {

@@ -383,8 +383,9 @@ fn sent_timeouts(seen: &Seen) -> Vec<String> {
 /// a transport recording into `seen`) and answers with that call's code.
 fn calling_downstream<B>(
     seen: &Seen,
-) -> impl Service<Request<B>, Response = Response<Empty<bytes::Bytes>>, Error = Infallible> + Clone
-{
+) -> impl Service<Request<B>, Response = Response<Empty<bytes::Bytes>>, Error = Infallible>
++ Clone
++ use<B> {
     let registry = prometheus::Registry::new();
     let downstream = client(&registry).wrap(&POLICY, transport(seen.clone(), Duration::ZERO, "0"));
     tower::service_fn(move |_: Request<B>| {

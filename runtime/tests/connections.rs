@@ -6,6 +6,8 @@
 //!   again, at once). Which replica answered is told by the health status
 //!   each one gives the name `who`: `SERVING` on 127.0.0.2, `NOT_SERVING`
 //!   on 127.0.0.3.
+//! - a `dns:///` client resolves again when a replica's connection ages
+//!   out, so it finds a replica added to DNS long before `client.dns.refresh`;
 //! - keepalive enforcement: a client (the h2 crate's) pinging without
 //!   calls is sent `GOAWAY` `ENHANCE_YOUR_CALM`; one pinging between calls
 //!   is not.
@@ -18,7 +20,7 @@ use std::time::Duration;
 use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use keel_rpc::config::{AuthConfig, Config, Secret};
 use keel_rpc::serve::Listeners;
-use keel_rpc::testing::TestServer;
+use keel_rpc::testing::{TestDns, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -46,6 +48,12 @@ const AGE: Duration = Duration::from_secs(1);
 /// A replica on `ip` (ephemeral port), whose connections live [`AGE`],
 /// answering `who` with `status`.
 async fn replica(ip: Ipv4Addr, status: ServingStatus) -> TestServer {
+    let grpc = TcpListener::bind((ip, 0)).await.expect("bind");
+    replica_on(grpc, status).await
+}
+
+/// [`replica`], on `grpc`.
+async fn replica_on(grpc: TcpListener, status: ServingStatus) -> TestServer {
     let mut config = config();
     config.server.max_connection_age = Some(AGE);
     config.server.max_connection_age_grace = Some(Duration::from_secs(10));
@@ -53,7 +61,7 @@ async fn replica(ip: Ipv4Addr, status: ServingStatus) -> TestServer {
     let server = keel.server(&config);
     server.health().set("who", status);
     let listeners = Listeners {
-        grpc: TcpListener::bind((ip, 0)).await.expect("bind"),
+        grpc,
         metrics: Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
     };
     TestServer::start_on(server, listeners).expect("start")
@@ -302,6 +310,74 @@ async fn a_client_pinging_without_calls_is_told_to_calm_down() {
         let refused = r#"keel_server_connections_closed_total{reason="too_many_pings"}"#;
         assert_eq!(scrape(metrics, refused).await, 1.0);
         server.stop().await.expect("stop");
+    })
+    .await
+    .expect("the test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_has_a_dns_client_resolve_again_before_its_refresh() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        // Two replicas on one port, of 127.0.0.2 and .3.
+        let (first, second) = 'ports: {
+            for _ in 0..20 {
+                let a = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0))
+                    .await
+                    .expect("bind");
+                let port = a.local_addr().expect("address").port();
+                if let Ok(b) = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 3), port)).await {
+                    break 'ports (a, b);
+                }
+            }
+            panic!("no port free on both addresses");
+        };
+        let port = first.local_addr().expect("address").port();
+        let first = replica_on(first, ServingStatus::Serving).await;
+        let second = replica_on(second, ServingStatus::NotServing).await;
+        let dns = TestDns::start("test.").await.expect("DNS");
+        dns.set("who.test.", &[Ipv4Addr::new(127, 0, 0, 2).into()])
+            .await
+            .expect("records");
+
+        // Resolving every minute, at most every 100 ms when nudged.
+        let registry = prometheus::Registry::new();
+        let mut config = Config::<()>::default();
+        config.client.default_deadline = Duration::from_secs(5);
+        config.client.dns.nameservers = vec![dns.addr()];
+        config.client.dns.refresh = Duration::from_secs(60);
+        config.client.dns.min_refresh = Duration::from_millis(100);
+        let client = keel_rpc::client::Client::new(&config, &registry).expect("client");
+        let target = format!("dns:///who.test:{port}");
+        let checker =
+            HealthClient::new(client.wrap(&HEALTH, client.connect(&target).expect("target")));
+        let checkers = [checker];
+        let (answered, failed) = load(&checkers, Duration::from_millis(300), 4).await;
+        assert!(
+            failed.is_empty() && answered[1] == 0,
+            "{answered:?} {failed:?}"
+        );
+
+        // Added to DNS: found once the first replica's connection, idle,
+        // ages out (no call fails to tell the client), and a call
+        // reconnects.
+        dns.set(
+            "who.test.",
+            &[
+                Ipv4Addr::new(127, 0, 0, 2).into(),
+                Ipv4Addr::new(127, 0, 0, 3).into(),
+            ],
+        )
+        .await
+        .expect("records");
+        tokio::time::sleep(AGE * 2).await;
+        let (answered, failed) = load(&checkers, Duration::from_millis(500), 4).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(
+            answered[1] > 0,
+            "the added replica got no call: {answered:?}"
+        );
+        first.stop().await.expect("stop");
+        second.stop().await.expect("stop");
     })
     .await
     .expect("the test took too long");

@@ -1,7 +1,8 @@
 //! Project automation for Keel, run as `cargo xtask <command>`:
 //!
-//! - `run` builds the example services and runs them together (the
-//!   README's main job).
+//! - `run [--replicas N]` builds the example services and runs them together
+//!   (the README's main job); with `--replicas`, N user-service replicas
+//!   behind a DNS name served by xtask, which the gateway balances over.
 //! - `gen` regenerates the examples' checked-in code from their protos, and
 //!   `POLICY.md`; `gen --check` fails when either is stale.
 //! - `policy [--format json]` prints every method's resolved rules.
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
         ["rust-version", rest @ ..] => rust_version::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | new <dir> | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick] | policy [--format json] | package [--no-registry-check] | rust-version"
+                "usage: cargo xtask run [--replicas N] | new <dir> | gen [--check] | test [-- <cargo test args>] | bench [--quick] [--instructions] | bench-auth [--quick] | policy [--format json] | package [--no-registry-check] | rust-version"
             );
             return ExitCode::from(2);
         }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the README's test command. Installs what the tests
-//! need on a fresh machine (promtool, PostgreSQL, Chromium and the Node
-//! package driving it), then runs every test of the workspace.
+//! need on a fresh machine (promtool, PostgreSQL, Redis, Chromium and the
+//! Node package driving it), then runs every test of the workspace.
 
 use std::process::Command;
 
@@ -11,6 +11,8 @@ pub fn run(args: &[&str]) -> Result<()> {
     crate::ensure_tool("promtool", "prometheus")?;
     // The store tests run on PostgreSQL too, and fail (never skip) without it.
     let postgres = crate::postgres::ensure()?;
+    // The shared rate-limit tests start Redis servers of their own.
+    crate::ensure_tool("redis-server", "redis-server")?;
     // user-service's browser test drives Debian's Chromium with
     // playwright-core (the lock's version, from npm's cache when it has it).
     crate::ensure_tool("chromium", "chromium")?;

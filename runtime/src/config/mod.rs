@@ -84,6 +84,7 @@ mod error;
 mod key_set;
 mod loader;
 mod log_format;
+mod rate_limit;
 mod reference;
 mod secret;
 mod section;
@@ -106,6 +107,7 @@ pub use error::ConfigError;
 pub use keel_rpc_macros::Section;
 pub use loader::Loader;
 pub use log_format::LogFormat;
+pub use rate_limit::{OnBackendError, RateLimitConfig};
 pub use secret::Secret;
 pub use section::{Env, Key, Nested, Problems, Section};
 #[cfg(feature = "store")]
@@ -142,6 +144,9 @@ pub struct Config<App = ()> {
     /// The service's database (`[store]`), for services that keep data (`keel_rpc::store`).
     #[config(section)]
     pub store: StoreConfig,
+    /// Where the buckets of methods with a `rate_limit` live (`[rate_limit]`).
+    #[config(section)]
+    pub rate_limit: RateLimitConfig,
     /// The service's own sections, beside Keel's (none in a `Config<()>`).
     #[config(flatten)]
     pub app: App,
@@ -204,6 +209,7 @@ impl<App> Config<App> {
             telemetry: self.telemetry.clone(),
             client: self.client.clone(),
             store: self.store.clone(),
+            rate_limit: self.rate_limit.clone(),
             app: (),
         }
     }

@@ -254,6 +254,17 @@ impl Metrics {
         &self.connections
     }
 
+    /// `keel_rate_limit_backend_errors_total`, registered: calls whose
+    /// rate limit Redis did not answer (with `[rate_limit] backend`).
+    pub(crate) fn rate_limit_backend_errors(&self) -> Result<IntCounter, MetricsError> {
+        let counter = IntCounter::new(
+            "keel_rate_limit_backend_errors_total",
+            "Calls of rate-limited methods whose shared bucket the backend (Redis) did not answer in rate_limit.timeout.",
+        )?;
+        self.registry().register(Box::new(counter.clone()))?;
+        Ok(counter)
+    }
+
     /// By method index, the count of each rate-limited method's calls its
     /// limit refused.
     pub(crate) fn rate_limited(&self, policy: &ServicePolicy) -> Box<[Option<IntCounter>]> {

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http::Response;
 use http_body::Body;
@@ -16,6 +16,7 @@ use super::body::ResponseBody;
 use super::bound::bound_metadata;
 use super::call::Call;
 use super::interruptible::Interruptible;
+use super::rate::Asking;
 use super::recover::{internal, log_panic};
 use crate::wire::status_code;
 
@@ -32,6 +33,9 @@ pin_project! {
         call: Option<Call>,
         // The answer when `inner` is `None` (boxed: it is rare, and large).
         status: Option<Box<tonic::Status>>,
+        // A call waiting for the fleet's rate limit before the server is
+        // called (boxed: it is rare).
+        admitting: Option<Box<Admitting<F>>>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
@@ -45,7 +49,31 @@ pin_project! {
     }
 }
 
+/// What calls the server once the fleet's rate limit admits a call: the
+/// pipeline's steps after it, given the call.
+pub(super) type Then<F> = Box<dyn FnOnce(&mut Call) -> Result<F, tonic::Status> + Send>;
+
+/// A call waiting for the fleet's rate limit.
+pub(super) struct Admitting<F> {
+    asking: Asking,
+    then: Option<Then<F>>,
+}
+
 impl<F> ResponseFuture<F> {
+    /// Calls the server with `then` once `asking` admits the call.
+    #[cold]
+    pub(super) fn admitting(asking: Asking, then: Then<F>, call: Call) -> Self {
+        ResponseFuture {
+            inner: None,
+            call: Some(call),
+            status: None,
+            admitting: Some(Box::new(Admitting {
+                asking,
+                then: Some(then),
+            })),
+        }
+    }
+
     /// Calls `inner`, catching a panic.
     pub(super) fn call<S, R>(inner: &mut S, req: R, call: Option<Call>) -> Self
     where
@@ -56,6 +84,7 @@ impl<F> ResponseFuture<F> {
                 inner: Some(inner),
                 call,
                 status: None,
+                admitting: None,
             },
             Err(panic) => {
                 log_panic(call.as_ref().map(|c| c.path), panic.as_ref());
@@ -71,6 +100,7 @@ impl<F> ResponseFuture<F> {
             inner: None,
             call,
             status: Some(Box::new(status)),
+            admitting: None,
         }
     }
 }
@@ -84,6 +114,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if this.admitting.is_some() {
+            ready!(poll_admission(
+                this.admitting,
+                this.inner.as_mut(),
+                this.call,
+                this.status,
+                cx
+            ));
+        }
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             let status = this.status.take().map_or_else(internal, |status| *status);
             return Poll::Ready(Ok(trailers_only(status, this.call.take())));
@@ -120,6 +159,44 @@ where
             }
         })
     }
+}
+
+/// Waits for the fleet's rate limit to admit the call, then calls the
+/// server (into `inner`), or has the call answered with `status`. Ready
+/// when `admitting` is done.
+#[cold]
+#[inline(never)]
+fn poll_admission<F>(
+    admitting: &mut Option<Box<Admitting<F>>>,
+    mut inner: Pin<&mut Option<F>>,
+    call: &mut Option<Call>,
+    status: &mut Option<Box<tonic::Status>>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(waiting) = admitting.as_mut() else {
+        return Poll::Ready(());
+    };
+    // Bounded by `rate_limit.timeout`, after which the backend's error
+    // mode decides at once.
+    let admitted = ready!(waiting.asking.as_mut().poll(cx));
+    let then = waiting.then.take();
+    *admitting = None;
+    let outcome = match (admitted, then, call.as_mut()) {
+        (Ok(()), Some(then), Some(call)) => match catch_unwind(AssertUnwindSafe(|| then(call))) {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                log_panic(Some(call.path), panic.as_ref());
+                Err(internal())
+            }
+        },
+        (Ok(()), _, _) => Err(internal()),
+        (Err(refused), _, _) => Err(refused),
+    };
+    match outcome {
+        Ok(future) => inner.set(Some(future)),
+        Err(refused) => *status = Some(Box::new(refused)),
+    }
+    Poll::Ready(())
 }
 
 /// The trailers-only response of a call answered with `status` by Keel

@@ -22,7 +22,9 @@
 //!    extensions ([`RequestExt`](crate::RequestExt));
 //! 4. **rate limit** (`pipeline/rate`): a method with `rate_limit` answers a
 //!    call that finds its bucket (global, or the caller's address, subject or
-//!    claim) empty `RESOURCE_EXHAUSTED` with a `RetryInfo` detail;
+//!    claim) empty `RESOURCE_EXHAUSTED` with a `RetryInfo` detail; with
+//!    `[rate_limit] backend` the buckets are the fleet's, in Redis, and the
+//!    steps after this one wait for its answer in the response future;
 //! 5. **concurrency** (`pipeline/concurrency.rs`): a method with
 //!    `max_concurrency` answers a call over the limit `RESOURCE_EXHAUSTED`;
 //! 6. **request messages** ([`CountingBody`]): counted as they
@@ -87,6 +89,9 @@ use call::Limits;
 pub use future::ResponseFuture;
 pub(crate) use interruptible::Interruptible;
 pub use method::{CalledMethod, OptionError, OptionTable};
+use rate::Admission;
+pub use rate::RateBackendError;
+pub(crate) use rate::RedisBuckets;
 /// A server behind layers of your own, as [`Keel::wrap_with`](crate::Keel::wrap_with) builds it
 /// (tonic's, which keeps the server's name for the router).
 pub use tonic::service::Layered;
@@ -129,11 +134,12 @@ impl PipelineLayer {
         max_message_bytes: usize,
         request_body_timeout: Duration,
         exposes_method: bool,
+        shared_buckets: Option<&Arc<RedisBuckets>>,
     ) -> Self {
         let policy = metrics.policy();
         let shared = Shared {
             policy,
-            rates: rate::RateLimits::new(policy, all.rate_limited(policy)),
+            rates: rate::RateLimits::new(policy, all.rate_limited(policy), shared_buckets),
             in_flight: concurrency::InFlight::new(policy),
             exposes_method,
             request_body_timeout,
@@ -176,7 +182,8 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for Pipeline<S>
 
 impl<S, B, ResBody> Service<Request<B>> for Pipeline<S>
 where
-    S: Service<Request<CountingBody<B>>, Response = Response<ResBody>>,
+    S: Service<Request<CountingBody<B>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    B: Send + 'static,
     ResBody: Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -221,32 +228,84 @@ where
             }
         }
         // 4. rate limit
-        if let Err(status) = shared.rates.admit(index, method, req.extensions()) {
-            return ResponseFuture::answer(status, Some(call));
-        }
-        // 5. concurrency
-        match shared.in_flight.admit(index, method) {
-            Ok(permit) => call.limits = Limits::of(timer, permit),
+        match shared.rates.admit(index, method, req.extensions()) {
+            Ok(Admission::Admitted) => {}
+            Ok(Admission::Ask(asking)) => {
+                return self.call_when_admitted(asking, req, index, slot, timer, call);
+            }
             Err(status) => return ResponseFuture::answer(status, Some(call)),
         }
-        // (7. for layers of the user's: which method this is)
-        if shared.exposes_method {
-            let called = CalledMethod {
-                service: shared.policy,
-                index,
-            };
-            req.extensions_mut().insert(called);
-        }
-        // 6. request messages (in time, when the method takes one)
-        let received = shared.received.get(Some(slot));
-        let limit = takes_one_message(method).then_some(shared.request_body_timeout);
-        let req = req.map(|body| CountingBody::new(body, received).arriving_within(limit));
+        // 5.–7.
+        let req = match shared.proceed(index, slot, req, timer, &mut call) {
+            Ok(req) => req,
+            Err(status) => return ResponseFuture::answer(status, Some(call)),
+        };
         // 8. recovery, around your layers and the server; 9. the end, in the response
         ResponseFuture::call(&mut self.inner, req, Some(call))
     }
 }
 
+impl Shared {
+    /// The steps after the rate limit, for a call of method `index`.
+    #[inline]
+    fn proceed<B>(
+        &self,
+        index: usize,
+        slot: usize,
+        mut req: Request<B>,
+        timer: Option<deadline::Timer>,
+        call: &mut Call,
+    ) -> Result<Request<CountingBody<B>>, tonic::Status> {
+        let method = &self.policy.methods[index];
+        // 5. concurrency
+        let permit = self.in_flight.admit(index, method)?;
+        call.limits = Limits::of(timer, permit);
+        // (7. for layers of the user's: which method this is)
+        if self.exposes_method {
+            let called = CalledMethod {
+                service: self.policy,
+                index,
+            };
+            req.extensions_mut().insert(called);
+        }
+        // 6. request messages (in time, when the method takes one)
+        let received = self.received.get(Some(slot));
+        let limit = takes_one_message(method).then_some(self.request_body_timeout);
+        Ok(req.map(|body| CountingBody::new(body, received).arriving_within(limit)))
+    }
+}
+
 impl<S> Pipeline<S> {
+    /// A call of a method whose buckets are the fleet's: the rest of its
+    /// steps and the server wait for `asking` (a Redis round trip), in the
+    /// response future. The server polled ready goes with the call, and a
+    /// clone stays (as tower's `Buffer` does). Out of line: only methods
+    /// with a `rate_limit` and a backend come here.
+    #[cold]
+    #[inline(never)]
+    fn call_when_admitted<B>(
+        &mut self,
+        asking: rate::Asking,
+        req: Request<B>,
+        index: usize,
+        slot: usize,
+        timer: Option<deadline::Timer>,
+        call: Call,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<CountingBody<B>>> + Clone + Send + 'static,
+        B: Send + 'static,
+    {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let shared = self.shared.clone();
+        let then: future::Then<S::Future> = Box::new(move |call: &mut Call| {
+            let req = shared.proceed(index, slot, req, timer, call)?;
+            Ok(inner.call(req))
+        });
+        ResponseFuture::admitting(asking, then, call)
+    }
+
     /// A path outside the policy: passed to the inner server (which answers
     /// `UNIMPLEMENTED`) with the message size limit and panic recovery only.
     /// Out of line, as it is rare: the path of a method stays short.

@@ -8,7 +8,8 @@
 //! feature, a fresh database per test on SQLite and on PostgreSQL
 //! ([`TestDb`], [`on_both_backends!`](crate::on_both_backends)); for
 //! replicas found by name, a DNS server whose records the test changes
-//! ([`TestDns`]).
+//! ([`TestDns`]); for limits shared through Redis, a Redis server of the
+//! test's own ([`TestRedis`]).
 //!
 //! ```no_run
 //! # async fn run(config: keel_rpc::config::Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -222,9 +223,11 @@ pub use tonic_types::{BadRequest, ErrorDetails, FieldViolation, RetryInfo, Statu
 mod db;
 mod dns;
 mod keys;
+mod redis;
 mod rest;
 #[cfg(feature = "store")]
 pub use db::{Db, POSTGRES_ENV, TestDb};
 pub use dns::{TestDns, TestDnsError};
 pub use keys::{TestKey, TestKeyError};
+pub use redis::{TestRedis, TestRedisError};
 pub use rest::{Rest, RestError, RestRequest, RestResponse};

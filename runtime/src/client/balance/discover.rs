@@ -1,16 +1,19 @@
 //! The balancer's view of a resolver: a [`tower::discover`] stream of
 //! `Change::Insert`/`Remove`, fed by a task of its own ([`drive`]) that
 //! resolves the target every `client.dns.refresh`, and soon after a
-//! connection to a replica fails.
+//! connection to a replica fails or ends (its server sent `GOAWAY`: it
+//! drains, or recycles connections), as its [`Connector`] notes.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
+use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tower::discover::Change;
 
@@ -84,8 +87,9 @@ pub(super) async fn drive(
                         continue;
                     }
                     tracing::debug!(target: "keel_rpc::client", client_target = %shared.target, replica = %key, "a replica joined the set");
-                    let replica =
-                        Replica::new(endpoint.connect_lazy(), key.clone(), shared.clone());
+                    let connector = Connector::new(shared.clone());
+                    let channel = endpoint.connect_with_connector_lazy(connector);
+                    let replica = Replica::new(channel, key.clone(), shared.clone());
                     current.insert(key.clone());
                     let _ = updates.send(Update::Change(Change::Insert(key, replica)));
                 }
@@ -125,5 +129,47 @@ pub(super) async fn drive(
                 _ = tokio::time::sleep_until(started + schedule.min_refresh) => {}
             },
         }
+    }
+}
+
+/// A replica's connector: hyper's, set as tonic sets its own (TLS and the
+/// connect timeout are tonic's, around it). Each connection after the
+/// first means the last one ended, by a failure or the server's `GOAWAY`:
+/// the set may have changed, so it asks the driver to resolve again soon.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+    connected: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl Connector {
+    fn new(shared: Arc<Shared>) -> Self {
+        let mut http = HttpConnector::new();
+        // The scheme is tonic's business (it adds TLS for `https`).
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        Connector {
+            http,
+            connected: Arc::new(AtomicBool::new(false)),
+            shared,
+        }
+    }
+}
+
+impl tower::Service<http::Uri> for Connector {
+    type Response = <HttpConnector as tower::Service<http::Uri>>::Response;
+    type Error = <HttpConnector as tower::Service<http::Uri>>::Error;
+    type Future = <HttpConnector as tower::Service<http::Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        if self.connected.swap(true, Ordering::Relaxed) {
+            self.shared.nudge.notify_one();
+        }
+        self.http.call(uri)
     }
 }

@@ -4,23 +4,36 @@
 //! call would pass, before the handler runs; it is counted in
 //! `keel_server_rate_limited_total`. Buckets follow governor's GCRA; those
 //! of a keyed method are bounded ([`Buckets`]). Other methods pay one branch.
+//!
+//! With `[rate_limit] backend`, the buckets are Redis's ([`RedisBuckets`]),
+//! shared by every replica: admitting a call is then a round trip, so the
+//! step answers with a future the pipeline awaits before the rest of the
+//! call (`rate_limit.on_backend_error` decides when Redis cannot).
 
 mod buckets;
+mod redis;
 
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use governor::clock::{Clock, QuantaClock};
 use governor::state::{InMemoryState, NotKeyed};
-use governor::{NotUntil, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::Caller;
+use crate::config::OnBackendError;
 use crate::policy::{MethodPolicy, RateKey, RateLimit, ServicePolicy};
 use buckets::Buckets;
+pub use redis::RateBackendError;
+pub(crate) use redis::RedisBuckets;
+use redis::Taken;
 
 /// The most buckets a keyed method keeps.
 const KEYS_PER_METHOD: usize = 65_536;
@@ -29,14 +42,27 @@ const KEYS_PER_METHOD: usize = 65_536;
 #[derive(Debug)]
 pub(super) struct RateLimits {
     /// By method index; `None` for methods without a limit.
-    methods: Box<[Option<Limiter>]>,
+    methods: Box<[Option<Arc<Limiter>>]>,
 }
+
+/// What the rate-limit step says of a call.
+pub(super) enum Admission {
+    Admitted,
+    /// Ask the shared buckets: the call goes on when this says so.
+    Ask(Asking),
+}
+
+/// A call's admission by the shared buckets, under way.
+pub(super) type Asking = Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>;
 
 /// One method's buckets.
 #[derive(Debug)]
 struct Limiter {
     limit: RateLimit,
+    /// The process's own: the buckets, or what decides when Redis cannot.
     buckets: Keyed,
+    /// The fleet's, when `[rate_limit] backend` is set.
+    shared: Option<Arc<RedisBuckets>>,
     /// `keel_server_rate_limited_total` of the method.
     refused: IntCounter,
 }
@@ -54,16 +80,21 @@ enum Keyed {
 
 impl RateLimits {
     /// The limits of `policy`'s methods; `refused` has, by method index,
-    /// each limited method's counter.
-    pub(super) fn new(policy: &ServicePolicy, refused: Box<[Option<IntCounter>]>) -> Self {
+    /// each limited method's counter; `shared`, the fleet's buckets if any.
+    pub(super) fn new(
+        policy: &ServicePolicy,
+        refused: Box<[Option<IntCounter>]>,
+        shared: Option<&Arc<RedisBuckets>>,
+    ) -> Self {
         let methods = (policy.methods.iter().zip(refused))
             .map(|(method, refused)| {
                 let limit = method.rate_limit?;
-                Some(Limiter {
+                Some(Arc::new(Limiter {
                     buckets: Keyed::new(&limit),
                     limit,
+                    shared: shared.cloned(),
                     refused: refused?,
-                })
+                }))
             })
             .collect();
         RateLimits { methods }
@@ -78,9 +109,9 @@ impl RateLimits {
         index: usize,
         method: &MethodPolicy,
         extensions: &http::Extensions,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<Admission, tonic::Status> {
         match method.rate_limit {
-            None => Ok(()),
+            None => Ok(Admission::Admitted),
             Some(_) => self.check(index, method.path, extensions),
         }
     }
@@ -90,27 +121,33 @@ impl RateLimits {
     fn check(
         &self,
         index: usize,
-        path: &str,
+        path: &'static str,
         extensions: &http::Extensions,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<Admission, tonic::Status> {
         let Some(Some(method)) = self.methods.get(index) else {
-            return Ok(());
+            return Ok(Admission::Admitted);
         };
-        let refused = match &method.buckets {
-            Keyed::Global(limiter) => limiter.check().err(),
-            Keyed::By { limiter, hasher } => {
-                let key = key_hash(method.limit.key, hasher, extensions);
-                limiter.check_key(&key).err()
-            }
+        let local = method.buckets.key(method.limit.key, extensions);
+        let Some(shared) = &method.shared else {
+            return method.take_local(path, local).map(|()| Admission::Admitted);
         };
-        match refused {
-            None => Ok(()),
-            Some(not_until) => Err(method.refuse(path, &not_until)),
-        }
+        let key = shared.key(path, shared_key(method.limit.key, extensions).as_deref());
+        let method = method.clone();
+        Ok(Admission::Ask(Box::pin(async move {
+            method.take_shared(path, &key, local).await
+        })))
     }
 }
 
 impl Keyed {
+    /// The local bucket of a call (its key's hash, for a keyed limit).
+    fn key(&self, key: RateKey, extensions: &http::Extensions) -> u64 {
+        match self {
+            Keyed::Global(_) => 0,
+            Keyed::By { hasher, .. } => key_hash(key, hasher, extensions),
+        }
+    }
+
     /// The time on the clock the buckets are measured by.
     fn now(&self) -> <QuantaClock as Clock>::Instant {
         match self {
@@ -141,14 +178,45 @@ impl Keyed {
 }
 
 impl Limiter {
-    /// The status of a refused call, counted.
-    fn refuse(
-        &self,
-        path: &str,
-        not_until: &NotUntil<<QuantaClock as Clock>::Instant>,
-    ) -> tonic::Status {
+    /// Takes a call's room in the process's bucket `key`.
+    fn take_local(&self, path: &str, key: u64) -> Result<(), tonic::Status> {
+        let refused = match &self.buckets {
+            Keyed::Global(limiter) => limiter.check().err(),
+            Keyed::By { limiter, .. } => limiter.check_key(&key).err(),
+        };
+        match refused {
+            None => Ok(()),
+            Some(not_until) => Err(self.refuse(path, not_until.wait_time_from(self.buckets.now()))),
+        }
+    }
+
+    /// Takes a call's room in the fleet's bucket `key`; when Redis cannot
+    /// say, `rate_limit.on_backend_error` does (`local`: the process's
+    /// bucket `local`).
+    async fn take_shared(&self, path: &str, key: &str, local: u64) -> Result<(), tonic::Status> {
+        let Some(shared) = &self.shared else {
+            return self.take_local(path, local);
+        };
+        let interval = self
+            .limit
+            .interval()
+            .unwrap_or(std::time::Duration::from_nanos(1));
+        match shared.take(key, interval, self.limit.burst.max(1)).await {
+            Ok(Taken::Admitted) => Ok(()),
+            Ok(Taken::Refused(wait)) => Err(self.refuse(path, wait)),
+            Err(()) => match shared.on_error {
+                OnBackendError::Local => self.take_local(path, local),
+                OnBackendError::Allow => Ok(()),
+                OnBackendError::Deny => Err(tonic::Status::unavailable(format!(
+                    "{path} is rate limited and its limit cannot be checked now; retry later"
+                ))),
+            },
+        }
+    }
+
+    /// The status of a call refused for `wait`, counted.
+    fn refuse(&self, path: &str, wait: std::time::Duration) -> tonic::Status {
         self.refused.inc();
-        let wait = not_until.wait_time_from(self.buckets.now());
         let RateLimit {
             per_second,
             burst,
@@ -171,6 +239,20 @@ impl Limiter {
             ErrorDetails::with_retry_info(Some(wait)),
         )
     }
+}
+
+/// The key of a call's bucket in the fleet's buckets (`None`: one bucket
+/// for every call). A call without the key shares the bucket of the empty
+/// key, as in the process's.
+fn shared_key(key: RateKey, extensions: &http::Extensions) -> Option<Vec<u8>> {
+    let claims = || extensions.get::<Caller>().map(|caller| &*caller.0);
+    let text = match key {
+        RateKey::Global => return None,
+        RateKey::Peer => peer_ip(extensions).map(|ip| ip.to_string()),
+        RateKey::Subject => claims().map(|c| c.sub.clone()),
+        RateKey::Claim(name) => claims().and_then(|c| c.claim(name)).map(Into::into),
+    };
+    Some(text.unwrap_or_default().into_bytes())
 }
 
 /// The hash of the bucket key of a call. A call without the key (no
