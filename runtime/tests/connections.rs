@@ -21,7 +21,6 @@ use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, ServicePolicy};
 use keel_rpc::config::{AuthConfig, Config, Secret};
 use keel_rpc::serve::Listeners;
 use keel_rpc::testing::{TestDns, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tonic_health::pb::HealthCheckRequest;
@@ -162,14 +161,10 @@ async fn load(checkers: &[Checker], time: Duration, workers: usize) -> ([usize; 
     (answered, failed)
 }
 
-/// The value of the `/metrics` series `series` (its name and labels, as
-/// printed), 0 when it is not there.
-async fn scrape(addr: SocketAddr, series: &str) -> f64 {
-    let mut stream = TcpStream::connect(addr).await.expect("connect /metrics");
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("read");
+/// The value of `server`'s `/metrics` series `series` (its name and
+/// labels, as printed), 0 when it is not there.
+async fn scrape(server: &TestServer, series: &str) -> f64 {
+    let text = server.scrape().await.expect("/metrics");
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
@@ -202,8 +197,7 @@ async fn clients_behind_one_address_reach_a_replica_added_later_and_no_call_fail
         balancer.add(second.addr());
         let (_, failed) = load(&checkers, AGE * 3, 8).await;
         let aged = r#"keel_server_connections_closed_total{reason="max_connection_age"}"#;
-        let metrics = first.metrics_addr().expect("metrics");
-        let recycled = scrape(metrics, aged).await;
+        let recycled = scrape(&first, aged).await;
         assert!(recycled >= 4.0, "{recycled} connections aged out");
         assert!(
             failed.is_empty(),
@@ -306,9 +300,8 @@ async fn a_client_pinging_without_calls_is_told_to_calm_down() {
         assert!(answered <= 4, "{answered} pings answered");
         drop(send);
 
-        let metrics = server.metrics_addr().expect("metrics");
         let refused = r#"keel_server_connections_closed_total{reason="too_many_pings"}"#;
-        assert_eq!(scrape(metrics, refused).await, 1.0);
+        assert_eq!(scrape(&server, refused).await, 1.0);
         server.stop().await.expect("stop");
     })
     .await

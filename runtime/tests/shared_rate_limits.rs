@@ -95,8 +95,8 @@ fn replica(redis: &TestRedis, prefix: &str, on_error: OnBackendError) -> (keel_r
     (keel, service)
 }
 
-/// The `grpc-status` of a call of `path` from `from`, and how long it took.
-async fn call(service: &Shared, path: &str, from: [u8; 4]) -> (String, Duration) {
+/// A call of `path` from `from`, as tonic's server hands it on.
+fn request(path: &str, from: [u8; 4]) -> http::Request<tonic::body::Body> {
     let mut req = http::Request::post(path)
         .header("content-type", "application/grpc")
         .body(tonic::body::Body::empty())
@@ -106,8 +106,17 @@ async fn call(service: &Shared, path: &str, from: [u8; 4]) -> (String, Duration)
             local_addr: None,
             remote_addr: Some(std::net::SocketAddr::from((from, 40_000))),
         });
+    req
+}
+
+/// The `grpc-status` of a call of `path` from `from`, and how long it took.
+async fn call(service: &Shared, path: &str, from: [u8; 4]) -> (String, Duration) {
     let started = Instant::now();
-    let res = service.clone().oneshot(req).await.expect("answered");
+    let res = service
+        .clone()
+        .oneshot(request(path, from))
+        .await
+        .expect("answered");
     let status = res
         .headers()
         .get("grpc-status")
@@ -202,15 +211,7 @@ async fn two_replicas_draw_on_one_bucket() {
         "the rest RESOURCE_EXHAUSTED: {codes:?}"
     );
     // A replica's refusal says when to retry, as without Redis.
-    let mut req = http::Request::post("/test.v1.Shared/Global")
-        .header("content-type", "application/grpc")
-        .body(tonic::body::Body::empty())
-        .expect("request");
-    req.extensions_mut()
-        .insert(tonic::transport::server::TcpConnectInfo {
-            local_addr: None,
-            remote_addr: None,
-        });
+    let req = request("/test.v1.Shared/Global", [10, 0, 0, 1]);
     let res = first.clone().oneshot(req).await.expect("answered");
     let status = tonic::Status::from_header_map(res.headers()).expect("a status");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);

@@ -15,8 +15,7 @@ use gateway_service::gateway_v1::profile_service_client::ProfileServiceClient;
 use keel_rpc::config::{Config, Loader};
 use keel_rpc::serve::Listeners;
 use keel_rpc::testing::{TestDns, TestServer, token, with_token};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use user_service::user_v1::CreateUserRequest;
 use user_service::user_v1::user_service_client::UserServiceClient;
@@ -69,12 +68,7 @@ async fn replicas(config: &Config) -> (u16, Vec<TestServer>) {
 
 /// `GetUser` calls a replica answered OK, from its `/metrics`.
 async fn served(replica: &TestServer) -> f64 {
-    let addr = replica.metrics_addr().expect("metrics");
-    let mut stream = TcpStream::connect(addr).await.expect("connect /metrics");
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("read");
+    let text = replica.scrape().await.expect("/metrics");
     text.lines()
         .filter(|l| l.starts_with("grpc_server_handled_total{"))
         .filter(|l| l.contains(r#"grpc_method="GetUser""#) && l.contains(r#"grpc_code="OK""#))

@@ -63,9 +63,13 @@ pub struct TestServer {
 /// Why a [`TestServer`] did not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum TestServerError {
-    /// An ephemeral port of 127.0.0.1 could not be bound.
-    #[error("binding 127.0.0.1:0: {0}")]
+    /// An ephemeral port of 127.0.0.1 could not be bound, or `/metrics`
+    /// could not be read.
+    #[error("binding 127.0.0.1:0 or reading /metrics: {0}")]
     Bind(#[from] std::io::Error),
+    /// [`TestServer::scrape`] of a server whose configuration turns metrics off.
+    #[error("the server's configuration turns metrics off")]
+    NoMetrics,
     /// The server ended with an error.
     #[error("the server failed: {0}")]
     Serve(#[from] crate::Error),
@@ -132,6 +136,20 @@ impl TestServer {
     /// The `/metrics` address, when the configuration enables metrics.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics
+    }
+
+    /// The text of its `/metrics` (fetched over HTTP/1.0), when the
+    /// configuration enables metrics.
+    pub async fn scrape(&self) -> Result<String, TestServerError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.ok_or(TestServerError::NoMetrics)?;
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        Ok(body.to_owned())
     }
 
     /// Sends a shutdown signal: the first starts the graceful shutdown, a

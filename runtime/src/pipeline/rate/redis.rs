@@ -13,6 +13,7 @@
 //! value; nothing when the call has none): no caller's data in Redis, and
 //! no key longer than ~100 bytes.
 
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -143,7 +144,7 @@ impl RedisBuckets {
                 let digest = Sha256::digest(key);
                 let mut text = format!("{}{method}:", self.prefix);
                 for byte in &digest[..16] {
-                    text.push_str(&format!("{byte:02x}"));
+                    let _ = write!(text, "{byte:02x}");
                 }
                 text
             }
