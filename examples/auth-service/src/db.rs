@@ -1,5 +1,6 @@
 //! The persistent state of the auth service: credentials, sessions
-//! (refresh-token families) and refresh tokens, in a [`Store`].
+//! (refresh-token families), refresh tokens, and the failed logins the
+//! throttle counts (its [`FailureLedger`]), in a [`Store`].
 //!
 //! Every change holds the store's turn to write ([`Store::write`]) and every
 //! multi-statement change is one transaction that starts with a write (see
@@ -10,6 +11,8 @@
 use keel_rpc::store::sqlx::{self, Row};
 use keel_rpc::store::{Migration, Migrations, Store, StoreConfig, StoreError};
 use keel_rpc::with_store;
+
+use crate::throttle::{FailureKey, FailureLedger, LedgerError, Standing};
 
 /// The auth service's schema.
 pub static MIGRATIONS: Migrations = Migrations::new(
@@ -24,6 +27,11 @@ pub static MIGRATIONS: Migrations = Migrations::new(
             version: 2,
             description: "the refresh that spent a token, and its successor",
             sql: include_str!("../migrations/0002_refresh_retries.sql"),
+        },
+        Migration {
+            version: 3,
+            description: "failed logins, for the throttle shared by the replicas",
+            sql: include_str!("../migrations/0003_login_failures.sql"),
         },
     ],
 );
@@ -437,6 +445,115 @@ impl AuthStore {
                 .bind(before)
                 .execute(pool)
                 .await?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+}
+
+/// The failed logins of the throttle, in the `login_failures` table: one row
+/// per key, updated by one upsert per failure (atomic on both backends: on
+/// PostgreSQL concurrent upserts of a row wait for each other's row lock; on
+/// SQLite writers take turns).
+#[tonic::async_trait]
+impl FailureLedger for AuthStore {
+    async fn standings(
+        &self,
+        keys: &[FailureKey<'_>],
+        now: i64,
+    ) -> Result<Vec<Option<Standing>>, LedgerError> {
+        let mut standings = Vec::with_capacity(keys.len());
+        // Two keys a query (a login has at most two: its peer and username).
+        for pair in keys.chunks(2) {
+            let (a, b) = (&pair[0], pair.get(1).unwrap_or(&pair[0]));
+            let rows: Vec<(String, String, Standing)> = with_store!(&self.store, pool => {
+                sqlx::query(
+                    "SELECT scope, target, clear_at, failures FROM login_failures \
+                     WHERE clear_at > $1 \
+                     AND ((scope = $2 AND target = $3) OR (scope = $4 AND target = $5))",
+                )
+                .bind(now)
+                .bind(a.scope.as_str())
+                .bind(a.target)
+                .bind(b.scope.as_str())
+                .bind(b.target)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from)?
+                .iter()
+                .map(|row| {
+                    Ok::<_, sqlx::Error>((
+                        row.try_get("scope")?,
+                        row.try_get("target")?,
+                        Standing {
+                            clear_at: row.try_get("clear_at")?,
+                            failures: row.try_get("failures")?,
+                        },
+                    ))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::from)?
+            });
+            for key in pair {
+                standings.push(
+                    rows.iter()
+                        .find(|(scope, target, _)| {
+                            scope == key.scope.as_str() && target == key.target
+                        })
+                        .map(|(_, _, standing)| *standing),
+                );
+            }
+        }
+        Ok(standings)
+    }
+
+    async fn record(
+        &self,
+        failures: &[(FailureKey<'_>, i64)],
+        now: i64,
+    ) -> Result<Vec<Standing>, LedgerError> {
+        let mut standings = Vec::with_capacity(failures.len());
+        let _turn = self.store.write().await;
+        // One statement per key, each atomic by itself: no transaction
+        // holds a row lock while the next key is written.
+        for (key, interval) in failures {
+            let standing = with_store!(&self.store, pool => {
+                let row = sqlx::query(
+                    "INSERT INTO login_failures (scope, target, clear_at, failures) \
+                     VALUES ($1, $2, $3, 1) \
+                     ON CONFLICT (scope, target) DO UPDATE SET \
+                     clear_at = CASE WHEN login_failures.clear_at > $4 \
+                                THEN login_failures.clear_at + $5 ELSE $3 END, \
+                     failures = CASE WHEN login_failures.clear_at > $4 \
+                                THEN login_failures.failures + 1 ELSE 1 END \
+                     RETURNING clear_at, failures",
+                )
+                .bind(key.scope.as_str())
+                .bind(key.target)
+                .bind(now.saturating_add(*interval))
+                .bind(now)
+                .bind(*interval)
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::from)?;
+                Standing {
+                    clear_at: row.try_get("clear_at").map_err(StoreError::from)?,
+                    failures: row.try_get("failures").map_err(StoreError::from)?,
+                }
+            });
+            standings.push(standing);
+        }
+        Ok(standings)
+    }
+
+    async fn sweep(&self, now: i64) -> Result<u64, LedgerError> {
+        let _turn = self.store.write().await;
+        let deleted = with_store!(&self.store, pool => {
+            sqlx::query("DELETE FROM login_failures WHERE clear_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await
+                .map_err(StoreError::from)?
                 .rows_affected()
         });
         Ok(deleted)

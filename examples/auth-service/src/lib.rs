@@ -54,7 +54,10 @@ pub use service::{
 pub use settings::{
     AuthSections, BootstrapConfig, PasswordsConfig, Settings, ThrottleConfig, TokensConfig,
 };
-pub use throttle::{Attempt, Throttle, ThrottleScope, Throttled};
+pub use throttle::{
+    Attempt, FailureKey, FailureLedger, IN_FLIGHT_RETRY_AFTER, LedgerError, Refused, Standing,
+    Throttle, ThrottleReason, ThrottleScope, Throttled,
+};
 pub use token_source::{DEFAULT_REFRESH_MARGIN, RefreshingTokenSource};
 pub use tokens::{
     REFRESH_TOKEN_BYTES, REFRESH_TOKEN_LEN, SignedToken, Signer, jwks_json, refresh_token_hash,
@@ -102,6 +105,11 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Ended sessions are kept this long before they are purged.
 pub const PURGE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// How often failed logins that no longer count are deleted from the
+/// throttle's ledger: its rows then live at most `burst × interval` (2.5 min
+/// per username by default) plus this.
+pub const THROTTLE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Errors of setting up or running the auth service.
 #[derive(Debug, thiserror::Error)]
@@ -160,11 +168,11 @@ impl App {
         )?;
         let passwords = Passwords::new(&settings.app.passwords).await?;
         let handler = AuthHandler::new(
-            store,
+            store.clone(),
             signer,
             Arc::clone(keel.verifier()),
             passwords,
-            Throttle::new(&settings.app.throttle),
+            Throttle::new(&settings.app.throttle, Arc::new(store.clone())),
             settings.app.tokens.clone(),
         );
         handler.bootstrap(&settings.app.bootstrap).await?;
@@ -201,22 +209,32 @@ impl App {
             .http_routes(axum::Router::new().route(JWKS_PATH, document)))
     }
 
-    /// Purges ended sessions every [`PURGE_INTERVAL`] until the returned task
-    /// is aborted.
+    /// Purges ended sessions every [`PURGE_INTERVAL`], and sweeps the
+    /// throttle's expired failures every [`THROTTLE_SWEEP_INTERVAL`], until
+    /// the returned task is aborted. (Every replica does; they do not mind.)
     pub fn spawn_purge(&self) -> tokio::task::JoinHandle<()> {
-        let store = self.handler.store().clone();
+        let handler = self.handler.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+            let mut sessions = tokio::time::interval(PURGE_INTERVAL);
+            let mut failures = tokio::time::interval(THROTTLE_SWEEP_INTERVAL);
             loop {
-                ticks.tick().await;
-                let before = std::time::SystemTime::now()
-                    .checked_sub(PURGE_AFTER)
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-                match store.purge_sessions_ended_before(before).await {
-                    Ok(0) => {}
-                    Ok(purged) => tracing::info!(purged, "ended sessions purged"),
-                    Err(error) => tracing::warn!(%error, "purging ended sessions failed"),
+                tokio::select! {
+                    _ = sessions.tick() => {
+                        let before = std::time::SystemTime::now()
+                            .checked_sub(PURGE_AFTER)
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+                        match handler.store().purge_sessions_ended_before(before).await {
+                            Ok(0) => {}
+                            Ok(purged) => tracing::info!(purged, "ended sessions purged"),
+                            Err(error) => tracing::warn!(%error, "purging ended sessions failed"),
+                        }
+                    }
+                    _ = failures.tick() => match handler.throttle().sweep().await {
+                        Ok(0) => {}
+                        Ok(swept) => tracing::debug!(swept, "expired login failures swept"),
+                        Err(error) => tracing::warn!(%error, "sweeping login failures failed"),
+                    },
                 }
             }
         })

@@ -18,7 +18,7 @@ use crate::auth_v1::{
 use crate::db::{AuthStore, CredentialRow, NewSession, Rotation, SessionState};
 use crate::passwords::{PasswordError, Passwords};
 use crate::settings::{BootstrapConfig, TokensConfig};
-use crate::throttle::{ThrottleScope, Throttled};
+use crate::throttle::{LedgerError, Refused, ThrottleReason, ThrottleScope, Throttled};
 use crate::tokens::{self, Signer};
 use crate::{Error, Throttle};
 
@@ -139,6 +139,14 @@ fn internal(error: Error) -> Status {
     Status::internal("internal error")
 }
 
+fn ledger_status(error: LedgerError) -> Status {
+    match error {
+        LedgerError::Store(error) => store_status(error),
+    }
+}
+
+/// `RESOURCE_EXHAUSTED` with the retry hint, for failures on record and for
+/// attempts in flight alike (see [`crate::IN_FLIGHT_RETRY_AFTER`] for why).
 fn throttled_status(throttled: Throttled) -> Status {
     let retry_ms = u64::try_from(throttled.retry_after.as_millis())
         .unwrap_or(u64::MAX)
@@ -147,12 +155,16 @@ fn throttled_status(throttled: Throttled) -> Status {
         ThrottleScope::Username => "for this username",
         ThrottleScope::Peer => "from this address",
     };
+    let too_many = match throttled.reason {
+        ThrottleReason::Failures => "too many failed logins",
+        ThrottleReason::InFlight => "too many concurrent logins",
+    };
     let mut metadata = MetadataMap::new();
     metadata.insert(RETRY_AFTER_MS, MetadataValue::from(retry_ms));
     Status::with_metadata(
         tonic::Code::ResourceExhausted,
         format!(
-            "too many failed logins {what}; retry after {:.1}s",
+            "{too_many} {what}; retry after {:.1}s",
             retry_ms as f64 / 1000.0
         ),
         metadata,
@@ -225,6 +237,11 @@ impl AuthHandler {
     /// The public keys of the asymmetric signing keys, as `GetJwks` answers.
     pub fn jwks(&self) -> &crate::auth_v1::Jwks {
         self.inner.signer.jwks()
+    }
+
+    /// The login throttle.
+    pub fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
     }
 
     /// The password hasher.
@@ -432,34 +449,44 @@ impl AuthService for AuthHandler {
         // (auth.proto's rules have bounded both fields' lengths.)
         let LoginRequest { username, password } = request.into_inner();
         let inner = &self.inner;
-        let attempt = inner
-            .throttle
-            .begin(&username, peer)
-            .map_err(throttled_status)?;
-        let credential = match inner.store.credential(&username).await {
-            Ok(credential) => credential,
-            Err(error) => {
-                inner.throttle.cancel(attempt);
-                return Err(store_status(error));
+        let attempt = match inner.throttle.begin(&username, peer).await {
+            Ok(attempt) => attempt,
+            Err(Refused::Throttled(throttled)) => {
+                tracing::debug!(%username, ?peer, ?throttled, "login throttled");
+                return Err(throttled_status(throttled));
             }
+            Err(Refused::Ledger(error)) => return Err(ledger_status(error)),
         };
+        // From here on, an early return drops `attempt` uncounted: only a
+        // judged wrong password counts as a failure.
+        let credential = inner
+            .store
+            .credential(&username)
+            .await
+            .map_err(store_status)?;
         let stored = credential.as_ref().map(|c| c.password_hash.clone());
-        let matched = match inner.passwords.verify(password.clone(), stored).await {
-            Ok(matched) => matched,
-            Err(error) => {
-                inner.throttle.cancel(attempt);
-                return Err(password_status(error));
-            }
-        };
+        let matched = inner
+            .passwords
+            .verify(password.clone(), stored)
+            .await
+            .map_err(password_status)?;
         let credential = match credential {
             Some(credential) if matched => credential,
             _ => {
-                inner.throttle.failed(attempt);
+                // Counted before the answer, and before the attempt's slots
+                // in flight are freed. A failure that cannot be counted is
+                // not answered as one either: the store's error instead
+                // (UNAVAILABLE when transient, which clients retry with the
+                // same password: no new guess).
+                if let Err(error) = inner.throttle.failed(attempt).await {
+                    tracing::warn!(%username, ?peer, "a failed login could not be counted");
+                    return Err(ledger_status(error));
+                }
                 tracing::info!(%username, ?peer, "login failed");
                 return Err(Status::unauthenticated(BAD_CREDENTIALS));
             }
         };
-        inner.throttle.succeeded(attempt);
+        drop(attempt); // A success counts nothing.
         if inner.passwords.needs_rehash(&credential.password_hash) {
             self.upgrade_hash(credential.clone(), password);
         }

@@ -77,11 +77,14 @@ fn available_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// `[throttle]`: token buckets of failed logins, one per username and one
-/// per peer address (IPv4 address or IPv6 /64). A failure takes a token; a
-/// login attempted with an empty bucket is refused with
-/// `RESOURCE_EXHAUSTED` and a retry hint, without checking the password.
-/// Kept in memory, per replica.
+/// `[throttle]`: limits on logins. Failures are counted per username and per
+/// peer address (IPv4 address or IPv6 /64) in the store, so every replica
+/// sharing it sees every replica's failures: `burst` of them in a row lock the
+/// username (or the address) out, and one more is allowed per `interval`
+/// (a token bucket). A login attempted past the limit is refused with
+/// `RESOURCE_EXHAUSTED` and a retry hint (`retry-after-ms`), without checking
+/// the password, even when it is right. Only failures count; attempts in
+/// flight are bounded separately, on each replica (`*_in_flight`).
 #[derive(Clone, Debug, Section)]
 #[config(validate = Self::problems)]
 pub struct ThrottleConfig {
@@ -97,7 +100,18 @@ pub struct ThrottleConfig {
     /// One more failure is allowed per this interval.
     #[config(default = "3s")]
     pub peer_interval: Duration,
-    /// Most usernames and peers tracked at once (each).
+    /// Logins of one username checked at once by one replica; more are refused at once with
+    /// `RESOURCE_EXHAUSTED` "too many concurrent logins" and a 200 ms retry hint. Bounds the
+    /// guesses checked before failures lock the username out (`username_burst` - 1 + this, per
+    /// replica); 0 disables the bound.
+    #[config(default = 8)]
+    pub username_in_flight: usize,
+    /// Logins from one peer checked at once by one replica, likewise; raise it for a proxy or
+    /// a NAT that logs many users in at once. 0 disables the bound.
+    #[config(default = 16)]
+    pub peer_in_flight: usize,
+    /// Most usernames and peers with logins in flight at once on one replica (each); logins of
+    /// further ones are refused like those past `username_in_flight`.
     #[config(default = 100000, min = 1)]
     pub max_entries: usize,
 }

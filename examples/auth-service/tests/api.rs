@@ -228,6 +228,158 @@ async fn repeated_failures_are_throttled_with_a_retry_hint(db: Db) {
     server.stop().await;
 }
 
+/// The message of a `RESOURCE_EXHAUSTED` answer, checking its retry hint.
+fn refusal(
+    result: Result<tonic::Response<auth_service::auth_v1::TokenResponse>, tonic::Status>,
+) -> String {
+    let status = result.expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.metadata().get(RETRY_AFTER_MS).is_some(),
+        "{status:?}"
+    );
+    status.message().to_owned()
+}
+
+async fn failures_on_either_replica_lock_the_username_out_on_both(db: Db) {
+    let test = TestDb::new(db).await;
+    let settings = settings_with(
+        &test.config,
+        "[throttle]\nusername_burst = 4\nusername_interval = \"1m\"\npeer_burst = 7\npeer_interval = \"1m\"\n",
+    );
+    // Two replicas sharing the store.
+    let a = Server::start(&settings).await;
+    let b = Server::start(&settings).await;
+    let replicas = [a.client().await, b.client().await];
+    let on = |replica: usize| replicas[replica].clone();
+    for replica in [0, 1, 0, 1] {
+        let status = on(replica)
+            .login(login(ADMIN, "wrong-password"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    // Two failures on each: neither replica alone saw four, both refuse.
+    for replica in [0, 1] {
+        let message = refusal(on(replica).login(login(ADMIN, ADMIN_PASSWORD)).await);
+        assert!(
+            message.starts_with("too many failed logins for this username; retry after"),
+            "{message}"
+        );
+    }
+    // The address has failed four times; three more, spread likewise...
+    for (replica, username) in [(0, "nobody1"), (1, "nobody2"), (0, "nobody3")] {
+        let status = on(replica)
+            .login(login(username, "wrong-password"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    // ...and every username is refused from it, on both.
+    for replica in [1, 0] {
+        let message = refusal(on(replica).login(login("somebody", "wrong-password")).await);
+        assert!(message.contains("from this address"), "{message}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn concurrent_correct_logins_all_succeed_and_concurrent_failures_all_count(db: Db) {
+    let test = TestDb::new(db).await;
+    // The shipped defaults: username_burst = 5, username_in_flight = 8.
+    let server = Server::start(&settings(&test.config)).await;
+    let client = server.client().await;
+    let logins = |password: &'static str, n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let mut client = client.clone();
+                tokio::spawn(async move { client.login(login(ADMIN, password)).await })
+            })
+            .collect();
+        async move {
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.expect("login task"));
+            }
+            results
+        }
+    };
+    // More concurrent correct logins than username_burst, a few rounds:
+    // they used to be refused "too many failed logins" (issue 32).
+    for _ in 0..3 {
+        for result in logins(ADMIN_PASSWORD, 8).await {
+            let reply = result.expect("a concurrent correct login succeeds");
+            assert!(!reply.into_inner().access_token.is_empty());
+        }
+    }
+    // username_burst concurrent wrong passwords: all checked, all counted...
+    for result in logins("wrong-password", 5).await {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    // ...so the next attempt is refused, even with the right password.
+    let message = refusal(
+        server
+            .client()
+            .await
+            .login(login(ADMIN, ADMIN_PASSWORD))
+            .await,
+    );
+    assert!(
+        message.starts_with("too many failed logins for this username"),
+        "{message}"
+    );
+    server.stop().await;
+}
+
+async fn logins_past_the_bound_in_flight_are_refused_at_once(db: Db) {
+    let test = TestDb::new(db).await;
+    // A costlier hash, so that logins overlap, and a bound of 2.
+    let server = Server::start(&settings_with(
+        &test.config,
+        "[passwords]\nmemory_kib = 8192\n[throttle]\nusername_in_flight = 2\n",
+    ))
+    .await;
+    let client = server.client().await;
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.login(login(ADMIN, ADMIN_PASSWORD)).await })
+        })
+        .collect();
+    let (mut succeeded, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.expect("login task") {
+            Ok(_) => succeeded += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert_eq!(
+                    status.message(),
+                    "too many concurrent logins for this username; retry after 0.2s"
+                );
+                let retry_ms = status.metadata().get(RETRY_AFTER_MS).expect("retry hint");
+                assert_eq!(retry_ms.to_str().unwrap(), "200");
+                refused += 1;
+            }
+        }
+    }
+    assert!(succeeded >= 2, "{succeeded} succeeded, {refused} refused");
+    assert!(refused >= 1, "{succeeded} succeeded, {refused} refused");
+    // Nothing was counted as a failure, and the slots are free again.
+    let throttle = server.app.handler.throttle();
+    let admin = auth_service::FailureKey {
+        scope: auth_service::ThrottleScope::Username,
+        target: ADMIN,
+    };
+    let now = now() * 1000;
+    assert_eq!(
+        throttle.ledger().standings(&[admin], now).await.unwrap(),
+        [None]
+    );
+    server.login(ADMIN, ADMIN_PASSWORD).await;
+    server.stop().await;
+}
+
 async fn refresh_rotates_and_reuse_revokes_the_session(db: Db) {
     let test = TestDb::new(db).await;
     let server = Server::start(&settings(&test.config)).await;
@@ -800,6 +952,9 @@ keel_rpc::on_both_backends!(
     login_issues_tokens_other_keel_services_accept,
     login_failures_do_not_reveal_whether_the_user_exists,
     repeated_failures_are_throttled_with_a_retry_hint,
+    failures_on_either_replica_lock_the_username_out_on_both,
+    concurrent_correct_logins_all_succeed_and_concurrent_failures_all_count,
+    logins_past_the_bound_in_flight_are_refused_at_once,
     refresh_rotates_and_reuse_revokes_the_session,
     concurrent_refreshes_exactly_one_succeeds,
     validate_reports_why_a_token_is_not_valid,

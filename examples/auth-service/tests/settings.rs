@@ -108,6 +108,7 @@ fn print_config_help_is_the_reference_of_every_key_keels_and_the_services() {
         "| `server.addr` | `\"0.0.0.0:50051\"` | `KEEL_SERVER__ADDR` |",
         "| `tokens.access_ttl` | `\"15m\"` | `KEEL_TOKENS__ACCESS_TTL` |",
         "| `passwords.max_concurrent` | `the number of CPUs` |",
+        "| `throttle.username_in_flight` | `8` | `KEEL_THROTTLE__USERNAME_IN_FLIGHT` |",
     ] {
         assert!(help.contains(row), "{row} in:\n{help}");
     }

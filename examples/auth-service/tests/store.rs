@@ -1,11 +1,15 @@
 //! The token store on both backends: rotation outcomes with explicit clocks,
-//! and concurrent rotations of one token (exactly one wins).
+//! and concurrent rotations of one token (exactly one wins); the throttle's
+//! ledger of failed logins, shared by two stores on one database.
 
 mod common;
 
 use std::sync::Arc;
 
-use auth_service::{AuthStore, NewSession, Rotation, SessionState, refresh_token_hash};
+use auth_service::{
+    AuthStore, FailureKey, FailureLedger, NewSession, Rotation, SessionState, Standing,
+    ThrottleScope, refresh_token_hash,
+};
 use common::{Db, TestDb, auth_store};
 
 const HOUR: i64 = 3_600_000;
@@ -380,11 +384,134 @@ async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
             .await
             .unwrap()
     });
-    assert_eq!(applied, 2, "each of the two steps once");
+    assert_eq!(applied, 3, "each of the three steps once");
     store.close().await;
 }
 
+const ADA: FailureKey<'static> = FailureKey {
+    scope: ThrottleScope::Username,
+    target: "ada",
+};
+const ADA_AS_PEER: FailureKey<'static> = FailureKey {
+    scope: ThrottleScope::Peer,
+    target: "ada",
+};
+const PEER: FailureKey<'static> = FailureKey {
+    scope: ThrottleScope::Peer,
+    target: "203.0.113.7",
+};
+
+async fn rows(store: &AuthStore) -> i64 {
+    keel_rpc::with_store!(store.store(), pool => {
+        keel_rpc::store::sqlx::query_scalar("SELECT COUNT(*) FROM login_failures")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    })
+}
+
+async fn login_failures_leak_away_per_key_and_are_swept(db: Db) {
+    let test = TestDb::new(db).await;
+    let store = auth_store(&test).await;
+    const T0: i64 = 1_700_000_000_000;
+    let standing = |clear_at, failures| Standing { clear_at, failures };
+
+    assert_eq!(
+        store.standings(&[PEER, ADA], T0).await.unwrap(),
+        [None, None]
+    );
+    for n in 1..=3 {
+        let recorded = store
+            .record(&[(PEER, 2_000), (ADA, 10_000)], T0)
+            .await
+            .unwrap();
+        assert_eq!(
+            recorded,
+            [standing(T0 + n * 2_000, n), standing(T0 + n * 10_000, n)]
+        );
+    }
+    // One row per key, however many failures; a scope is part of the key.
+    assert_eq!(rows(&store).await, 2);
+    assert_eq!(
+        store.standings(&[ADA_AS_PEER, ADA], T0).await.unwrap(),
+        [None, Some(standing(T0 + 30_000, 3))]
+    );
+    // Odd numbers of keys, and keys given twice.
+    assert_eq!(
+        store.standings(&[ADA, PEER, ADA], T0).await.unwrap(),
+        [
+            Some(standing(T0 + 30_000, 3)),
+            Some(standing(T0 + 6_000, 3)),
+            Some(standing(T0 + 30_000, 3)),
+        ]
+    );
+    // A failure later pushes from where the key stands...
+    assert_eq!(
+        store.record(&[(ADA, 10_000)], T0 + 5_000).await.unwrap(),
+        [standing(T0 + 40_000, 4)]
+    );
+    // ...and from `now` once the key is clear, starting the count again.
+    assert_eq!(store.standings(&[PEER], T0 + 6_000).await.unwrap(), [None]);
+    assert_eq!(
+        store.record(&[(PEER, 2_000)], T0 + 7_000).await.unwrap(),
+        [standing(T0 + 9_000, 1)]
+    );
+
+    // The sweep deletes what no longer counts, and only that.
+    assert_eq!(store.sweep(T0 + 8_999).await.unwrap(), 0);
+    assert_eq!(store.sweep(T0 + 9_000).await.unwrap(), 1);
+    assert_eq!(rows(&store).await, 1);
+    assert_eq!(
+        store.standings(&[ADA], T0 + 9_000).await.unwrap(),
+        [Some(standing(T0 + 40_000, 4))]
+    );
+    assert_eq!(store.sweep(T0 + 40_000).await.unwrap(), 1);
+    assert_eq!(rows(&store).await, 0);
+    store.store().close().await;
+}
+
+async fn concurrent_failures_on_two_stores_are_all_counted(db: Db) {
+    let test = TestDb::new(db).await;
+    // Two replicas' stores (two pools) on one database.
+    let stores = [auth_store(&test).await, auth_store(&test).await];
+    const T0: i64 = 1_700_000_000_000;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move { store.record(&[(PEER, 1_000), (ADA, 1_000)], T0).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        let recorded = task.await.unwrap().expect("recorded");
+        seen.push(recorded[1].failures);
+    }
+    // Each upsert saw its own count: none lost, none counted twice.
+    seen.sort();
+    assert_eq!(seen, (1..=40).collect::<Vec<i64>>());
+    for store in &stores {
+        assert_eq!(
+            store.standings(&[PEER, ADA], T0).await.unwrap(),
+            [
+                Some(Standing {
+                    clear_at: T0 + 40_000,
+                    failures: 40
+                }),
+                Some(Standing {
+                    clear_at: T0 + 40_000,
+                    failures: 40
+                }),
+            ]
+        );
+    }
+    for store in stores {
+        store.store().close().await;
+    }
+}
+
 keel_rpc::on_both_backends!(
+    login_failures_leak_away_per_key_and_are_swept,
+    concurrent_failures_on_two_stores_are_all_counted,
     credentials_are_unique_and_read_back,
     rotation_spends_and_chains,
     a_retried_refresh_replaces_its_unused_successor,
