@@ -1,7 +1,9 @@
 //! `cargo xtask bench [--quick] [--no-criterion] [--rounds N] [--requests N]
-//! [--handler fixed|users|both] [--traced [--sampling R]] [--instructions]`:
+//! [--handler fixed|users|both] [--traced [--sampling R]] [--instructions]
+//! | --client [--requests N]`:
 //! what a Keel service costs per call against plain tonic, end to end, as
-//! ratios measured in the same run.
+//! ratios measured in the same run; with `--client`, what Keel's client
+//! costs the caller.
 //!
 //! 1. Builds `bench-server` (release) and starts it twice, one process per
 //!    mode (`bench/src/bin/bench-server.rs`): `plain`, plain
@@ -40,7 +42,8 @@
 //!
 //! Targets, against plain tonic in the same run, at the default
 //! configuration: instructions per call ≤ 1.05× (≤ 1.08× with `--traced`),
-//! throughput ≥ 0.95× (≥ 0.93× traced), peak RSS ≤ 1.2×.
+//! throughput ≥ 0.95× (≥ 0.93× traced), peak RSS ≤ 1.2×; with `--client`,
+//! a balanced Keel client's instructions per call ≤ 1.05× a tonic `Channel`'s.
 //!
 //! `--quick` is a smoke run (few requests, no criterion); its figures are
 //! not meaningful.
@@ -68,8 +71,28 @@
 //! under 1% between runs where CPU time on a shared VM moves by tens of
 //! percent, so they are the headline figure. Combines with `--traced` and
 //! `--handler`.
+//!
+//! `--client` counts the calling side instead (and only that): one plain
+//! bench-server (`--handler fixed`, a constant `date` header), pinned to
+//! core 0 and not counted, answers `GetUser` to `bench-client`
+//! (`bench/src/bin/bench-client.rs`), which runs three times under callgrind
+//! (cache and branch simulation), pinned to core 1: `plain`, the generated
+//! client over a tonic `Channel`; `keel`, over `client.wrap(&POLICY,
+//! client.connect(url))`; `balanced`, over `client.wrap(&POLICY,
+//! client.balance(name, [endpoint]))`, p2c over one replica. Each run makes
+//! 2 000 warm-up calls, then 20 000 (`--requests N`) one at a time inside
+//! bench-client's `measured_calls`, the only code callgrind collects in
+//! (`--collect-atstart=no --toggle-collect='*measured_calls*'`); the client's
+//! tokio runtime is `current_thread`, so every task a call wakes (tonic's
+//! buffer worker, hyper's connection, the balancer's buffer) runs in that
+//! window on the one thread counted. Every call must answer OK with the
+//! user (bench-client's own check and the server's `/counts`). It prints
+//! per call, for each mode, what `--instructions` prints, the ratios
+//! keel/plain, balanced/plain and balanced/keel, and the verdict of
+//! balanced/plain against its target.
 
 mod callgrind;
+mod client;
 mod h2load;
 mod machine;
 mod server;
@@ -185,6 +208,8 @@ struct Options {
     /// `--rest` (with `--instructions`): also count Keel's REST `GetUser`
     /// (`GET /v1/users/{id}` over HTTP/1.1) against its gRPC `GetUser`.
     rest: bool,
+    /// `--client`: count the calling side (bench-client) instead of the servers.
+    client: bool,
 }
 
 /// What answers `GetUser` in the bench server (`bench-server --handler`).
@@ -242,6 +267,7 @@ impl Options {
             traced: None,
             instructions: false,
             rest: false,
+            client: false,
         };
         let mut rounds = None;
         let mut requests = None;
@@ -282,6 +308,7 @@ impl Options {
                     })?);
                 }
                 "--rest" => options.rest = true,
+                "--client" => options.client = true,
                 "--case" => {
                     options.cases = match value("--case")?.as_str() {
                         "unary" => vec![Case::Unary],
@@ -301,7 +328,8 @@ impl Options {
                 other => bail!(
                     "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
                      [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both] \
-                     [--case unary|stream|both] [--traced [--sampling R]] [--instructions [--rest]]"
+                     [--case unary|stream|both] [--traced [--sampling R]] [--instructions [--rest]] \
+                     | cargo xtask bench --client [--requests N]"
                 ),
             }
         }
@@ -314,6 +342,13 @@ impl Options {
         if options.instructions {
             // Counts do not drift: one run per mode, short because
             // callgrind, simulating caches, runs the server some 100 times slower.
+            options.rounds = 1;
+            options.requests = 20_000;
+            options.warmup_requests = 2_000;
+            options.criterion = false;
+        }
+        if options.client {
+            // Counted under callgrind like `--instructions`; no criterion.
             options.rounds = 1;
             options.requests = 20_000;
             options.warmup_requests = 2_000;
@@ -394,6 +429,9 @@ impl Sample {
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let options = Options::parse(args)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if options.client {
+        return client::run(&options, &cargo);
+    }
 
     crate::run_cmd(Command::new(&cargo).args([
         "build",

@@ -79,6 +79,52 @@ impl Server {
         }
         // Valgrind takes a while to start a 90 MB binary.
         let startup = Duration::from_secs(if callgrind_out.is_some() { 300 } else { 60 });
+        Self::launch(command, mode, &token_file, &body_file, startup)
+    }
+
+    /// `bin --serve plain --handler <handler> --fixed-date`, pinned to the
+    /// server's core and not under callgrind: the server `--client` calls,
+    /// whose own cost is not counted. A constant `date` header, so that
+    /// every response decodes alike however long a counted client runs.
+    pub(super) fn start_for_client(
+        bin: &Path,
+        handler: Handler,
+        work: &Path,
+        pinning: &Pinning,
+    ) -> anyhow::Result<Server> {
+        ensure!(bin.exists(), "{} was not built", bin.display());
+        let mode = Mode::Plain;
+        let token_file = work.join("client-target.token");
+        let body_file = work.join("client-target.body");
+        let _ = std::fs::remove_file(&token_file);
+        let _ = std::fs::remove_file(&body_file);
+        let mut command = pinning.command(pinning.server_core, bin);
+        command
+            .arg("--fixed-date")
+            .args(["--serve", mode.name()])
+            .args(["--handler", handler.name()])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--body-file")
+            .arg(&body_file);
+        Self::launch(
+            command,
+            mode,
+            &token_file,
+            &body_file,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Starts `command` (a bench-server of `mode`), waits for its ports and
+    /// reads the token and body it wrote.
+    fn launch(
+        mut command: Command,
+        mode: Mode,
+        token_file: &Path,
+        body_file: &Path,
+        startup: Duration,
+    ) -> anyhow::Result<Server> {
         let (child, [grpc, http]) =
             spawn_announcing(&mut command, "bench-server", ["grpc", "http"], startup)?;
         // From here on, dropping `server` kills the process.
@@ -93,7 +139,7 @@ impl Server {
         let read = |path: &Path| {
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))
         };
-        server.token = String::from_utf8(read(&token_file)?)
+        server.token = String::from_utf8(read(token_file)?)
             .context("the token is not UTF-8")?
             .trim()
             .to_owned();
@@ -101,7 +147,7 @@ impl Server {
             !server.token.is_empty(),
             "bench-server wrote an empty token"
         );
-        server.body = read(&body_file)?;
+        server.body = read(body_file)?;
         println!(
             "bench-server {} pid {}: grpc {}, http {}",
             mode.name(),
