@@ -6,7 +6,7 @@ use std::time::Duration;
 use tower::Layer;
 
 use crate::Error;
-use crate::auth::{RemoteKeys, Verifier};
+use crate::auth::{RemoteKeys, RevocationFeed, Verifier};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineLayer, RedisBuckets};
@@ -29,6 +29,8 @@ pub struct Keel {
     services: Arc<[&'static ServicePolicy]>,
     /// The fleet's rate-limit buckets (`[rate_limit] backend`), if any.
     shared_buckets: Option<Arc<RedisBuckets>>,
+    /// The feed of `auth.revocations`, which `serve` follows.
+    revocation_feed: Option<Arc<RevocationFeed>>,
 }
 
 impl Keel {
@@ -59,7 +61,25 @@ impl Keel {
                 RedisBuckets::new(&config.rate_limit, &config.client.tls, errors)?.map(Arc::new)
             }
         };
+        let revocation_feed = match (&config.auth.revocations, verifier.revocations()) {
+            (Some(target), Some(revocations)) => {
+                // Its own client metrics stay out of the service's registry:
+                // the feed's are registered there instead.
+                let client = crate::client::Client::new(config, &prometheus::Registry::new())?;
+                Some(Arc::new(
+                    RevocationFeed::new(
+                        target.clone(),
+                        client,
+                        revocations.clone(),
+                        metrics.registry(),
+                    )
+                    .map_err(crate::metrics::MetricsError::from)?,
+                ))
+            }
+            _ => None,
+        };
         Ok(Keel {
+            revocation_feed,
             verifier,
             metrics,
             max_message_bytes: config.server.max_message_bytes,
@@ -85,6 +105,7 @@ impl Keel {
             request_body_timeout: crate::config::ServerConfig::default().request_body_timeout,
             remote_keys: None,
             shared_buckets: None,
+            revocation_feed: None,
             services: Arc::new([]),
         }
     }
@@ -163,6 +184,11 @@ impl Keel {
     /// The token verifier.
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// The feed of revoked sessions of `auth.revocations`, when it is set.
+    pub fn revocation_feed(&self) -> Option<&Arc<RevocationFeed>> {
+        self.revocation_feed.as_ref()
     }
 
     /// The keys of `auth.jwks_url`, when it is set.

@@ -966,6 +966,19 @@ fn a_jwks_url_must_be_an_http_url_with_a_host_and_its_refreshes_sane() {
     assert!(url.contains("must start with http:// or https://"), "{url}");
     let min = problem_for(&problems, "auth.jwks_min_refresh");
     assert!(min.contains("longer than auth.jwks_refresh"), "{min}");
+    for (target, problem) in [
+        ("auth:50053", "must start with http:// or https://"),
+        ("dns:///auth-service", "needs a name and a port"),
+        ("", "is empty"),
+    ] {
+        let problems = problems_of(
+            Loader::new()
+                .env_from([("KEEL_AUTH__REVOCATIONS", target)])
+                .load(),
+        );
+        let found = problem_for(&problems, "auth.revocations");
+        assert!(found.contains(problem), "{target:?}: {found}");
+    }
     let problems = problems_of(Loader::new().env_from([("KEEL_AUTH__JWKS_URL", "")]).load());
     assert!(
         problem_for(&problems, "auth.jwks_url").contains("is empty"),

@@ -129,6 +129,10 @@ fn development(service: &str) -> Command {
     command
         .current_dir(crate::root())
         .env("KEEL_SERVICE__ENVIRONMENT", "development");
+    if service != "auth-service" {
+        // Revoked sessions are refused at once, as in the manifests.
+        command.env("KEEL_AUTH__REVOCATIONS", format!("http://{AUTH_ADDR}"));
+    }
     command
 }
 

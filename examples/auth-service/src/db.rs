@@ -14,6 +14,10 @@ use keel_rpc::with_store;
 
 use crate::throttle::{FailureKey, FailureLedger, LedgerError, Standing};
 
+/// Takes the next revocation number (see migration 0004): the row lock it
+/// takes orders concurrent revocations by commit.
+const NEXT_REVOCATION: &str = "UPDATE revocation_seq SET seq = seq + 1 WHERE id = 1 RETURNING seq";
+
 /// The auth service's schema.
 pub static MIGRATIONS: Migrations = Migrations::new(
     "auth",
@@ -32,6 +36,11 @@ pub static MIGRATIONS: Migrations = Migrations::new(
             version: 3,
             description: "failed logins, for the throttle shared by the replicas",
             sql: include_str!("../migrations/0003_login_failures.sql"),
+        },
+        Migration {
+            version: 4,
+            description: "the feed of revoked sessions",
+            sql: include_str!("../migrations/0004_revocation_feed.sql"),
         },
     ],
 );
@@ -352,13 +361,17 @@ impl AuthStore {
                             // Spent before: whoever holds it, the session is
                             // compromised.
                             let family_id: String = row.try_get("family_id")?;
+                            let seq: i64 = sqlx::query_scalar(NEXT_REVOCATION)
+                                .fetch_one(&mut *tx)
+                                .await?;
                             sqlx::query(
                                 "UPDATE refresh_families \
-                                 SET revoked_at = $1, revoked_reason = 'reuse' \
+                                 SET revoked_at = $1, revoked_reason = 'reuse', revoked_seq = $3 \
                                  WHERE id = $2 AND revoked_at IS NULL",
                             )
                             .bind(now)
                             .bind(&family_id)
+                            .bind(seq)
                             .execute(&mut *tx)
                             .await?;
                             tx.commit().await?;
@@ -378,37 +391,103 @@ impl AuthStore {
         token_hash: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let _turn = self.store.write().await;
-        let revoked = with_store!(&self.store, pool => {
-            sqlx::query(
-                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'revoke' \
+        let revoked = self
+            .revoke_where(
+                "UPDATE refresh_families \
+                 SET revoked_at = $1, revoked_reason = 'revoke', revoked_seq = $2 \
                  WHERE revoked_at IS NULL \
-                 AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+                 AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $3)",
+                now,
+                token_hash,
             )
-            .bind(now)
-            .bind(token_hash)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         Ok(revoked == 1)
     }
 
     /// Revokes every active session of `subject`; returns how many.
     pub async fn revoke_subject(&self, subject: &str, now: i64) -> Result<u64, StoreError> {
+        self.revoke_where(
+            "UPDATE refresh_families \
+             SET revoked_at = $1, revoked_reason = 'revoke_all', revoked_seq = $2 \
+             WHERE subject = $3 AND revoked_at IS NULL",
+            now,
+            subject,
+        )
+        .await
+    }
+
+    /// Runs `update` (binding `now`, the revocation's number and `arg`) in a
+    /// transaction that first takes the next revocation number; returns the
+    /// sessions it revoked. Nothing revoked: rolled back, the number unused.
+    async fn revoke_where(
+        &self,
+        update: &'static str,
+        now: i64,
+        arg: &str,
+    ) -> Result<u64, StoreError> {
         let _turn = self.store.write().await;
         let revoked = with_store!(&self.store, pool => {
-            sqlx::query(
-                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'revoke_all' \
-                 WHERE subject = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(subject)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            let mut tx = pool.begin().await?;
+            let seq: i64 = sqlx::query_scalar(NEXT_REVOCATION).fetch_one(&mut *tx).await?;
+            let revoked = sqlx::query(update)
+                .bind(now)
+                .bind(seq)
+                .bind(arg)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            match revoked {
+                0 => tx.rollback().await?,
+                _ => tx.commit().await?,
+            }
+            revoked
         });
         Ok(revoked)
+    }
+
+    /// The number of the last revocation committed: the feed's newest cursor.
+    pub async fn last_revocation(&self) -> Result<u64, StoreError> {
+        let seq: i64 = with_store!(&self.store, pool => {
+            sqlx::query_scalar("SELECT seq FROM revocation_seq WHERE id = 1")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// The sessions revoked after cursor `after` and at or after
+    /// `revoked_since` (Unix milliseconds), in the order they were revoked,
+    /// at most `limit`: `(session id, revocation number, revoked_at)`.
+    pub async fn revocations_after(
+        &self,
+        after: u64,
+        revoked_since: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = with_store!(&self.store, pool => {
+            sqlx::query(
+                "SELECT id, revoked_seq, revoked_at FROM refresh_families \
+                 WHERE revoked_seq > $1 AND revoked_at >= $2 \
+                 ORDER BY revoked_seq LIMIT $3",
+            )
+            .bind(after)
+            .bind(revoked_since)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("revoked_seq")?;
+                Ok::<_, sqlx::Error>((
+                    row.try_get("id")?,
+                    u64::try_from(seq).unwrap_or(0),
+                    row.try_get("revoked_at")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
     }
 
     /// Whether session `id` is active at `now`.

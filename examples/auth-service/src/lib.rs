@@ -36,6 +36,7 @@
 
 mod db;
 mod passwords;
+mod revocations;
 mod service;
 mod settings;
 mod throttle;

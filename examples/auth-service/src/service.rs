@@ -1,7 +1,10 @@
 //! The `keel.auth.v1.AuthService` handler.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::Stream;
 
 use keel_rpc::auth::Verifier;
 use keel_rpc::store::StoreError;
@@ -12,11 +15,12 @@ use tonic::{Request, Response, Status};
 use crate::auth_v1::auth_service_server::AuthService;
 use crate::auth_v1::{
     CreateCredentialRequest, Credential, GetJwksRequest, Jwks, LoginRequest, RefreshRequest,
-    RevokeAllRequest, RevokeAllResponse, RevokeRequest, RevokeResponse, TokenResponse,
-    ValidateRequest, ValidateResponse,
+    Revocation, RevokeAllRequest, RevokeAllResponse, RevokeRequest, RevokeResponse, TokenResponse,
+    ValidateRequest, ValidateResponse, WatchRevocationsRequest, WatchRevocationsResponse,
 };
 use crate::db::{AuthStore, CredentialRow, NewSession, Rotation, SessionState};
 use crate::passwords::{PasswordError, Passwords};
+use crate::revocations::{self, Feed};
 use crate::settings::{BootstrapConfig, TokensConfig};
 use crate::throttle::{LedgerError, Refused, ThrottleReason, ThrottleScope, Throttled};
 use crate::tokens::{self, Signer};
@@ -204,6 +208,7 @@ struct Inner {
     passwords: Passwords,
     throttle: Throttle,
     tokens: TokensConfig,
+    revocations: Arc<Feed>,
 }
 
 impl AuthHandler {
@@ -219,6 +224,7 @@ impl AuthHandler {
     ) -> Self {
         AuthHandler {
             inner: Arc::new(Inner {
+                revocations: Feed::new(store.clone()),
                 store,
                 signer,
                 verifier,
@@ -538,6 +544,7 @@ impl AuthService for AuthHandler {
             )),
             Rotation::Revoked => Err(Status::unauthenticated("session revoked; log in again")),
             Rotation::Reused { family_id } => {
+                self.inner.revocations.committed();
                 tracing::warn!(session = %family_id, "refresh token reused; session revoked");
                 Err(Status::unauthenticated(
                     "refresh token already used; its session has been revoked",
@@ -586,6 +593,7 @@ impl AuthService for AuthHandler {
             .await
             .map_err(store_status)?;
         if revoked {
+            self.inner.revocations.committed();
             tracing::info!("session revoked");
         }
         Ok(Response::new(RevokeResponse {}))
@@ -617,10 +625,78 @@ impl AuthService for AuthHandler {
             .revoke_subject(&subject, now_millis())
             .await
             .map_err(store_status)?;
+        if revoked > 0 {
+            self.inner.revocations.committed();
+        }
         tracing::info!(%subject, caller = %caller.sub, revoked, "sessions revoked");
         Ok(Response::new(RevokeAllResponse {
             sessions_revoked: i64::try_from(revoked).unwrap_or(i64::MAX),
         }))
+    }
+
+    type WatchRevocationsStream =
+        Pin<Box<dyn Stream<Item = Result<WatchRevocationsResponse, Status>> + Send + 'static>>;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let after = request.into_inner().after;
+        let feed = Arc::clone(&self.inner.revocations);
+        let changes = feed.subscribe();
+        // A session's access tokens were all issued before it was revoked,
+        // so none outlives `revoked_at + access_ttl`: older revocations no
+        // longer matter (a minute more, for clocks that disagree).
+        let relevant = i64::try_from(self.inner.tokens.access_ttl.as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_add(60_000);
+        let access_ttl = self.inner.tokens.access_ttl.as_secs();
+        let state = Some((after, changes, true));
+        let messages = futures_util::stream::unfold(state, move |state| {
+            let feed = Arc::clone(&feed);
+            async move {
+                let (mut cursor, mut changes, mut read) = state?;
+                loop {
+                    // Wait for the counter to move, unless a message is due
+                    // (the first one, or the rest of a full batch).
+                    if !read && changes.changed().await.is_err() {
+                        return None;
+                    }
+                    let since = now_millis().saturating_sub(relevant);
+                    let rows = match feed
+                        .store()
+                        .revocations_after(cursor, since, revocations::BATCH)
+                        .await
+                    {
+                        Ok(rows) => rows,
+                        Err(error) => return Some((Err(store_status(error)), None)),
+                    };
+                    let first =
+                        std::mem::replace(&mut read, rows.len() as u32 >= revocations::BATCH);
+                    if rows.is_empty() && !first {
+                        continue;
+                    }
+                    if let Some((_, seq, _)) = rows.last() {
+                        cursor = *seq;
+                    }
+                    let revocations = rows
+                        .into_iter()
+                        .map(|(session_id, _, revoked_at)| Revocation {
+                            session_id,
+                            expires_at: (revoked_at / 1000)
+                                .saturating_add(i64::try_from(access_ttl).unwrap_or(i64::MAX))
+                                .saturating_add(1),
+                        })
+                        .collect();
+                    let message = WatchRevocationsResponse {
+                        revocations,
+                        cursor,
+                    };
+                    return Some((Ok(message), Some((cursor, changes, read))));
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(messages)))
     }
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {

@@ -301,6 +301,21 @@ async fn revocation_by_token_and_by_subject(db: Db) {
         Rotation::Rotated { .. }
     ));
 
+    // The feed: each revocation numbered in commit order, none for the
+    // revocations that revoked nothing; a cursor skips what it has seen,
+    // and `revoked_since` what no longer matters.
+    assert_eq!(store.last_revocation().await.unwrap(), 2);
+    assert_eq!(
+        store.revocations_after(0, 0, 10).await.unwrap(),
+        [("a1".to_owned(), 1, 1), ("a2".to_owned(), 2, 4)]
+    );
+    assert_eq!(
+        store.revocations_after(1, 0, 10).await.unwrap(),
+        [("a2".to_owned(), 2, 4)]
+    );
+    assert_eq!(store.revocations_after(0, 2, 1).await.unwrap().len(), 1);
+    assert_eq!(store.revocations_after(0, 5, 10).await.unwrap(), []);
+
     // Sessions ended long ago are purged with their tokens.
     assert_eq!(
         store.purge_sessions_ended_before(11 * HOUR).await.unwrap(),
@@ -384,7 +399,7 @@ async fn migrations_are_idempotent_and_recorded_per_service(db: Db) {
             .await
             .unwrap()
     });
-    assert_eq!(applied, 3, "each of the three steps once");
+    assert_eq!(applied, 4, "each of the four steps once");
     store.close().await;
 }
 

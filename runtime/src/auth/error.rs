@@ -61,6 +61,13 @@ pub enum AuthError {
     /// certificate (no TLS, or no certificate sent).
     #[error("no verified client certificate")]
     NoPeerCertificate,
+    /// The token's session has been revoked (`auth.revocations`).
+    #[error("session revoked")]
+    Revoked,
+    /// The feed of revoked sessions is down, and the token is older than the gap
+    /// (`auth.revocations_when_behind = "refuse"`).
+    #[error("cannot tell whether the token's session was revoked: the revocation feed is down")]
+    RevocationsBehind,
     /// The client certificate names none of the method's workload identities.
     #[error("peer {0} is not allowed")]
     PeerNotAllowed(String),
@@ -73,6 +80,7 @@ impl AuthError {
             AuthError::MissingScope(_) | AuthError::PeerNotAllowed(_) => {
                 tonic::Status::permission_denied(self.to_string())
             }
+            AuthError::RevocationsBehind => tonic::Status::unavailable(self.to_string()),
             _ => tonic::Status::unauthenticated(self.to_string()),
         }
     }

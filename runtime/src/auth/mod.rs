@@ -22,6 +22,7 @@ mod issue;
 mod keys;
 mod peer;
 mod remote;
+mod revocations;
 mod token_source;
 mod verifier;
 
@@ -35,5 +36,8 @@ pub use issue::{IssueError, mint_access_token};
 pub use keys::{KeySet, encoding_key, public_jwk};
 pub use peer::Peer;
 pub use remote::{JwksError, RemoteKeys};
+pub use revocations::{
+    Revocation, RevocationFeed, Revocations, WatchRevocationsRequest, WatchRevocationsResponse,
+};
 pub use token_source::{StaticToken, TokenError, TokenFuture, TokenSource};
 pub use verifier::{SetupError, Verifier};

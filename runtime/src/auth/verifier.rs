@@ -14,7 +14,7 @@ use quanta::Instant;
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 
-use super::{AuthError, Claims, KeySet};
+use super::{AuthError, Claims, KeySet, Revocations};
 use crate::clock;
 use crate::config::{Algorithm, AuthConfig};
 use crate::wire::CallHeaders;
@@ -109,6 +109,9 @@ pub struct Verifier {
     /// Notified when a token names a `kid` no key has: [`RemoteKeys`](super::RemoteKeys)
     /// then fetches its key set again.
     pub(super) unknown_kid: tokio::sync::Notify,
+    /// The revoked sessions refused, with `auth.revocations`: checked after
+    /// every verification, from the cache or not.
+    revocations: Option<Arc<Revocations>>,
 }
 
 /// A token in the cache. It is hashed by its length and its last
@@ -303,6 +306,21 @@ impl Verifier {
             max_token_bytes: config.max_token_bytes,
             leeway: config.leeway.as_secs(),
             unknown_kid: tokio::sync::Notify::new(),
+            revocations: Revocations::from_config(config).map(Arc::new),
+        }
+    }
+
+    /// The revoked sessions this verifier refuses, with `auth.revocations`
+    /// (kept by a [`RevocationFeed`](super::RevocationFeed)).
+    pub fn revocations(&self) -> Option<&Arc<Revocations>> {
+        self.revocations.as_ref()
+    }
+
+    /// `claims`, unless their session is revoked (see [`Revocations`]).
+    fn unrevoked(&self, claims: Arc<Claims>) -> Result<Arc<Claims>, AuthError> {
+        match &self.revocations {
+            None => Ok(claims),
+            Some(revocations) => revocations.check(&claims).map(|()| claims),
         }
     }
 
@@ -349,11 +367,12 @@ impl Verifier {
         // A cached token is one that verified, so it was well-formed: the
         // header is only decoded further on a miss.
         if let Some(claims) = self.cached(token, now) {
-            return Ok(claims);
+            return self.unrevoked(claims);
         }
         value.to_str().map_err(|_| AuthError::MalformedHeader)?;
         let token = std::str::from_utf8(token).map_err(|_| AuthError::MalformedHeader)?;
         self.verify_miss(token, now)
+            .and_then(|claims| self.unrevoked(claims))
     }
 
     /// Verifies one token, answering from the cache when it can.
@@ -362,10 +381,11 @@ impl Verifier {
             return Err(AuthError::TooLarge);
         }
         let now = clock::now();
-        match self.cached(token.as_bytes(), now) {
-            Some(claims) => Ok(claims),
-            None => self.verify_miss(token, now),
-        }
+        let claims = match self.cached(token.as_bytes(), now) {
+            Some(claims) => claims,
+            None => self.verify_miss(token, now)?,
+        };
+        self.unrevoked(claims)
     }
 
     /// The cached claims of `token`, if it verified before with the current

@@ -449,6 +449,32 @@ pub struct AuthConfig {
     /// often; at most `jwks_refresh`.
     #[config(default = "30s")]
     pub jwks_min_refresh: Duration,
+    /// The auth service whose feed of revoked sessions (`WatchRevocations`) this service
+    /// follows, `http(s)://host:port` or `dns:///name:port`: a revoked session's access tokens
+    /// are then refused within about a second, cached or not. Unset: tokens are accepted until
+    /// they expire, whatever happened to their session.
+    pub revocations: Option<String>,
+    /// While the feed is down for longer than `revocations_max_lag` (and from startup until it
+    /// first answers): `serve` accepts tokens as usual (a session revoked meanwhile is refused
+    /// once the feed catches up); `refuse` refuses tokens issued before the feed fell behind,
+    /// `UNAVAILABLE`.
+    #[config(default = "serve")]
+    pub revocations_when_behind: RevocationsWhenBehind,
+    /// How long the feed may be down before `revocations_when_behind` applies.
+    #[config(default = "5s", max = "1h")]
+    pub revocations_max_lag: Duration,
+}
+
+/// What a verifier does while its feed of revoked sessions is down
+/// (`auth.revocations_when_behind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationsWhenBehind {
+    /// Tokens are accepted as usual.
+    #[default]
+    Serve,
+    /// Tokens issued before the feed fell behind are refused (`UNAVAILABLE`).
+    Refuse,
 }
 
 /// One verification key of `[[auth.keys]]`, selected by the `kid` header of a token.

@@ -170,6 +170,18 @@ impl AuthConfig {
         {
             problems.push("jwks_url", message);
         }
+        if let Some(target) = &self.revocations {
+            let problem = match target.strip_prefix("dns:///") {
+                Some(name) if name.contains(':') && !name.starts_with(':') => None,
+                Some(_) => Some(format!(
+                    "{target:?} needs a name and a port (like dns:///auth-service:9092)"
+                )),
+                None => url_problem(target, "to follow no revocations", "auth:50051"),
+            };
+            if let Some(message) = problem {
+                problems.push("revocations", message);
+            }
+        }
         if self.jwks_min_refresh > self.jwks_refresh {
             problems.push_reading(
                 "jwks_min_refresh",

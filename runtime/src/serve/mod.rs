@@ -231,6 +231,11 @@ impl Server {
             remote.fetch().await?;
             tokio::spawn(remote.clone().run(background.clone()));
         }
+        // Revoked sessions from the start; until the feed answers, tokens are
+        // as `auth.revocations_when_behind` says.
+        if let Some(feed) = keel.revocation_feed() {
+            tokio::spawn(feed.clone().run(background.clone()));
+        }
 
         routes.add_service(health.service(config.server.request_body_timeout));
         if !descriptor_sets.is_empty() {

@@ -123,6 +123,33 @@ pub struct RevokeAllResponse {
     pub sessions_revoked: i64,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchRevocationsRequest {
+    /// The last `cursor` the subscriber saw; 0 for everything still relevant.
+    #[prost(uint64, tag = "1")]
+    pub after: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchRevocationsResponse {
+    /// Sessions revoked since the last message (or since `after`).
+    #[prost(message, repeated, tag = "1")]
+    pub revocations: ::prost::alloc::vec::Vec<Revocation>,
+    /// Where the subscriber stands after this message: pass it as `after`
+    /// when it reconnects.
+    #[prost(uint64, tag = "2")]
+    pub cursor: u64,
+}
+/// A revoked session.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Revocation {
+    /// The `sid` of its access tokens.
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+    /// Unix time (seconds) after which no access token of the session is valid
+    /// any more: a verifier may forget the session then.
+    #[prost(int64, tag = "2")]
+    pub expires_at: i64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetJwksRequest {}
 /// A JSON Web Key Set (RFC 7517).
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -356,6 +383,34 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("keel.auth.v1.AuthService", "RevokeAll"));
             self.inner.unary(req, path, codec).await
         }
+        /// The sessions revoked from now on, for verifiers that check tokens
+        /// locally (`auth.revocations` in their configuration): first every revoked
+        /// session whose access tokens may still be unexpired and whose cursor is
+        /// after `after`, in one message (empty when there is none), then each
+        /// revocation as it is committed, on whichever replica. A subscriber that
+        /// reconnects with the last `cursor` it saw misses nothing. Public: a
+        /// session id says nothing about its user, and refusing a revoked token is
+        /// what anyone may ask for.
+        pub async fn watch_revocations(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchRevocationsResponse>>,
+            tonic::Status,
+        > {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path =
+                http::uri::PathAndQuery::from_static("/keel.auth.v1.AuthService/WatchRevocations");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new(
+                "keel.auth.v1.AuthService",
+                "WatchRevocations",
+            ));
+            self.inner.server_streaming(req, path, codec).await
+        }
         /// The public keys that verify access tokens, as a JSON Web Key Set: the
         /// JSON form of this message is a JWKS document. Empty when tokens are
         /// signed with a shared HMAC secret.
@@ -432,6 +487,23 @@ pub mod auth_service_server {
             &self,
             request: tonic::Request<super::RevokeAllRequest>,
         ) -> std::result::Result<tonic::Response<super::RevokeAllResponse>, tonic::Status>;
+        /// Server streaming response type for the WatchRevocations method.
+        type WatchRevocationsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::WatchRevocationsResponse, tonic::Status>,
+            > + std::marker::Send
+            + 'static;
+        /// The sessions revoked from now on, for verifiers that check tokens
+        /// locally (`auth.revocations` in their configuration): first every revoked
+        /// session whose access tokens may still be unexpired and whose cursor is
+        /// after `after`, in one message (empty when there is none), then each
+        /// revocation as it is committed, on whichever replica. A subscriber that
+        /// reconnects with the last `cursor` it saw misses nothing. Public: a
+        /// session id says nothing about its user, and refusing a revoked token is
+        /// what anyone may ask for.
+        async fn watch_revocations(
+            &self,
+            request: tonic::Request<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<tonic::Response<Self::WatchRevocationsStream>, tonic::Status>;
         /// The public keys that verify access tokens, as a JSON Web Key Set: the
         /// JSON form of this message is a JWKS document. Empty when tokens are
         /// signed with a shared HMAC secret.
@@ -745,6 +817,50 @@ pub mod auth_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/keel.auth.v1.AuthService/WatchRevocations" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchRevocationsSvc<T: AuthService>(pub Arc<T>);
+                    impl<T: AuthService>
+                        tonic::server::ServerStreamingService<super::WatchRevocationsRequest>
+                        for WatchRevocationsSvc<T>
+                    {
+                        type Response = super::WatchRevocationsResponse;
+                        type ResponseStream = T::WatchRevocationsStream;
+                        type Future =
+                            BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchRevocationsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::watch_revocations(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchRevocationsSvc(inner);
+                        let codec = ::keel_rpc::validate::ValidatingCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/keel.auth.v1.AuthService/GetJwks" => {
                     #[allow(non_camel_case_types)]
                     struct GetJwksSvc<T: AuthService>(pub Arc<T>);
@@ -832,6 +948,7 @@ pub const AUTH_SERVICE_OPENAPI: &str = include_str!("keel.auth.v1.AuthService.op
 /// | `Validate` | public | `team=platform`, `tier=critical` |
 /// | `Revoke` | public | `team=platform` |
 /// | `RevokeAll` | token | `team=platform` |
+/// | `WatchRevocations` | public | `team=platform` |
 /// | `GetJwks` | public | `team=platform` |
 pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
     ::keel_rpc::codegen::ServicePolicy {
@@ -962,6 +1079,20 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 http: &[],
             },
             ::keel_rpc::codegen::MethodPolicy {
+                name: "WatchRevocations",
+                path: "/keel.auth.v1.AuthService/WatchRevocations",
+                kind: ::keel_rpc::codegen::MethodKind::ServerStreaming,
+                access: ::keel_rpc::codegen::Access::Public,
+                labels: &[("team", "platform")],
+                timeout: ::core::option::Option::None,
+                max_timeout: ::core::option::Option::None,
+                max_concurrency: ::core::option::Option::None,
+                rate_limit: ::core::option::Option::None,
+                retry: ::core::option::Option::None,
+                options: &[],
+                http: &[],
+            },
+            ::keel_rpc::codegen::MethodPolicy {
                 name: "GetJwks",
                 path: "/keel.auth.v1.AuthService/GetJwks",
                 kind: ::keel_rpc::codegen::MethodKind::Unary,
@@ -987,7 +1118,8 @@ fn auth_service_route(path: &str) -> ::core::option::Option<usize> {
         "/keel.auth.v1.AuthService/Validate" => Some(3),
         "/keel.auth.v1.AuthService/Revoke" => Some(4),
         "/keel.auth.v1.AuthService/RevokeAll" => Some(5),
-        "/keel.auth.v1.AuthService/GetJwks" => Some(6),
+        "/keel.auth.v1.AuthService/WatchRevocations" => Some(6),
+        "/keel.auth.v1.AuthService/GetJwks" => Some(7),
         _ => None,
     }
 }
@@ -1208,6 +1340,18 @@ impl ::keel_rpc::validate::Validate for RevokeAllRequest {
     fn validate_into(&self, _: &mut ::keel_rpc::validate::Violations) {}
 }
 impl ::keel_rpc::validate::Validate for RevokeAllResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel_rpc::validate::Violations) {}
+}
+impl ::keel_rpc::validate::Validate for WatchRevocationsRequest {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel_rpc::validate::Violations) {}
+}
+impl ::keel_rpc::validate::Validate for WatchRevocationsResponse {
+    #[inline(always)]
+    fn validate_into(&self, _: &mut ::keel_rpc::validate::Violations) {}
+}
+impl ::keel_rpc::validate::Validate for Revocation {
     #[inline(always)]
     fn validate_into(&self, _: &mut ::keel_rpc::validate::Violations) {}
 }

@@ -75,12 +75,21 @@ impl Server {
     /// [`Server::start`], serving its HTTP port (`/metrics`, the JWKS) on
     /// `http` too.
     pub async fn start_with_http(settings: &Settings, http: Option<TcpListener>) -> Server {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Server::start_on(settings, grpc, http).await
+    }
+
+    /// [`Server::start_with_http`] on the gRPC listener `grpc`.
+    pub async fn start_on(
+        settings: &Settings,
+        grpc: TcpListener,
+        http: Option<TcpListener>,
+    ) -> Server {
         let mut config = settings.keel();
         config.server.lame_duck = Duration::ZERO;
         config.server.drain_timeout = Duration::from_secs(5);
         let app = App::new(settings).await.expect("auth service app");
         let server = app.server(&config).expect("server");
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let listeners = keel_rpc::serve::Listeners {
             grpc,
             metrics: http,
@@ -116,6 +125,13 @@ impl Server {
             .await
             .unwrap_or_else(|status| panic!("login {username}: {status:?}"))
             .into_inner()
+    }
+
+    /// Ends the server at once, as a crash would (calls in flight end
+    /// `UNAVAILABLE`).
+    pub async fn kill(self) {
+        self.server.stop().await.expect("server stopped");
+        self.app.handler.store().store().close().await;
     }
 
     /// The graceful shutdown; it must end cleanly.

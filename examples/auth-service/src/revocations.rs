@@ -1,0 +1,91 @@
+//! The feed of revoked sessions that `WatchRevocations` streams to
+//! verifiers (`auth.revocations` in a Keel service's configuration).
+//!
+//! The store is the source of truth: each revocation commits with the next
+//! number of one counter (migration 0004), so "everything after cursor N" is
+//! a query, and a subscriber that reconnects with its cursor misses nothing,
+//! whichever replica it reaches. Each replica learns that the counter moved,
+//! on any replica, from one [`Feed`] task that reads it every [`POLL`] while
+//! someone subscribes, and at once after its own revocations; every stream
+//! then reads the rows after its own cursor. (PostgreSQL's `LISTEN/NOTIFY`
+//! would save the polling but hold a connection per replica and still need
+//! it after every reconnect, when notifications are lost; a primary-key read
+//! four times a second is cheaper than either.)
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::db::AuthStore;
+
+/// How often a replica with subscribers reads the revocation counter: the
+/// most a revocation made on another replica waits before it is streamed.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// At most this many revocations in one message; more follow at once.
+pub const BATCH: u32 = 1000;
+
+/// A replica's view of the revocation counter, shared by its streams.
+#[derive(Debug)]
+pub struct Feed {
+    store: AuthStore,
+    /// The last counter read; receivers wake when it moves.
+    last: watch::Sender<u64>,
+    poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Feed {
+    /// The feed of `store`'s revocations.
+    pub fn new(store: AuthStore) -> Arc<Self> {
+        Arc::new(Feed {
+            store,
+            last: watch::Sender::new(0),
+            poller: Mutex::new(None),
+        })
+    }
+
+    /// Wakes the streams after a revocation this replica committed.
+    pub fn committed(&self) {
+        self.last.send_modify(|_| {});
+    }
+
+    /// A receiver that wakes when the counter moves, with the poller running
+    /// (started by the first subscriber, and again after the last one left).
+    pub fn subscribe(self: &Arc<Self>) -> watch::Receiver<u64> {
+        let changes = self.last.subscribe();
+        let mut poller = self.poller.lock().unwrap_or_else(|e| e.into_inner());
+        if poller.as_ref().is_none_or(|task| task.is_finished()) {
+            let feed = Arc::downgrade(self);
+            *poller = Some(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(POLL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let Some(feed) = feed.upgrade() else { return };
+                    if feed.last.receiver_count() == 0 {
+                        return;
+                    }
+                    match feed.store.last_revocation().await {
+                        Ok(seq) => {
+                            feed.last.send_if_modified(|last| {
+                                let moved = seq != *last;
+                                *last = seq;
+                                moved
+                            });
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "reading the revocation counter failed")
+                        }
+                    }
+                }
+            }));
+        }
+        changes
+    }
+
+    /// The store.
+    pub fn store(&self) -> &AuthStore {
+        &self.store
+    }
+}
