@@ -75,6 +75,21 @@ fn ok(
 /// A runtime (a replica, for the buckets' sake) of `POLICY` whose buckets
 /// are in `redis`.
 fn replica(redis: &TestRedis, prefix: &str, on_error: OnBackendError) -> (keel_rpc::Keel, Shared) {
+    runtime(&replica_config(redis, prefix, on_error))
+}
+
+/// The runtime of `config`, and `POLICY` wrapped by it.
+fn runtime(config: &Config<()>) -> (keel_rpc::Keel, Shared) {
+    let keel = keel_rpc::Keel::new(config, &[&POLICY]).expect("keel");
+    let handler: fn(_) -> _ = ok;
+    let service = keel
+        .wrap(&POLICY, tower::service_fn(handler))
+        .expect("wrap");
+    (keel, service)
+}
+
+/// The configuration of a [`replica`].
+fn replica_config(redis: &TestRedis, prefix: &str, on_error: OnBackendError) -> Config<()> {
     let mut config = Config::<()> {
         auth: AuthConfig {
             hmac_secret: Some(Secret::new("0123456789abcdef0123456789abcdef-test")),
@@ -87,12 +102,7 @@ fn replica(redis: &TestRedis, prefix: &str, on_error: OnBackendError) -> (keel_r
     config.rate_limit.on_backend_error = on_error;
     config.rate_limit.timeout = Duration::from_millis(50);
     config.rate_limit.retry_after = Duration::from_millis(300);
-    let keel = keel_rpc::Keel::new(&config, &[&POLICY]).expect("keel");
-    let handler: fn(_) -> _ = ok;
-    let service = keel
-        .wrap(&POLICY, tower::service_fn(handler))
-        .expect("wrap");
-    (keel, service)
+    config
 }
 
 /// A call of `path` from `from`, as tonic's server hands it on.
@@ -188,6 +198,41 @@ async fn used_memory(redis: &TestRedis) -> u64 {
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
         .expect("used_memory")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_is_shared_over_rediss_checked_against_the_client_tls_cas() {
+    // A certificate for 127.0.0.1, made here; Redis serves only TLS with it.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let redis = TestRedis::start_tls(&cert, &key).await.expect("redis");
+    assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
+    let trusting = |prefix: &str, ca: Option<&std::path::Path>| {
+        let mut config = replica_config(&redis, prefix, OnBackendError::Local);
+        config.client.tls.ca_file = ca.map(Into::into);
+        runtime(&config)
+    };
+    // Two replicas that trust the certificate draw on one bucket over TLS.
+    let (_a, first) = trusting("tls:", Some(&cert));
+    let (_b, second) = trusting("tls:", Some(&cert));
+    let started = Instant::now();
+    let (codes, _) = global_calls(&[&first, &second], 30).await;
+    let refill = (started.elapsed().as_millis() / 100) as usize + 1;
+    let admitted = count(&codes, "0");
+    assert!(
+        (10..=10 + refill).contains(&admitted),
+        "{admitted} admitted: {codes:?}"
+    );
+    // One that does not (the system's CAs) never talks to it: each call is
+    // a backend error, decided by the replica's own bucket.
+    let (untrusting, third) = trusting("tls:", None);
+    let (codes, _) = global_calls(&[&third], 5).await;
+    assert_eq!(count(&codes, "0"), 5, "its own bucket of 10: {codes:?}");
+    assert!(backend_errors(&untrusting) >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

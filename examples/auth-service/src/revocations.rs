@@ -23,6 +23,11 @@ use crate::db::AuthStore;
 /// most a revocation made on another replica waits before it is streamed.
 pub const POLL: Duration = Duration::from_millis(250);
 
+/// A stream with nothing to send sends an empty message this often, so that
+/// its subscriber can tell a quiet feed from a dead connection (Keel's
+/// gives up on one silent for three of them).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
 /// At most this many revocations in one message; more follow at once.
 pub const BATCH: u32 = 1000;
 

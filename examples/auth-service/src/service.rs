@@ -658,9 +658,22 @@ impl AuthService for AuthHandler {
                 let (mut cursor, mut changes, mut read) = state?;
                 loop {
                     // Wait for the counter to move, unless a message is due
-                    // (the first one, or the rest of a full batch).
-                    if !read && changes.changed().await.is_err() {
-                        return None;
+                    // (the first one, or the rest of a full batch); after a
+                    // quiet HEARTBEAT, say so, so that the subscriber can
+                    // tell a quiet feed from a dead connection.
+                    if !read {
+                        match tokio::time::timeout(revocations::HEARTBEAT, changes.changed()).await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return None,
+                            Err(_) => {
+                                let beat = WatchRevocationsResponse {
+                                    revocations: Vec::new(),
+                                    cursor,
+                                };
+                                return Some((Ok(beat), Some((cursor, changes, read))));
+                            }
+                        }
                     }
                     let since = now_millis().saturating_sub(relevant);
                     let rows = match feed

@@ -36,6 +36,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause before reconnecting.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// A feed silent this long is taken for a dead connection and followed
+/// again: the auth service sends an empty message every 10 s when it has
+/// nothing to say, so that a connection lost without a word (a node gone)
+/// is not taken for a quiet feed.
+const SILENCE: Duration = Duration::from_secs(30);
+
 /// `keel.auth.v1.WatchRevocationsRequest` (auth.proto).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WatchRevocationsRequest {
@@ -293,7 +299,12 @@ impl RevocationFeed {
         };
         loop {
             let message = tokio::select! {
-                message = stream.message() => message,
+                message = tokio::time::timeout(SILENCE, stream.message()) => match message {
+                    Ok(message) => message,
+                    Err(_) => return tonic::Status::unavailable(format!(
+                        "no message from the feed in {SILENCE:?}"
+                    )),
+                },
                 // Forget sessions whose tokens have expired, revocations or not.
                 _ = expiry.tick() => {
                     self.held.set(self.revocations.apply(Vec::new(), unix_now()) as i64);

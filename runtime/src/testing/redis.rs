@@ -1,6 +1,7 @@
 //! [`TestRedis`]: a Redis server of a test's own, for `[rate_limit] backend`.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,25 +43,45 @@ pub enum TestRedisError {
 pub struct TestRedis {
     addr: SocketAddr,
     child: Option<Child>,
+    /// The certificate and key files it serves TLS with, if it does.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl TestRedis {
     /// Starts one, and waits until it answers.
     pub async fn start() -> Result<TestRedis, TestRedisError> {
+        TestRedis::start_with(None).await
+    }
+
+    /// Starts one that speaks only TLS (`rediss://`), with the PEM
+    /// certificate and key in `cert_file` and `key_file`, and waits until it
+    /// accepts connections. It asks clients for no certificate.
+    pub async fn start_tls(
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Result<TestRedis, TestRedisError> {
+        TestRedis::start_with(Some((cert_file.into(), key_file.into()))).await
+    }
+
+    async fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Result<TestRedis, TestRedisError> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(TestRedisError::Port)?;
         let mut redis = TestRedis {
             addr: port,
             child: None,
+            tls,
         };
         redis.restart().await?;
         Ok(redis)
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://` for [`start_tls`](Self::start_tls).
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        match self.tls {
+            None => format!("redis://{}", self.addr),
+            Some(_) => format!("rediss://{}", self.addr),
+        }
     }
 
     /// Where it listens.
@@ -100,9 +121,26 @@ impl TestRedis {
     pub async fn restart(&mut self) -> Result<(), TestRedisError> {
         self.kill();
         let program = std::env::var("KEEL_TEST_REDIS_SERVER").unwrap_or_else(|_| PROGRAM.into());
-        let child = Command::new(&program)
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.addr.port().to_string())
+        let mut command = Command::new(&program);
+        command.args(["--bind", "127.0.0.1"]);
+        let port = self.addr.port().to_string();
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some((cert, key)) => command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = command
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--dir", &std::env::temp_dir().to_string_lossy()])
             .stdout(Stdio::null())
@@ -120,10 +158,14 @@ impl TestRedis {
         Err(TestRedisError::NotReady(self.addr))
     }
 
+    /// Whether it answers `PING` (over TLS: whether it accepts connections).
     async fn ping(&self) -> bool {
         let Ok(mut stream) = tokio::net::TcpStream::connect(self.addr).await else {
             return false;
         };
+        if self.tls.is_some() {
+            return true;
+        }
         let mut answer = [0; 7];
         stream.write_all(b"PING\r\n").await.is_ok()
             && stream.read_exact(&mut answer).await.is_ok()

@@ -1,6 +1,6 @@
 //! `cargo xtask bench [--quick] [--no-criterion] [--rounds N] [--requests N]
 //! [--handler fixed|users|both] [--traced [--sampling R]] [--instructions]
-//! | --client [--requests N]`:
+//! | --client [--requests N] | --rate-limit [--requests N]`:
 //! what a Keel service costs per call against plain tonic, end to end, as
 //! ratios measured in the same run; with `--client`, what Keel's client
 //! costs the caller.
@@ -90,6 +90,15 @@
 //! per call, for each mode, what `--instructions` prints, the ratios
 //! keel/plain, balanced/plain and balanced/keel, and the verdict of
 //! balanced/plain against its target.
+//!
+//! `--rate-limit` times what a rate-limited call waits for its bucket in
+//! Redis against the process's own: `bench-rate-limit`
+//! (`bench/src/bin/bench-rate-limit.rs`) wraps one method with a `rate_limit`
+//! high enough to admit every call in Keel's pipeline twice (in-process
+//! buckets; `[rate_limit] backend` on a `redis-server` of its own), makes
+//! 20 000 (`--requests N`) calls one at a time through each, and as many
+//! Redis `PING`s, and prints their latency percentiles: Redis should add
+//! about one `PING`. Wall-clock figures, reported and never judged.
 
 mod callgrind;
 mod client;
@@ -210,6 +219,8 @@ struct Options {
     rest: bool,
     /// `--client`: count the calling side (bench-client) instead of the servers.
     client: bool,
+    /// `--rate-limit`: time Redis-limited calls against in-process ones.
+    rate_limit: bool,
 }
 
 /// What answers `GetUser` in the bench server (`bench-server --handler`).
@@ -268,6 +279,7 @@ impl Options {
             instructions: false,
             rest: false,
             client: false,
+            rate_limit: false,
         };
         let mut rounds = None;
         let mut requests = None;
@@ -309,6 +321,7 @@ impl Options {
                 }
                 "--rest" => options.rest = true,
                 "--client" => options.client = true,
+                "--rate-limit" => options.rate_limit = true,
                 "--case" => {
                     options.cases = match value("--case")?.as_str() {
                         "unary" => vec![Case::Unary],
@@ -329,7 +342,8 @@ impl Options {
                     "bench: unknown argument {other:?}; usage: cargo xtask bench [--quick] \
                      [--no-criterion] [--rounds N] [--requests N] [--handler fixed|users|both] \
                      [--case unary|stream|both] [--traced [--sampling R]] [--instructions [--rest]] \
-                     | cargo xtask bench --client [--requests N]"
+                     | cargo xtask bench --client [--requests N] \
+                     | cargo xtask bench --rate-limit [--requests N]"
                 ),
             }
         }
@@ -342,6 +356,13 @@ impl Options {
         if options.instructions {
             // Counts do not drift: one run per mode, short because
             // callgrind, simulating caches, runs the server some 100 times slower.
+            options.rounds = 1;
+            options.requests = 20_000;
+            options.warmup_requests = 2_000;
+            options.criterion = false;
+        }
+        if options.rate_limit {
+            // One timed pass of calls; no criterion.
             options.rounds = 1;
             options.requests = 20_000;
             options.warmup_requests = 2_000;
@@ -431,6 +452,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if options.client {
         return client::run(&options, &cargo);
+    }
+    if options.rate_limit {
+        return rate_limit(&options, &cargo);
     }
 
     crate::run_cmd(Command::new(&cargo).args([
@@ -1011,4 +1035,26 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
     if quick {
         println!("(--quick: too few requests for these figures to mean much)");
     }
+}
+
+/// `--rate-limit`: builds and runs bench-rate-limit (see the module docs).
+fn rate_limit(options: &Options, cargo: &str) -> anyhow::Result<()> {
+    crate::ensure_tool("redis-server", "redis-server")?;
+    crate::run_cmd(Command::new(cargo).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "keel-bench",
+        "--bin",
+        "bench-rate-limit",
+    ]))?;
+    let bin = crate::target_dir().join("release").join("bench-rate-limit");
+    crate::run_cmd(
+        Command::new(bin)
+            .arg("--calls")
+            .arg(options.requests.to_string())
+            .arg("--warmup")
+            .arg(options.warmup_requests.to_string()),
+    )
 }

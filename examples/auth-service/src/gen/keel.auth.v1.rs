@@ -388,7 +388,9 @@ pub mod auth_service_client {
         /// session whose access tokens may still be unexpired and whose cursor is
         /// after `after`, in one message (empty when there is none), then each
         /// revocation as it is committed, on whichever replica. A subscriber that
-        /// reconnects with the last `cursor` it saw misses nothing. Public: a
+        /// reconnects with the last `cursor` it saw misses nothing. A quiet feed
+        /// sends an empty message every 10 s, so that a subscriber can tell it from
+        /// a dead connection. Public: a
         /// session id says nothing about its user, and refusing a revoked token is
         /// what anyone may ask for.
         pub async fn watch_revocations(
@@ -497,7 +499,9 @@ pub mod auth_service_server {
         /// session whose access tokens may still be unexpired and whose cursor is
         /// after `after`, in one message (empty when there is none), then each
         /// revocation as it is committed, on whichever replica. A subscriber that
-        /// reconnects with the last `cursor` it saw misses nothing. Public: a
+        /// reconnects with the last `cursor` it saw misses nothing. A quiet feed
+        /// sends an empty message every 10 s, so that a subscriber can tell it from
+        /// a dead connection. Public: a
         /// session id says nothing about its user, and refusing a revoked token is
         /// what anyone may ask for.
         async fn watch_revocations(
