@@ -202,23 +202,29 @@ async fn used_memory(redis: &TestRedis) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_is_shared_over_rediss_checked_against_the_client_tls_cas() {
-    // A certificate for 127.0.0.1, made here; Redis serves only TLS with it.
+    // A certificate for 127.0.0.1, made here; Redis serves only TLS with it,
+    // and wants a password.
     let dir = tempfile::tempdir().expect("temporary directory");
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("certificate");
     let (cert, key) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
     std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
     std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
-    let redis = TestRedis::start_tls(&cert, &key).await.expect("redis");
+    const PASSWORD: &str = "redis-password-of-the-test";
+    let redis = TestRedis::start_secured(&cert, &key, PASSWORD)
+        .await
+        .expect("redis");
     assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
-    let trusting = |prefix: &str, ca: Option<&std::path::Path>| {
-        let mut config = replica_config(&redis, prefix, OnBackendError::Local);
+    let with = |ca: Option<&std::path::Path>, password: &str| {
+        let mut config = replica_config(&redis, "tls:", OnBackendError::Local);
         config.client.tls.ca_file = ca.map(Into::into);
+        config.rate_limit.password = Some(Secret::new(password));
         runtime(&config)
     };
-    // Two replicas that trust the certificate draw on one bucket over TLS.
-    let (_a, first) = trusting("tls:", Some(&cert));
-    let (_b, second) = trusting("tls:", Some(&cert));
+    // Two replicas that trust the certificate and know the password draw on
+    // one bucket.
+    let (_a, first) = with(Some(&cert), PASSWORD);
+    let (_b, second) = with(Some(&cert), PASSWORD);
     let started = Instant::now();
     let (codes, _) = global_calls(&[&first, &second], 30).await;
     let refill = (started.elapsed().as_millis() / 100) as usize + 1;
@@ -227,12 +233,15 @@ async fn a_bucket_is_shared_over_rediss_checked_against_the_client_tls_cas() {
         (10..=10 + refill).contains(&admitted),
         "{admitted} admitted: {codes:?}"
     );
-    // One that does not (the system's CAs) never talks to it: each call is
-    // a backend error, decided by the replica's own bucket.
-    let (untrusting, third) = trusting("tls:", None);
-    let (codes, _) = global_calls(&[&third], 5).await;
-    assert_eq!(count(&codes, "0"), 5, "its own bucket of 10: {codes:?}");
-    assert!(backend_errors(&untrusting) >= 1.0);
+    // One that does not trust it (the system's CAs), and one with another
+    // password, never get an answer from it: each of their calls is a
+    // backend error, decided by the replica's own bucket.
+    for (ca, password) in [(None, PASSWORD), (Some(cert.as_path()), "not-the-password")] {
+        let (keel, service) = with(ca, password);
+        let (codes, _) = global_calls(&[&service], 5).await;
+        assert_eq!(count(&codes, "0"), 5, "its own bucket of 10: {codes:?}");
+        assert!(backend_errors(&keel) >= 1.0, "{ca:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,8 +43,16 @@ pub enum TestRedisError {
 pub struct TestRedis {
     addr: SocketAddr,
     child: Option<Child>,
-    /// The certificate and key files it serves TLS with, if it does.
-    tls: Option<(PathBuf, PathBuf)>,
+    /// The certificate and key files it serves TLS with, and the password it
+    /// requires, if it does.
+    tls: Option<Secured>,
+}
+
+#[derive(Debug)]
+struct Secured {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    password: String,
 }
 
 impl TestRedis {
@@ -54,16 +62,23 @@ impl TestRedis {
     }
 
     /// Starts one that speaks only TLS (`rediss://`), with the PEM
-    /// certificate and key in `cert_file` and `key_file`, and waits until it
-    /// accepts connections. It asks clients for no certificate.
-    pub async fn start_tls(
+    /// certificate and key in `cert_file` and `key_file`, and requires
+    /// `password` (`AUTH`, of its `default` user); waits until it accepts
+    /// connections. It asks clients for no certificate.
+    pub async fn start_secured(
         cert_file: impl Into<PathBuf>,
         key_file: impl Into<PathBuf>,
+        password: impl Into<String>,
     ) -> Result<TestRedis, TestRedisError> {
-        TestRedis::start_with(Some((cert_file.into(), key_file.into()))).await
+        TestRedis::start_with(Some(Secured {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            password: password.into(),
+        }))
+        .await
     }
 
-    async fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Result<TestRedis, TestRedisError> {
+    async fn start_with(tls: Option<Secured>) -> Result<TestRedis, TestRedisError> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(TestRedisError::Port)?;
@@ -76,7 +91,7 @@ impl TestRedis {
         Ok(redis)
     }
 
-    /// `redis://127.0.0.1:PORT`, or `rediss://` for [`start_tls`](Self::start_tls).
+    /// `redis://127.0.0.1:PORT`, or `rediss://` for [`start_secured`](Self::start_secured).
     pub fn url(&self) -> String {
         match self.tls {
             None => format!("redis://{}", self.addr),
@@ -126,19 +141,13 @@ impl TestRedis {
         let port = self.addr.port().to_string();
         match &self.tls {
             None => command.args(["--port", &port]),
-            Some((cert, key)) => command
-                .args([
-                    "--port",
-                    "0",
-                    "--tls-port",
-                    &port,
-                    "--tls-auth-clients",
-                    "no",
-                ])
+            Some(secured) => command
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
                 .arg("--tls-cert-file")
-                .arg(cert)
+                .arg(&secured.cert_file)
                 .arg("--tls-key-file")
-                .arg(key),
+                .arg(&secured.key_file)
+                .args(["--requirepass", &secured.password]),
         };
         let child = command
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
