@@ -205,8 +205,8 @@ async fn a_bucket_is_shared_over_rediss_checked_against_the_client_tls_cas() {
     // A certificate for 127.0.0.1, made here; Redis serves only TLS with it,
     // and wants a password.
     let dir = tempfile::tempdir().expect("temporary directory");
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
-        .expect("certificate");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
     let (cert, key) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
     std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
     std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");

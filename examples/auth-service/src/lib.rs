@@ -36,6 +36,7 @@
 
 mod db;
 mod passwords;
+mod redis_ledger;
 mod revocations;
 mod service;
 mod settings;
@@ -48,6 +49,7 @@ use std::time::Duration;
 
 pub use db::{AuthStore, CredentialRow, MIGRATIONS, NewSession, Rotation, SessionState};
 pub use passwords::{PasswordError, Passwords};
+pub use redis_ledger::RedisLedger;
 pub use service::{
     ADMIN_SCOPE, AuthHandler, MAX_PASSWORD_BYTES, MAX_SCOPES, MAX_USERNAME_CHARS,
     MIN_PASSWORD_BYTES, RETRY_AFTER_MS, check_password, check_scopes, check_username,
@@ -168,12 +170,21 @@ impl App {
             settings.app.tokens.access_ttl,
         )?;
         let passwords = Passwords::new(&settings.app.passwords).await?;
+        // Failed logins where every replica counts them: the Redis of the
+        // rate limits when there is one, else the store.
+        let ledger: Arc<dyn throttle::FailureLedger> =
+            match RedisLedger::new(&settings.rate_limit, &settings.client.tls)
+                .map_err(|e| Error::Setup(format!("rate_limit.backend: {e}")))?
+            {
+                Some(redis) => Arc::new(redis),
+                None => Arc::new(store.clone()),
+            };
         let handler = AuthHandler::new(
             store.clone(),
             signer,
             Arc::clone(keel.verifier()),
             passwords,
-            Throttle::new(&settings.app.throttle, Arc::new(store.clone())),
+            Throttle::new(&settings.app.throttle, ledger),
             settings.app.tokens.clone(),
         );
         handler.bootstrap(&settings.app.bootstrap).await?;

@@ -146,6 +146,10 @@ fn internal(error: Error) -> Status {
 fn ledger_status(error: LedgerError) -> Status {
     match error {
         LedgerError::Store(error) => store_status(error),
+        LedgerError::Backend(reason) => {
+            tracing::warn!(%reason, "the login throttle cannot count; logins refused");
+            Status::unavailable("the login throttle is unavailable; retry later")
+        }
     }
 }
 

@@ -78,8 +78,9 @@ fn available_parallelism() -> usize {
 }
 
 /// `[throttle]`: limits on logins. Failures are counted per username and per
-/// peer address (IPv4 address or IPv6 /64) in the store, so every replica
-/// sharing it sees every replica's failures: `burst` of them in a row lock the
+/// peer address (IPv4 address or IPv6 /64) in the store, or in Redis when
+/// `[rate_limit] backend` names one, so every replica sees every replica's
+/// failures: `burst` of them in a row lock the
 /// username (or the address) out, and one more is allowed per `interval`
 /// (a token bucket). A login attempted past the limit is refused with
 /// `RESOURCE_EXHAUSTED` and a retry hint (`retry-after-ms`), without checking

@@ -1,5 +1,5 @@
 //! Throttling logins: failures counted per username and per peer address in
-//! a [`FailureLedger`] that every replica shares (the auth store), and
+//! a [`FailureLedger`] that every replica shares (Redis or the auth store), and
 //! attempts in flight bounded per username and per peer on each replica.
 //!
 //! **Failures** fill a leaky bucket per key (GCRA): a key's `clear_at` is
@@ -130,6 +130,9 @@ pub enum LedgerError {
     /// The auth store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Redis (`[rate_limit] backend`) failed or did not answer in time.
+    #[error("the login throttle's Redis: {0}")]
+    Backend(String),
 }
 
 /// What failures are counted for: a username (as given: credentials are
@@ -151,9 +154,9 @@ pub struct Standing {
     pub failures: i64,
 }
 
-/// Where failed logins are counted, shared by the replicas: the auth store
-/// ([`crate::AuthStore`], on SQLite or PostgreSQL); another backend (Redis,
-/// say) implements these three operations. Times are Unix milliseconds from
+/// Where failed logins are counted, shared by the replicas: Redis when the
+/// service's `[rate_limit] backend` names one ([`crate::RedisLedger`]), else
+/// the auth store ([`crate::AuthStore`], on SQLite or PostgreSQL). Times are Unix milliseconds from
 /// the replicas' clocks (a skew between them shifts a lockout by as much).
 #[tonic::async_trait]
 pub trait FailureLedger: fmt::Debug + Send + Sync {

@@ -11,7 +11,7 @@ use auth_service::auth_v1::{
     CreateCredentialRequest, GetJwksRequest, LoginRequest, RefreshRequest, RevokeAllRequest,
     RevokeRequest, ValidateRequest,
 };
-use auth_service::{DEV_SECRET, RETRY_AFTER_MS};
+use auth_service::{DEV_SECRET, RETRY_AFTER_MS, Settings};
 use common::*;
 use keel_rpc::auth::Verifier;
 use keel_rpc::config::{Algorithm, AuthConfig, Secret};
@@ -241,12 +241,65 @@ fn refusal(
     status.message().to_owned()
 }
 
+const SHARED_THROTTLE: &str = "[throttle]\nusername_burst = 4\nusername_interval = \"1m\"\npeer_burst = 7\npeer_interval = \"1m\"\n";
+
 async fn failures_on_either_replica_lock_the_username_out_on_both(db: Db) {
     let test = TestDb::new(db).await;
-    let settings = settings_with(
-        &test.config,
-        "[throttle]\nusername_burst = 4\nusername_interval = \"1m\"\npeer_burst = 7\npeer_interval = \"1m\"\n",
+    lock_out_on_both(&settings_with(&test.config, SHARED_THROTTLE)).await;
+}
+
+/// With `[rate_limit] backend`, the failures are counted in Redis instead:
+/// none in the store, one key per username and address (hashed), each
+/// expiring when its failures stop counting.
+#[tokio::test]
+async fn with_redis_failures_on_either_replica_lock_the_username_out_on_both() {
+    let test = TestDb::new(Db::Sqlite).await;
+    let redis = keel_rpc::testing::TestRedis::start().await.expect("redis");
+    let extra = format!(
+        "{SHARED_THROTTLE}[rate_limit]\nbackend = \"{}\"\n",
+        redis.url()
     );
+    let settings = settings_with(&test.config, &extra);
+    lock_out_on_both(&settings).await;
+    use keel_rpc::pipeline::redis::{self, AsyncCommands};
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = connection.keys("keel:rl:login:*").await.expect("KEYS");
+    // admin, nobody1 to nobody3, and the address.
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.contains(":peer:")).count(), 1);
+    for key in keys {
+        let ttl: i64 = connection.pttl(&key).await.expect("PTTL");
+        assert!((50_000..=7 * 60_000).contains(&ttl), "{key}: {ttl} ms");
+    }
+    let store = auth_store(&test).await;
+    let rows: i64 = keel_rpc::with_store!(store.store(), pool => {
+        keel_rpc::store::sqlx::query_scalar("SELECT COUNT(*) FROM login_failures")
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    });
+    assert_eq!(rows, 0, "nothing counted in the store");
+    // Redis gone: logins are refused, never let through uncounted.
+    drop(redis);
+    let server = Server::start(&settings).await;
+    let status = server
+        .client()
+        .await
+        .login(login(ADMIN, ADMIN_PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    server.stop().await;
+}
+
+/// Two replicas of `settings`: failures spread over both lock the username,
+/// and then the address, out on both.
+async fn lock_out_on_both(settings: &Settings) {
+    let settings = settings.clone();
     // Two replicas sharing the store.
     let a = Server::start(&settings).await;
     let b = Server::start(&settings).await;

@@ -524,6 +524,54 @@ async fn concurrent_failures_on_two_stores_are_all_counted(db: Db) {
     }
 }
 
+/// The same in Redis (`[rate_limit] backend`): two replicas' ledgers count
+/// concurrent failures of one key exactly once each.
+#[tokio::test]
+async fn concurrent_failures_on_two_redis_ledgers_are_all_counted() {
+    let redis = keel_rpc::testing::TestRedis::start().await.expect("redis");
+    let mut config = keel_rpc::config::Config::<()>::default();
+    config.rate_limit.backend = Some(redis.url());
+    let ledger = || {
+        let ledger = auth_service::RedisLedger::new(&config.rate_limit, &config.client.tls);
+        Arc::new(ledger.expect("client").expect("a backend"))
+    };
+    let ledgers = [ledger(), ledger()];
+    // Keys expire at `clear_at` on Redis's clock: count from now.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let ledger = ledgers[i % 2].clone();
+            tokio::spawn(async move { ledger.record(&[(PEER, 1_000), (ADA, 1_000)], base).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap().expect("recorded")[1].failures);
+    }
+    seen.sort();
+    assert_eq!(seen, (1..=40).collect::<Vec<i64>>());
+    let expected = Standing {
+        clear_at: base + 40_000,
+        failures: 40,
+    };
+    for ledger in &ledgers {
+        assert_eq!(
+            ledger
+                .standings(&[PEER, ADA, ADA_AS_PEER], base)
+                .await
+                .unwrap(),
+            [Some(expected), Some(expected), None]
+        );
+        assert_eq!(
+            ledger.standings(&[ADA], base + 40_000).await.unwrap(),
+            [None]
+        );
+    }
+}
+
 keel_rpc::on_both_backends!(
     login_failures_leak_away_per_key_and_are_swept,
     concurrent_failures_on_two_stores_are_all_counted,

@@ -83,6 +83,8 @@ use crate::telemetry::call_context;
 use crate::wire::CallHeaders;
 
 pub use crate::observe::CountingBody;
+/// The Redis client crate the rate limits' buckets use ([`backend_client`]).
+pub use ::redis;
 pub use body::ResponseBody;
 pub use call::Call;
 use call::Limits;
@@ -90,8 +92,8 @@ pub use future::ResponseFuture;
 pub(crate) use interruptible::Interruptible;
 pub use method::{CalledMethod, OptionError, OptionTable};
 use rate::Admission;
-pub use rate::RateBackendError;
 pub(crate) use rate::RedisBuckets;
+pub use rate::{RateBackendError, backend_client};
 /// A server behind layers of your own, as [`Keel::wrap_with`](crate::Keel::wrap_with) builds it
 /// (tonic's, which keeps the server's name for the router).
 pub use tonic::service::Layered;

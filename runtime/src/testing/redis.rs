@@ -142,7 +142,14 @@ impl TestRedis {
         match &self.tls {
             None => command.args(["--port", &port]),
             Some(secured) => command
-                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
                 .arg("--tls-cert-file")
                 .arg(&secured.cert_file)
                 .arg("--tls-key-file")

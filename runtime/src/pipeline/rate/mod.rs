@@ -31,9 +31,9 @@ use crate::auth::Caller;
 use crate::config::OnBackendError;
 use crate::policy::{MethodPolicy, RateKey, RateLimit, ServicePolicy};
 use buckets::Buckets;
-pub use redis::RateBackendError;
 pub(crate) use redis::RedisBuckets;
 use redis::Taken;
+pub use redis::{RateBackendError, backend_client};
 
 /// The most buckets a keyed method keeps.
 const KEYS_PER_METHOD: usize = 65_536;

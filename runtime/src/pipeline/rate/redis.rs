@@ -99,26 +99,9 @@ impl RedisBuckets {
         tls: &ClientTlsConfig,
         errors: IntCounter,
     ) -> Result<Option<Self>, RateBackendError> {
-        let Some(backend) = &config.backend else {
+        let Some(client) = backend_client(config, tls)? else {
             return Ok(None);
         };
-        let mut info: redis::ConnectionInfo = backend
-            .as_str()
-            .parse()
-            .map_err(|e: redis::RedisError| RateBackendError::Client(e.to_string()))?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(username) = &config.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password.expose());
-        }
-        info = info.set_redis_settings(settings);
-        let client = match config.tls() {
-            false => redis::Client::open(info),
-            true => redis::Client::build_with_tls(info, certificates(tls)?),
-        }
-        .map_err(|e| RateBackendError::Client(e.to_string()))?;
         Ok(Some(RedisBuckets {
             client,
             manager: OnceLock::new(),
@@ -228,6 +211,46 @@ impl RedisBuckets {
             tracing::info!("the rate-limit backend answers again");
         }
     }
+}
+
+/// A client of the Redis that `config` names (`[rate_limit] backend`), if
+/// any: its URL with `username` and `password`, and for `rediss://` the CAs
+/// and certificate of `[client.tls]`. No connection is made yet. What the
+/// rate limits' buckets use, and what a service may use to keep other
+/// fleet-wide state in the same Redis (the auth service's failed logins).
+///
+/// ```
+/// # fn run() -> Result<(), keel_rpc::pipeline::RateBackendError> {
+/// let config = keel_rpc::config::Config::<()>::default();
+/// let client = keel_rpc::pipeline::backend_client(&config.rate_limit, &config.client.tls)?;
+/// assert!(client.is_none(), "no backend by default");
+/// # Ok(()) }
+/// ```
+pub fn backend_client(
+    config: &RateLimitConfig,
+    tls: &ClientTlsConfig,
+) -> Result<Option<redis::Client>, RateBackendError> {
+    let Some(backend) = &config.backend else {
+        return Ok(None);
+    };
+    let mut info: redis::ConnectionInfo = backend
+        .as_str()
+        .parse()
+        .map_err(|e: redis::RedisError| RateBackendError::Client(e.to_string()))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(username) = &config.username {
+        settings = settings.set_username(username);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let client = match config.tls() {
+        false => redis::Client::open(info),
+        true => redis::Client::build_with_tls(info, certificates(tls)?),
+    }
+    .map_err(|e| RateBackendError::Client(e.to_string()))?;
+    Ok(Some(client))
 }
 
 /// The CAs and client certificate of `[client.tls]`, for `rediss://`.
