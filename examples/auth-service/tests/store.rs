@@ -315,6 +315,15 @@ async fn revocation_by_token_and_by_subject(db: Db) {
     );
     assert_eq!(store.revocations_after(0, 2, 1).await.unwrap().len(), 1);
     assert_eq!(store.revocations_after(0, 5, 10).await.unwrap(), []);
+    // Reuse detection revokes through the feed too.
+    assert!(matches!(
+        rotate(&store, "tb1", "w", 7).await,
+        Rotation::Reused { .. }
+    ));
+    assert_eq!(
+        store.revocations_after(2, 0, 10).await.unwrap(),
+        [("b1".to_owned(), 3, 7)]
+    );
 
     // Sessions ended long ago are purged with their tokens.
     assert_eq!(
