@@ -200,6 +200,22 @@ async fn used_memory(redis: &TestRedis) -> u64 {
         .expect("used_memory")
 }
 
+/// 30 calls of `Global` alternating over two replicas, in well under a
+/// second: the burst of 10, and about one more per 100 ms, for both
+/// together (each alone would admit 10 more). The codes, and how many were
+/// admitted.
+async fn one_bucket_for_both(first: &Shared, second: &Shared) -> (Vec<String>, usize) {
+    let started = Instant::now();
+    let (codes, _) = global_calls(&[first, second], 30).await;
+    let refill = (started.elapsed().as_millis() / 100) as usize + 1;
+    let admitted = count(&codes, "0");
+    assert!(
+        (10..=10 + refill).contains(&admitted),
+        "{admitted} admitted: {codes:?}"
+    );
+    (codes, admitted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_is_shared_over_rediss_checked_against_the_client_tls_cas() {
     // A certificate for 127.0.0.1, made here; Redis serves only TLS with it,
@@ -225,14 +241,7 @@ async fn a_bucket_is_shared_over_rediss_checked_against_the_client_tls_cas() {
     // one bucket.
     let (_a, first) = with(Some(&cert), PASSWORD);
     let (_b, second) = with(Some(&cert), PASSWORD);
-    let started = Instant::now();
-    let (codes, _) = global_calls(&[&first, &second], 30).await;
-    let refill = (started.elapsed().as_millis() / 100) as usize + 1;
-    let admitted = count(&codes, "0");
-    assert!(
-        (10..=10 + refill).contains(&admitted),
-        "{admitted} admitted: {codes:?}"
-    );
+    one_bucket_for_both(&first, &second).await;
     // One that does not trust it (the system's CAs), and one with another
     // password, never get an answer from it: each of their calls is a
     // backend error, decided by the replica's own bucket.
@@ -249,16 +258,7 @@ async fn two_replicas_draw_on_one_bucket() {
     let redis = TestRedis::start().await.expect("redis");
     let (_a, first) = replica(&redis, "share:", OnBackendError::Local);
     let (_b, second) = replica(&redis, "share:", OnBackendError::Local);
-    // 30 calls in well under a second: the burst of 10, and about one more
-    // per 100 ms, for both together (each alone would admit 10 more).
-    let started = Instant::now();
-    let (codes, _) = global_calls(&[&first, &second], 30).await;
-    let refill = (started.elapsed().as_millis() / 100) as usize + 1;
-    let admitted = count(&codes, "0");
-    assert!(
-        (10..=10 + refill).contains(&admitted),
-        "{admitted} admitted: {codes:?}"
-    );
+    let (codes, admitted) = one_bucket_for_both(&first, &second).await;
     assert_eq!(
         count(&codes, "8"),
         30 - admitted,

@@ -4,7 +4,7 @@
 //! balanced list of one replica.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, ensure};
 
@@ -60,16 +60,7 @@ impl ClientMode {
 /// then per client mode runs bench-client under callgrind (pinned to the
 /// other core) and prints the per-call counts, the ratios and the verdict.
 pub(super) fn run(options: &Options, cargo: &str) -> anyhow::Result<()> {
-    crate::run_cmd(Command::new(cargo).args([
-        "build",
-        "--release",
-        "-p",
-        "keel-bench",
-        "--bin",
-        "bench-server",
-        "--bin",
-        "bench-client",
-    ]))?;
+    super::build(cargo, &["bench-server", "bench-client"])?;
     crate::ensure_tool("valgrind", "valgrind")?;
 
     let target = crate::target_dir();

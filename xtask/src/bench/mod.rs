@@ -353,23 +353,10 @@ impl Options {
             options.warmup_requests = 5_000;
             options.criterion = false;
         }
-        if options.instructions {
+        if options.instructions || options.client || options.rate_limit {
             // Counts do not drift: one run per mode, short because
-            // callgrind, simulating caches, runs the server some 100 times slower.
-            options.rounds = 1;
-            options.requests = 20_000;
-            options.warmup_requests = 2_000;
-            options.criterion = false;
-        }
-        if options.rate_limit {
-            // One timed pass of calls; no criterion.
-            options.rounds = 1;
-            options.requests = 20_000;
-            options.warmup_requests = 2_000;
-            options.criterion = false;
-        }
-        if options.client {
-            // Counted under callgrind like `--instructions`; no criterion.
+            // callgrind, simulating caches, runs a process some 100 times
+            // slower (`--rate-limit`, timed, is one pass as well).
             options.rounds = 1;
             options.requests = 20_000;
             options.warmup_requests = 2_000;
@@ -457,14 +444,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         return rate_limit(&options, &cargo);
     }
 
-    crate::run_cmd(Command::new(&cargo).args([
-        "build",
-        "--release",
-        "-p",
-        "keel-bench",
-        "--bin",
-        "bench-server",
-    ]))?;
+    build(&cargo, &["bench-server"])?;
     ensure_h2load()?;
     if options.instructions {
         crate::ensure_tool("valgrind", "valgrind")?;
@@ -1040,15 +1020,7 @@ fn summarize(samples: &[Sample], quick: bool, traced: Option<f64>) {
 /// `--rate-limit`: builds and runs bench-rate-limit (see the module docs).
 fn rate_limit(options: &Options, cargo: &str) -> anyhow::Result<()> {
     crate::ensure_tool("redis-server", "redis-server")?;
-    crate::run_cmd(Command::new(cargo).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "keel-bench",
-        "--bin",
-        "bench-rate-limit",
-    ]))?;
+    build(cargo, &["bench-rate-limit"])?;
     let bin = crate::target_dir().join("release").join("bench-rate-limit");
     crate::run_cmd(
         Command::new(bin)
@@ -1057,4 +1029,14 @@ fn rate_limit(options: &Options, cargo: &str) -> anyhow::Result<()> {
             .arg("--warmup")
             .arg(options.warmup_requests.to_string()),
     )
+}
+
+/// Builds the release binaries `bins` of keel-bench.
+fn build(cargo: &str, bins: &[&str]) -> anyhow::Result<()> {
+    let mut command = Command::new(cargo);
+    command.args(["build", "--release", "-p", "keel-bench"]);
+    for bin in bins {
+        command.args(["--bin", bin]);
+    }
+    crate::run_cmd(&mut command)
 }
