@@ -136,7 +136,8 @@ pub enum LedgerError {
 }
 
 /// What failures are counted for: a username (as given: credentials are
-/// case-sensitive) or a peer address (see [`peer_key`]).
+/// case-sensitive) or a peer address (an IPv4 address, or an IPv6 /64 as
+/// `2001:db8:1:2::/64`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FailureKey<'a> {
     /// Username or peer.

@@ -184,8 +184,9 @@ impl Revocations {
     }
 }
 
-/// Follows `auth.revocations` into a verifier's [`Revocations`]: see the
-/// [module docs](self).
+/// Follows `auth.revocations` into a verifier's [`Revocations`]: the auth
+/// service's `WatchRevocations` stream, from the cursor of its last message
+/// whenever it reconnects (with backoff, and after 30 s without a message).
 pub struct RevocationFeed {
     target: String,
     client: Client,
@@ -267,7 +268,17 @@ impl RevocationFeed {
             if caught_up {
                 backoff = MIN_BACKOFF;
             }
-            tracing::warn!(target: "keel_rpc::auth", revocations = %self.target, %outcome, "the feed of revoked sessions broke; following it again");
+            // A stream that was following ends now and then (the auth
+            // replica recycles its connections, or drains): not a warning
+            // unless following it again fails too.
+            match caught_up {
+                true => {
+                    tracing::info!(target: "keel_rpc::auth", revocations = %self.target, %outcome, "the feed of revoked sessions ended; following it again")
+                }
+                false => {
+                    tracing::warn!(target: "keel_rpc::auth", revocations = %self.target, %outcome, "the feed of revoked sessions is unavailable; trying again")
+                }
+            }
             let pause = backoff.mul_f64(0.5 + unit() / 2.0);
             backoff = (backoff * 2).min(MAX_BACKOFF);
             tokio::select! {
