@@ -14,14 +14,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth_service::auth_v1::auth_service_client::AuthServiceClient;
 use auth_service::auth_v1::{LoginRequest, RefreshRequest, ValidateRequest};
-use common::{ADMIN, ADMIN_PASSWORD, Db, TestDb};
+use common::{ADMIN, ADMIN_PASSWORD, Db, Process, TestDb};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -31,108 +29,6 @@ const WORKERS: usize = 6;
 const ACKS_BEFORE_KILL: usize = 150;
 /// ...or after this long, whichever comes first.
 const MAX_BURST: Duration = Duration::from_secs(20);
-
-/// A running `auth-service` child process, killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Process {
-    fn start(store_url: &str, dir: &std::path::Path, name: &str) -> Process {
-        Process::start_with(store_url, dir, name, &[])
-    }
-
-    /// [`Process::start`] with more `KEEL_*` variables.
-    fn start_with(
-        store_url: &str,
-        dir: &std::path::Path,
-        name: &str,
-        env: &[(&str, &str)],
-    ) -> Process {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = dir.join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_auth-service"));
-        // Only this test's configuration: no KEEL_* variable of the caller.
-        for (key, _) in std::env::vars_os() {
-            if key
-                .to_string_lossy()
-                .to_ascii_uppercase()
-                .starts_with("KEEL_")
-            {
-                command.env_remove(key);
-            }
-        }
-        command
-            .current_dir(dir)
-            .env("KEEL_SERVICE__ENVIRONMENT", "development")
-            .env("KEEL_SERVER__ADDR", addr.to_string())
-            .env("KEEL_METRICS__ENABLED", "false")
-            .env("KEEL_STORE__URL", store_url)
-            .env("KEEL_PASSWORDS__MEMORY_KIB", "64")
-            .env("KEEL_PASSWORDS__ITERATIONS", "1")
-            .env("KEEL_BOOTSTRAP__ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file);
-        let child = command.spawn().expect("spawn auth-service");
-        Process { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A connected client, once the service answers (within 30 s).
-    async fn client(&mut self) -> AuthServiceClient<Channel> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("auth-service exited with {status}:\n{}", self.log());
-            }
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-                .expect("endpoint")
-                .timeout(Duration::from_secs(10));
-            if let Ok(channel) = endpoint.connect().await {
-                let mut client = AuthServiceClient::new(channel);
-                if client
-                    .get_jwks(auth_service::auth_v1::GetJwksRequest {})
-                    .await
-                    .is_ok()
-                {
-                    return client;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "auth-service did not come up:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush, nothing.
-    fn kill9(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What the burst learned about one session.
 #[derive(Debug, Default)]

@@ -1,12 +1,12 @@
 //! Revoked means refused, everywhere: two user-service replicas (A on
 //! 127.0.0.2, B on 127.0.0.3) follow the feed of revoked sessions
 //! (`auth.revocations`) of two different auth replicas (X and Y), and
-//! sessions are revoked through a third (C); all three auth replicas share
-//! one store. A revoked session's access token, accepted (and cached) by A
+//! sessions are revoked through a third (C); the auth replicas are
+//! `auth-service` processes sharing one store. A revoked session's access token, accepted (and cached) by A
 //! and B a moment before, is refused by both within 2 s, in 20 trials, while
-//! another session of the same user keeps working. Then X is killed, a
-//! session is revoked while A's feed is down, and A catches up once an auth
-//! replica answers at X's address again.
+//! another session of the same user keeps working. Then X is killed
+//! (SIGKILL), a session is revoked while A's feed is down, and A catches up
+//! once an auth replica answers at X's address again.
 
 mod common;
 
@@ -135,37 +135,49 @@ async fn refused_everywhere(
     }
 }
 
-async fn revoke(auth: &Server, session: &TokenResponse) {
-    auth.client()
-        .await
-        .revoke(RevokeRequest {
-            refresh_token: session.refresh_token.clone(),
-        })
-        .await
-        .expect("Revoke");
+type AuthClient =
+    auth_service::auth_v1::auth_service_client::AuthServiceClient<tonic::transport::Channel>;
+
+async fn log_in(auth: &mut AuthClient) -> TokenResponse {
+    let request = auth_service::auth_v1::LoginRequest {
+        username: ADMIN.into(),
+        password: ADMIN_PASSWORD.into(),
+    };
+    auth.login(request).await.expect("Login").into_inner()
+}
+
+async fn revoke(auth: &mut AuthClient, session: &TokenResponse) {
+    auth.revoke(RevokeRequest {
+        refresh_token: session.refresh_token.clone(),
+    })
+    .await
+    .expect("Revoke");
 }
 
 async fn a_revoked_session_is_refused_by_every_replica_within_two_seconds(db: Db) {
     let test = TestDb::new(db).await;
-    let settings = settings(&test.config);
-    let x_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let x_addr = x_listener.local_addr().expect("addr");
-    let x = Server::start_on(&settings, x_listener, None).await;
-    let y = Server::start(&settings).await;
-    let c = Server::start(&settings).await;
-    let a = Replica::start("127.0.0.2", x_addr).await;
+    let url = test.config.url.expose().to_owned();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // X first: it migrates the store (SQLite takes no lock for that).
+    let mut x = Process::start(&url, dir.path(), "x");
+    x.client().await;
+    let mut y = Process::start(&url, dir.path(), "y");
+    let mut c = Process::start(&url, dir.path(), "c");
+    y.client().await;
+    let mut auth = c.client().await;
+    let a = Replica::start("127.0.0.2", x.addr).await;
     let b = Replica::start("127.0.0.3", y.addr).await;
     until_current(&[&a, &b]).await;
     let mut clients = [a.client().await, b.client().await];
 
-    let kept = c.login(ADMIN, ADMIN_PASSWORD).await;
+    let kept = log_in(&mut auth).await;
     let mut slowest = Duration::ZERO;
     for trial in 0..20 {
-        let session = c.login(ADMIN, ADMIN_PASSWORD).await;
+        let session = log_in(&mut auth).await;
         for client in clients.iter_mut() {
             assert_eq!(answer(client, &session.access_token).await, Code::NotFound);
         }
-        revoke(&c, &session).await;
+        revoke(&mut auth, &session).await;
         let took = refused_everywhere(&mut clients, &session.access_token).await;
         slowest = slowest.max(took);
         // The other session of the same user is not disturbed.
@@ -180,22 +192,20 @@ async fn a_revoked_session_is_refused_by_every_replica_within_two_seconds(db: Db
     eprintln!("slowest of 20 revocations to reach both replicas: {slowest:?}");
 
     // RevokeAll ends every session of the subject, the kept one too.
-    c.client()
-        .await
-        .revoke_all(with_token(RevokeAllRequest::default(), &kept.access_token))
+    auth.revoke_all(with_token(RevokeAllRequest::default(), &kept.access_token))
         .await
         .expect("RevokeAll");
     refused_everywhere(&mut clients, &kept.access_token).await;
 
     // A's feed goes down with X; a session revoked meanwhile...
-    x.kill().await;
+    x.kill9();
     let deadline = Instant::now() + Duration::from_secs(5);
     while a.current() {
         assert!(Instant::now() < deadline, "A never noticed its feed broke");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let missed = c.login(ADMIN, ADMIN_PASSWORD).await;
-    revoke(&c, &missed).await;
+    let missed = log_in(&mut auth).await;
+    revoke(&mut auth, &missed).await;
     // ...is refused by B at once, and by A once an auth replica is back at
     // X's address: it reconnects from its cursor and catches up.
     refused_everywhere(&mut clients[1..], &missed.access_token).await;
@@ -203,10 +213,8 @@ async fn a_revoked_session_is_refused_by_every_replica_within_two_seconds(db: Db
         answer(&mut clients[0], &missed.access_token).await,
         Code::NotFound
     );
-    let x_listener = TcpListener::bind(x_addr)
-        .await
-        .expect("bind X's address again");
-    let x = Server::start_on(&settings, x_listener, None).await;
+    let mut x = Process::start_at(&url, dir.path(), "x-again", x.addr, &[]);
+    x.client().await;
     until_current(&[&a]).await;
     refused_everywhere(&mut clients, &missed.access_token).await;
     assert!(a.counter("keel_auth_revocation_feed_reconnects_total") >= 1.0);
@@ -215,9 +223,6 @@ async fn a_revoked_session_is_refused_by_every_replica_within_two_seconds(db: Db
 
     for replica in [a, b] {
         replica.server.stop().await.expect("replica stopped");
-    }
-    for auth in [x, y, c] {
-        auth.kill().await;
     }
 }
 
