@@ -257,6 +257,8 @@ impl RevocationFeed {
         let mut cursor = 0;
         let mut backoff = MIN_BACKOFF;
         let mut expiry = tokio::time::interval(Duration::from_secs(60));
+        // Warned of the outage under way (once: the retries are debug).
+        let mut warned = false;
         loop {
             let mut caught_up = false;
             let outcome = tokio::select! {
@@ -271,12 +273,15 @@ impl RevocationFeed {
             // A stream that was following ends now and then (the auth
             // replica recycles its connections, or drains): not a warning
             // unless following it again fails too.
-            match caught_up {
-                true => {
+            match (caught_up, std::mem::replace(&mut warned, !caught_up)) {
+                (true, _) => {
                     tracing::info!(target: "keel_rpc::auth", revocations = %self.target, %outcome, "the feed of revoked sessions ended; following it again")
                 }
-                false => {
-                    tracing::warn!(target: "keel_rpc::auth", revocations = %self.target, %outcome, "the feed of revoked sessions is unavailable; trying again")
+                (false, false) => {
+                    tracing::warn!(target: "keel_rpc::auth", revocations = %self.target, %outcome, "the feed of revoked sessions is unavailable; trying again until it answers")
+                }
+                (false, true) => {
+                    tracing::debug!(target: "keel_rpc::auth", revocations = %self.target, %outcome, "the feed of revoked sessions is still unavailable")
                 }
             }
             let pause = backoff.mul_f64(0.5 + unit() / 2.0);
