@@ -31,6 +31,8 @@ pub struct Keel {
     shared_buckets: Option<Arc<RedisBuckets>>,
     /// The feed of `auth.revocations`, which `serve` follows.
     revocation_feed: Option<Arc<RevocationFeed>>,
+    /// Cancelled when a server of this runtime starts draining.
+    draining: tokio_util::sync::CancellationToken,
 }
 
 impl Keel {
@@ -79,6 +81,7 @@ impl Keel {
             _ => None,
         };
         Ok(Keel {
+            draining: tokio_util::sync::CancellationToken::new(),
             revocation_feed,
             verifier,
             metrics,
@@ -106,6 +109,7 @@ impl Keel {
             remote_keys: None,
             shared_buckets: None,
             revocation_feed: None,
+            draining: tokio_util::sync::CancellationToken::new(),
             services: Arc::new([]),
         }
     }
@@ -184,6 +188,26 @@ impl Keel {
     /// The token verifier.
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// Cancelled when a server of this runtime (or of a clone of it) starts
+    /// draining, after its lame duck. Calls in flight then get
+    /// `server.drain_timeout` to finish; a handler's long-lived streams (a
+    /// feed, a watch) should end on it instead, so that the drain does not
+    /// wait for them (their clients reconnect to another replica). Once
+    /// cancelled it stays so: a runtime serves one server's lifetime.
+    ///
+    /// ```
+    /// # fn run(keel: &keel_rpc::Keel) {
+    /// let draining = keel.draining();
+    /// tokio::spawn(async move {
+    ///     draining.cancelled().await;
+    ///     // end the streams this handler serves
+    /// });
+    /// # }
+    /// ```
+    pub fn draining(&self) -> tokio_util::sync::CancellationToken {
+        self.draining.clone()
     }
 
     /// The feed of revoked sessions of `auth.revocations`, when it is set.

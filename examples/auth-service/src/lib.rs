@@ -186,6 +186,7 @@ impl App {
             passwords,
             Throttle::new(&settings.app.throttle, ledger),
             settings.app.tokens.clone(),
+            keel.draining(),
         );
         handler.bootstrap(&settings.app.bootstrap).await?;
         Ok(App { keel, handler })

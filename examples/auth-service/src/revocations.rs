@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::AuthStore;
 
@@ -37,15 +38,20 @@ pub struct Feed {
     store: AuthStore,
     /// The last counter read; receivers wake when it moves.
     last: watch::Sender<u64>,
+    /// Cancelled when the server starts draining: the streams end then,
+    /// rather than hold the drain until `server.drain_timeout`.
+    draining: CancellationToken,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Feed {
-    /// The feed of `store`'s revocations.
-    pub fn new(store: AuthStore) -> Arc<Self> {
+    /// The feed of `store`'s revocations, whose streams end when `draining`
+    /// is cancelled.
+    pub fn new(store: AuthStore, draining: CancellationToken) -> Arc<Self> {
         Arc::new(Feed {
             store,
             last: watch::Sender::new(0),
+            draining,
             poller: Mutex::new(None),
         })
     }
@@ -92,5 +98,10 @@ impl Feed {
     /// The store.
     pub fn store(&self) -> &AuthStore {
         &self.store
+    }
+
+    /// Cancelled when the server starts draining.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.draining
     }
 }

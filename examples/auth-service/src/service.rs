@@ -217,7 +217,8 @@ struct Inner {
 
 impl AuthHandler {
     /// A handler issuing tokens with `signer`, validating them with
-    /// `verifier` (the one Keel's auth layer uses).
+    /// `verifier` (the one Keel's auth layer uses), whose `WatchRevocations`
+    /// streams end when `draining` is cancelled ([`keel_rpc::Keel::draining`]).
     pub fn new(
         store: AuthStore,
         signer: Signer,
@@ -225,10 +226,11 @@ impl AuthHandler {
         passwords: Passwords,
         throttle: Throttle,
         tokens: TokensConfig,
+        draining: tokio_util::sync::CancellationToken,
     ) -> Self {
         AuthHandler {
             inner: Arc::new(Inner {
-                revocations: Feed::new(store.clone()),
+                revocations: Feed::new(store.clone(), draining),
                 store,
                 signer,
                 verifier,
@@ -666,8 +668,14 @@ impl AuthService for AuthHandler {
                     // quiet HEARTBEAT, say so, so that the subscriber can
                     // tell a quiet feed from a dead connection.
                     if !read {
-                        match tokio::time::timeout(revocations::HEARTBEAT, changes.changed()).await
-                        {
+                        let changed = tokio::select! {
+                            // Draining: end, so that the drain need not wait
+                            // for this stream; the subscriber follows
+                            // another replica from its cursor.
+                            _ = feed.draining().cancelled() => return None,
+                            changed = tokio::time::timeout(revocations::HEARTBEAT, changes.changed()) => changed,
+                        };
+                        match changed {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => return None,
                             Err(_) => {

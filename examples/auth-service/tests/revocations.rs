@@ -213,13 +213,24 @@ async fn a_revoked_session_is_refused_by_every_replica_within_two_seconds(db: Db
         answer(&mut clients[0], &missed.access_token).await,
         Code::NotFound
     );
-    let mut x = Process::start_at(&url, dir.path(), "x-again", x.addr, &[]);
+    let lame_duck = [("KEEL_SERVER__LAME_DUCK", "0s")];
+    let mut x = Process::start_at(&url, dir.path(), "x-again", x.addr, &lame_duck);
     x.client().await;
     until_current(&[&a]).await;
     refused_everywhere(&mut clients, &missed.access_token).await;
     assert!(a.counter("keel_auth_revocation_feed_reconnects_total") >= 1.0);
     // 20 trials, the kept session, the one missed.
     assert_eq!(a.counter("keel_auth_revocations_received_total"), 22.0);
+
+    // A graceful shutdown ends the streams as it starts draining: it does
+    // not wait `server.drain_timeout` (20 s) for A's, which goes elsewhere.
+    let took = x.terminate();
+    assert!(took < Duration::from_secs(5), "the shutdown took {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.current() {
+        assert!(Instant::now() < deadline, "A never noticed its feed ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     for replica in [a, b] {
         replica.server.stop().await.expect("replica stopped");

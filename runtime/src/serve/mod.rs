@@ -249,6 +249,15 @@ impl Server {
             draining: CancellationToken::new(),
             deadline: CancellationToken::new(),
         };
+        // Handlers' long-lived streams end as the drain starts (`Keel::draining`).
+        let (draining, handlers, served) =
+            (phases.draining.clone(), keel.draining(), background.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = draining.cancelled() => handlers.cancel(),
+                _ = served.cancelled() => {}
+            }
+        });
         // Before anything is served: a certificate that does not load fails `serve`.
         // REST routes, if a service has any.
         let rest = rest::routes(keel.services(), &config, keel.metrics())?;

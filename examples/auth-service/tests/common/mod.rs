@@ -243,6 +243,29 @@ impl Process {
         }
     }
 
+    /// SIGTERM, the graceful shutdown: how long it took to exit (at most
+    /// 60 s; it must exit successfully).
+    pub fn terminate(&mut self) -> Duration {
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "exited with {status}:\n{}", self.log());
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "auth-service did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no shutdown, no flush, nothing.
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");
