@@ -248,16 +248,8 @@ impl Server {
         let phases = Phases {
             draining: CancellationToken::new(),
             deadline: CancellationToken::new(),
+            handlers: keel.draining(),
         };
-        // Handlers' long-lived streams end as the drain starts (`Keel::draining`).
-        let (draining, handlers, served) =
-            (phases.draining.clone(), keel.draining(), background.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = draining.cancelled() => handlers.cancel(),
-                _ = served.cancelled() => {}
-            }
-        });
         // Before anything is served: a certificate that does not load fails `serve`.
         // REST routes, if a service has any.
         let rest = rest::routes(keel.services(), &config, keel.metrics())?;
@@ -367,6 +359,7 @@ async fn lifecycle(
 
     tracing::info!(?drain_timeout, "shutdown: draining");
     phases.draining.cancel();
+    phases.handlers.cancel();
     if !aborted {
         tokio::select! {
             joined = &mut grpc => return finished(joined),

@@ -39,6 +39,11 @@ pub(crate) struct Phases {
     pub(crate) draining: CancellationToken,
     /// The drain deadline passed: everything still running ends.
     pub(crate) deadline: CancellationToken,
+    /// The runtime's [`Keel::draining`](crate::Keel::draining), cancelled
+    /// with `draining` for handlers' long-lived streams (it outlives this
+    /// server: a fresh `draining` keeps the next server of the runtime
+    /// from starting drained).
+    pub(crate) handlers: CancellationToken,
 }
 
 /// Where a connection came from, as tonic's own server gives it to a
