@@ -10,13 +10,11 @@
 //! and sets it to expire at `clear_at`: once its failures no longer count it
 //! is gone, so there is nothing to sweep.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use keel_rpc::config::{ClientTlsConfig, RateLimitConfig};
 use keel_rpc::pipeline::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use keel_rpc::pipeline::{RateBackendError, redis};
-use sha2::{Digest, Sha256};
 
 use crate::throttle::{FailureKey, FailureLedger, LedgerError, Standing};
 
@@ -82,12 +80,8 @@ impl RedisLedger {
     }
 
     fn key(&self, key: &FailureKey<'_>) -> String {
-        let digest = Sha256::digest(key.target.as_bytes());
-        let mut text = format!("{}login:{}:", self.prefix, key.scope.as_str());
-        for byte in &digest[..16] {
-            let _ = write!(text, "{byte:02x}");
-        }
-        text
+        let name = format!("login:{}", key.scope.as_str());
+        keel_rpc::pipeline::backend_key(&self.prefix, &name, Some(key.target.as_bytes()))
     }
 
     /// `query`, failing after [`timeout`](Self::timeout).

@@ -93,7 +93,7 @@ pub(crate) use interruptible::Interruptible;
 pub use method::{CalledMethod, OptionError, OptionTable};
 use rate::Admission;
 pub(crate) use rate::RedisBuckets;
-pub use rate::{RateBackendError, backend_client};
+pub use rate::{RateBackendError, backend_client, backend_key};
 /// A server behind layers of your own, as [`Keel::wrap_with`](crate::Keel::wrap_with) builds it
 /// (tonic's, which keeps the server's name for the router).
 pub use tonic::service::Layered;

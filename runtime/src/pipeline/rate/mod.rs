@@ -33,7 +33,7 @@ use crate::policy::{MethodPolicy, RateKey, RateLimit, ServicePolicy};
 use buckets::Buckets;
 pub(crate) use redis::RedisBuckets;
 use redis::Taken;
-pub use redis::{RateBackendError, backend_client};
+pub use redis::{RateBackendError, backend_client, backend_key};
 
 /// The most buckets a keyed method keeps.
 const KEYS_PER_METHOD: usize = 65_536;

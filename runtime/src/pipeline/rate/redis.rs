@@ -120,18 +120,7 @@ impl RedisBuckets {
     /// The key of a method's bucket: `path` is the method's
     /// (`/pkg.Service/Method`), `key` the call's, for a keyed limit.
     pub(super) fn key(&self, path: &str, key: Option<&[u8]>) -> String {
-        let method = path.strip_prefix('/').unwrap_or(path);
-        match key {
-            None => format!("{}{method}", self.prefix),
-            Some(key) => {
-                let digest = Sha256::digest(key);
-                let mut text = format!("{}{method}:", self.prefix);
-                for byte in &digest[..16] {
-                    let _ = write!(text, "{byte:02x}");
-                }
-                text
-            }
-        }
+        backend_key(&self.prefix, path.strip_prefix('/').unwrap_or(path), key)
     }
 
     /// Takes a call's room in bucket `key`, of a limit of one call per
@@ -251,6 +240,31 @@ pub fn backend_client(
     }
     .map_err(|e| RateBackendError::Client(e.to_string()))?;
     Ok(Some(client))
+}
+
+/// A key in the rate-limit backend: `{prefix}{name}`, then for a keyed
+/// entry `:` and the first 16 bytes of the SHA-256 of `key` in hex (so that
+/// no caller's key reaches Redis as it is, and every key has one length).
+/// The layout of the buckets' keys, and of other fleet-wide state kept in
+/// the same Redis (the auth service's failed logins).
+///
+/// ```
+/// let key = keel_rpc::pipeline::backend_key("keel:rl:", "login:username", Some(b"ada"));
+/// assert!(key.starts_with("keel:rl:login:username:"));
+/// assert_eq!(key.len(), "keel:rl:login:username:".len() + 32);
+/// ```
+pub fn backend_key(prefix: &str, name: &str, key: Option<&[u8]>) -> String {
+    match key {
+        None => format!("{prefix}{name}"),
+        Some(key) => {
+            let digest = Sha256::digest(key);
+            let mut text = format!("{prefix}{name}:");
+            for byte in &digest[..16] {
+                let _ = write!(text, "{byte:02x}");
+            }
+            text
+        }
+    }
 }
 
 /// The CAs and client certificate of `[client.tls]`, for `rediss://`.
