@@ -15,10 +15,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 
+use crate::auth_v1::{Revocation, WatchRevocationsResponse};
 use crate::db::AuthStore;
+use crate::service::{now_millis, store_status};
 
 /// How often a replica with subscribers reads the revocation counter: the
 /// most a revocation made on another replica waits before it is streamed.
@@ -95,13 +99,82 @@ impl Feed {
         changes
     }
 
-    /// The store.
-    pub fn store(&self) -> &AuthStore {
-        &self.store
-    }
-
-    /// Cancelled when the server starts draining.
-    pub fn draining(&self) -> &CancellationToken {
-        &self.draining
+    /// `WatchRevocations` from cursor `after`, for tokens that live
+    /// `access_ttl`: first what is after the cursor, then each change of the
+    /// counter; a heartbeat after a quiet [`HEARTBEAT`]; the end when the
+    /// server drains.
+    pub fn watch(
+        self: Arc<Self>,
+        after: u64,
+        access_ttl: Duration,
+    ) -> impl Stream<Item = Result<WatchRevocationsResponse, Status>> + Send + 'static {
+        // A session's access tokens were all issued before it was revoked,
+        // so none outlives `revoked_at + access_ttl`: older revocations no
+        // longer matter (a minute more, for clocks that disagree).
+        let relevant = i64::try_from(access_ttl.as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_add(60_000);
+        let access_ttl = i64::try_from(access_ttl.as_secs()).unwrap_or(i64::MAX);
+        let changes = self.subscribe();
+        // The cursor, the counter's changes, and whether a message is due
+        // without waiting (the first one, or the rest of a full batch).
+        let state = Some((after, changes, true));
+        futures_util::stream::unfold(state, move |state| {
+            let feed = Arc::clone(&self);
+            async move {
+                let (mut cursor, mut changes, mut due) = state?;
+                loop {
+                    // Wait for the counter to move, unless a message is due;
+                    // after a quiet HEARTBEAT, say so, so that the subscriber
+                    // can tell a quiet feed from a dead connection.
+                    if !due {
+                        let changed = tokio::select! {
+                            // Draining: end, so that the drain need not wait
+                            // for this stream; the subscriber follows
+                            // another replica from its cursor.
+                            _ = feed.draining.cancelled() => return None,
+                            changed = tokio::time::timeout(HEARTBEAT, changes.changed()) => changed,
+                        };
+                        match changed {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return None,
+                            Err(_) => {
+                                let beat = WatchRevocationsResponse {
+                                    revocations: Vec::new(),
+                                    cursor,
+                                };
+                                return Some((Ok(beat), Some((cursor, changes, due))));
+                            }
+                        }
+                    }
+                    let since = now_millis().saturating_sub(relevant);
+                    let rows = match feed.store.revocations_after(cursor, since, BATCH).await {
+                        Ok(rows) => rows,
+                        Err(error) => return Some((Err(store_status(error)), None)),
+                    };
+                    let was_due = std::mem::replace(&mut due, rows.len() as u32 >= BATCH);
+                    if rows.is_empty() && !was_due {
+                        continue;
+                    }
+                    if let Some((_, seq, _)) = rows.last() {
+                        cursor = *seq;
+                    }
+                    let revocations = rows
+                        .into_iter()
+                        .map(|(session_id, _, revoked_at)| Revocation {
+                            session_id,
+                            expires_at: (revoked_at / 1000)
+                                .saturating_add(access_ttl)
+                                .saturating_add(1),
+                        })
+                        .collect();
+                    let message = WatchRevocationsResponse {
+                        revocations,
+                        cursor,
+                    };
+                    return Some((Ok(message), Some((cursor, changes, due))));
+                }
+            }
+        })
     }
 }

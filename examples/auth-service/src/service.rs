@@ -15,12 +15,12 @@ use tonic::{Request, Response, Status};
 use crate::auth_v1::auth_service_server::AuthService;
 use crate::auth_v1::{
     CreateCredentialRequest, Credential, GetJwksRequest, Jwks, LoginRequest, RefreshRequest,
-    Revocation, RevokeAllRequest, RevokeAllResponse, RevokeRequest, RevokeResponse, TokenResponse,
+    RevokeAllRequest, RevokeAllResponse, RevokeRequest, RevokeResponse, TokenResponse,
     ValidateRequest, ValidateResponse, WatchRevocationsRequest, WatchRevocationsResponse,
 };
 use crate::db::{AuthStore, CredentialRow, NewSession, Rotation, SessionState};
 use crate::passwords::{PasswordError, Passwords};
-use crate::revocations::{self, Feed};
+use crate::revocations::Feed;
 use crate::settings::{BootstrapConfig, TokensConfig};
 use crate::throttle::{LedgerError, Refused, ThrottleReason, ThrottleScope, Throttled};
 use crate::tokens::{self, Signer};
@@ -90,7 +90,7 @@ pub fn check_scopes(scopes: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
@@ -108,7 +108,7 @@ fn secs(millis: i64) -> u64 {
 /// A store failure as the caller sees it: `UNAVAILABLE` when retrying may
 /// help (pool exhausted, connection lost, database locked), `INTERNAL`
 /// otherwise. The details go to the log only.
-fn store_status(error: StoreError) -> Status {
+pub(crate) fn store_status(error: StoreError) -> Status {
     use keel_rpc::store::sqlx::Error as Sqlx;
     let transient = match &error {
         StoreError::Query(e) | StoreError::Connect { source: e, .. } => match e {
@@ -648,79 +648,8 @@ impl AuthService for AuthHandler {
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let after = request.into_inner().after;
-        let feed = Arc::clone(&self.inner.revocations);
-        let changes = feed.subscribe();
-        // A session's access tokens were all issued before it was revoked,
-        // so none outlives `revoked_at + access_ttl`: older revocations no
-        // longer matter (a minute more, for clocks that disagree).
-        let relevant = i64::try_from(self.inner.tokens.access_ttl.as_millis())
-            .unwrap_or(i64::MAX)
-            .saturating_add(60_000);
-        let access_ttl = self.inner.tokens.access_ttl.as_secs();
-        let state = Some((after, changes, true));
-        let messages = futures_util::stream::unfold(state, move |state| {
-            let feed = Arc::clone(&feed);
-            async move {
-                let (mut cursor, mut changes, mut read) = state?;
-                loop {
-                    // Wait for the counter to move, unless a message is due
-                    // (the first one, or the rest of a full batch); after a
-                    // quiet HEARTBEAT, say so, so that the subscriber can
-                    // tell a quiet feed from a dead connection.
-                    if !read {
-                        let changed = tokio::select! {
-                            // Draining: end, so that the drain need not wait
-                            // for this stream; the subscriber follows
-                            // another replica from its cursor.
-                            _ = feed.draining().cancelled() => return None,
-                            changed = tokio::time::timeout(revocations::HEARTBEAT, changes.changed()) => changed,
-                        };
-                        match changed {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return None,
-                            Err(_) => {
-                                let beat = WatchRevocationsResponse {
-                                    revocations: Vec::new(),
-                                    cursor,
-                                };
-                                return Some((Ok(beat), Some((cursor, changes, read))));
-                            }
-                        }
-                    }
-                    let since = now_millis().saturating_sub(relevant);
-                    let rows = match feed
-                        .store()
-                        .revocations_after(cursor, since, revocations::BATCH)
-                        .await
-                    {
-                        Ok(rows) => rows,
-                        Err(error) => return Some((Err(store_status(error)), None)),
-                    };
-                    let first =
-                        std::mem::replace(&mut read, rows.len() as u32 >= revocations::BATCH);
-                    if rows.is_empty() && !first {
-                        continue;
-                    }
-                    if let Some((_, seq, _)) = rows.last() {
-                        cursor = *seq;
-                    }
-                    let revocations = rows
-                        .into_iter()
-                        .map(|(session_id, _, revoked_at)| Revocation {
-                            session_id,
-                            expires_at: (revoked_at / 1000)
-                                .saturating_add(i64::try_from(access_ttl).unwrap_or(i64::MAX))
-                                .saturating_add(1),
-                        })
-                        .collect();
-                    let message = WatchRevocationsResponse {
-                        revocations,
-                        cursor,
-                    };
-                    return Some((Ok(message), Some((cursor, changes, read))));
-                }
-            }
-        });
+        let messages =
+            Arc::clone(&self.inner.revocations).watch(after, self.inner.tokens.access_ttl);
         Ok(Response::new(Box::pin(messages)))
     }
 

@@ -133,12 +133,6 @@ impl Revocations {
         Ok(())
     }
 
-    /// Whether `sid` is refused now.
-    pub fn is_revoked(&self, sid: &str) -> bool {
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        sessions.contains_key(sid)
-    }
-
     /// Whether the feed is current: it answered, and has not broken since.
     pub fn is_current(&self) -> bool {
         self.behind_since.load(Ordering::Acquire) == 0
