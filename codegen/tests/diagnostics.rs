@@ -512,6 +512,10 @@ service Things {
         methods[1]["retryPolicy"]["retryableStatusCodes"][1],
         "RESOURCE_EXHAUSTED"
     );
+    assert_eq!(
+        config["retryThrottling"],
+        serde_json::json!({"maxTokens": 10, "tokenRatio": 0.1})
+    );
 }
 
 #[test]

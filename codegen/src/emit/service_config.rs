@@ -1,11 +1,16 @@
 //! The gRPC service config of a service (`USER_SERVICE_CONFIG`):
-//! its methods' retry policies as JSON, for clients in other languages.
+//! its methods' retry policies as JSON, for clients in other languages,
+//! with the retry budget Keel's own clients keep by default.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{Names, doc_lines, ident};
 use crate::spec::{RetryPolicy, ServiceSpec};
+
+/// `retryThrottling` as `[client.retry_budget]`'s defaults have it (a test
+/// of the user-service example holds them equal).
+const RETRY_THROTTLING: &str = "\"retryThrottling\":{\"maxTokens\":10,\"tokenRatio\":0.1}";
 
 /// The `…_SERVICE_CONFIG` constant of a service: `USER_SERVICE_CONFIG` for
 /// `UserService` (not `USER_SERVICE_SERVICE_CONFIG`), `TICKER_SERVICE_CONFIG`
@@ -49,5 +54,11 @@ fn service_config(spec: &ServiceSpec) -> String {
             )
         })
         .collect();
-    format!("{{\"methodConfig\":[{}]}}", configs.join(","))
+    match configs.is_empty() {
+        true => "{\"methodConfig\":[]}".to_owned(),
+        false => format!(
+            "{{\"methodConfig\":[{}],{RETRY_THROTTLING}}}",
+            configs.join(",")
+        ),
+    }
 }

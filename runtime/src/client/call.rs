@@ -7,6 +7,7 @@ use quanta::Instant;
 use tonic::Code;
 use tracing::Span;
 
+use super::dependency::{Dependency, Ticket};
 use crate::auth::TokenSource;
 use crate::clock;
 use crate::metrics::CallRecord;
@@ -22,6 +23,9 @@ pub struct ClientCall {
     /// `grpc-status` of the response headers (a trailers-only response).
     pub(super) header_code: Option<Code>,
     pub(super) sent_token: Option<Arc<dyn TokenSource>>,
+    /// The service called, told how the call ended (its retry budget and
+    /// breaker), with what its breaker let the call through as.
+    pub(super) dependency: Option<(Arc<Dependency>, Option<Ticket>)>,
 }
 
 impl std::fmt::Debug for ClientCall {
@@ -56,6 +60,9 @@ impl ClientCall {
             && let Some(tokens) = &self.sent_token
         {
             tokens.invalidate();
+        }
+        if let Some((dependency, ticket)) = &self.dependency {
+            dependency.ended(*ticket, code);
         }
         if let Some(call) = &self.metrics {
             // A client's sent messages are all counted as they go.

@@ -15,6 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::body::ResponseBody;
 use super::call::ClientCall;
+use super::dependency::Dependency;
 use super::retry::{self, Attempts};
 use crate::auth::TokenSource;
 use crate::clock;
@@ -46,6 +47,9 @@ struct Shared {
     sent: Tallies,
     /// The retry counters of each unary method.
     retries: Box<[Option<MethodRetries>]>,
+    /// The service's retry budget and breaker, shared with the process's
+    /// other clients of it.
+    dependency: Arc<Dependency>,
 }
 
 impl std::fmt::Debug for ClientLayer {
@@ -65,6 +69,7 @@ impl ClientLayer {
         deadline: Duration,
         tokens: Option<Arc<dyn TokenSource>>,
         retries: Box<[Option<MethodRetries>]>,
+        dependency: Arc<Dependency>,
     ) -> Self {
         let sent = Tallies::sent(&metrics);
         ClientLayer {
@@ -76,6 +81,7 @@ impl ClientLayer {
                 tokens,
                 sent,
                 retries,
+                dependency,
             }),
         }
     }
@@ -167,6 +173,8 @@ where
         };
         let start = clock::now();
         let expires = start + deadline;
+        // A service failing everything: fail now, without sending.
+        let admitted = shared.dependency.admit(start);
         // Unary calls are buffered, to be sent again if no server
         // processed them or their method's policy says so; streams go as
         // they are.
@@ -176,6 +184,7 @@ where
                 retries: shared.retries.get(i)?.clone()?,
                 span: span.clone(),
                 expires,
+                dependency: shared.dependency.clone(),
             })
         });
         let mut pending = Pending(Some(ClientCall {
@@ -184,6 +193,10 @@ where
             span,
             header_code: None,
             sent_token: None,
+            dependency: match &admitted {
+                Ok(ticket) => Some((shared.dependency.clone(), *ticket)),
+                Err(_) => None,
+            },
         }));
 
         Box::pin(async move {
@@ -201,15 +214,19 @@ where
                     Some(attempts) => retry::call(inner, req, attempts).await,
                 }
             };
-            let result = match deadline.is_zero() {
+            let result = match admitted {
+                Err(refused) => {
+                    drop(call);
+                    Err(Box::new(refused) as BoxError)
+                }
                 // The deadline of the call being served has passed: not sent.
-                true => {
+                Ok(_) if deadline.is_zero() => {
                     drop(call);
                     Err(Box::new(tonic::Status::deadline_exceeded(
                         "the deadline of the call being served has passed",
                     )) as BoxError)
                 }
-                false => match tokio::time::timeout(deadline, call).await {
+                Ok(_) => match tokio::time::timeout(deadline, call).await {
                     Ok(result) => result,
                     Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
                         "no response within the deadline of {deadline:?}"

@@ -42,6 +42,8 @@
 //!   times, counted in `keel_client_transparent_retries_total`: servers
 //!   recycling connections (`server.max_connection_age`) fail no call.
 //!   Streams are not buffered, and not sent again;
+//! - keeps a failing service's outage from growing (see
+//!   [Failing dependencies](#failing-dependencies));
 //! - records the go-grpc-prometheus client metrics
 //!   ([`ClientMetrics`]), once per call whatever its attempts.
 //!
@@ -108,6 +110,30 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Failing dependencies
+//!
+//! Each service a process calls has one retry budget and one breaker,
+//! shared by every client of it (clones, and the clients derived per
+//! request with a caller's token):
+//!
+//! - **retry budget**, as gRPC's `retryThrottling` (gRFC A6):
+//!   `client.retry_budget.max_tokens` tokens, one taken by each attempt
+//!   failing with a code its method retries, `token_ratio` given back by
+//!   each successful call; no retry is made while half or fewer are left
+//!   (`keel_client_retries_throttled_total{grpc_service,grpc_method}`), so
+//!   a service that fails everything gets a few retries, then none.
+//!   Transparent retries (no server processed the call) are not counted:
+//!   they add no work to a server;
+//! - **breaker** (`[client.breaker]`): once `failure_percent` of at least
+//!   `min_calls` calls in the last `window` failed `UNAVAILABLE`
+//!   (transport failures included), calls fail at once, locally,
+//!   `UNAVAILABLE`, saying so
+//!   (`keel_client_breaker_rejected_total{grpc_service}`); after
+//!   `open_for` one call goes through as a probe, and its success lets
+//!   every call through again (`keel_client_breaker_open{grpc_service}`
+//!   is 1 in between). Other codes are the service answering: a rate
+//!   limit or an invalid argument never opens it.
+//!
 //! # Forwarding the caller's identity
 //!
 //! A service that calls another on behalf of its caller derives a client
@@ -119,6 +145,7 @@
 mod balance;
 mod body;
 mod call;
+mod dependency;
 mod layer;
 mod resolve;
 mod retry;
@@ -137,9 +164,10 @@ pub use layer::{ClientFuture, ClientLayer, ClientService};
 pub use transport::{Transport, TransportFuture};
 
 use self::balance::BalanceMetrics;
+use self::dependency::{Dependencies, DependencyMetrics};
 use self::resolve::Resolver;
 use crate::auth::TokenSource;
-use crate::config::{BalanceConfig, Config, DnsConfig};
+use crate::config::{BalanceConfig, BreakerConfig, Config, DnsConfig, RetryBudgetConfig};
 use crate::metrics::{ClientMetrics, MetricsError};
 use crate::policy::ServicePolicy;
 
@@ -208,6 +236,9 @@ pub struct Client {
     balance: BalanceConfig,
     /// `keel_client_endpoints` and `keel_client_resolutions_total`.
     balance_metrics: BalanceMetrics,
+    /// The retry budget and breaker of each service called, shared by
+    /// clones.
+    dependencies: Arc<Dependencies>,
 }
 
 impl std::fmt::Debug for Client {
@@ -236,6 +267,11 @@ impl Client {
             dns: config.client.dns.clone(),
             balance: config.client.balance.clone(),
             balance_metrics: BalanceMetrics::new(registry)?,
+            dependencies: Arc::new(Dependencies::new(
+                &config.client.retry_budget,
+                &config.client.breaker,
+                DependencyMetrics::new(registry)?,
+            )),
             ..client
         })
     }
@@ -253,6 +289,11 @@ impl Client {
             dns: DnsConfig::default(),
             balance: BalanceConfig::default(),
             balance_metrics: BalanceMetrics::unregistered(),
+            dependencies: Arc::new(Dependencies::new(
+                &RetryBudgetConfig::default(),
+                &BreakerConfig::default(),
+                DependencyMetrics::unregistered(),
+            )),
         }
     }
 
@@ -299,6 +340,7 @@ impl Client {
             self.default_deadline,
             self.tokens.clone(),
             self.metrics.retries(policy),
+            self.dependencies.of(policy),
         )
     }
 

@@ -22,6 +22,9 @@ use tonic::Code;
 use tonic::body::Body;
 use tower::{Service, ServiceExt};
 
+use std::sync::Arc;
+
+use super::dependency::Dependency;
 use super::layer::{BoxError, error_code};
 use crate::clock;
 use crate::metrics::MethodRetries;
@@ -42,6 +45,10 @@ pub(super) struct Attempts {
     pub(super) span: Option<tracing::Span>,
     /// When the call's deadline passes: no attempt starts after it.
     pub(super) expires: Instant,
+    /// The service's retry budget: each attempt failing with a code the
+    /// policy retries spends from it, and no retry is made once it is
+    /// spent.
+    pub(super) dependency: Arc<Dependency>,
 }
 
 /// Makes the call of `req` on `inner`, again while its outcome is
@@ -115,7 +122,20 @@ where
         let (Some(policy), Some(retries)) = (attempts.policy, &attempts.retries.policy) else {
             return outcome;
         };
-        if attempt >= policy.max_attempts || !policy.retryable_codes.contains(&code) {
+        if !policy.retryable_codes.contains(&code) {
+            return outcome;
+        }
+        // Counted whether or not attempts are left: the budget measures how
+        // the service fails, not how this call does.
+        if !attempts.dependency.budget.failed() {
+            if attempt < policy.max_attempts
+                && let Some(throttled) = &attempts.retries.throttled
+            {
+                throttled.inc();
+            }
+            return outcome;
+        }
+        if attempt >= policy.max_attempts {
             return outcome;
         }
         let pushback = outcome

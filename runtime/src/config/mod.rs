@@ -77,6 +77,7 @@
 
 mod algorithm;
 mod client_balance;
+mod client_protection;
 mod diagnose;
 mod env;
 mod environment;
@@ -100,6 +101,7 @@ use serde::{Deserialize, Serialize};
 
 pub use algorithm::Algorithm;
 pub use client_balance::{BalanceConfig, DnsConfig};
+pub use client_protection::{BreakerConfig, RetryBudgetConfig};
 pub use diagnose::Decoder;
 pub use env::{ENV_PREFIX, ENV_SEPARATOR, ENV_TEST_PREFIX};
 pub use environment::Environment;
@@ -615,7 +617,7 @@ pub struct CorsConfig {
 }
 
 /// Generated clients; see [`crate::client`].
-#[derive(Debug, Clone, PartialEq, Eq, Section)]
+#[derive(Debug, Clone, PartialEq, Section)]
 pub struct ClientConfig {
     /// Deadline of a call whose caller set none, sent as `grpc-timeout` and enforced locally.
     #[config(default = "10s", above = "0s", max = "1h")]
@@ -629,6 +631,12 @@ pub struct ClientConfig {
     /// Spreading calls over replicas, ejecting failing ones (`[client.balance]`).
     #[config(section)]
     pub balance: BalanceConfig,
+    /// How many retries calls may add to a service's load (`[client.retry_budget]`).
+    #[config(section)]
+    pub retry_budget: RetryBudgetConfig,
+    /// Failing fast while a service fails everything (`[client.breaker]`).
+    #[config(section)]
+    pub breaker: BreakerConfig,
 }
 
 /// TLS of generated clients' calls to `https://` endpoints (`[client.tls]`); `http://`

@@ -566,6 +566,7 @@ fn label_pair(name: &str, value: &str) -> LabelPair {
 /// | `grpc_client_msg_sent_total` | counter | `grpc_type`, `grpc_service`, `grpc_method` |
 /// | `keel_client_retries_total` | counter | `grpc_service`, `grpc_method` (methods with a retry policy) |
 /// | `keel_client_transparent_retries_total` | counter | `grpc_service`, `grpc_method` (unary methods) |
+/// | `keel_client_retries_throttled_total` | counter | `grpc_service`, `grpc_method` (methods with a retry policy) |
 ///
 /// The services called are not known up front: a service's series appear
 /// (at zero) the first time a client of it is built, and its counts are
@@ -580,6 +581,9 @@ pub struct ClientMetrics {
     /// `keel_client_transparent_retries_total`: calls sent again because
     /// no server processed them (gRFC A6's transparent retries).
     transparent: MethodCounter,
+    /// `keel_client_retries_throttled_total`: retries not made because the
+    /// service's retry budget was spent.
+    throttled: MethodCounter,
 }
 
 /// The retry counters of one unary method.
@@ -589,6 +593,9 @@ pub(crate) struct MethodRetries {
     pub(crate) policy: Option<IntCounter>,
     /// `keel_client_transparent_retries_total`.
     pub(crate) transparent: IntCounter,
+    /// `keel_client_retries_throttled_total`, when the method has a retry
+    /// policy.
+    pub(crate) throttled: Option<IntCounter>,
 }
 
 impl ClientMetrics {
@@ -607,10 +614,16 @@ impl ClientMetrics {
             "keel_client_transparent_retries_total",
             "Total number of calls generated clients sent again because no server had processed them.",
         )?;
+        let throttled = MethodCounter::register(
+            registry,
+            "keel_client_retries_throttled_total",
+            "Total number of retries generated clients did not make because the service's retry budget was spent.",
+        )?;
         Ok(ClientMetrics {
             families,
             retries,
             transparent,
+            throttled,
         })
     }
 
@@ -618,16 +631,23 @@ impl ClientMetrics {
     /// methods (their series made, at zero); `None` for the others.
     pub(crate) fn retries(&self, policy: &'static ServicePolicy) -> Box<[Option<MethodRetries>]> {
         let unary = |m: &MethodPolicy| m.kind == crate::policy::MethodKind::Unary;
-        let with_policy = self.retries.of(policy, |m| unary(m) && m.retry.is_some());
+        let retried = |m: &MethodPolicy| unary(m) && m.retry.is_some();
+        let with_policy = self.retries.of(policy, retried);
+        let throttled = self.throttled.of(policy, retried);
         let transparent = self.transparent.of(policy, unary);
-        (with_policy.into_vec().into_iter().zip(transparent))
-            .map(|(policy, transparent)| {
-                Some(MethodRetries {
-                    policy,
-                    transparent: transparent?,
-                })
+        (with_policy
+            .into_vec()
+            .into_iter()
+            .zip(throttled)
+            .zip(transparent))
+        .map(|((policy, throttled), transparent)| {
+            Some(MethodRetries {
+                policy,
+                transparent: transparent?,
+                throttled,
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// The metrics of calls to `policy`'s methods, made on first use.

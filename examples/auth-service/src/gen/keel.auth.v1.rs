@@ -939,7 +939,7 @@ pub mod auth_service_server {
 }
 /// The gRPC service config (JSON) of `keel.auth.v1.AuthService`: the retry policies of [`AUTH_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const AUTH_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Login\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Refresh\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}";
+pub const AUTH_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Login\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Refresh\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}],\"retryThrottling\":{\"maxTokens\":10,\"tokenRatio\":0.1}}";
 /// The OpenAPI 3.1 document of `keel.auth.v1.AuthService`'s HTTP routes (serve it with `keel_rpc::Server::openapi`).
 pub const AUTH_SERVICE_OPENAPI: &str = include_str!("keel.auth.v1.AuthService.openapi.json");
 /// Keel policy of `keel.auth.v1.AuthService`, resolved from its annotations at build time.
