@@ -713,3 +713,64 @@ service Users {
         "{err}"
     );
 }
+
+#[test]
+fn stream_limits_are_checked_at_the_field_and_reach_the_table() {
+    // Line 9 is the option of `Get`, a unary method.
+    assert_diagnostic(
+        &with_method_option("option (keel.v1.method) = { stream_idle_timeout: { seconds: 30 } };"),
+        9,
+        33,
+        "stream_idle_timeout: only a streaming method has streams to limit",
+    );
+    assert_diagnostic(
+        &with_method_option("option (keel.v1.method) = { max_stream_duration: { nanos: -1 } };"),
+        9,
+        33,
+        "max_stream_duration: must be a positive duration",
+    );
+    let streaming = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  option (keel.v1.service) = { auth: { public: true } max_stream_duration: { seconds: 300 } max_stream_messages: 9 };
+  rpc Get(Req) returns (Req);
+  rpc Watch(Req) returns (stream Req) {
+    option (keel.v1.method) = { max_stream_messages: 5 };
+  }
+}
+"#;
+    assert_diagnostic(
+        streaming,
+        9,
+        54,
+        "max_stream_messages: counts the messages a client streams",
+    );
+    let fine = streaming.replace(
+        "option (keel.v1.method) = { max_stream_messages: 5 };",
+        "option (keel.v1.method) = { stream_idle_timeout: { seconds: 30 } };",
+    );
+    let (_dir, result) = compile(&fine);
+    let code = std::fs::read_to_string(&result.expect("valid").files[0]).unwrap();
+    // The service's defaults apply where they can: the duration to the
+    // stream, not the count (a server stream's client sends one message),
+    // and neither to the unary method.
+    let squashed: String = code.split_whitespace().collect();
+    assert!(
+        squashed.contains(concat!(
+            "stream:::keel_rpc::codegen::StreamLimits{",
+            "max_duration:::core::option::Option::Some(::core::time::Duration::from_nanos(300000000000),),",
+            "idle_timeout:::core::option::Option::Some(::core::time::Duration::from_nanos(30000000000),),",
+            "max_messages:::core::option::Option::None,}",
+        )),
+        "{code}"
+    );
+    assert_eq!(
+        squashed
+            .matches("stream:::keel_rpc::codegen::StreamLimits::NONE")
+            .count(),
+        1,
+        "{code}"
+    );
+}

@@ -27,5 +27,5 @@
 
 pub use crate::policy::{
     Access, HttpRoute, MethodKind, MethodPolicy, PathSegment, RateKey, RateLimit, RetryPolicy,
-    ServicePolicy,
+    ServicePolicy, StreamLimits,
 };

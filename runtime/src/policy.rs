@@ -80,6 +80,10 @@ pub struct MethodPolicy {
     /// default of an idempotent method); `None`: not retried. Unary methods
     /// only.
     pub retry: Option<RetryPolicy>,
+    /// How long a stream may run and idle, and how many messages a client
+    /// may send on it (`max_stream_duration`, `stream_idle_timeout`,
+    /// `max_stream_messages`). Streaming methods only.
+    pub stream: StreamLimits,
     /// The method's message-typed options of other packages (your own
     /// `extend google.protobuf.MethodOptions`), by full name, each value
     /// encoded; read them with [`option`](Self::option) or an
@@ -88,6 +92,51 @@ pub struct MethodPolicy {
     /// Its HTTP routes (`google.api.http`), the main one first: served as
     /// REST/JSON through the same pipeline.
     pub http: &'static [HttpRoute],
+}
+
+/// The limits of a streaming method's calls, each ending the call when
+/// it is passed, whatever the handler does:
+///
+/// ```
+/// # use std::time::Duration;
+/// use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, StreamLimits};
+/// static WATCH: MethodPolicy = MethodPolicy {
+///     stream: StreamLimits {
+///         max_duration: Some(Duration::from_secs(300)),
+///         idle_timeout: Some(Duration::from_secs(30)),
+///         ..StreamLimits::NONE
+///     },
+///     ..MethodPolicy::new("Watch", "/p.v1.S/Watch", MethodKind::BidiStreaming, Access::Public)
+/// };
+/// assert!(WATCH.stream.any());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// How long a call may run (`max_stream_duration`): then it ends
+    /// `UNAVAILABLE`, so that the client opens a new stream (on another
+    /// replica, perhaps), as a connection past its age is recycled.
+    pub max_duration: Option<Duration>,
+    /// How long a call may go without a message either way
+    /// (`stream_idle_timeout`): then it ends `DEADLINE_EXCEEDED`.
+    pub idle_timeout: Option<Duration>,
+    /// How many messages the client may send on one call
+    /// (`max_stream_messages`, client and bidi streaming): the next fails
+    /// the call `RESOURCE_EXHAUSTED`.
+    pub max_messages: Option<u64>,
+}
+
+impl StreamLimits {
+    /// No limits.
+    pub const NONE: StreamLimits = StreamLimits {
+        max_duration: None,
+        idle_timeout: None,
+        max_messages: None,
+    };
+
+    /// Whether any limit is set.
+    pub const fn any(&self) -> bool {
+        self.max_duration.is_some() || self.idle_timeout.is_some() || self.max_messages.is_some()
+    }
 }
 
 /// One HTTP route of a method, as codegen parsed its `google.api.http`
@@ -253,6 +302,7 @@ impl MethodPolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            stream: StreamLimits::NONE,
             options: &[],
             http: &[],
         }

@@ -7,7 +7,9 @@
 use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
-use keel_rpc_codegen::{Access, MethodSpec, RateKey, RateLimit, RetryPolicy, ServiceSpec};
+use keel_rpc_codegen::{
+    Access, MethodSpec, RateKey, RateLimit, RetryPolicy, ServiceSpec, StreamLimits,
+};
 
 /// The file `cargo xtask gen` writes the table to.
 pub const FILE: &str = "POLICY.md";
@@ -83,6 +85,22 @@ fn rate_limit(limit: Option<&RateLimit>) -> String {
     format!("{}/s, burst {}{key}", limit.per_second, limit.burst)
 }
 
+/// Stream limits as the table shows them: `5m long, 30s idle, 1000 msgs`.
+fn stream_limits(limits: &StreamLimits) -> String {
+    let parts: Vec<String> = [
+        limits.max_duration.map(|d| format!("{d:?} long")),
+        limits.idle_timeout.map(|d| format!("{d:?} idle")),
+        limits.max_messages.map(|n| format!("{n} msgs")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match parts.is_empty() {
+        true => "-".to_owned(),
+        false => parts.join(", "),
+    }
+}
+
 fn duration(d: Option<std::time::Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), |d| format!("{d:?}"))
 }
@@ -95,8 +113,8 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
          Every method of the workspace's services with its resolved annotations, method over service.\n\
          Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
          prints the same as JSON.\n\n\
-         | service | method | kind | auth | labels | validated | timeout | max timeout | max concurrency | rate limit | client retry | own options | HTTP routes | proto |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | service | method | kind | auth | labels | validated | timeout | max timeout | max concurrency | rate limit | stream limits | client retry | own options | HTTP routes | proto |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (proto, specs) in services {
         for service in specs {
@@ -105,7 +123,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
                     service.full_name,
                     m.name,
                     kind(m),
@@ -117,6 +135,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.max_concurrency
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                     rate_limit(m.rate_limit.as_ref()),
+                    stream_limits(&m.stream),
                     retry(m.retry.as_ref()),
                     m.options
                         .iter()
@@ -164,6 +183,11 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                         "burst": r.burst,
                         "key": r.key.to_annotation(),
                     })),
+                    "stream": serde_json::json!({
+                        "max_duration_ms": m.stream.max_duration.map(|d| d.as_millis() as u64),
+                        "idle_timeout_ms": m.stream.idle_timeout.map(|d| d.as_millis() as u64),
+                        "max_messages": m.stream.max_messages,
+                    }),
                     "retry": m.retry.as_ref().map(|r| serde_json::json!({
                         "max_attempts": r.max_attempts,
                         "initial_backoff_ms": r.initial_backoff.as_millis() as u64,
@@ -202,6 +226,7 @@ mod tests {
             max_concurrency: Some(8),
             rate_limit: None,
             retry: None,
+            stream: StreamLimits::default(),
             options: Vec::new(),
             validated: true,
             http: Vec::new(),
@@ -224,6 +249,10 @@ mod tests {
                     }),
                     retry: Some(RetryPolicy::idempotent_default()),
                     options: vec![("t.v1.audit".into(), vec![10, 1, b'x'])],
+                    stream: StreamLimits {
+                        idle_timeout: Some(std::time::Duration::from_secs(30)),
+                        ..StreamLimits::default()
+                    },
                     ..method("Read", Access::Token(vec!["r".into()]))
                 },
                 method(
@@ -237,8 +266,8 @@ mod tests {
         };
         let table = table(&[("t.proto", vec![service.clone()])]);
         for row in [
-            "| t.v1.S | Open | server stream | **public** | team=core | yes | 1.5s | - | 8 | - | - |  |  | `t.proto` |",
-            "| t.v1.S | Read | server stream | token with r | team=core | yes | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) |  | `t.proto` |",
+            "| t.v1.S | Open | server stream | **public** | team=core | yes | 1.5s | - | 8 | - | - | - |  |  | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r | team=core | yes | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 30s idle | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) |  | `t.proto` |",
             "| t.v1.S | Internal | server stream | peer dns:a.example |",
         ] {
             assert!(table.contains(row), "{row} in:\n{table}");
@@ -254,5 +283,7 @@ mod tests {
         assert_eq!(json[1]["rate_limit"]["key"], "claim:tenant");
         assert_eq!(json[1]["retry"]["retryable_codes"][0], "UNAVAILABLE");
         assert_eq!(json[1]["options"][0], "t.v1.audit");
+        assert_eq!(json[1]["stream"]["idle_timeout_ms"], 30_000);
+        assert_eq!(json[0]["stream"]["max_messages"], serde_json::Value::Null);
     }
 }

@@ -140,6 +140,22 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
         }
         None => quote!(::core::option::Option::None),
     };
+    let stream = match m.stream == Default::default() {
+        true => quote!(#runtime::codegen::StreamLimits::NONE),
+        false => {
+            let max_duration = duration(m.stream.max_duration);
+            let idle_timeout = duration(m.stream.idle_timeout);
+            let max_messages = match m.stream.max_messages {
+                Some(n) => quote!(::core::option::Option::Some(#n)),
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(#runtime::codegen::StreamLimits {
+                max_duration: #max_duration,
+                idle_timeout: #idle_timeout,
+                max_messages: #max_messages,
+            })
+        }
+    };
     let http = m.http.iter().map(|route| http_route(route, m, runtime));
     let options = m.options.iter().map(|(name, value)| {
         let value = proc_macro2::Literal::byte_string(value);
@@ -157,6 +173,7 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
             max_concurrency: #max_concurrency,
             rate_limit: #rate_limit,
             retry: #retry,
+            stream: #stream,
             options: &[#(#options),*],
             http: &[#(#http),*],
         }

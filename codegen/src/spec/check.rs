@@ -19,6 +19,36 @@ pub(super) fn streaming_retry(method: &MethodDescriptor, block: &Block) -> Optio
     )
 }
 
+/// Why a method's own block cannot have one of the stream limits, if it
+/// cannot: the field, and the reason. A unary call is bounded by its
+/// deadline; `max_stream_messages` counts what a client streams.
+pub(super) fn stream_limit_problem(
+    method: &MethodDescriptor,
+    block: &Block,
+) -> Option<(&'static str, String)> {
+    let streams = method.is_client_streaming() || method.is_server_streaming();
+    for (name, set) in [
+        ("max_stream_duration", block.max_stream_duration.is_some()),
+        ("stream_idle_timeout", block.stream_idle_timeout.is_some()),
+    ] {
+        if set && !streams {
+            return Some((
+                name,
+                format!(
+                    "{name}: only a streaming method has streams to limit; a unary call is bounded by its timeout"
+                ),
+            ));
+        }
+    }
+    if block.max_stream_messages.is_some() && !method.is_client_streaming() {
+        return Some((
+            "max_stream_messages",
+            "max_stream_messages: counts the messages a client streams; only a client or bidi streaming method has them".to_owned(),
+        ));
+    }
+    None
+}
+
 /// Why a method's `timeout` cannot apply, if it cannot: it is longer than
 /// its `max_timeout`.
 pub(super) fn timeout_problem(spec: &MethodSpec) -> Option<String> {

@@ -43,6 +43,18 @@ pub enum Access {
     },
 }
 
+/// The limits of a streaming method's calls (`max_stream_duration`,
+/// `stream_idle_timeout`, `max_stream_messages`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// How long one call may stream.
+    pub max_duration: Option<Duration>,
+    /// How long a call may go without a message either way.
+    pub idle_timeout: Option<Duration>,
+    /// How many messages the client may send on one call.
+    pub max_messages: Option<u64>,
+}
+
 /// The resolved policy of one method.
 #[derive(Clone, Debug)]
 pub struct MethodSpec {
@@ -67,6 +79,8 @@ pub struct MethodSpec {
     /// How generated clients retry it: `retry`, method over service, else
     /// the default of an idempotent method; `None` for streaming methods.
     pub retry: Option<RetryPolicy>,
+    /// Its stream limits, method over service (none for a unary method).
+    pub stream: StreamLimits,
     /// The method's own message-typed options of other packages (an
     /// `extend google.protobuf.MethodOptions` of the user's), by full name,
     /// each its value encoded: carried into the policy table for the user's

@@ -21,6 +21,9 @@ pub(super) struct Block {
     pub(super) max_concurrency: Option<u32>,
     pub(super) rate_limit: Option<RateLimit>,
     pub(super) retry: Option<RetryPolicy>,
+    pub(super) max_stream_duration: Option<Duration>,
+    pub(super) stream_idle_timeout: Option<Duration>,
+    pub(super) max_stream_messages: Option<u64>,
 }
 
 /// Reads and checks a `keel.v1.RetryPolicy` block.
@@ -278,9 +281,15 @@ pub(super) fn read_block(
         .get_field_by_name("max_concurrency")
         .and_then(|v| v.as_u32())
         .filter(|n| *n > 0);
+    out.max_stream_messages = block
+        .get_field_by_name("max_stream_messages")
+        .and_then(|v| v.as_u64())
+        .filter(|n| *n > 0);
     for (name, slot) in [
         ("timeout", &mut out.timeout),
         ("max_timeout", &mut out.max_timeout),
+        ("max_stream_duration", &mut out.max_stream_duration),
+        ("stream_idle_timeout", &mut out.stream_idle_timeout),
     ] {
         if let Some(duration) = field_message(block, name) {
             match duration_of(&duration) {

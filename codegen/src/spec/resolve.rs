@@ -12,7 +12,7 @@ use prost_reflect::{
 
 use super::check;
 use super::read::{Block, read_block};
-use super::{Access, MethodSpec, RetryPolicy, ServiceSpec};
+use super::{Access, MethodSpec, RetryPolicy, ServiceSpec, StreamLimits};
 use crate::error::Diagnostic;
 use crate::http::{self, HttpRoute};
 use crate::locate::{Locator, Step};
@@ -104,6 +104,9 @@ fn resolve_service(
             if let Some(problem) = check::streaming_retry(&method, &block) {
                 report(&path, &[("retry", 0)], problem);
             }
+            if let Some((field, problem)) = check::stream_limit_problem(&method, &block) {
+                report(&path, &[(field, 0)], problem);
+            }
             let mut spec = merge(&method, &service_block, block);
             let mut http_path = method.path().to_vec();
             http_path.push(METHOD_OPTIONS_FIELD);
@@ -145,6 +148,7 @@ fn resolve_service(
 
 /// Applies the service-level defaults under a method's own block.
 fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
+    let stream = stream_limits(method, service, &own);
     let access = own
         .auth
         .or_else(|| service.auth.clone())
@@ -162,11 +166,27 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         max_concurrency: own.max_concurrency.or(service.max_concurrency),
         rate_limit: own.rate_limit.or_else(|| service.rate_limit.clone()),
         retry: retry_of(method, own.retry.or_else(|| service.retry.clone())),
+        stream,
         options: custom_options(method),
         validated: false,
         http: Vec::new(),
         input: method.input().full_name().to_owned(),
         output: method.output().full_name().to_owned(),
+    }
+}
+
+/// The stream limits of `method`, its own over the service's; the
+/// service's apply only where they can (a unary method has none, and only
+/// a client stream is counted).
+fn stream_limits(method: &MethodDescriptor, service: &Block, own: &Block) -> StreamLimits {
+    if !(method.is_client_streaming() || method.is_server_streaming()) {
+        return StreamLimits::default();
+    }
+    StreamLimits {
+        max_duration: own.max_stream_duration.or(service.max_stream_duration),
+        idle_timeout: own.stream_idle_timeout.or(service.stream_idle_timeout),
+        max_messages: (own.max_stream_messages.or(service.max_stream_messages))
+            .filter(|_| method.is_client_streaming()),
     }
 }
 

@@ -145,6 +145,24 @@ async fn listing_exporting_and_all_or_nothing_imports(db: Db) {
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
 
+    // An import is one transaction, of at most `max_stream_messages` (1000)
+    // users: the 1001st fails the call, and nothing is created (the pages
+    // below hold the seven users of the first import only).
+    let status = client
+        .import_users(with_token(
+            tokio_stream::iter((100..1101).map(new).collect::<Vec<_>>()),
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::ResourceExhausted,
+            "the stream carried more than its max_stream_messages of 1000 request messages"
+        )
+    );
+
     let mut pages = Vec::new();
     let mut page_token = String::new();
     loop {

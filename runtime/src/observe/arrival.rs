@@ -16,14 +16,24 @@
 //! the body ends. It starts then, not at the request's headers: the steps
 //! before (auth, limits) take microseconds, and reading the clock for
 //! every call would cost more than it measures.
+//!
+//! A stream of requests of a method with stream limits is watched another
+//! way ([`StreamActivity`]): when its last message arrived (for
+//! `stream_idle_timeout`) and how many did (`max_stream_messages`), shared
+//! with the pipeline, which ends the call.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use quanta::Instant;
 use tokio::time::Sleep;
+
+use crate::clock;
 
 /// Whether a request body still has time to arrive; see the
 /// [module docs](self).
@@ -36,6 +46,8 @@ pub(crate) enum Arrival {
     Due(Duration),
     /// Waiting, until the timer fires.
     Armed(Pin<Box<Armed>>),
+    /// A stream of requests whose messages are watched.
+    Stream(Arc<StreamActivity>),
 }
 
 pin_project! {
@@ -62,8 +74,19 @@ impl Arrival {
     #[inline]
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<tonic::Status> {
         match self {
-            Arrival::Off => None,
+            Arrival::Off | Arrival::Stream(_) => None,
             _ => self.poll_timer(cx),
+        }
+    }
+
+    /// `started` request messages began in the frame just read: the
+    /// status the call fails with when that is more than its stream may
+    /// carry.
+    #[inline]
+    pub(crate) fn received(&self, started: u64) -> Result<(), tonic::Status> {
+        match self {
+            Arrival::Stream(activity) if started > 0 => activity.received(started),
+            _ => Ok(()),
         }
     }
 
@@ -97,6 +120,73 @@ impl Arrival {
             }
         }
     }
+}
+
+/// When the messages of a stream of requests arrived, and how many did,
+/// for the pipeline's stream limits (shared with them: the request body is
+/// polled by the handler, the limits by the response).
+#[derive(Debug)]
+pub(crate) struct StreamActivity {
+    /// What the times are counted from.
+    origin: Instant,
+    /// When a message last went by, either way, in nanoseconds since
+    /// `origin`.
+    last: AtomicU64,
+    messages: AtomicU64,
+    max_messages: Option<u64>,
+    /// Set once the client sent more than `max_messages`.
+    over: AtomicBool,
+}
+
+impl StreamActivity {
+    pub(crate) fn new(max_messages: Option<u64>) -> Arc<Self> {
+        Arc::new(StreamActivity {
+            origin: clock::now(),
+            last: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            max_messages,
+            over: AtomicBool::new(false),
+        })
+    }
+
+    /// A message went by, either way.
+    pub(crate) fn touch(&self) {
+        let since = clock::since(self.origin).as_nanos() as u64;
+        self.last.store(since, Ordering::Relaxed);
+    }
+
+    /// When a message last went by (the start, before any did).
+    pub(crate) fn last(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+
+    fn received(&self, started: u64) -> Result<(), tonic::Status> {
+        self.touch();
+        let count = self.messages.fetch_add(started, Ordering::Relaxed) + started;
+        match self.max_messages {
+            Some(max) if count > max => {
+                self.over.store(true, Ordering::Release);
+                Err(too_many(max))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The status of a call whose client sent more messages than its
+    /// stream may carry, once it has.
+    pub(crate) fn exceeded(&self) -> Option<tonic::Status> {
+        match (self.over.load(Ordering::Acquire), self.max_messages) {
+            (true, Some(max)) => Some(too_many(max)),
+            _ => None,
+        }
+    }
+}
+
+#[cold]
+fn too_many(max: u64) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!(
+        "the stream carried more than its max_stream_messages of {max} request messages"
+    ))
 }
 
 /// The status of a call whose request did not arrive within `limit`:

@@ -20,7 +20,7 @@ mod arrival;
 mod request;
 mod response;
 
-pub(crate) use arrival::Arriving;
+pub(crate) use arrival::{Arriving, StreamActivity};
 pub use request::CountingBody;
 pub(crate) use request::Tallies;
 pub(crate) use response::{Progress, progress};

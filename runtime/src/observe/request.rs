@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use prometheus::IntCounter;
 
-use super::arrival::Arrival;
+use super::arrival::{Arrival, StreamActivity};
 use crate::metrics::{Protocol, ServiceMetrics};
 use crate::wire::{MessageCounter, TooLarge};
 
@@ -43,6 +43,12 @@ impl<B> CountingBody<B> {
     /// (`None`: no limit).
     pub(crate) fn arriving_within(mut self, limit: Option<std::time::Duration>) -> Self {
         self.arrival = Arrival::within(limit);
+        self
+    }
+
+    /// The body of a stream of requests whose messages `activity` watches.
+    pub(crate) fn watched_by(mut self, activity: Arc<StreamActivity>) -> Self {
+        self.arrival = Arrival::Stream(activity);
         self
     }
 }
@@ -165,6 +171,9 @@ where
             let tally = &**this.tally;
             match this.counter.feed_limited(data, tally.limit) {
                 Ok(started) => {
+                    if let Err(refused) = this.arrival.received(started) {
+                        return Poll::Ready(Some(Err(refused.into())));
+                    }
                     if let Some((service, slot)) = &tally.method {
                         let counts = service.slot(*slot);
                         match tally.sent {

@@ -93,6 +93,7 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
             }
             Progress::Data(data) => {
                 call.metrics.sent_data(data);
+                call.touch();
                 return polled;
             }
             Progress::Nothing => return polled,

@@ -11,6 +11,7 @@ use tonic::Code;
 
 use super::concurrency::Permit;
 use super::deadline::Timer;
+use super::stream::StreamTimers;
 use crate::metrics::CallRecord;
 use crate::telemetry::deadline::Deadline;
 use crate::telemetry::end_server_span;
@@ -43,22 +44,33 @@ impl std::fmt::Debug for Call {
 
 pin_project! {
     /// What a method's own limits hold for one of its calls: the timer of
-    /// its deadline and its concurrency slot. Boxed: one pointer in every
-    /// call, and only the calls of methods with limits have one.
+    /// its deadline, its concurrency slot and its stream limits. Boxed: one
+    /// pointer in every call, and only the calls of methods with limits
+    /// have one.
     pub(super) struct Limits {
         #[pin]
         timer: Option<Timer>,
         permit: Option<Permit>,
+        #[pin]
+        stream: Option<StreamTimers>,
     }
 }
 
 impl Limits {
     /// The limits of a call, if its method has any.
     #[inline]
-    pub(super) fn of(timer: Option<Timer>, permit: Option<Permit>) -> Option<Pin<Box<Self>>> {
-        match (&timer, &permit) {
-            (None, None) => None,
-            _ => Some(Box::pin(Limits { timer, permit })),
+    pub(super) fn of(
+        timer: Option<Timer>,
+        permit: Option<Permit>,
+        stream: Option<StreamTimers>,
+    ) -> Option<Pin<Box<Self>>> {
+        match (&timer, &permit, &stream) {
+            (None, None, None) => None,
+            _ => Some(Box::pin(Limits {
+                timer,
+                permit,
+                stream,
+            })),
         }
     }
 }
@@ -80,16 +92,31 @@ impl Call {
         }
     }
 
-    /// Whether the method's own deadline has passed (registering for the
-    /// wake-up when it has not); `None` for methods without one.
+    /// The status the call ends with when its deadline or a stream limit
+    /// has passed (registering for the wake-ups when none has); `None` for
+    /// methods without them.
     #[inline]
     pub(super) fn poll_expired(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> Option<tonic::Status> {
         let limits = self.limits.as_mut()?.as_mut().project();
-        let mut timer = limits.timer.as_pin_mut()?;
-        (timer.as_mut().poll_expired(cx).is_ready()).then(|| timer.exceeded())
+        if let Some(mut timer) = limits.timer.as_pin_mut()
+            && timer.as_mut().poll_expired(cx).is_ready()
+        {
+            return Some(timer.exceeded());
+        }
+        limits.stream.as_pin_mut()?.poll_passed(cx)
+    }
+
+    /// A message of a streamed response went by (for its idle limit).
+    #[inline]
+    pub(super) fn touch(&self) {
+        if let Some(limits) = &self.limits
+            && let Some(stream) = &limits.stream
+        {
+            stream.touch();
+        }
     }
 
     /// When the call arrived.

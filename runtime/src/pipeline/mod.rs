@@ -27,6 +27,10 @@
 //!    steps after this one wait for its answer in the response future;
 //! 5. **concurrency** (`pipeline/concurrency.rs`): a method with
 //!    `max_concurrency` answers a call over the limit `RESOURCE_EXHAUSTED`;
+//!    and a streaming method with stream limits (`pipeline/stream.rs`) ends
+//!    a call past its `max_stream_duration` (`UNAVAILABLE`), its
+//!    `stream_idle_timeout` (`DEADLINE_EXCEEDED`) or its
+//!    `max_stream_messages` (`RESOURCE_EXHAUSTED`);
 //! 6. **request messages** ([`CountingBody`]): counted as they
 //!    arrive; one longer than `server.max_message_bytes` fails
 //!    `RESOURCE_EXHAUSTED` before tonic decodes it; for a method taking one
@@ -65,6 +69,7 @@ mod interruptible;
 mod method;
 mod rate;
 pub(crate) mod recover;
+mod stream;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -263,7 +268,15 @@ impl Shared {
         let method = &self.policy.methods[index];
         // 5. concurrency
         let permit = self.in_flight.admit(index, method)?;
-        call.limits = Limits::of(timer, permit);
+        // (and the limits of a stream, if its method has any)
+        let (stream, activity) = match method.stream.any() {
+            false => (None, None),
+            true => {
+                let (timers, activity) = stream::StreamTimers::start(&method.stream);
+                (Some(timers), Some(activity))
+            }
+        };
+        call.limits = Limits::of(timer, permit, stream);
         // (7. for layers of the user's: which method this is)
         if self.exposes_method {
             let called = CalledMethod {
@@ -274,8 +287,16 @@ impl Shared {
         }
         // 6. request messages (in time, when the method takes one)
         let received = self.received.get(Some(slot));
-        let limit = takes_one_message(method).then_some(self.request_body_timeout);
-        Ok(req.map(|body| CountingBody::new(body, received).arriving_within(limit)))
+        // (a stream of requests, watched when its method has stream limits)
+        let one = takes_one_message(method);
+        let limit = one.then_some(self.request_body_timeout);
+        Ok(req.map(|body| {
+            let body = CountingBody::new(body, received).arriving_within(limit);
+            match activity.filter(|_| !one) {
+                None => body,
+                Some(activity) => body.watched_by(activity),
+            }
+        }))
     }
 }
 

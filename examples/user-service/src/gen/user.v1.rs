@@ -796,6 +796,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\x12\x0E/v1/users/{id}")],
                 http: &[::keel_rpc::codegen::HttpRoute {
                     method: "GET",
@@ -832,6 +833,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     key: ::keel_rpc::codegen::RateKey::Subject,
                 }),
                 retry: ::core::option::Option::None,
+                stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[
                     ("google.api.http", b"\"\t/v1/users:\x01*"),
                     ("user.v1.audit", b"\n\x0Buser.create"),
@@ -873,6 +875,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\x12\t/v1/users")],
                 http: &[::keel_rpc::codegen::HttpRoute {
                     method: "GET",
@@ -901,6 +904,13 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::Some(4u32),
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                stream: ::keel_rpc::codegen::StreamLimits {
+                    max_duration: ::core::option::Option::None,
+                    idle_timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(
+                        30000000000,
+                    )),
+                    max_messages: ::core::option::Option::Some(1000u64),
+                },
                 options: &[("user.v1.audit", b"\n\x0Buser.import")],
                 http: &[],
             },
@@ -917,6 +927,13 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                stream: ::keel_rpc::codegen::StreamLimits {
+                    max_duration: ::core::option::Option::None,
+                    idle_timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(
+                        30000000000,
+                    )),
+                    max_messages: ::core::option::Option::None,
+                },
                 options: &[("google.api.http", b"\x12\x10/v1/users:export")],
                 http: &[::keel_rpc::codegen::HttpRoute {
                     method: "GET",
@@ -952,6 +969,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],
             },
@@ -966,6 +984,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\x12\n/v1/health")],
                 http: &[::keel_rpc::codegen::HttpRoute {
                     method: "GET",
