@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+mod common;
+
+use common::HEALTH;
 use keel_rpc::client::Client;
-use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, RetryPolicy, ServicePolicy};
 use keel_rpc::config::Config;
 use keel_rpc::testing::TestDns;
 use tokio::net::TcpListener;
@@ -22,30 +24,6 @@ use tonic::{Request, Response, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-
-/// `Check` as an idempotent method: 3 attempts on `UNAVAILABLE`.
-static HEALTH: ServicePolicy = ServicePolicy {
-    name: "grpc.health.v1.Health",
-    methods: &[MethodPolicy {
-        retry: Some(RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(20),
-            backoff_multiplier: 2.0,
-            retryable_codes: &[tonic::Code::Unavailable],
-        }),
-        ..MethodPolicy::new(
-            "Check",
-            "/grpc.health.v1.Health/Check",
-            MethodKind::Unary,
-            Access::Public,
-        )
-    }],
-    route: |path| match path {
-        "/grpc.health.v1.Health/Check" => Some(0),
-        _ => None,
-    },
-};
 
 const NAME: &str = "replicas.test.";
 const REFRESH: Duration = Duration::from_millis(300);

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::HEALTH;
 use keel_rpc::client::Client;
-use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, RetryPolicy, ServicePolicy};
 use keel_rpc::config::Config;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -18,30 +20,6 @@ use tonic::{Request, Response, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-
-/// `Check` as an idempotent method: 3 attempts on `UNAVAILABLE`.
-static HEALTH: ServicePolicy = ServicePolicy {
-    name: "grpc.health.v1.Health",
-    methods: &[MethodPolicy {
-        retry: Some(RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(20),
-            backoff_multiplier: 2.0,
-            retryable_codes: &[tonic::Code::Unavailable],
-        }),
-        ..MethodPolicy::new(
-            "Check",
-            "/grpc.health.v1.Health/Check",
-            MethodKind::Unary,
-            Access::Public,
-        )
-    }],
-    route: |path| match path {
-        "/grpc.health.v1.Health/Check" => Some(0),
-        _ => None,
-    },
-};
 
 /// A health service that answers `UNAVAILABLE` while `failing`, counting
 /// every attempt that reaches it.
@@ -104,6 +82,8 @@ struct Phase {
     ok: usize,
     /// How long each failed call took.
     failures: Vec<Duration>,
+    /// The last failure's status.
+    last_failure: Option<Status>,
     /// When the first successful call started, after the phase's start.
     first_ok: Option<Duration>,
 }
@@ -125,7 +105,10 @@ async fn drive(checker: &Checker, workers: usize, length: Duration) -> Phase {
                         phase.ok += 1;
                         phase.first_ok.get_or_insert(began - start);
                     }
-                    Err(_) => phase.failures.push(began.elapsed()),
+                    Err(status) => {
+                        phase.failures.push(began.elapsed());
+                        phase.last_failure = Some(status);
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -138,6 +121,7 @@ async fn drive(checker: &Checker, workers: usize, length: Duration) -> Phase {
         all.calls += phase.calls;
         all.ok += phase.ok;
         all.failures.extend(phase.failures);
+        all.last_failure = all.last_failure.or(phase.last_failure);
         all.first_ok = match (all.first_ok, phase.first_ok) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -198,6 +182,14 @@ async fn an_outage_is_not_made_worse_and_calls_resume_when_it_ends() {
         let p99 = percentile(&mut outage.failures, 0.99);
         println!("outage: failed calls' p99 {p99:?}");
         assert!(p99 < Duration::from_millis(10), "p99 {p99:?}");
+        let refused = outage.last_failure.clone().expect("calls failed");
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(
+            refused
+                .message()
+                .starts_with("grpc.health.v1.Health is failing"),
+            "{refused:?}"
+        );
         assert!(value(&registry, "keel_client_breaker_rejected_total") > 0.0);
         assert_eq!(value(&registry, "keel_client_breaker_open"), 1.0);
 

@@ -10,7 +10,12 @@
 //! `GOAWAY` accepts). The second is what lets servers recycle connections
 //! (`server.max_connection_age`) and replicas drain without failing a
 //! call, whatever the method's policy.
+//!
+//! Policy retries spend the service's retry budget
+//! ([`RetryBudget`](super::dependency::RetryBudget)); transparent ones do
+//! not, as they add no work to a server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +26,6 @@ use quanta::Instant;
 use tonic::Code;
 use tonic::body::Body;
 use tower::{Service, ServiceExt};
-
-use std::sync::Arc;
 
 use super::dependency::Dependency;
 use super::layer::{BoxError, error_code};
