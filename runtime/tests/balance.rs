@@ -315,8 +315,13 @@ async fn a_killed_replica_fails_no_retried_call_and_gets_none_once_ejected() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         replicas[2].kill();
         let failed = during.await.expect("load");
+        // Every call the replica had not begun to answer is sent again. One
+        // whose answer it was writing when it died is committed (its
+        // headers came: gRFC A6 retries no such call) and fails UNKNOWN
+        // (tonic's code for a body cut short), so of the eight in flight,
+        // those may fail, and only so.
         assert!(
-            failed.is_empty(),
+            failed.len() <= 8 && failed.iter().all(|s| s.code() == tonic::Code::Unknown),
             "{} failed: {:?}",
             failed.len(),
             failed.first()

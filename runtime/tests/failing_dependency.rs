@@ -219,6 +219,7 @@ async fn without_the_breaker_the_retry_budget_alone_bounds_the_attempts() {
         let registry = prometheus::Registry::new();
         let mut config = Config::<()>::default();
         config.client.breaker.enabled = false;
+        config.client.retry_budget.max_tokens = 10;
         let checker = checker(&config, &registry, &url);
 
         dependency.failing.store(true, Ordering::Relaxed);

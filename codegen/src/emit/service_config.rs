@@ -10,7 +10,7 @@ use crate::spec::{RetryPolicy, ServiceSpec};
 
 /// `retryThrottling` as `[client.retry_budget]`'s defaults have it (a test
 /// of the user-service example holds them equal).
-const RETRY_THROTTLING: &str = "\"retryThrottling\":{\"maxTokens\":10,\"tokenRatio\":0.1}";
+const RETRY_THROTTLING: &str = "\"retryThrottling\":{\"maxTokens\":100,\"tokenRatio\":0.1}";
 
 /// The `…_SERVICE_CONFIG` constant of a service: `USER_SERVICE_CONFIG` for
 /// `UserService` (not `USER_SERVICE_SERVICE_CONFIG`), `TICKER_SERVICE_CONFIG`

@@ -14,8 +14,9 @@ use super::Section;
 #[derive(Debug, Clone, PartialEq, Section)]
 pub struct RetryBudgetConfig {
     /// The tokens of each service called (gRPC's `maxTokens`); retries stop once more than
-    /// half are spent.
-    #[config(default = 10, min = 1, max = 1000)]
+    /// half are spent. Half of it is how many calls in flight to a replica that dies can be
+    /// retried on the others at once.
+    #[config(default = 100, min = 1, max = 1000)]
     pub max_tokens: u32,
     /// What each successful call gives back (gRPC's `tokenRatio`), at most 3 decimals.
     #[config(default = 0.1, above = 0.0, max = 1.0)]
