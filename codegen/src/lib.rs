@@ -67,7 +67,8 @@ use std::path::{Path, PathBuf};
 pub use error::{Diagnostic, Error};
 pub use http::{HttpRoute, PathTemplate, Segment};
 pub use spec::{
-    Access, MethodSpec, RESERVED_LABELS, RateKey, RateLimit, RetryPolicy, ServiceSpec, StreamLimits,
+    Access, Criticality, MethodSpec, RESERVED_LABELS, RateKey, RateLimit, RetryPolicy, ServiceSpec,
+    StreamLimits,
 };
 
 /// The annotation vocabulary, bundled so users need not put it on their

@@ -514,7 +514,7 @@ service Things {
     );
     assert_eq!(
         config["retryThrottling"],
-        serde_json::json!({"maxTokens": 10, "tokenRatio": 0.1})
+        serde_json::json!({"maxTokens": 100, "tokenRatio": 0.1})
     );
 }
 
@@ -773,4 +773,31 @@ service Things {
         1,
         "{code}"
     );
+}
+
+#[test]
+fn criticality_reaches_the_table_method_over_service() {
+    let source = r#"syntax = "proto3";
+package test.v1;
+import "keel/v1/options.proto";
+message Req {}
+service Things {
+  option (keel.v1.service) = { auth: { public: true } criticality: SHEDDABLE };
+  rpc Export(Req) returns (Req);
+  rpc Get(Req) returns (Req) {
+    option (keel.v1.method) = { criticality: CRITICAL_PLUS };
+  }
+}
+"#;
+    let (_dir, result) = compile(source);
+    let code = std::fs::read_to_string(&result.expect("valid").files[0]).unwrap();
+    let squashed: String = code.split_whitespace().collect();
+    let order: Vec<&str> = squashed
+        .match_indices("criticality:::keel_rpc::codegen::Criticality::")
+        .map(|(at, found)| {
+            let rest = &squashed[at + found.len()..];
+            &rest[..rest.find(',').unwrap()]
+        })
+        .collect();
+    assert_eq!(order, ["Sheddable", "CriticalPlus"], "{code}");
 }

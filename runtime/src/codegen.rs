@@ -26,6 +26,6 @@
 //! ```
 
 pub use crate::policy::{
-    Access, HttpRoute, MethodKind, MethodPolicy, PathSegment, RateKey, RateLimit, RetryPolicy,
-    ServicePolicy, StreamLimits,
+    Access, Criticality, HttpRoute, MethodKind, MethodPolicy, PathSegment, RateKey, RateLimit,
+    RetryPolicy, ServicePolicy, StreamLimits,
 };

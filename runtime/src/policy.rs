@@ -28,6 +28,66 @@ impl MethodKind {
     }
 }
 
+/// How much a method's calls matter when a server sheds load, the SRE
+/// book's four (`criticality`): lower ones are refused first. A call's
+/// criticality goes with the calls its handler makes through generated
+/// clients (`keel-criticality` metadata), so batch work stays sheddable
+/// all the way down.
+///
+/// ```
+/// use keel_rpc::codegen::Criticality;
+/// assert_eq!(Criticality::parse(b"SHEDDABLE"), Some(Criticality::Sheddable));
+/// assert_eq!(Criticality::default().as_str(), "CRITICAL");
+/// assert!(Criticality::Sheddable.share_percent() < Criticality::Critical.share_percent());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Criticality {
+    /// Shed last: a failure is a user-visible outage.
+    CriticalPlus,
+    /// What a user waits for (the default).
+    #[default]
+    Critical,
+    /// Batch work whose failure is retried, soon.
+    SheddablePlus,
+    /// Work that may fail and wait: shed first.
+    Sheddable,
+}
+
+impl Criticality {
+    /// Its name, as `keel-criticality` carries it and the proto spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Criticality::CriticalPlus => "CRITICAL_PLUS",
+            Criticality::Critical => "CRITICAL",
+            Criticality::SheddablePlus => "SHEDDABLE_PLUS",
+            Criticality::Sheddable => "SHEDDABLE",
+        }
+    }
+
+    /// The criticality named `value`, if it is one.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        match value {
+            b"CRITICAL_PLUS" => Some(Criticality::CriticalPlus),
+            b"CRITICAL" => Some(Criticality::Critical),
+            b"SHEDDABLE_PLUS" => Some(Criticality::SheddablePlus),
+            b"SHEDDABLE" => Some(Criticality::Sheddable),
+            _ => None,
+        }
+    }
+
+    /// The share of a method's `max_concurrency` its calls of this
+    /// criticality may fill, in percent (rounded up, so at least one call):
+    /// the sheddable ones leave room, so that no critical call is refused
+    /// while a sheddable one is admitted.
+    pub const fn share_percent(self) -> u32 {
+        match self {
+            Criticality::CriticalPlus | Criticality::Critical => 100,
+            Criticality::SheddablePlus => 75,
+            Criticality::Sheddable => 50,
+        }
+    }
+}
+
 /// Who may call a method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -80,6 +140,9 @@ pub struct MethodPolicy {
     /// default of an idempotent method); `None`: not retried. Unary methods
     /// only.
     pub retry: Option<RetryPolicy>,
+    /// How much its calls matter when load is shed (`criticality`), unless
+    /// a trusted caller says otherwise.
+    pub criticality: Criticality,
     /// How long a stream may run and idle, and how many messages a client
     /// may send on it (`max_stream_duration`, `stream_idle_timeout`,
     /// `max_stream_messages`). Streaming methods only.
@@ -302,6 +365,7 @@ impl MethodPolicy {
             max_concurrency: None,
             rate_limit: None,
             retry: None,
+            criticality: Criticality::Critical,
             stream: StreamLimits::NONE,
             options: &[],
             http: &[],

@@ -7,9 +7,9 @@ use tower::Layer;
 
 use crate::Error;
 use crate::auth::{RemoteKeys, RevocationFeed, Verifier};
-use crate::config::Config;
+use crate::config::{Config, TrustCriticality};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineLayer, RedisBuckets};
+use crate::pipeline::{Pipeline, PipelineLayer, RedisBuckets, Settings};
 use crate::policy::ServicePolicy;
 
 /// The shared runtime of a process's Keel services: the token verifier, the
@@ -23,6 +23,8 @@ pub struct Keel {
     /// How long a call's one request message has to arrive
     /// (`server.request_body_timeout`).
     request_body_timeout: Duration,
+    /// Whose `keel-criticality` is honoured (`server.trust_criticality`).
+    trust_criticality: TrustCriticality,
     /// The keys of `auth.jwks_url`, which [`Keel::server`]'s `serve` fetches and refreshes.
     remote_keys: Option<Arc<RemoteKeys>>,
     /// The services it was built for (their REST routes are served).
@@ -87,6 +89,10 @@ impl Keel {
             metrics,
             max_message_bytes: config.server.max_message_bytes,
             request_body_timeout: config.server.request_body_timeout,
+            trust_criticality: TrustCriticality::resolve(
+                config.server.trust_criticality,
+                config.service.environment,
+            ),
             remote_keys: remote_keys.map(Arc::new),
             services: services.into(),
             shared_buckets,
@@ -106,6 +112,7 @@ impl Keel {
             metrics,
             max_message_bytes,
             request_body_timeout: crate::config::ServerConfig::default().request_body_timeout,
+            trust_criticality: TrustCriticality::Peers,
             remote_keys: None,
             shared_buckets: None,
             revocation_feed: None,
@@ -136,8 +143,11 @@ impl Keel {
             &self.metrics,
             metrics,
             self.verifier.clone(),
-            self.max_message_bytes,
-            self.request_body_timeout,
+            Settings {
+                max_message_bytes: self.max_message_bytes,
+                request_body_timeout: self.request_body_timeout,
+                trust_criticality: self.trust_criticality,
+            },
             exposes_method,
             self.shared_buckets.as_ref(),
         ))

@@ -673,3 +673,56 @@ async fn the_server_pushback_sets_the_retry_pause_and_the_deadline_bounds_all_at
         started.elapsed()
     );
 }
+
+/// Serves one call of `POLICY` in `environment`, asking for `criticality`;
+/// its handler calls downstream. The `keel-criticality` the downstream
+/// call carried, if any.
+async fn criticality_sent_downstream(
+    environment: &str,
+    criticality: Option<&'static str>,
+) -> Option<String> {
+    let config = Loader::new()
+        .defaults_toml(&format!(
+            "[service]\nenvironment = \"{environment}\"\n\
+             [auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef-test\"\n"
+        ))
+        .load()
+        .expect("config");
+    let keel = keel_rpc::Keel::new(&config, &[&POLICY]).expect("keel");
+    let seen = Seen::default();
+    let server = keel.wrap(&POLICY, calling_downstream(&seen)).expect("wrap");
+    let mut incoming = incoming(None);
+    if let Some(criticality) = criticality {
+        incoming
+            .headers_mut()
+            .insert("keel-criticality", HeaderValue::from_static(criticality));
+    }
+    let response = server.oneshot(incoming).await.expect("infallible");
+    assert_eq!(response.headers()["grpc-status"], "0");
+    let sent = seen.0.lock().unwrap();
+    assert_eq!(sent.len(), 1);
+    sent[0]
+        .get("keel-criticality")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_criticality_of_the_call_served_goes_downstream() {
+    // A trusted caller's (development trusts all) goes on.
+    assert_eq!(
+        criticality_sent_downstream("development", Some("SHEDDABLE")).await,
+        Some("SHEDDABLE".to_owned())
+    );
+    // The default, CRITICAL, is sent as nothing: the callee's own holds.
+    assert_eq!(criticality_sent_downstream("development", None).await, None);
+    assert_eq!(
+        criticality_sent_downstream("development", Some("CRITICAL")).await,
+        None
+    );
+    // An untrusted caller's (production, no client certificate) is not
+    // the call's, so it does not go on either.
+    assert_eq!(
+        criticality_sent_downstream("production", Some("SHEDDABLE")).await,
+        None
+    );
+}

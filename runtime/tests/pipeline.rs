@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_rpc::codegen::{Access, MethodKind, MethodPolicy, ServicePolicy};
-use keel_rpc::config::{AuthConfig, Secret};
+use keel_rpc::config::{AuthConfig, Loader, Secret};
 use keel_rpc::{RequestExt, Verifier};
 use tower::ServiceExt;
 
@@ -791,4 +791,121 @@ async fn calls_over_a_rate_limit_are_refused_with_when_to_retry_per_key() {
         calls.load(Ordering::SeqCst),
         3 + 1 + 3 + 1 + 3 + 1 + 3 + 1 + 1
     );
+}
+
+/// `Batch` is sheddable and `Serve` critical, each at most 4 calls at once.
+static SHEDDING: ServicePolicy = ServicePolicy {
+    name: "test.v1.Shedding",
+    methods: &[
+        MethodPolicy {
+            max_concurrency: Some(4),
+            criticality: keel_rpc::codegen::Criticality::Sheddable,
+            ..MethodPolicy::new(
+                "Batch",
+                "/test.v1.Shedding/Batch",
+                MethodKind::Unary,
+                Access::Public,
+            )
+        },
+        MethodPolicy {
+            max_concurrency: Some(4),
+            ..MethodPolicy::new(
+                "Serve",
+                "/test.v1.Shedding/Serve",
+                MethodKind::Unary,
+                Access::Public,
+            )
+        },
+    ],
+    route: |path| match path {
+        "/test.v1.Shedding/Batch" => Some(0),
+        "/test.v1.Shedding/Serve" => Some(1),
+        _ => None,
+    },
+};
+
+/// A call's `grpc-status` and message, to come.
+type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = (String, String)> + Send>>;
+
+/// A pipeline of `SHEDDING` in `environment`, and a caller of it: a call
+/// of `method` sleeping `sleep_ms`, asking for `criticality` if any.
+fn shedding(environment: &str) -> impl Fn(&'static str, u64, Option<&'static str>) -> Answer {
+    let config = Loader::new()
+        .defaults_toml(&format!(
+            "[service]\nenvironment = \"{environment}\"\n[auth]\nhmac_secret = \"{SECRET}\"\n"
+        ))
+        .load()
+        .expect("config");
+    let keel = keel_rpc::Keel::new(&config, &[&SHEDDING]).unwrap();
+    let service = keel.wrap(&SHEDDING, tower::service_fn(sleepy)).unwrap();
+    move |method, sleep_ms, criticality| {
+        let service = service.clone();
+        Box::pin(async move {
+            let mut request = deadline_request(method, sleep_ms, None);
+            if let Some(criticality) = criticality {
+                request
+                    .headers_mut()
+                    .insert("keel-criticality", criticality.parse().unwrap());
+            }
+            let response = service.oneshot(request).await.unwrap();
+            let message = tonic::Status::from_header_map(response.headers())
+                .map(|status| status.message().to_owned())
+                .unwrap_or_default();
+            (grpc_status(response).await, message)
+        })
+    }
+}
+
+#[tokio::test]
+async fn sheddable_calls_leave_room_for_critical_ones() {
+    let call = shedding("production");
+    let (batch, serve) = ("/test.v1.Shedding/Batch", "/test.v1.Shedding/Serve");
+    // Two sheddable calls fill the half of the limit they may take.
+    let running: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(call(batch, 300, None)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, message) = call(batch, 0, None).await;
+    assert_eq!(code, "8", "a third sheddable call is refused");
+    assert!(
+        message.contains(
+            "already runs 2 calls, what SHEDDABLE calls may fill of its max_concurrency of 4"
+        ),
+        "{message}"
+    );
+    // A caller outside the fleet (no client certificate) cannot promote
+    // its call in production: the method's own criticality holds.
+    assert_eq!(call(batch, 0, Some("CRITICAL_PLUS")).await.0, "8");
+    // Critical calls of the other method are not held back by them.
+    let critical: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(call(serve, 300, None)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... and an untrusted caller cannot demote one either: a fifth
+    // critical call is over the limit whatever it says.
+    assert_eq!(call(serve, 0, Some("SHEDDABLE")).await.0, "8");
+    for done in running.into_iter().chain(critical) {
+        assert_eq!(done.await.unwrap().0, "0");
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_callers_criticality_is_the_calls() {
+    // Development trusts every caller.
+    let call = shedding("development");
+    let serve = "/test.v1.Shedding/Serve";
+    let running: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(call(serve, 300, Some("SHEDDABLE"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The caller's SHEDDABLE holds for `Serve`: half of its limit.
+    assert_eq!(call(serve, 0, Some("SHEDDABLE")).await.0, "8");
+    // Its critical calls still get the rest.
+    let (code, _) = call(serve, 0, None).await;
+    assert_eq!(code, "0");
+    // A value that is no criticality is the method's own.
+    assert_eq!(call(serve, 0, Some("URGENT!!")).await.0, "0");
+    for done in running {
+        assert_eq!(done.await.unwrap().0, "0");
+    }
 }

@@ -113,8 +113,8 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
          Every method of the workspace's services with its resolved annotations, method over service.\n\
          Written by `cargo xtask gen` (checked by `cargo xtask gen --check`); `cargo xtask policy --format json`\n\
          prints the same as JSON.\n\n\
-         | service | method | kind | auth | labels | validated | timeout | max timeout | max concurrency | rate limit | stream limits | client retry | own options | HTTP routes | proto |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | service | method | kind | auth | labels | validated | timeout | max timeout | max concurrency | criticality | rate limit | stream limits | client retry | own options | HTTP routes | proto |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (proto, specs) in services {
         for service in specs {
@@ -123,7 +123,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{proto}` |",
                     service.full_name,
                     m.name,
                     kind(m),
@@ -134,6 +134,7 @@ pub fn table(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     duration(m.max_timeout),
                     m.max_concurrency
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    m.criticality.as_str(),
                     rate_limit(m.rate_limit.as_ref()),
                     stream_limits(&m.stream),
                     retry(m.retry.as_ref()),
@@ -178,6 +179,7 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
                     "timeout_ms": m.timeout.map(|d| d.as_millis() as u64),
                     "max_timeout_ms": m.max_timeout.map(|d| d.as_millis() as u64),
                     "max_concurrency": m.max_concurrency,
+                    "criticality": m.criticality.as_str(),
                     "rate_limit": m.rate_limit.as_ref().map(|r| serde_json::json!({
                         "per_second": r.per_second,
                         "burst": r.burst,
@@ -212,6 +214,8 @@ fn json(services: &[(&str, Vec<ServiceSpec>)]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use keel_rpc_codegen::Criticality;
+
     use super::*;
 
     fn method(name: &str, access: Access) -> MethodSpec {
@@ -227,6 +231,7 @@ mod tests {
             rate_limit: None,
             retry: None,
             stream: StreamLimits::default(),
+            criticality: Criticality::default(),
             options: Vec::new(),
             validated: true,
             http: Vec::new(),
@@ -253,6 +258,7 @@ mod tests {
                         idle_timeout: Some(std::time::Duration::from_secs(30)),
                         ..StreamLimits::default()
                     },
+                    criticality: Criticality::Sheddable,
                     ..method("Read", Access::Token(vec!["r".into()]))
                 },
                 method(
@@ -266,8 +272,8 @@ mod tests {
         };
         let table = table(&[("t.proto", vec![service.clone()])]);
         for row in [
-            "| t.v1.S | Open | server stream | **public** | team=core | yes | 1.5s | - | 8 | - | - | - |  |  | `t.proto` |",
-            "| t.v1.S | Read | server stream | token with r | team=core | yes | 1.5s | - | 8 | 0.5/s, burst 3, per claim:tenant | 30s idle | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) |  | `t.proto` |",
+            "| t.v1.S | Open | server stream | **public** | team=core | yes | 1.5s | - | 8 | CRITICAL | - | - | - |  |  | `t.proto` |",
+            "| t.v1.S | Read | server stream | token with r | team=core | yes | 1.5s | - | 8 | SHEDDABLE | 0.5/s, burst 3, per claim:tenant | 30s idle | 3 on UNAVAILABLE, 100ms..1s ×2 | (t.v1.audit) |  | `t.proto` |",
             "| t.v1.S | Internal | server stream | peer dns:a.example |",
         ] {
             assert!(table.contains(row), "{row} in:\n{table}");
@@ -284,6 +290,7 @@ mod tests {
         assert_eq!(json[1]["retry"]["retryable_codes"][0], "UNAVAILABLE");
         assert_eq!(json[1]["options"][0], "t.v1.audit");
         assert_eq!(json[1]["stream"]["idle_timeout_ms"], 30_000);
+        assert_eq!(json[1]["criticality"], "SHEDDABLE");
         assert_eq!(json[0]["stream"]["max_messages"], serde_json::Value::Null);
     }
 }

@@ -156,6 +156,7 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
             })
         }
     };
+    let criticality = ident(&m.criticality.as_str().to_upper_camel_case());
     let http = m.http.iter().map(|route| http_route(route, m, runtime));
     let options = m.options.iter().map(|(name, value)| {
         let value = proc_macro2::Literal::byte_string(value);
@@ -173,6 +174,7 @@ fn method(spec: &ServiceSpec, m: &MethodSpec, runtime: &TokenStream) -> TokenStr
             max_concurrency: #max_concurrency,
             rate_limit: #rate_limit,
             retry: #retry,
+            criticality: #runtime::codegen::Criticality::#criticality,
             stream: #stream,
             options: &[#(#options),*],
             http: &[#(#http),*],

@@ -43,6 +43,44 @@ pub enum Access {
     },
 }
 
+/// How much a method's calls matter when load is shed (`criticality`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Criticality {
+    /// `CRITICAL_PLUS`.
+    CriticalPlus,
+    /// `CRITICAL`, the default.
+    #[default]
+    Critical,
+    /// `SHEDDABLE_PLUS`.
+    SheddablePlus,
+    /// `SHEDDABLE`.
+    Sheddable,
+}
+
+impl Criticality {
+    /// The value of `keel.v1.Criticality` numbered `number`; `None` for
+    /// unspecified (and numbers of a newer proto).
+    pub(crate) fn from_number(number: i32) -> Option<Self> {
+        match number {
+            1 => Some(Criticality::CriticalPlus),
+            2 => Some(Criticality::Critical),
+            3 => Some(Criticality::SheddablePlus),
+            4 => Some(Criticality::Sheddable),
+            _ => None,
+        }
+    }
+
+    /// Its name in the proto.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Criticality::CriticalPlus => "CRITICAL_PLUS",
+            Criticality::Critical => "CRITICAL",
+            Criticality::SheddablePlus => "SHEDDABLE_PLUS",
+            Criticality::Sheddable => "SHEDDABLE",
+        }
+    }
+}
+
 /// The limits of a streaming method's calls (`max_stream_duration`,
 /// `stream_idle_timeout`, `max_stream_messages`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,6 +119,8 @@ pub struct MethodSpec {
     pub retry: Option<RetryPolicy>,
     /// Its stream limits, method over service (none for a unary method).
     pub stream: StreamLimits,
+    /// `criticality`, method over service.
+    pub criticality: Criticality,
     /// The method's own message-typed options of other packages (an
     /// `extend google.protobuf.MethodOptions` of the user's), by full name,
     /// each its value encoded: carried into the policy table for the user's

@@ -7,7 +7,7 @@ use std::time::Duration;
 use prost_reflect::{DynamicMessage, ExtensionDescriptor, ReflectMessage, Value};
 
 use super::check::{label_name_problem, peer_problem};
-use super::{Access, CODE_NAMES, MIN_PER_SECOND, RateKey, RateLimit, RetryPolicy};
+use super::{Access, CODE_NAMES, Criticality, MIN_PER_SECOND, RateKey, RateLimit, RetryPolicy};
 use crate::error::closest;
 use crate::locate::Step;
 
@@ -24,6 +24,7 @@ pub(super) struct Block {
     pub(super) max_stream_duration: Option<Duration>,
     pub(super) stream_idle_timeout: Option<Duration>,
     pub(super) max_stream_messages: Option<u64>,
+    pub(super) criticality: Option<Criticality>,
 }
 
 /// Reads and checks a `keel.v1.RetryPolicy` block.
@@ -281,6 +282,10 @@ pub(super) fn read_block(
         .get_field_by_name("max_concurrency")
         .and_then(|v| v.as_u32())
         .filter(|n| *n > 0);
+    out.criticality = block
+        .get_field_by_name("criticality")
+        .and_then(|v| v.as_enum_number())
+        .and_then(Criticality::from_number);
     out.max_stream_messages = block
         .get_field_by_name("max_stream_messages")
         .and_then(|v| v.as_u64())

@@ -167,6 +167,7 @@ fn merge(method: &MethodDescriptor, service: &Block, own: Block) -> MethodSpec {
         rate_limit: own.rate_limit.or_else(|| service.rate_limit.clone()),
         retry: retry_of(method, own.retry.or_else(|| service.retry.clone())),
         stream,
+        criticality: own.criticality.or(service.criticality).unwrap_or_default(),
         options: custom_options(method),
         validated: false,
         http: Vec::new(),

@@ -23,8 +23,8 @@ use crate::metrics::{CallRecord, MethodRetries, Protocol, ServiceMetrics};
 use crate::observe::{CountingBody, Tallies};
 use crate::policy::ServicePolicy;
 use crate::telemetry::deadline::Deadline;
-use crate::telemetry::{client_span, propagation};
-use crate::wire::{GRPC_TIMEOUT, decode_timeout, encode_timeout, status_code};
+use crate::telemetry::{client_span, criticality, propagation};
+use crate::wire::{GRPC_TIMEOUT, KEEL_CRITICALITY, decode_timeout, encode_timeout, status_code};
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -161,6 +161,14 @@ where
                 false => encode_timeout(deadline),
             };
             req.headers_mut().insert(&GRPC_TIMEOUT, header);
+        }
+        // The criticality of the call being served goes on, unless the
+        // caller set one.
+        if let Some(criticality) = criticality::current()
+            && !req.headers().contains_key(&KEEL_CRITICALITY)
+        {
+            let value = HeaderValue::from_static(criticality.as_str());
+            req.headers_mut().insert(&KEEL_CRITICALITY, value);
         }
 
         // A client's calls are gRPC.

@@ -42,6 +42,9 @@
 //!   times, counted in `keel_client_transparent_retries_total`: servers
 //!   recycling connections (`server.max_connection_age`) fail no call.
 //!   Streams are not buffered, and not sent again;
+//! - sends the criticality of the call being served, when a handler calls
+//!   out and it is not `CRITICAL`, as `keel-criticality` (unless the
+//!   caller set one), so that batch work stays sheddable downstream;
 //! - keeps a failing service's outage from growing (see
 //!   [Failing dependencies](#failing-dependencies));
 //! - records the go-grpc-prometheus client metrics

@@ -90,6 +90,7 @@ mod reference;
 mod secret;
 mod section;
 mod store;
+mod trust;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -115,6 +116,7 @@ pub use section::{Env, Key, Nested, Problems, Section};
 #[cfg(feature = "store")]
 pub(crate) use store::redact_url;
 pub use store::{DatabaseUrl, STORE_SCHEMES, StoreConfig};
+pub use trust::TrustCriticality;
 pub use validate::MIN_HMAC_SECRET_BYTES;
 
 /// The whole configuration of a Keel service: Keel's sections and, in
@@ -276,6 +278,10 @@ pub struct ServerConfig {
     /// in flight get `max_connection_age_grace` to finish.
     #[config(min = "1s")]
     pub max_connection_age: Option<Duration>,
+    /// Whose `keel-criticality` metadata is honoured: `peers` (a verified client
+    /// certificate), `all` or `none`; the other calls get their method's `criticality`.
+    #[config(default_doc = "`all` in development, `peers` in production")]
+    pub trust_criticality: Option<TrustCriticality>,
     /// After `max_connection_age`'s `GOAWAY`, how long calls in flight may run before the
     /// connection is closed under them (as grpc-go's `MaxConnectionAgeGrace`; unset: as long as
     /// they take). A server's streams should end before it.

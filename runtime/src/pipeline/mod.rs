@@ -6,7 +6,10 @@
 //! `match` on the path that codegen wrote) and then runs, in this order:
 //!
 //! 1. **context** ([`telemetry`](crate::telemetry)): the server span, when
-//!    telemetry is on, continuing the caller's W3C trace; and the call's
+//!    telemetry is on, continuing the caller's W3C trace; the call's
+//!    criticality (its method's, or a trusted caller's `keel-criticality`),
+//!    which calls the handler makes through generated clients carry on, and
+//!    which the concurrency step sheds by; and the call's
 //!    deadline ([`deadline`](crate::deadline)): its `grpc-timeout`, else the
 //!    method's `timeout`, never more than its `max_timeout`, which calls the
 //!    handler makes through generated clients inherit, and which ends the
@@ -26,7 +29,8 @@
 //!    `[rate_limit] backend` the buckets are the fleet's, in Redis, and the
 //!    steps after this one wait for its answer in the response future;
 //! 5. **concurrency** (`pipeline/concurrency.rs`): a method with
-//!    `max_concurrency` answers a call over the limit `RESOURCE_EXHAUSTED`;
+//!    `max_concurrency` answers a call over the limit `RESOURCE_EXHAUSTED`
+//!    (a sheddable call over its share of it);
 //!    and a streaming method with stream limits (`pipeline/stream.rs`) ends
 //!    a call past its `max_stream_duration` (`UNAVAILABLE`), its
 //!    `stream_idle_timeout` (`DEADLINE_EXCEEDED`) or its
@@ -79,11 +83,12 @@ use http::{Request, Response};
 use http_body::Body;
 use tower::Service;
 
-use crate::auth::{self, Verifier};
+use crate::auth::{self, Peer, Verifier};
 use crate::clock;
+use crate::config::TrustCriticality;
 use crate::metrics::{CallRecord, Metrics, Protocol, ServiceMetrics, takes_one_message};
 use crate::observe::Tallies;
-use crate::policy::{MethodKind, ServicePolicy};
+use crate::policy::{Criticality, MethodKind, MethodPolicy, ServicePolicy};
 use crate::telemetry::call_context;
 use crate::wire::CallHeaders;
 
@@ -131,6 +136,19 @@ struct Shared {
     /// How long the request of a method taking one message has to arrive
     /// (`server.request_body_timeout`).
     request_body_timeout: Duration,
+    /// Whose `keel-criticality` is honoured.
+    trust_criticality: TrustCriticality,
+}
+
+/// What a pipeline takes from `[server]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    /// `server.max_message_bytes`.
+    pub(crate) max_message_bytes: usize,
+    /// `server.request_body_timeout`.
+    pub(crate) request_body_timeout: Duration,
+    /// `server.trust_criticality`, resolved for the environment.
+    pub(crate) trust_criticality: TrustCriticality,
 }
 
 impl PipelineLayer {
@@ -138,11 +156,15 @@ impl PipelineLayer {
         all: &Metrics,
         metrics: Arc<ServiceMetrics>,
         verifier: Arc<Verifier>,
-        max_message_bytes: usize,
-        request_body_timeout: Duration,
+        settings: Settings,
         exposes_method: bool,
         shared_buckets: Option<&Arc<RedisBuckets>>,
     ) -> Self {
+        let Settings {
+            max_message_bytes,
+            request_body_timeout,
+            trust_criticality,
+        } = settings;
         let policy = metrics.policy();
         let shared = Shared {
             policy,
@@ -150,6 +172,7 @@ impl PipelineLayer {
             in_flight: concurrency::InFlight::new(policy),
             exposes_method,
             request_body_timeout,
+            trust_criticality,
             verifier,
             received: Tallies::received(
                 &metrics,
@@ -209,9 +232,13 @@ where
         let method = &shared.policy.methods[index];
         let slot = Protocol::of(req.extensions()).slot(index);
         let headers = CallHeaders::read(req.headers());
-        // 1. context (and deadline), 2. metrics
+        let criticality = match headers.criticality {
+            None => method.criticality,
+            Some(asked) => shared.criticality_asked(method, asked, req.extensions()),
+        };
+        // 1. context (deadline and criticality), 2. metrics
         let mut call = Call::new(
-            call_context(shared.policy, method, &headers),
+            with_criticality(call_context(shared.policy, method, &headers), criticality),
             CallRecord::start(&shared.metrics, slot, clock::now()),
             method.path,
             matches!(
@@ -238,12 +265,13 @@ where
         match shared.rates.admit(index, method, req.extensions()) {
             Ok(Admission::Admitted) => {}
             Ok(Admission::Ask(asking)) => {
-                return self.call_when_admitted(asking, req, index, slot, timer, call);
+                let at = (index, slot, criticality);
+                return self.call_when_admitted(asking, req, at, timer, call);
             }
             Err(status) => return ResponseFuture::answer(status, Some(call)),
         }
         // 5.–7.
-        let req = match shared.proceed(index, slot, req, timer, &mut call) {
+        let req = match shared.proceed((index, slot, criticality), req, timer, &mut call) {
             Ok(req) => req,
             Err(status) => return ResponseFuture::answer(status, Some(call)),
         };
@@ -259,15 +287,14 @@ impl Shared {
     #[inline(always)]
     fn proceed<B>(
         &self,
-        index: usize,
-        slot: usize,
+        (index, slot, criticality): (usize, usize, Criticality),
         mut req: Request<B>,
         timer: Option<deadline::Timer>,
         call: &mut Call,
     ) -> Result<Request<CountingBody<B>>, tonic::Status> {
         let method = &self.policy.methods[index];
         // 5. concurrency
-        let permit = self.in_flight.admit(index, method)?;
+        let permit = self.in_flight.admit(index, method, criticality)?;
         // (and the limits of a stream, if its method has any)
         let (stream, activity) = match method.stream.any() {
             false => (None, None),
@@ -300,6 +327,43 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The criticality of a call of `method` whose caller `asked` for one:
+    /// the caller's, when the server trusts it and it names one; else the
+    /// method's own. Out of line: most calls ask for none.
+    #[cold]
+    #[inline(never)]
+    fn criticality_asked(
+        &self,
+        method: &MethodPolicy,
+        asked: &http::HeaderValue,
+        extensions: &http::Extensions,
+    ) -> Criticality {
+        let trusted = match self.trust_criticality {
+            TrustCriticality::All => true,
+            TrustCriticality::Peers => Peer::of_request(extensions).is_some(),
+            TrustCriticality::None => false,
+        };
+        match trusted {
+            true => Criticality::parse(asked.as_bytes()).unwrap_or(method.criticality),
+            false => method.criticality,
+        }
+    }
+}
+
+/// `cx` with the call's `criticality`, for the calls its handler makes
+/// (`CRITICAL`, the default, is the absence of one: it costs no context).
+#[inline]
+fn with_criticality(
+    cx: Option<opentelemetry::Context>,
+    criticality: Criticality,
+) -> Option<opentelemetry::Context> {
+    match criticality {
+        Criticality::Critical => cx,
+        other => Some(cx.unwrap_or_default().with_value(other)),
+    }
+}
+
 impl<S> Pipeline<S> {
     /// A call of a method whose buckets are the fleet's: the rest of its
     /// steps and the server wait for `asking` (a Redis round trip), in the
@@ -312,8 +376,7 @@ impl<S> Pipeline<S> {
         &mut self,
         asking: rate::Asking,
         req: Request<B>,
-        index: usize,
-        slot: usize,
+        at: (usize, usize, Criticality),
         timer: Option<deadline::Timer>,
         call: Call,
     ) -> ResponseFuture<S::Future>
@@ -325,7 +388,7 @@ impl<S> Pipeline<S> {
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let shared = self.shared.clone();
         let then: future::Then<S::Future> = Box::new(move |call: &mut Call| {
-            let req = shared.proceed(index, slot, req, timer, call)?;
+            let req = shared.proceed(at, req, timer, call)?;
             Ok(inner.call(req))
         });
         ResponseFuture::admitting(asking, then, call)

@@ -54,6 +54,7 @@
 //! [`tracing-opentelemetry`]: https://docs.rs/tracing-opentelemetry
 
 mod client_span;
+pub(crate) mod criticality;
 pub mod deadline;
 mod format;
 pub mod propagation;

@@ -1,16 +1,16 @@
 //! The request headers Keel reads on every call, found in one pass.
 //!
-//! A call's `authorization` (auth), `grpc-timeout` (its deadline) and
-//! `traceparent` (its remote parent) are read by three concerns. Looking
-//! each up in the [`HeaderMap`] hashes its name and, for the two that are not
-//! standard HTTP headers, compares it byte for byte, found or not. One walk
-//! over the few headers a gRPC request carries finds all three for less than
-//! three lookups cost.
+//! A call's `authorization` (auth), `grpc-timeout` (its deadline),
+//! `traceparent` (its remote parent) and `keel-criticality` are read by
+//! four concerns. Looking each up in the [`HeaderMap`] hashes its name and,
+//! for those that are not standard HTTP headers, compares it byte for byte,
+//! found or not. One walk over the few headers a gRPC request carries finds
+//! them all for less than the lookups cost.
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 
-use super::metadata::{GRPC_TIMEOUT, TRACEPARENT_HEADER};
+use super::metadata::{GRPC_TIMEOUT, KEEL_CRITICALITY, TRACEPARENT_HEADER};
 
 /// What one call's request headers say to Keel.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +26,8 @@ pub(crate) struct CallHeaders<'a> {
     pub(crate) grpc_timeout: Option<&'a HeaderValue>,
     /// Whether there is a `traceparent`.
     pub(crate) traceparent: bool,
+    /// The first `keel-criticality`.
+    pub(crate) criticality: Option<&'a HeaderValue>,
 }
 
 impl<'a> CallHeaders<'a> {
@@ -37,6 +39,7 @@ impl<'a> CallHeaders<'a> {
             repeated_authorization: false,
             grpc_timeout: None,
             traceparent: false,
+            criticality: None,
         };
         for (name, value) in headers {
             if *name == AUTHORIZATION {
@@ -46,6 +49,8 @@ impl<'a> CallHeaders<'a> {
                 found.grpc_timeout = found.grpc_timeout.or(Some(value));
             } else if *name == TRACEPARENT_HEADER {
                 found.traceparent = true;
+            } else if *name == KEEL_CRITICALITY {
+                found.criticality = found.criticality.or(Some(value));
             }
         }
         found
@@ -77,6 +82,7 @@ mod tests {
             ),
             ("authorization", "Bearer abc"),
             ("grpc-timeout", "1S"),
+            ("keel-criticality", "SHEDDABLE"),
         ]);
         let found = CallHeaders::read(&map);
         assert_eq!(
@@ -87,5 +93,9 @@ mod tests {
         // Like `HeaderMap::get`: the first of repeated values.
         assert_eq!(found.grpc_timeout, Some(&HeaderValue::from_static("5S")));
         assert!(found.traceparent);
+        assert_eq!(
+            found.criticality,
+            Some(&HeaderValue::from_static("SHEDDABLE"))
+        );
     }
 }

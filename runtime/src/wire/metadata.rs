@@ -8,6 +8,9 @@ use http::HeaderName;
 /// The gRPC deadline header.
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
+/// A call's criticality, as its caller says it (`Criticality`).
+pub(crate) static KEEL_CRITICALITY: HeaderName = HeaderName::from_static("keel-criticality");
+
 /// Name of the W3C header that carries the trace id, parent span id and flags.
 pub const TRACEPARENT: &str = "traceparent";
 

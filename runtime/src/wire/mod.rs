@@ -24,7 +24,7 @@ pub(crate) use call_headers::CallHeaders;
 pub(crate) use messages::{
     MessageCounter, TooLarge, encode_message, single_message, split_message,
 };
-pub(crate) use metadata::{GRPC_TIMEOUT, PUSHBACK};
+pub(crate) use metadata::{GRPC_TIMEOUT, KEEL_CRITICALITY, PUSHBACK};
 pub use metadata::{TRACEPARENT, TRACESTATE};
 #[cfg(test)]
 pub(crate) use status::CUT_MARK;

@@ -939,7 +939,7 @@ pub mod auth_service_server {
 }
 /// The gRPC service config (JSON) of `keel.auth.v1.AuthService`: the retry policies of [`AUTH_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const AUTH_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Login\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Refresh\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}],\"retryThrottling\":{\"maxTokens\":10,\"tokenRatio\":0.1}}";
+pub const AUTH_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Login\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"keel.auth.v1.AuthService\",\"method\":\"Refresh\"}],\"retryPolicy\":{\"maxAttempts\":5,\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}],\"retryThrottling\":{\"maxTokens\":100,\"tokenRatio\":0.1}}";
 /// The OpenAPI 3.1 document of `keel.auth.v1.AuthService`'s HTTP routes (serve it with `keel_rpc::Server::openapi`).
 pub const AUTH_SERVICE_OPENAPI: &str = include_str!("keel.auth.v1.AuthService.openapi.json");
 /// Keel policy of `keel.auth.v1.AuthService`, resolved from its annotations at build time.
@@ -971,6 +971,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],
@@ -992,6 +993,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\"\x0E/v1/auth/login:\x01*")],
                 http: &[::keel_rpc::codegen::HttpRoute {
@@ -1026,6 +1028,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\"\x10/v1/auth/refresh:\x01*")],
                 http: &[::keel_rpc::codegen::HttpRoute {
@@ -1054,6 +1057,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],
@@ -1069,6 +1073,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],
@@ -1084,6 +1089,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],
@@ -1099,6 +1105,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],
@@ -1114,6 +1121,7 @@ pub static AUTH_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],

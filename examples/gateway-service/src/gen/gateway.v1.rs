@@ -319,6 +319,7 @@ pub static PROFILE_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            criticality: ::keel_rpc::codegen::Criticality::Critical,
             stream: ::keel_rpc::codegen::StreamLimits::NONE,
             options: &[("google.api.http", b"\x12\x16/v1/profiles/{user_id}")],
             http: &[::keel_rpc::codegen::HttpRoute {

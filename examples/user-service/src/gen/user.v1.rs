@@ -759,7 +759,7 @@ pub mod user_service_server {
 }
 /// The gRPC service config (JSON) of `user.v1.UserService`: the retry policies of [`USER_SERVICE_POLICY`],
 /// for clients in other languages (`grpc.WithDefaultServiceConfig` in Go, …).
-pub const USER_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"GetUser\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"ListUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"CountUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}],\"retryThrottling\":{\"maxTokens\":10,\"tokenRatio\":0.1}}";
+pub const USER_SERVICE_CONFIG: &str = "{\"methodConfig\":[{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"GetUser\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"ListUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},{\"name\":[{\"service\":\"user.v1.UserService\",\"method\":\"CountUsers\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}],\"retryThrottling\":{\"maxTokens\":100,\"tokenRatio\":0.1}}";
 /// The OpenAPI 3.1 document of `user.v1.UserService`'s HTTP routes (serve it with `keel_rpc::Server::openapi`).
 pub const USER_SERVICE_OPENAPI: &str = include_str!("user.v1.UserService.openapi.json");
 /// Keel policy of `user.v1.UserService`, resolved from its annotations at build time.
@@ -796,6 +796,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\x12\x0E/v1/users/{id}")],
                 http: &[::keel_rpc::codegen::HttpRoute {
@@ -833,6 +834,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     key: ::keel_rpc::codegen::RateKey::Subject,
                 }),
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[
                     ("google.api.http", b"\"\t/v1/users:\x01*"),
@@ -875,6 +877,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\x12\t/v1/users")],
                 http: &[::keel_rpc::codegen::HttpRoute {
@@ -904,6 +907,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::Some(4u32),
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits {
                     max_duration: ::core::option::Option::None,
                     idle_timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(
@@ -927,6 +931,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits {
                     max_duration: ::core::option::Option::None,
                     idle_timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(
@@ -969,6 +974,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                     backoff_multiplier: 2f64,
                     retryable_codes: &[::tonic::Code::Unavailable],
                 }),
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[],
                 http: &[],
@@ -984,6 +990,7 @@ pub static USER_SERVICE_POLICY: ::keel_rpc::codegen::ServicePolicy =
                 max_concurrency: ::core::option::Option::None,
                 rate_limit: ::core::option::Option::None,
                 retry: ::core::option::Option::None,
+                criticality: ::keel_rpc::codegen::Criticality::Critical,
                 stream: ::keel_rpc::codegen::StreamLimits::NONE,
                 options: &[("google.api.http", b"\x12\n/v1/health")],
                 http: &[::keel_rpc::codegen::HttpRoute {

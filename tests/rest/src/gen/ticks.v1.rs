@@ -390,6 +390,7 @@ pub static TICKER_POLICY: ::keel_rpc::codegen::ServicePolicy = ::keel_rpc::codeg
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            criticality: ::keel_rpc::codegen::Criticality::Critical,
             stream: ::keel_rpc::codegen::StreamLimits::NONE,
             options: &[("google.api.http", b"\x12\t/v1/ticks")],
             http: &[::keel_rpc::codegen::HttpRoute {
@@ -417,6 +418,7 @@ pub static TICKER_POLICY: ::keel_rpc::codegen::ServicePolicy = ::keel_rpc::codeg
             max_concurrency: ::core::option::Option::None,
             rate_limit: ::core::option::Option::None,
             retry: ::core::option::Option::None,
+            criticality: ::keel_rpc::codegen::Criticality::Critical,
             stream: ::keel_rpc::codegen::StreamLimits::NONE,
             options: &[("google.api.http", b"\x12\x13/v1/wait/{delay_ms}")],
             http: &[::keel_rpc::codegen::HttpRoute {
